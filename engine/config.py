@@ -1,0 +1,285 @@
+"""RunConfig: every setting of one experiment, validated, frozen and JSON-able.
+
+Defaults follow ../shared/SPEC.md. Fields whose SPEC default depends on the dataset or
+model (epochs, patience, LR milestones, attack phase epochs, trigger column) are stored
+as ``None`` by the user and resolved by :func:`resolve`, so a stored config always holds
+the concrete values a run used.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+DATASETS = (
+    "mnist", "fmnist", "cifar10", "cifar10-jpeg",
+    "mnist-10k", "fmnist-5", "emnist-letters-aj",
+    "synthetic", "synthetic-rgb",
+)
+MODELS = ("lenet", "stripnet", "resnet9")
+ATTACKS = ("none", "surrogate", "autoencoder")
+CUTS = (1, 2, 3)
+RR_GRANULARITIES = ("epoch", "batch")
+AE_GRADS = ("straight", "through")
+DEVICES = ("auto", "cpu", "cuda")
+
+CIFAR_LIKE = ("cifar10", "cifar10-jpeg", "synthetic-rgb")
+
+
+class ConfigError(ValueError):
+    """A config value that cannot run; the message is one line meant for the user."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    dataset: str = "mnist"
+    model: str = "lenet"
+    cut: int = 1
+    clients: int = 1
+    attack: str = "none"
+    alpha: float = 0.5
+    epochs: int | None = None
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    lr_milestones: tuple[int, ...] | None = None
+    lr_gamma: float = 0.1
+    patience: int | None = None
+    seed: int = 47
+    trigger_size: int = 8
+    trigger_row: int = 0
+    trigger_col: int | None = None
+    trigger_seed: int = 56
+    target: int = 0
+    poison_ratio: float = 0.5
+    loss_halved: bool = False
+    rr_granularity: str = "epoch"
+    ae_share: float = 0.5
+    ae_grad: str = "straight"
+    ae_phase1_epochs: int | None = None
+    ae_epochs: int | None = None
+    device: str = "auto"
+    data_root: str | None = None
+    train_limit: int | None = None
+    eval_limit: int | None = None
+    eval_batch_size: int = 1024
+    name: str = ""
+
+    # ---- JSON -------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        if out["lr_milestones"] is not None:
+            out["lr_milestones"] = list(out["lr_milestones"])
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RunConfig":
+        if not isinstance(data, dict):
+            raise ConfigError("a config must be a JSON object of field: value")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(
+                f"unknown config field {unknown[0]!r}; known fields: {', '.join(sorted(known))}"
+            )
+        kwargs = {k: _coerce(k, v) for k, v in data.items()}
+        return validate(cls(**kwargs))
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "RunConfig":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"config is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        return cls.from_dict(data)
+
+    def replace(self, **changes: Any) -> "RunConfig":
+        return validate(dataclasses.replace(self, **changes))
+
+
+FIELD_HELP: dict[str, str] = {
+    "dataset": "dataset: " + ", ".join(DATASETS),
+    "model": "model: " + ", ".join(MODELS),
+    "cut": "cut layer: 1, 2 or 3",
+    "clients": "number of honest clients K (>= 1)",
+    "attack": "attack: " + ", ".join(ATTACKS),
+    "alpha": "surrogate attack: weight of the innocent loss, in (0, 1]",
+    "epochs": "training epochs (default 90, 140 for CIFAR-10)",
+    "batch_size": "batch size",
+    "lr": "Adam learning rate",
+    "weight_decay": "Adam weight decay",
+    "lr_milestones": "epochs where the LR is multiplied by lr-gamma, e.g. 25,40,55,70 (default per model; 'none' = constant)",
+    "lr_gamma": "LR multiplier at each milestone",
+    "patience": "early-stopping patience on validation loss, epochs (default 70, 90 for CIFAR-10; 0 = off)",
+    "seed": "seed for data split, init and shuffling",
+    "trigger_size": "trigger square side, pixels",
+    "trigger_row": "trigger top row",
+    "trigger_col": "trigger left column (default: upper middle, W//2 - size//2)",
+    "trigger_seed": "seed of the trigger's random values",
+    "target": "target class of the backdoor",
+    "poison_ratio": "surrogate attack: share of the surrogate's data that is poisoned",
+    "loss_halved": "surrogate attack: halve the combined loss as the authors' code does",
+    "rr_granularity": "round-robin hand-over of client weights: epoch or batch",
+    "ae_share": "autoencoder attack: share of each batch sent through the injector",
+    "ae_grad": "autoencoder attack: gradient to the client, straight or through the autoencoder",
+    "ae_phase1_epochs": "autoencoder attack: epochs of the two phase-1 networks (default 70, 100 CIFAR-10)",
+    "ae_epochs": "autoencoder attack: autoencoder training epochs (default 100, 180 CIFAR-10)",
+    "device": "device: auto, cpu or cuda",
+    "data_root": "folder holding the datasets (default $SLTUI_DATA or ~/.cache/sltui/data)",
+    "train_limit": "use only the first N images of the train pool (quick runs)",
+    "eval_limit": "use only the first N validation and test images (quick runs)",
+    "eval_batch_size": "batch size for evaluation",
+    "name": "free label for this run",
+}
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """Turn JSON values into the field's Python type (lists -> tuples)."""
+    if name == "lr_milestones" and isinstance(value, list):
+        return tuple(value)
+    return value
+
+
+def parse_milestones(text: str | None) -> tuple[int, ...] | None:
+    """'25,40,55' -> (25, 40, 55); '' or 'none' -> () (constant LR); None -> None (default)."""
+    if text is None:
+        return None
+    text = text.strip().lower()
+    if text in ("", "none", "constant"):
+        return ()
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--lr-milestones must be comma-separated epochs like 25,40,55 (got {text!r})") from None
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _check_type(cfg: RunConfig) -> None:
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        expected = f.type
+        if value is None and "None" in str(expected):
+            continue
+        if "bool" in str(expected):
+            ok = isinstance(value, bool)
+        elif "int" in str(expected) and "tuple" not in str(expected):
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif "float" in str(expected):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        elif "tuple" in str(expected):
+            ok = isinstance(value, tuple) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+        else:
+            ok = isinstance(value, str)
+        if not ok:
+            raise ConfigError(f"{_flag(f.name)} has the wrong type: {value!r} ({FIELD_HELP[f.name]})")
+
+
+def validate(cfg: RunConfig) -> RunConfig:
+    """Raise ConfigError with one line naming the flag and the fix; return cfg unchanged."""
+    _check_type(cfg)
+
+    def choice(name: str, allowed: tuple) -> None:
+        value = getattr(cfg, name)
+        if value not in allowed:
+            raise ConfigError(
+                f"{_flag(name)} must be one of {', '.join(map(str, allowed))} (got {value!r})"
+            )
+
+    def at_least(name: str, low: int, optional: bool = False) -> None:
+        value = getattr(cfg, name)
+        if optional and value is None:
+            return
+        if value < low:
+            raise ConfigError(f"{_flag(name)} must be >= {low} (got {value})")
+
+    def unit(name: str, low_open: bool, high_closed: bool = True) -> None:
+        value = getattr(cfg, name)
+        low_ok = value > 0 if low_open else value >= 0
+        high_ok = value <= 1 if high_closed else value < 1
+        if not (low_ok and high_ok):
+            interval = ("(" if low_open else "[") + "0, 1" + ("]" if high_closed else ")")
+            raise ConfigError(f"{_flag(name)} must be in {interval} (got {value})")
+
+    choice("dataset", DATASETS)
+    choice("model", MODELS)
+    choice("cut", CUTS)
+    choice("attack", ATTACKS)
+    choice("rr_granularity", RR_GRANULARITIES)
+    choice("ae_grad", AE_GRADS)
+    choice("device", DEVICES)
+    at_least("clients", 1)
+    unit("alpha", low_open=True)
+    unit("poison_ratio", low_open=False)
+    unit("ae_share", low_open=False)
+    at_least("epochs", 1, optional=True)
+    at_least("batch_size", 1)
+    at_least("eval_batch_size", 1)
+    at_least("patience", 0, optional=True)
+    at_least("ae_phase1_epochs", 1, optional=True)
+    at_least("ae_epochs", 1, optional=True)
+    at_least("train_limit", 1, optional=True)
+    at_least("eval_limit", 1, optional=True)
+    at_least("trigger_size", 1)
+    at_least("trigger_row", 0)
+    at_least("trigger_col", 0, optional=True)
+    if cfg.lr <= 0:
+        raise ConfigError(f"--lr must be > 0 (got {cfg.lr})")
+    if cfg.weight_decay < 0:
+        raise ConfigError(f"--weight-decay must be >= 0 (got {cfg.weight_decay})")
+    if not 0 < cfg.lr_gamma <= 1:
+        raise ConfigError(f"--lr-gamma must be in (0, 1] (got {cfg.lr_gamma})")
+    if cfg.lr_milestones is not None and list(cfg.lr_milestones) != sorted(set(cfg.lr_milestones)):
+        raise ConfigError("--lr-milestones must be increasing epochs like 25,40,55")
+    classes = 5 if cfg.dataset == "fmnist-5" else 10
+    if not 0 <= cfg.target < classes:
+        raise ConfigError(f"--target must be a class in 0..{classes - 1} (got {cfg.target})")
+    side = 32 if cfg.dataset in CIFAR_LIKE else 28
+    col = cfg.trigger_col if cfg.trigger_col is not None else side // 2 - cfg.trigger_size // 2
+    if cfg.trigger_row + cfg.trigger_size > side or col + cfg.trigger_size > side:
+        raise ConfigError(
+            f"the {cfg.trigger_size}x{cfg.trigger_size} trigger at row {cfg.trigger_row}, column {col} "
+            f"does not fit a {side}x{side} image; lower --trigger-size, --trigger-row or --trigger-col"
+        )
+    return cfg
+
+
+def default_epochs(dataset: str) -> int:
+    return 140 if dataset in CIFAR_LIKE else 90
+
+
+def default_patience(dataset: str) -> int:
+    return 90 if dataset in CIFAR_LIKE else 70
+
+
+def default_milestones(model: str) -> tuple[int, ...]:
+    return (20, 30, 40, 50) if model == "resnet9" else (25, 40, 55, 70)
+
+
+def resolve(cfg: RunConfig) -> RunConfig:
+    """Fill every None default with the concrete SPEC value for this dataset and model."""
+    validate(cfg)
+    cifar = cfg.dataset in CIFAR_LIKE
+    side = 32 if cifar else 28
+    return dataclasses.replace(
+        cfg,
+        epochs=cfg.epochs if cfg.epochs is not None else default_epochs(cfg.dataset),
+        patience=cfg.patience if cfg.patience is not None else default_patience(cfg.dataset),
+        lr_milestones=cfg.lr_milestones if cfg.lr_milestones is not None else default_milestones(cfg.model),
+        trigger_col=cfg.trigger_col if cfg.trigger_col is not None else side // 2 - cfg.trigger_size // 2,
+        ae_phase1_epochs=cfg.ae_phase1_epochs if cfg.ae_phase1_epochs is not None else (100 if cifar else 70),
+        ae_epochs=cfg.ae_epochs if cfg.ae_epochs is not None else (180 if cifar else 100),
+    )
+
+
+def lr_multiplier(cfg: RunConfig, epoch: int) -> float:
+    """Multiplier of the base LR in 0-indexed `epoch`: gamma ** (milestones passed)."""
+    milestones = cfg.lr_milestones if cfg.lr_milestones is not None else default_milestones(cfg.model)
+    return cfg.lr_gamma ** sum(1 for m in milestones if epoch >= m)

@@ -1,0 +1,71 @@
+"""Events the runner emits. Plain dataclasses: the same object feeds the chart, the
+progress bar and the run file, so everything here is JSON-able through ``to_dict``."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Event:
+    run_id: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class RunStarted(Event):
+    config: dict[str, Any]
+    env: dict[str, Any]
+    total_epochs: int
+    samples_per_epoch: int
+
+
+@dataclass(frozen=True)
+class PhaseProgress(Event):
+    """Progress of a preparation phase of an attack (e.g. autoencoder phases 1-3).
+
+    ``info`` carries phase-specific results (pair count, train/val MSE) and is kept
+    in the run file under ``phases``."""
+    phase: str
+    epoch: int
+    epochs: int
+    loss: float | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EpochMetrics(Event):
+    """One training epoch. Accuracies are percentages, like the paper."""
+    epoch: int
+    train_loss: float
+    train_loss_clean: float
+    train_loss_malicious: float | None
+    val_loss: float
+    val_acc: float
+    cda: float
+    asr: float
+    lr: float
+    seconds: float
+    samples_per_s: float
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "EpochMetrics":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass(frozen=True)
+class RunFinished(Event):
+    """The run ended on its own (completed, early-stopped) or by request (cancelled)."""
+    status: str
+    final: dict[str, Any] | None
+    best: dict[str, Any] | None
+    stopped_early: bool = False
+
+
+@dataclass(frozen=True)
+class RunFailed(Event):
+    error: str

@@ -1,0 +1,138 @@
+"""Vanilla round-robin split learning (SPEC section 1).
+
+One client network is handed round-robin from client to client (so "client k starts
+from the weights client k-1 left" holds by construction), while every client keeps its
+own Adam state. The wire is explicit: the server only ever sees
+``smashed.detach().requires_grad_()`` and the client only ever receives that leaf's
+gradient.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import torch
+from torch import nn
+
+from .attacks.base import Attack, StepLoss
+from .config import RunConfig
+from .data import ExperimentData, Split, batch_order
+from .events import Event
+from .trigger import Trigger
+
+
+class Cancelled(Exception):
+    """The stop event was set: the run ends at the next batch boundary."""
+
+
+def make_adam(params, cfg: RunConfig) -> torch.optim.Adam:
+    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+@dataclass
+class RunContext:
+    """Everything one run's training steps need."""
+    cfg: RunConfig
+    data: ExperimentData
+    trigger: Trigger
+    device: torch.device
+    client: nn.Module
+    server: nn.Module
+    client_opts: list[torch.optim.Optimizer]
+    server_opt: torch.optim.Optimizer
+    attack: Attack
+    generator: torch.Generator
+    run_id: str = ""
+    emit: Callable[[Event], None] = lambda e: None
+    stop: threading.Event | None = None
+    extra: dict = field(default_factory=dict)
+
+    def check_stop(self) -> None:
+        if self.stop is not None and self.stop.is_set():
+            raise Cancelled()
+
+    def joined(self) -> nn.Module:
+        return nn.Sequential(self.client, self.server)
+
+
+def wire_step(client: nn.Module, server_side: Callable[[torch.Tensor], StepLoss],
+              client_opt: torch.optim.Optimizer, x: torch.Tensor,
+              on_server_backward: Callable[[], None]) -> StepLoss:
+    """One split-learning step on one client batch.
+
+    client forward -> smashed -> (wire) -> server_side(wire) -> loss.backward() ->
+    on_server_backward() (server and attack optimizers step) -> the wire's gradient goes
+    back -> client backward and step."""
+    smashed = client(x)
+    wire = smashed.detach().requires_grad_()
+    result = server_side(wire)
+    result.total.backward()
+    on_server_backward()
+    client_opt.zero_grad(set_to_none=True)
+    smashed.backward(wire.grad)
+    client_opt.step()
+    return result
+
+
+
+@dataclass
+class EpochStats:
+    loss: float
+    loss_clean: float
+    loss_malicious: float | None
+    samples: int
+
+
+def client_schedule(shares: list[Split], cfg: RunConfig, generator: torch.Generator,
+                    device: torch.device) -> Iterator[tuple[int, torch.Tensor]]:
+    """(client index, batch indices) in round-robin order for one epoch.
+
+    `epoch`: client 1 does a full pass, then client 2, ...; `batch`: one batch each in turn."""
+    orders = [batch_order(len(s), cfg.batch_size, generator, device) for s in shares]
+    if cfg.rr_granularity == "epoch":
+        for k, order in enumerate(orders):
+            for idx in order:
+                yield k, idx
+    else:
+        for i in range(max(len(o) for o in orders)):
+            for k, order in enumerate(orders):
+                if i < len(order):
+                    yield k, order[i]
+
+
+def train_epoch(ctx: RunContext) -> EpochStats:
+    """One epoch of round-robin split learning with the attack's server-side hooks."""
+    cfg, data = ctx.cfg, ctx.data
+    clients = data.shares[1:]
+    ctx.client.train()
+    ctx.server.train()
+    sums = torch.zeros(3, device=ctx.device)
+    batches, samples, has_malicious = 0, 0, False
+
+    def server_side(labels: torch.Tensor):
+        def forward(wire: torch.Tensor):
+            ctx.server_opt.zero_grad(set_to_none=True)
+            ctx.attack.zero_grad()
+            return ctx.attack.server_loss(ctx, wire, labels)
+        return forward
+
+    def server_backward() -> None:
+        ctx.server_opt.step()
+        ctx.attack.step()
+
+    for k, idx in client_schedule(clients, cfg, ctx.generator, ctx.device):
+        ctx.check_stop()
+        share = clients[k]
+        x = data.norm.apply(share.x[idx])
+        y = share.y[idx]
+        result = wire_step(ctx.client, server_side(y), ctx.client_opts[k], x, server_backward)
+        sums[0] += result.total.detach()
+        sums[1] += result.clean
+        if result.malicious is not None:
+            sums[2] += result.malicious
+            has_malicious = True
+        batches += 1
+        samples += int(y.shape[0])
+    means = (sums / max(batches, 1)).tolist()
+    return EpochStats(means[0], means[1], means[2] if has_malicious else None, samples)

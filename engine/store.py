@@ -1,0 +1,238 @@
+"""Run files: ``<runs>/<id>/run.json``, rewritten atomically after every event.
+
+A reader never crashes on a bad file: it reports it as unreadable and goes on.
+Nothing here unpickles anything.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import socket
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from .events import EpochMetrics, Event, PhaseProgress, RunFailed, RunFinished, RunStarted
+
+SCHEMA = 1
+RUN_FILE = "run.json"
+STATUSES = ("running", "completed", "failed", "cancelled", "interrupted")
+
+
+class RunNotFound(LookupError):
+    pass
+
+
+class RunUnreadable(ValueError):
+    pass
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).astimezone().isoformat(timespec="seconds")
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Write JSON to a temp file beside `path`, then rename it over `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".run-", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh, indent=1, allow_nan=True)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def effective_status(doc: dict[str, Any]) -> str:
+    """`running` in a file whose writer process is gone on this host reads `interrupted`."""
+    status = doc.get("status", "unknown")
+    if status == "running":
+        pid, host = doc.get("pid"), doc.get("host")
+        if isinstance(pid, int) and host == socket.gethostname() and not _pid_alive(pid):
+            return "interrupted"
+    return status
+
+
+@dataclass(frozen=True)
+class RunEntry:
+    """One folder under the runs dir: its parsed document, or why it could not be read."""
+    run_id: str
+    path: Path
+    doc: dict[str, Any] | None
+    error: str | None = None
+
+    @property
+    def readable(self) -> bool:
+        return self.doc is not None
+
+    @property
+    def status(self) -> str:
+        return effective_status(self.doc) if self.doc is not None else "unreadable"
+
+
+def read_run_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise RunNotFound(str(path)) from None
+    except OSError as exc:
+        raise RunUnreadable(f"{path}: {exc.strerror}") from None
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise RunUnreadable(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(doc, dict) or "id" not in doc or "config" not in doc or not isinstance(doc.get("epochs", []), list):
+        raise RunUnreadable(f"{path}: not an sltui run file")
+    return doc
+
+
+class RunStore:
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+
+    def path(self, run_id: str) -> Path:
+        return self.root / run_id / RUN_FILE
+
+    def exists(self, run_id: str) -> bool:
+        return self.path(run_id).exists()
+
+    def save(self, doc: dict[str, Any]) -> None:
+        doc["updated"] = now_iso()
+        write_json_atomic(self.path(doc["id"]), doc)
+
+    def load(self, run_id: str) -> dict[str, Any]:
+        if not run_id or "/" in run_id or run_id.startswith("."):
+            raise RunNotFound(run_id)
+        doc = read_run_file(self.path(run_id))
+        doc["status"] = effective_status(doc)
+        return doc
+
+    def entries(self) -> list[RunEntry]:
+        """Every run folder, newest first; unreadable ones included, marked so."""
+        if not self.root.is_dir():
+            return []
+        out = []
+        for folder in self.root.iterdir():
+            if not folder.is_dir() or folder.name.startswith("."):
+                continue
+            file = folder / RUN_FILE
+            if not file.exists():
+                continue
+            try:
+                out.append(RunEntry(folder.name, file, read_run_file(file)))
+            except (RunUnreadable, RunNotFound) as exc:
+                out.append(RunEntry(folder.name, file, None, str(exc)))
+        out.sort(key=lambda e: ((e.doc or {}).get("created", ""), e.run_id), reverse=True)
+        return out
+
+    def recorder(self) -> "RunRecorder":
+        return RunRecorder(self)
+
+
+def new_document(started: RunStarted) -> dict[str, Any]:
+    return {
+        "schema": SCHEMA,
+        "id": started.run_id,
+        "created": now_iso(),
+        "updated": now_iso(),
+        "status": "running",
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "config": started.config,
+        "env": started.env,
+        "total_epochs": started.total_epochs,
+        "samples_per_epoch": started.samples_per_epoch,
+        "phases": {},
+        "epochs": [],
+        "final": None,
+        "best": None,
+        "stopped_early": False,
+        "error": None,
+    }
+
+
+class RunRecorder:
+    """An `emit` sink: keeps one run's document and rewrites its file on every event."""
+
+    def __init__(self, store: RunStore) -> None:
+        self.store = store
+        self.doc: dict[str, Any] | None = None
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, RunStarted):
+            self.doc = new_document(event)
+        elif self.doc is None:
+            return
+        elif isinstance(event, PhaseProgress):
+            phase = self.doc["phases"].setdefault(event.phase, {"history": []})
+            phase["epochs"] = event.epochs
+            phase["history"].append({"epoch": event.epoch, "loss": event.loss})
+            phase.update(event.info)
+        elif isinstance(event, EpochMetrics):
+            self.doc["epochs"].append({k: v for k, v in event.to_dict().items() if k != "run_id"})
+        elif isinstance(event, RunFinished):
+            self.doc.update(status=event.status, final=event.final, best=event.best,
+                            stopped_early=event.stopped_early)
+        elif isinstance(event, RunFailed):
+            self.doc.update(status="failed", error=event.error)
+        self.store.save(self.doc)
+
+
+def fanout(*sinks):
+    """One emit function that calls each sink in turn."""
+    def emit(event: Event) -> None:
+        for sink in sinks:
+            sink(event)
+    return emit
+
+
+def summary_row(entry: RunEntry) -> dict[str, Any]:
+    """A flat row for tables: config highlights and headline metrics."""
+    if entry.doc is None:
+        return {"id": entry.run_id, "status": "unreadable", "error": entry.error}
+    doc, cfg = entry.doc, entry.doc.get("config", {})
+    final, best = doc.get("final") or {}, doc.get("best") or {}
+    epochs = doc.get("epochs") or []
+    last = epochs[-1] if epochs else {}
+    return {
+        "id": entry.run_id,
+        "status": entry.status,
+        "created": doc.get("created"),
+        "dataset": cfg.get("dataset"),
+        "model": cfg.get("model"),
+        "cut": cfg.get("cut"),
+        "clients": cfg.get("clients"),
+        "attack": cfg.get("attack"),
+        "alpha": cfg.get("alpha") if cfg.get("attack") == "surrogate" else None,
+        "seed": cfg.get("seed"),
+        "epochs": len(epochs),
+        "cda": final.get("cda", last.get("cda")),
+        "asr": final.get("asr", last.get("asr")),
+        "best_cda": best.get("cda"),
+        "best_asr": best.get("asr"),
+        "seconds": round(sum(e.get("seconds", 0.0) for e in epochs), 1),
+    }
+
+
+def to_dataframe(entries: Iterable[RunEntry]):
+    import pandas as pd
+
+    return pd.DataFrame([summary_row(e) for e in entries])

@@ -1,0 +1,193 @@
+"""The `sltui` command: the TUI by default, `run --headless`, `runs list|show`.
+
+User errors print one line on stderr and exit with code 2, never a traceback."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from engine.config import ConfigError
+from engine.data import DataError
+from engine.store import RunNotFound, RunStore, RunUnreadable, summary_row
+
+from .config_flags import build_config, with_config_flags
+
+app = typer.Typer(add_completion=False, no_args_is_help=False, rich_markup_mode="rich",
+                  help="Run, watch and compare server-side backdoor attacks on split learning.")
+runs_app = typer.Typer(help="List and inspect stored runs.", no_args_is_help=True)
+app.add_typer(runs_app, name="runs")
+
+console = Console()
+err_console = Console(stderr=True)
+
+RUNS_DIR_HELP = "folder of run files (default $SLTUI_RUNS or ./runs)"
+
+
+class UserError(Exception):
+    """An error worth one line to the user and exit code 2."""
+
+
+def fail(message: str, code: int = 2) -> None:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def default_runs_dir(runs_dir: Optional[Path]) -> Path:
+    return runs_dir or Path(os.environ.get("SLTUI_RUNS") or "runs")
+
+
+@app.callback(invoke_without_command=True)
+def main_callback(
+    ctx: typer.Context,
+    runs_dir: Optional[Path] = typer.Option(None, "--runs-dir", help=RUNS_DIR_HELP),
+    data_root: Optional[str] = typer.Option(None, "--data-root", help="folder holding the datasets"),
+) -> None:
+    """With no command: open the terminal UI."""
+    if ctx.invoked_subcommand is not None:
+        return
+    open_tui(default_runs_dir(runs_dir), data_root)
+
+
+def open_tui(runs_dir: Path, data_root: Optional[str], config: Any = None) -> None:
+    try:
+        from .app import launch
+    except ImportError as exc:
+        fail(f"the terminal UI is not available ({exc}); use `sltui run --headless`")
+    launch(runs_dir=runs_dir, data_root=data_root, config=config)
+
+
+@with_config_flags
+def run_command(
+    headless: bool = typer.Option(False, "--headless", help="no UI: a progress bar, for scripts and clusters"),
+    config_file: Optional[Path] = typer.Option(None, "--config", help="JSON file of config fields (or a run.json)"),
+    runs_dir: Optional[Path] = typer.Option(None, "--runs-dir", help=RUNS_DIR_HELP),
+    **flags: Any,
+) -> None:
+    """Run one experiment. Flags override --config, which overrides the paper's defaults."""
+    try:
+        cfg = build_config(config_file, flags)
+    except ConfigError as exc:
+        fail(str(exc))
+    store = RunStore(default_runs_dir(runs_dir))
+    if not headless:
+        open_tui(store.root, cfg.data_root, cfg)
+        return
+    from .headless import run_headless
+
+    result, start_error = run_headless(cfg, store, console)
+    if start_error is not None:
+        if isinstance(start_error, (ConfigError, DataError)):
+            fail(str(start_error))
+        fail(f"{type(start_error).__name__}: {start_error}", code=1)
+    assert result is not None
+    print_result(result)
+    if result.status == "failed":
+        fail(f"run failed: {result.error} (details in {store.path(result.run_id)})", code=1)
+    if result.status == "cancelled":
+        raise typer.Exit(130)
+
+
+app.command("run", context_settings={"help_option_names": ["-h", "--help"]})(run_command)
+
+
+def _pct(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.2f}"
+
+
+def print_result(result) -> None:
+    console.print(f"run {result.run_id}: [bold]{result.status}[/] after {len(result.epochs)} epoch(s)")
+    for label, metrics in (("final", result.final), ("best val", result.best)):
+        if metrics:
+            console.print(f"  {label:8} epoch {metrics['epoch']:>3}  CDA {_pct(metrics['cda'])}%  "
+                          f"ASR {_pct(metrics['asr'])}%  val loss {metrics['val_loss']:.4f}")
+
+
+@runs_app.command("list")
+def runs_list(
+    runs_dir: Optional[Path] = typer.Option(None, "--runs-dir", help=RUNS_DIR_HELP),
+    as_json: bool = typer.Option(False, "--json", help="print JSON rows instead of a table"),
+) -> None:
+    """A table of stored runs, newest first; unreadable files are listed and marked."""
+    store = RunStore(default_runs_dir(runs_dir))
+    entries = store.entries()
+    for entry in entries:
+        if not entry.readable:
+            err_console.print(f"[yellow]warning:[/] skipped unreadable {entry.error}", highlight=False)
+    rows = [summary_row(e) for e in entries]
+    if as_json:
+        print(json.dumps(rows, indent=1))
+        return
+    table = Table(title=f"runs in {store.root}", title_justify="left")
+    columns = ["id", "status", "dataset", "model", "cut", "clients", "attack", "alpha", "epochs", "cda", "asr", "seconds"]
+    for name in columns:
+        table.add_column({"clients": "K", "cda": "CDA %", "asr": "ASR %", "seconds": "s"}.get(name, name),
+                         justify="right" if name in ("cut", "clients", "alpha", "epochs", "cda", "asr", "seconds") else "left")
+    for row in rows:
+        table.add_row(*[(_pct(row.get(c)) if c in ("cda", "asr") else ("-" if row.get(c) is None else str(row.get(c))))
+                        for c in columns])
+    console.print(table)
+
+
+@runs_app.command("show")
+def runs_show(
+    run_id: str = typer.Argument(..., help="run id (a folder name under the runs dir)"),
+    runs_dir: Optional[Path] = typer.Option(None, "--runs-dir", help=RUNS_DIR_HELP),
+    as_json: bool = typer.Option(False, "--json", help="print the run file"),
+) -> None:
+    """One run: its config, environment and per-epoch metrics."""
+    store = RunStore(default_runs_dir(runs_dir))
+    try:
+        doc = store.load(run_id)
+    except RunNotFound:
+        fail(f"no run {run_id!r} in {store.root}; `sltui runs list` shows the ids")
+    except RunUnreadable as exc:
+        fail(f"run {run_id!r} is unreadable: {exc}")
+    if as_json:
+        print(json.dumps(doc, indent=1))
+        return
+    console.print(f"[bold]{doc['id']}[/]  status [bold]{doc['status']}[/]  created {doc.get('created')}")
+    if doc.get("error"):
+        console.print(f"[red]error:[/] {str(doc['error']).splitlines()[0]}")
+    env = doc.get("env") or {}
+    console.print("env: " + ", ".join(f"{k} {v}" for k, v in env.items()))
+    cfg = Table(title="config", show_header=False, title_justify="left")
+    for key, value in sorted(doc.get("config", {}).items()):
+        cfg.add_row(key, str(value))
+    console.print(cfg)
+    for name, phase in (doc.get("phases") or {}).items():
+        info = {k: v for k, v in phase.items() if k != "history"}
+        console.print(f"phase {name}: " + ", ".join(f"{k} {v}" for k, v in info.items()))
+    epochs = Table(title="epochs", title_justify="left")
+    for col in ("epoch", "train loss", "val loss", "val acc", "CDA %", "ASR %", "lr", "s", "samples/s"):
+        epochs.add_column(col, justify="right")
+    for e in doc.get("epochs", []):
+        epochs.add_row(str(e.get("epoch")), f"{e.get('train_loss', float('nan')):.4f}", f"{e.get('val_loss', float('nan')):.4f}",
+                       _pct(e.get("val_acc")), _pct(e.get("cda")), _pct(e.get("asr")), f"{e.get('lr', 0):.0e}",
+                       f"{e.get('seconds', 0):.1f}", f"{e.get('samples_per_s', 0):,.0f}")
+    console.print(epochs)
+    for label in ("final", "best"):
+        if doc.get(label):
+            m = doc[label]
+            console.print(f"{label}: epoch {m.get('epoch')}  CDA {_pct(m.get('cda'))}%  ASR {_pct(m.get('asr'))}%")
+
+
+def main() -> None:
+    try:
+        app()
+    except (ConfigError, DataError, UserError) as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

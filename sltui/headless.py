@@ -1,0 +1,113 @@
+"""`sltui run --headless`: a run in a worker thread, a Rich progress bar in the main one.
+
+The main thread only drains the event queue; Ctrl-C sets the stop event, and the engine
+ends the run at the next batch with the run file marked cancelled."""
+from __future__ import annotations
+
+import contextlib
+import queue
+import signal
+import threading
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from engine.config import RunConfig
+from engine.events import EpochMetrics, PhaseProgress, RunFailed, RunFinished, RunStarted
+from engine.runner import RunResult, new_run_id, run
+from engine.store import RunStore, fanout
+
+
+@dataclass
+class StartError:
+    """An error raised before the run started (bad config, data, device)."""
+    error: BaseException
+
+
+_DONE = object()
+
+
+def start_run_thread(cfg: RunConfig, store: RunStore, sink: "queue.Queue[Any]",
+                     stop: threading.Event, run_id: str | None = None) -> tuple[threading.Thread, str]:
+    """Start `engine.runner.run` in a daemon thread writing the run file and feeding `sink`."""
+    run_id = run_id or new_run_id(cfg)
+    emit = fanout(store.recorder(), sink.put)
+
+    def target() -> None:
+        try:
+            sink.put(run(cfg, emit, stop, run_id))
+        except BaseException as exc:  # noqa: BLE001 - reported through the queue
+            sink.put(StartError(exc))
+        finally:
+            sink.put(_DONE)
+
+    thread = threading.Thread(target=target, name=f"run-{run_id}", daemon=True)
+    thread.start()
+    return thread, run_id
+
+
+def _fmt(value: float | None, spec: str = ".2f") -> str:
+    return "-" if value is None or value != value else format(value, spec)
+
+
+def run_headless(cfg: RunConfig, store: RunStore, console: Console) -> tuple[RunResult | None, BaseException | None]:
+    events: "queue.Queue[Any]" = queue.Queue()
+    stop = threading.Event()
+    with stop_on_signals(stop):
+        thread, _ = start_run_thread(cfg, store, events, stop)
+        return _follow(cfg, store, console, thread, events, stop)
+
+
+@contextlib.contextmanager
+def stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """Ctrl-C and SIGTERM set `stop` (the run ends cancelled) instead of raising."""
+    handler = lambda signum, frame: stop.set()  # noqa: E731
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _follow(cfg: RunConfig, store: RunStore, console: Console, thread: threading.Thread,
+            events: "queue.Queue[Any]", stop: threading.Event) -> tuple[RunResult | None, BaseException | None]:
+    result: RunResult | None = None
+    start_error: BaseException | None = None
+    columns = (
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[stats]}"),
+    )
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task("loading data", total=None, stats="")
+        while True:
+            try:
+                item = events.get(timeout=0.2)
+            except queue.Empty:
+                if stop.is_set() and progress.tasks[task].description != "cancelling":
+                    progress.update(task, description="cancelling")
+                continue
+            if item is _DONE:
+                break
+            if isinstance(item, StartError):
+                start_error = item.error
+            elif isinstance(item, RunResult):
+                result = item
+            elif isinstance(item, RunStarted):
+                console.print(f"run [bold]{item.run_id}[/] -> {store.path(item.run_id)}")
+                progress.update(task, description="training", total=item.total_epochs, completed=0)
+            elif isinstance(item, PhaseProgress):
+                progress.update(task, description=item.phase, total=item.epochs, completed=item.epoch,
+                                stats=f"loss {_fmt(item.loss, '.4f')}")
+            elif isinstance(item, EpochMetrics):
+                if progress.tasks[task].description != "training":
+                    progress.update(task, description="training", total=cfg.epochs)
+                progress.update(task, completed=item.epoch, stats=(
+                    f"loss {_fmt(item.train_loss, '.4f')}  CDA {_fmt(item.cda)}%  ASR {_fmt(item.asr)}%"
+                    f"  {item.samples_per_s:,.0f} samples/s"))
+            elif isinstance(item, (RunFinished, RunFailed)):
+                pass
+    thread.join(timeout=5)
+    return result, start_error
