@@ -64,6 +64,7 @@ class RunFinished(Event):
     final: dict[str, Any] | None
     best: dict[str, Any] | None
     stopped_early: bool = False
+    attack_info: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

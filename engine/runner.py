@@ -88,7 +88,7 @@ def run(config: RunConfig, emit: Callable[[Event], None] = lambda e: None,
         _train(ctx, result)
     except Cancelled:
         result.status = "cancelled"
-        emit(RunFinished(run_id, "cancelled", result.final, result.best))
+        emit(RunFinished(run_id, "cancelled", result.final, result.best, attack_info=_attack_info(ctx)))
     except Exception as exc:  # the run file must say what happened
         result.status = "failed"
         result.error = f"{type(exc).__name__}: {exc}"
@@ -127,4 +127,11 @@ def _train(ctx: RunContext, result: RunResult) -> None:
             stopped_early = True
             break
     result.status = "completed"
-    emit(RunFinished(ctx.run_id, "completed", result.final, result.best, stopped_early))
+    emit(RunFinished(ctx.run_id, "completed", result.final, result.best, stopped_early, _attack_info(ctx)))
+
+
+def _attack_info(ctx: RunContext) -> dict[str, Any]:
+    try:
+        return ctx.attack.summary()
+    except AttributeError:  # cancelled before prepare() finished
+        return {}

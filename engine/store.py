@@ -165,6 +165,7 @@ def new_document(started: RunStarted) -> dict[str, Any]:
         "final": None,
         "best": None,
         "stopped_early": False,
+        "attack_info": {},
         "error": None,
     }
 
@@ -190,7 +191,7 @@ class RunRecorder:
             self.doc["epochs"].append({k: v for k, v in event.to_dict().items() if k != "run_id"})
         elif isinstance(event, RunFinished):
             self.doc.update(status=event.status, final=event.final, best=event.best,
-                            stopped_early=event.stopped_early)
+                            stopped_early=event.stopped_early, attack_info=event.attack_info)
         elif isinstance(event, RunFailed):
             self.doc.update(status="failed", error=event.error)
         self.store.save(self.doc)

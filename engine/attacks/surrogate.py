@@ -1,0 +1,89 @@
+"""Attack 1, the surrogate client (SPEC section 6).
+
+The server trains its own client network (same architecture, its own init and Adam) on
+its share, `poison_ratio` of which is triggered and relabelled once at the start. For
+every innocent batch it also runs one surrogate batch, cycling through that share, and
+backpropagates L = alpha * L_innocent + (1 - alpha) * L_surrogate (halved with
+`loss_halved`) through the server to both clients. The innocent client still only gets
+the gradient w.r.t. its own smashed data: the wire's .grad of L.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+
+from ..data import Split
+from ..models import build_split
+from ..trigger import poison_, poison_mask
+from .base import Attack, StepLoss
+
+if TYPE_CHECKING:
+    from ..protocol import RunContext
+
+
+class PoisonedShare:
+    """The attacker's share with a fixed, seeded set of rows to poison; batches cycle
+    through it in a fresh shuffled order each pass."""
+
+    def __init__(self, share: Split, ratio: float, generator: torch.Generator, batch_size: int) -> None:
+        self.share = share
+        self.mask = poison_mask(len(share), ratio, generator).to(share.y.device)
+        self.generator = generator
+        self.batch_size = batch_size
+        self._order: list[torch.Tensor] = []
+
+    def next_indices(self) -> torch.Tensor:
+        if not self._order:
+            perm = torch.randperm(len(self.share), generator=self.generator).to(self.share.y.device)
+            self._order = list(perm.split(self.batch_size))
+        return self._order.pop(0)
+
+    def batch(self, norm, trigger) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = self.next_indices()
+        x = norm.apply(self.share.x[idx])
+        y = self.share.y[idx].clone()
+        return poison_(x, y, self.mask[idx], trigger)
+
+
+class SurrogateAttack(Attack):
+    name = "surrogate"
+
+    def prepare(self, ctx: "RunContext") -> None:
+        cfg = ctx.cfg
+        # Own init, from its own seed, leaving the global RNG (dropout) as it was.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed + 1)
+            self.surrogate, _ = build_split(cfg.model, cfg.cut, ctx.data.input_shape, ctx.data.num_classes)
+        self.surrogate.to(ctx.device).train()
+        self.opt = torch.optim.Adam(self.surrogate.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.poisoned = PoisonedShare(ctx.data.shares[0], cfg.poison_ratio,
+                                      torch.Generator().manual_seed(cfg.seed + 1), cfg.batch_size)
+        self.alpha = cfg.alpha
+        self.scale = 0.5 if cfg.loss_halved else 1.0
+
+    def server_loss(self, ctx: "RunContext", wire: torch.Tensor, labels: torch.Tensor) -> StepLoss:
+        innocent = F.cross_entropy(ctx.server(wire), labels)
+        if self.alpha == 1.0:
+            # L = 1 * L_innocent + 0 * L_surrogate: the surrogate batch is not even run, so the
+            # server's BatchNorm statistics see only innocent data, as with no attack.
+            return StepLoss(innocent * self.scale, innocent.detach(), None)
+        xs, ys = self.poisoned.batch(ctx.data.norm, ctx.trigger)
+        malicious = F.cross_entropy(ctx.server(self.surrogate(xs)), ys)
+        total = (self.alpha * innocent + (1 - self.alpha) * malicious) * self.scale
+        return StepLoss(total, innocent.detach(), malicious.detach())
+
+    def zero_grad(self) -> None:
+        self.opt.zero_grad(set_to_none=True)
+
+    def step(self) -> None:
+        if self.alpha != 1.0:
+            self.opt.step()
+
+    def set_lr(self, lr: float) -> None:
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+
+    def summary(self) -> dict[str, Any]:
+        return {"poisoned_samples": int(self.poisoned.mask.sum()), "surrogate_samples": len(self.poisoned.share)}
