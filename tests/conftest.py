@@ -1,0 +1,34 @@
+"""Shared fixtures. Tests never touch the network or ../shared/data."""
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from engine.config import RunConfig
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch):
+    """Any attempt to open a connection fails at once, as on a machine without network."""
+    def refuse(*args, **kwargs):
+        raise OSError("network disabled in tests")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(monkeypatch, tmp_path):
+    """Keep run files, data and caches out of the user's folders."""
+    monkeypatch.setenv("SLTUI_RUNS", str(tmp_path / "default-runs"))
+    monkeypatch.setenv("SLTUI_DATA", str(tmp_path / "default-data"))
+    monkeypatch.setenv("SLTUI_CACHE", str(tmp_path / "cache"))
+
+
+def tiny_config(**changes) -> RunConfig:
+    """A run of about a second on CPU: synthetic data, LeNet, 2 clients, 2 epochs."""
+    base = dict(dataset="synthetic", model="lenet", cut=1, clients=2, epochs=2, batch_size=64,
+                train_limit=450, eval_limit=200, device="cpu")
+    base.update(changes)
+    return RunConfig(**base)
