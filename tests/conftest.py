@@ -4,8 +4,13 @@ from __future__ import annotations
 import socket
 
 import pytest
+import torch
 
 from engine.config import RunConfig
+
+# The suite shares 2 cores with other work: one intra-op thread is several times faster
+# there than two threads spinning against each other.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)
