@@ -93,6 +93,9 @@ def _follow(cfg: RunConfig, store: RunStore, console: Console, thread: threading
                 break
             if isinstance(item, StartError):
                 start_error = item.error
+                # Nothing ran: leave no "loading data" bar beside the one-line error.
+                progress.update(task, visible=False)
+                progress.live.transient = True
             elif isinstance(item, RunResult):
                 result = item
             elif isinstance(item, RunStarted):
