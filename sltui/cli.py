@@ -86,6 +86,8 @@ def run_command(
     if start_error is not None:
         if isinstance(start_error, (ConfigError, DataError)):
             fail(str(start_error))
+        if isinstance(start_error, OSError):  # e.g. --runs-dir is a file or read-only
+            fail(f"cannot write the run file under {store.root}: {start_error}")
         fail(f"{type(start_error).__name__}: {start_error}", code=1)
     assert result is not None
     print_result(result)
@@ -181,12 +183,32 @@ def runs_show(
             console.print(f"{label}: epoch {m.get('epoch')}  CDA {_pct(m.get('cda'))}%  ASR {_pct(m.get('asr'))}%")
 
 
+def _is_usage_error(exc: BaseException) -> bool:
+    """A Click usage error (unknown flag, bad value, missing argument). Duck-typed: Typer
+    raises Click's exceptions or, from 0.20 on, those of its vendored copy of Click."""
+    return callable(getattr(exc, "format_message", None)) and isinstance(getattr(exc, "exit_code", None), int)
+
+
 def main() -> None:
     try:
-        app()
+        code = app(standalone_mode=False)
+    except typer.Abort:
+        err_console.print("[bold red]aborted[/]", highlight=False)
+        sys.exit(130)
     except (ConfigError, DataError, UserError) as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(2)
+    except Exception as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            sys.exit(2)  # Typer has printed the help
+        if not _is_usage_error(exc):
+            raise
+        # One line, like every other user error, instead of a boxed panel.
+        command = getattr(getattr(exc, "ctx", None), "command_path", None)
+        hint = f" (see `{command} --help`)" if command else ""
+        err_console.print(f"[bold red]error:[/] {exc.format_message()}{hint}", highlight=False, soft_wrap=True)  # type: ignore[attr-defined]
+        sys.exit(exc.exit_code)  # type: ignore[attr-defined]
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":
