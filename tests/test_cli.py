@@ -105,6 +105,34 @@ def test_missing_config_file(sltui, tmp_path):
     assert "nope.json" in line
 
 
+@pytest.mark.parametrize("args,needle", [
+    (["run", "--headless", "--cut", "abc"], "--cut"),
+    (["run", "--headless", "--clients", "1.5"], "--clients"),
+    (["run", "--headless", "--bogus"], "--bogus"),
+    (["runs", "show"], "run_id"),
+    (["nonsense"], "nonsense"),
+])
+def test_usage_errors_are_one_line(sltui, tmp_path, args, needle):
+    line = assert_one_line_error(*sltui(*args, *(["--runs-dir", str(tmp_path)] if args[0] == "run" else [])))
+    assert needle in line
+
+
+def test_help_still_works(sltui):
+    code, out, err = sltui("run", "--help")
+    assert code == 0 and "--alpha" in out and not err
+    code, out, err = sltui("runs")
+    assert code == 2 and "list" in out and "Traceback" not in out + err
+
+
+def test_runs_dir_that_is_a_file(sltui, tmp_path):
+    runs = tmp_path / "runs"
+    runs.write_text("not a folder")
+    line = assert_one_line_error(*sltui("run", "--headless", "--runs-dir", str(runs), "--epochs", "1", *QUICK))
+    assert str(runs) in line
+    code, out, err = sltui("runs", "list", "--json", "--runs-dir", str(runs))
+    assert code == 0 and json.loads(out) == []
+
+
 def test_runs_show_missing_id(sltui, tmp_path):
     line = assert_one_line_error(*sltui("runs", "show", "no-such-run", "--runs-dir", str(tmp_path)))
     assert "no-such-run" in line
