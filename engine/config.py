@@ -65,6 +65,7 @@ class RunConfig:
     train_limit: int | None = None
     eval_limit: int | None = None
     eval_batch_size: int = 1024
+    save_weights: bool = True
     name: str = ""
 
     # ---- JSON -------------------------------------------------------------
@@ -134,6 +135,7 @@ FIELD_HELP: dict[str, str] = {
     "train_limit": "use only the first N images of the train pool (quick runs)",
     "eval_limit": "use only the first N validation and test images (quick runs)",
     "eval_batch_size": "batch size for evaluation",
+    "save_weights": "store the final client and server weights (model.pt) beside the run file",
     "name": "free label for this run",
 }
 
