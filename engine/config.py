@@ -28,8 +28,7 @@ DEVICES = ("auto", "cpu", "cuda")
 CIFAR_LIKE = ("cifar10", "cifar10-jpeg", "synthetic-rgb")
 
 
-class ConfigError(ValueError):
-    """A config value that cannot run; the message is one line meant for the user."""
+from .errors import ConfigError  # noqa: F401  (re-exported)
 
 
 @dataclass(frozen=True)
