@@ -1,6 +1,8 @@
-"""Shared fixtures. Tests never touch the network or ../shared/data."""
+"""Shared fixtures. Tests run on the CPU with synthetic data and never touch the network
+or ../shared/data."""
 from __future__ import annotations
 
+import os
 import socket
 
 import pytest
@@ -8,6 +10,7 @@ import torch
 
 from engine.config import RunConfig
 
+os.environ.setdefault("SLTUI_CACHE", "/tmp/sltui-test-cache")
 # The suite shares 2 cores with other work: one intra-op thread is several times faster
 # there than two threads spinning against each other.
 torch.set_num_threads(1)
@@ -29,6 +32,12 @@ def isolated_env(monkeypatch, tmp_path):
     monkeypatch.setenv("SLTUI_RUNS", str(tmp_path / "default-runs"))
     monkeypatch.setenv("SLTUI_DATA", str(tmp_path / "default-data"))
     monkeypatch.setenv("SLTUI_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.fixture
+def tiny():
+    """A fast config on the synthetic dataset."""
+    return RunConfig(dataset="synthetic", epochs=1, train_limit=600, eval_limit=200, device="cpu")
 
 
 def tiny_config(**changes) -> RunConfig:
