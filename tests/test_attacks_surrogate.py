@@ -48,8 +48,10 @@ def test_innocent_client_only_gets_gradient_of_its_own_smashed_data(tiny, halved
     expected = torch.autograd.grad(cfg.alpha * F.cross_entropy(ctx.server(wire_ref), y) * (0.5 if halved else 1.0), wire_ref)[0]
 
     # Record the gradient arriving at the client's output during the protocol's step.
-    hook = ctx.client.register_forward_hook(
-        lambda module, inputs, output: output.register_hook(lambda g: received.__setitem__("grad", g.clone())))
+    def record(module, inputs, output):
+        output.register_hook(lambda g: received.__setitem__("grad", g.clone()))  # returns None: output kept
+
+    hook = ctx.client.register_forward_hook(record)
 
     def server_side(wire):
         ctx.server_opt.zero_grad()
