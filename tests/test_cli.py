@@ -210,7 +210,7 @@ def test_sigkill_leaves_an_interrupted_run(sltui, tmp_path):
     assert code == 0
     [row] = json.loads(out)
     assert row["status"] == "interrupted"
-    assert [p.name for p in file.parent.iterdir()] == ["run.json"]
+    assert not [p.name for p in file.parent.iterdir() if p.name.startswith(".") or p.name.endswith(".tmp")]
 
 
 def test_sigint_leaves_a_cancelled_run(sltui, tmp_path):
