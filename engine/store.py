@@ -100,8 +100,14 @@ def read_run_file(path: Path) -> dict[str, Any]:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
         raise RunUnreadable(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-    if not isinstance(doc, dict) or "id" not in doc or "config" not in doc or not isinstance(doc.get("epochs", []), list):
+    if not isinstance(doc, dict) or "id" not in doc or not isinstance(doc.get("config"), dict):
         raise RunUnreadable(f"{path}: not an sltui run file")
+    epochs = doc.get("epochs", [])
+    if not isinstance(epochs, list) or not all(isinstance(e, dict) for e in epochs):
+        raise RunUnreadable(f"{path}: 'epochs' is not a list of metric objects")
+    for key in ("final", "best", "env", "phases"):
+        if doc.get(key) is not None and not isinstance(doc[key], dict):
+            raise RunUnreadable(f"{path}: {key!r} is not an object")
     return doc
 
 
