@@ -234,3 +234,20 @@ def test_bad_input_in_a_real_process(tmp_path):
     assert "Traceback" not in out.stdout + out.stderr
     assert len(out.stderr.strip().splitlines()) == 1 and "--cut" in out.stderr
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("doc", [
+    {"id": "x", "config": 5, "epochs": []},
+    {"id": "x", "config": {}, "epochs": [1, 2]},
+    {"id": "x", "config": {}, "epochs": [], "final": "oops"},
+    {"id": "x", "config": {}, "epochs": [], "best": [1]},
+])
+def test_runs_list_and_show_survive_wrongly_shaped_files(sltui, tmp_path, doc):
+    """Valid JSON of the wrong shape is unreadable, never a traceback."""
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "run.json").write_text(json.dumps(doc))
+    code, out, err = sltui("runs", "list", "--json", "--runs-dir", str(tmp_path))
+    assert code == 0 and "Traceback" not in err, err
+    assert json.loads(out)[0]["status"] == "unreadable"
+    line = assert_one_line_error(*sltui("runs", "show", "x", "--runs-dir", str(tmp_path)))
+    assert "unreadable" in line
