@@ -94,6 +94,13 @@ def stop_on_signals(stop: threading.Event) -> Iterator[None]:
             signal.signal(sig, old)
 
 
+def log_line(console: Console, text: str) -> None:
+    """Where output is not a terminal (a cluster job's log), the bar only shows at the end:
+    print one line per epoch instead, so the log tells how the run went."""
+    if not console.is_terminal:
+        console.print(text, highlight=False, soft_wrap=True)
+
+
 def _follow(epochs: int | None, store: RunStore, console: Console, thread: threading.Thread,
             events: "queue.Queue[Any]", stop: threading.Event) -> tuple[RunResult | None, BaseException | None]:
     result: RunResult | None = None
@@ -124,14 +131,16 @@ def _follow(epochs: int | None, store: RunStore, console: Console, thread: threa
                 console.print(f"run [bold]{item.run_id}[/] -> {store.path(item.run_id)}")
                 progress.update(task, description="training", total=item.total_epochs, completed=0)
             elif isinstance(item, PhaseProgress):
-                progress.update(task, description=item.phase, total=item.epochs, completed=item.epoch,
-                                stats=f"loss {_fmt(item.loss, '.4f')}")
+                stats = f"loss {_fmt(item.loss, '.4f')}"
+                progress.update(task, description=item.phase, total=item.epochs, completed=item.epoch, stats=stats)
+                log_line(console, f"{item.phase} {item.epoch}/{item.epochs}  {stats}")
             elif isinstance(item, EpochMetrics):
                 if progress.tasks[task].description != "training":
                     progress.update(task, description="training", total=epochs)
-                progress.update(task, completed=item.epoch, stats=(
-                    f"loss {_fmt(item.train_loss, '.4f')}  CDA {_fmt(item.cda)}%  ASR {_fmt(item.asr)}%"
-                    f"  {item.samples_per_s:,.0f} samples/s"))
+                stats = (f"loss {_fmt(item.train_loss, '.4f')}  CDA {_fmt(item.cda)}%  ASR {_fmt(item.asr)}%"
+                         f"  {item.samples_per_s:,.0f} samples/s")
+                progress.update(task, completed=item.epoch, stats=stats)
+                log_line(console, f"epoch {item.epoch}/{epochs}  {stats}  {item.seconds:.1f}s")
             elif isinstance(item, (RunFinished, RunFailed)):
                 pass
     thread.join(timeout=5)
