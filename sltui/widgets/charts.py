@@ -58,4 +58,6 @@ class MetricChart(PlotextPlot):
             drawn = max(drawn, max(xs))
         if drawn:
             plt.xlim(1, max(2, drawn))
+            step = max(1, -(-drawn // 8))
+            plt.xticks(list(range(1, drawn + 1, step)))
         self.refresh()
