@@ -109,7 +109,7 @@ class BrowserScreen(Screen[None]):
             parts.append(f"filter '{self.query_text}'")
         if self.selected:
             parts.append(f"{len(self.selected)} selected")
-        root = getattr(getattr(self.app, "index", None), "root", "")
+        root = getattr(self.app, "runs_dir", "")
         parts.append(str(root))
         self.query_one("#browser-status", Static).update("  |  ".join(parts))
 
