@@ -28,8 +28,7 @@ DEVICES = ("auto", "cpu", "cuda")
 CIFAR_LIKE = ("cifar10", "cifar10-jpeg", "synthetic-rgb")
 
 
-class ConfigError(ValueError):
-    """A config value that cannot run; the message is one line meant for the user."""
+from .errors import ConfigError  # noqa: F401  (re-exported)
 
 
 @dataclass(frozen=True)
@@ -65,6 +64,7 @@ class RunConfig:
     train_limit: int | None = None
     eval_limit: int | None = None
     eval_batch_size: int = 1024
+    save_weights: bool = True
     name: str = ""
 
     # ---- JSON -------------------------------------------------------------
@@ -134,6 +134,7 @@ FIELD_HELP: dict[str, str] = {
     "train_limit": "use only the first N images of the train pool (quick runs)",
     "eval_limit": "use only the first N validation and test images (quick runs)",
     "eval_batch_size": "batch size for evaluation",
+    "save_weights": "store the final client and server weights (model.pt) beside the run file",
     "name": "free label for this run",
 }
 

@@ -17,8 +17,7 @@ import torch
 from .config import RunConfig
 
 
-class DataError(RuntimeError):
-    """The data a run needs is missing or unreadable; the message says how to fix it."""
+from .errors import DataError  # noqa: F401  (re-exported)
 
 
 @dataclass(frozen=True)

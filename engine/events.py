@@ -21,6 +21,7 @@ class RunStarted(Event):
     env: dict[str, Any]
     total_epochs: int
     samples_per_epoch: int
+    source_run: str | None = None
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,13 @@ class RunFinished(Event):
     best: dict[str, Any] | None
     stopped_early: bool = False
     attack_info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class WeightsReady(Event):
+    """The final weights as state dicts of tensors (stored with torch.save, read back
+    with weights_only=True)."""
+    state: dict[str, Any]
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from .attacks import make_attack
 from .config import RunConfig, lr_multiplier, resolve
 from .data import load_experiment_data
 from .device import environment, resolve_device
-from .events import EpochMetrics, Event, RunFailed, RunFinished, RunStarted
+from .events import EpochMetrics, Event, RunFailed, RunFinished, RunStarted, WeightsReady
 from .metrics import evaluate
 from .models import build_split
 from .protocol import Cancelled, RunContext, make_adam, train_epoch
@@ -127,7 +127,16 @@ def _train(ctx: RunContext, result: RunResult) -> None:
             stopped_early = True
             break
     result.status = "completed"
+    if cfg.save_weights:
+        emit(WeightsReady(ctx.run_id, weights_state(ctx)))
     emit(RunFinished(ctx.run_id, "completed", result.final, result.best, stopped_early, _attack_info(ctx)))
+
+
+def weights_state(ctx: RunContext) -> dict[str, Any]:
+    def cpu(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+        return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+
+    return {"client": cpu(ctx.client), "server": cpu(ctx.server)}
 
 
 def _attack_info(ctx: RunContext) -> dict[str, Any]:

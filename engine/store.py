@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from .events import EpochMetrics, Event, PhaseProgress, RunFailed, RunFinished, RunStarted
+from .events import EpochMetrics, Event, PhaseProgress, RunFailed, RunFinished, RunStarted, WeightsReady
 
 SCHEMA = 1
 RUN_FILE = "run.json"
+WEIGHTS_FILE = "model.pt"
 STATUSES = ("running", "completed", "failed", "cancelled", "interrupted")
 
 
@@ -104,6 +105,26 @@ def read_run_file(path: Path) -> dict[str, Any]:
     return doc
 
 
+def save_weights(path: Path, state: dict[str, Any]) -> None:
+    import torch
+
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_weights(path: Path) -> dict[str, Any]:
+    """State dicts of tensors only: never unpickles arbitrary objects."""
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise RunNotFound(str(path)) from None
+    except Exception as exc:
+        raise RunUnreadable(f"{path}: not a weights file ({type(exc).__name__})") from None
+
+
 class RunStore:
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
@@ -143,6 +164,9 @@ class RunStore:
         out.sort(key=lambda e: ((e.doc or {}).get("created", ""), e.run_id), reverse=True)
         return out
 
+    def weights_path(self, run_id: str) -> Path:
+        return self.root / run_id / WEIGHTS_FILE
+
     def recorder(self) -> "RunRecorder":
         return RunRecorder(self)
 
@@ -166,6 +190,8 @@ def new_document(started: RunStarted) -> dict[str, Any]:
         "best": None,
         "stopped_early": False,
         "attack_info": {},
+        "weights": None,
+        "source_run": started.source_run,
         "error": None,
     }
 
@@ -194,6 +220,9 @@ class RunRecorder:
                             stopped_early=event.stopped_early, attack_info=event.attack_info)
         elif isinstance(event, RunFailed):
             self.doc.update(status="failed", error=event.error)
+        elif isinstance(event, WeightsReady):
+            save_weights(self.store.root / self.doc["id"] / WEIGHTS_FILE, event.state)
+            self.doc["weights"] = WEIGHTS_FILE
         self.store.save(self.doc)
 
 
@@ -221,7 +250,7 @@ def summary_row(entry: RunEntry) -> dict[str, Any]:
         "model": cfg.get("model"),
         "cut": cfg.get("cut"),
         "clients": cfg.get("clients"),
-        "attack": cfg.get("attack"),
+        "attack": "transfer" if doc.get("source_run") else cfg.get("attack"),
         "alpha": cfg.get("alpha") if cfg.get("attack") == "surrogate" else None,
         "seed": cfg.get("seed"),
         "epochs": len(epochs),

@@ -14,8 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from engine.config import ConfigError
-from engine.data import DataError
+from engine.errors import ConfigError, DataError
 from engine.store import RunNotFound, RunStore, RunUnreadable, summary_row
 
 from .config_flags import build_config, with_config_flags
@@ -96,6 +95,53 @@ def run_command(
 
 
 app.command("run", context_settings={"help_option_names": ["-h", "--help"]})(run_command)
+
+
+@app.command("transfer")
+def transfer_command(
+    run_id: str = typer.Argument(..., help="id of a completed run whose network is checked"),
+    dataset: str = typer.Option(..., "--dataset", help="clean dataset to retrain the last layer on: mnist, emnist-letters-aj, fmnist, ..."),
+    epochs: int = typer.Option(10, "--epochs", help="epochs of last-layer retraining"),
+    runs_dir: Optional[Path] = typer.Option(None, "--runs-dir", help=RUNS_DIR_HELP),
+    data_root: Optional[str] = typer.Option(None, "--data-root", help="folder holding the datasets"),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda"),
+    train_limit: Optional[int] = typer.Option(None, "--train-limit", help="first N training images only"),
+    eval_limit: Optional[int] = typer.Option(None, "--eval-limit", help="first N test images only"),
+) -> None:
+    """SPEC 8: freeze a finished run's network but its last layer, retrain that on a clean
+    dataset, report CDA and ASR there. Stored as a run linked to its source."""
+    from engine.store import load_weights
+    from engine.transfer import run_transfer, transfer_config
+
+    from .headless import follow_thread
+
+    store = RunStore(default_runs_dir(runs_dir))
+    try:
+        source = store.load(run_id)
+    except RunNotFound:
+        fail(f"no run {run_id!r} in {store.root}; `sltui runs list` shows the ids")
+    except RunUnreadable as exc:
+        fail(f"run {run_id!r} is unreadable: {exc}")
+    if source.get("status") != "completed":
+        fail(f"run {run_id!r} is {source.get('status')}, not completed: only a finished run can be checked")
+    if not source.get("weights") or not store.weights_path(run_id).is_file():
+        fail(f"run {run_id!r} has no stored weights (it ran with --no-save-weights)")
+    try:
+        cfg = transfer_config(source, dataset, epochs, data_root=data_root, device=device,
+                              train_limit=train_limit, eval_limit=eval_limit)
+        weights = load_weights(store.weights_path(run_id))
+    except (ConfigError, RunUnreadable) as exc:
+        fail(str(exc))
+    new_id = f"{run_id}-transfer-{dataset}"
+    result, start_error = follow_thread(
+        lambda emit, stop: run_transfer(source, weights, cfg, emit, stop, new_id), store, console, cfg.epochs)
+    if start_error is not None:
+        fail(str(start_error) if isinstance(start_error, (ConfigError, DataError)) else
+             f"{type(start_error).__name__}: {start_error}", code=2 if isinstance(start_error, (ConfigError, DataError)) else 1)
+    assert result is not None
+    print_result(result)
+    if result.status != "completed":
+        raise typer.Exit(1 if result.status == "failed" else 130)
 
 
 def _pct(value: Any) -> str:

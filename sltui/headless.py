@@ -9,7 +9,7 @@ import queue
 import signal
 import threading
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -29,23 +29,38 @@ class StartError:
 _DONE = object()
 
 
-def start_run_thread(cfg: RunConfig, store: RunStore, sink: "queue.Queue[Any]",
-                     stop: threading.Event, run_id: str | None = None) -> tuple[threading.Thread, str]:
-    """Start `engine.runner.run` in a daemon thread writing the run file and feeding `sink`."""
-    run_id = run_id or new_run_id(cfg)
+Job = Callable[[Callable[[Any], None], threading.Event], RunResult]
+
+
+def start_job_thread(job: Job, store: RunStore, sink: "queue.Queue[Any]", stop: threading.Event,
+                     name: str = "run") -> threading.Thread:
+    """Run `job(emit, stop)` in a daemon thread; its events go to the run file and `sink`,
+    then its RunResult (or a StartError), then a sentinel."""
     emit = fanout(store.recorder(), sink.put)
 
     def target() -> None:
         try:
-            sink.put(run(cfg, emit, stop, run_id))
+            sink.put(job(emit, stop))
         except BaseException as exc:  # noqa: BLE001 - reported through the queue
             sink.put(StartError(exc))
         finally:
             sink.put(_DONE)
 
-    thread = threading.Thread(target=target, name=f"run-{run_id}", daemon=True)
+    thread = threading.Thread(target=target, name=name, daemon=True)
     thread.start()
+    return thread
+
+
+def start_run_thread(cfg: RunConfig, store: RunStore, sink: "queue.Queue[Any]",
+                     stop: threading.Event, run_id: str | None = None) -> tuple[threading.Thread, str]:
+    """Start `engine.runner.run` in a daemon thread writing the run file and feeding `sink`."""
+    run_id = run_id or new_run_id(cfg)
+    thread = start_job_thread(lambda emit, stop_: run(cfg, emit, stop_, run_id), store, sink, stop, f"run-{run_id}")
     return thread, run_id
+
+
+def is_done(item: Any) -> bool:
+    return item is _DONE
 
 
 def _fmt(value: float | None, spec: str = ".2f") -> str:
@@ -53,11 +68,18 @@ def _fmt(value: float | None, spec: str = ".2f") -> str:
 
 
 def run_headless(cfg: RunConfig, store: RunStore, console: Console) -> tuple[RunResult | None, BaseException | None]:
+    run_id = new_run_id(cfg)
+    return follow_thread(lambda emit, stop: run(cfg, emit, stop, run_id), store, console, cfg.epochs)
+
+
+def follow_thread(job: Job, store: RunStore, console: Console, epochs: int | None
+                  ) -> tuple[RunResult | None, BaseException | None]:
+    """Run `job` in a worker thread and show its events as a progress bar until it ends."""
     events: "queue.Queue[Any]" = queue.Queue()
     stop = threading.Event()
     with stop_on_signals(stop):
-        thread, _ = start_run_thread(cfg, store, events, stop)
-        return _follow(cfg, store, console, thread, events, stop)
+        thread = start_job_thread(job, store, events, stop)
+        return _follow(epochs, store, console, thread, events, stop)
 
 
 @contextlib.contextmanager
@@ -72,7 +94,7 @@ def stop_on_signals(stop: threading.Event) -> Iterator[None]:
             signal.signal(sig, old)
 
 
-def _follow(cfg: RunConfig, store: RunStore, console: Console, thread: threading.Thread,
+def _follow(epochs: int | None, store: RunStore, console: Console, thread: threading.Thread,
             events: "queue.Queue[Any]", stop: threading.Event) -> tuple[RunResult | None, BaseException | None]:
     result: RunResult | None = None
     start_error: BaseException | None = None
@@ -103,7 +125,7 @@ def _follow(cfg: RunConfig, store: RunStore, console: Console, thread: threading
                                 stats=f"loss {_fmt(item.loss, '.4f')}")
             elif isinstance(item, EpochMetrics):
                 if progress.tasks[task].description != "training":
-                    progress.update(task, description="training", total=cfg.epochs)
+                    progress.update(task, description="training", total=epochs)
                 progress.update(task, completed=item.epoch, stats=(
                     f"loss {_fmt(item.train_loss, '.4f')}  CDA {_fmt(item.cda)}%  ASR {_fmt(item.asr)}%"
                     f"  {item.samples_per_s:,.0f} samples/s"))

@@ -1,0 +1,38 @@
+"""The transfer check (SPEC section 8) and its command."""
+import subprocess
+import sys
+
+import torch
+
+from engine.runner import run
+from engine.store import RunStore, load_weights
+from engine.transfer import last_linear, run_transfer, transfer_config
+
+
+def test_transfer_retrains_only_the_last_layer(tmp_path, tiny):
+    store = RunStore(tmp_path)
+    source = run(tiny.replace(attack="surrogate", alpha=0.5), store.recorder())
+    doc = store.load(source.run_id)
+    weights = load_weights(store.weights_path(source.run_id))
+    cfg = transfer_config(doc, "synthetic", epochs=2, eval_limit=200, train_limit=300)
+    result = run_transfer(doc, weights, cfg, store.recorder(), run_id="t1")
+    assert result.status == "completed"
+    linked = store.load("t1")
+    assert linked["source_run"] == source.run_id and len(linked["epochs"]) == 2
+    assert 0 <= linked["final"]["cda"] <= 100 and 0 <= linked["final"]["asr"] <= 100
+
+
+def test_last_linear_is_found():
+    from engine.models import build_split
+
+    client, server = build_split("resnet9", 2, (1, 28, 28), 10)
+    parent, attr = last_linear(torch.nn.Sequential(client, server))
+    assert getattr(parent, attr).out_features == 10
+
+
+def test_transfer_command_errors_are_one_line(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "sltui", "transfer", "nope", "--dataset", "mnist",
+                           "--runs-dir", str(tmp_path)], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "no run 'nope'" in proc.stderr
+    assert "Traceback" not in proc.stderr
