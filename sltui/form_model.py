@@ -53,9 +53,18 @@ def _kind(name: str, type_text: str) -> str:
     return "str"
 
 
+def _form_order() -> list[str]:
+    """RunConfig's field order, with each attack's own fields right under `attack`."""
+    names = [f.name for f in fields(RunConfig) if f.name not in ATTACK_ONLY]
+    at = names.index("attack") + 1
+    extra = [n for f in fields(RunConfig) for n in [f.name] if n in ATTACK_ONLY]
+    return names[:at] + extra + names[at:]
+
+
+_TYPES = {f.name: str(f.type) for f in fields(RunConfig)}
 SPECS: tuple[FieldSpec, ...] = tuple(
-    FieldSpec(f.name, _kind(f.name, str(f.type)), FIELD_HELP[f.name], ATTACK_ONLY.get(f.name))
-    for f in fields(RunConfig)
+    FieldSpec(name, _kind(name, _TYPES[name]), FIELD_HELP[name], ATTACK_ONLY.get(name))
+    for name in _form_order()
 )
 SPEC_BY_NAME = {s.name: s for s in SPECS}
 
