@@ -6,6 +6,7 @@ The app never trains and never imports torch at module level: runs are threads o
 from __future__ import annotations
 
 import importlib
+import signal
 import threading
 import time
 from functools import partial
@@ -146,9 +147,18 @@ class SlTuiApp(App[None]):
 def launch(runs_dir: str | Path = "runs", data_root: str | None = None, config: Any = None) -> None:
     """Open the terminal UI; on exit, make sure no run thread is left behind."""
     app = SlTuiApp(runs_dir=runs_dir, data_root=data_root, config=config)
+
+    def hang_up(signum: int, frame: Any) -> None:
+        # SSH connection lost or `kill`: cancel the runs (their files say cancelled), then exit.
+        app.manager.request_stop_all()
+        app.exit()
+
+    previous = {sig: signal.signal(sig, hang_up) for sig in (signal.SIGHUP, signal.SIGTERM)}
     try:
         app.run()
     finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         left = app.manager.shutdown(timeout=STOP_TIMEOUT)
         if left:
             print(f"sltui: {len(left)} run(s) did not stop within {STOP_TIMEOUT:.0f}s: {', '.join(left)}")

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from textual.css.query import NoMatches
@@ -319,3 +320,46 @@ def test_ui_modules_do_not_import_torch():
             "import sltui.screens.live_run, sltui.screens.compare; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=str(__import__("pathlib").Path(__file__).parents[1]))
+
+
+async def test_a_run_that_cannot_start_shows_why(tmp_path):
+    app = make_app(tmp_path, config=RunConfig(dataset="mnist", data_root=str(tmp_path / "nothing-here"),
+                                              epochs=1, device="cpu"))
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, NewRunScreen))
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: isinstance(app.screen, LiveRunScreen), timeout=60)
+        await wait_for(pilot, lambda: not app.manager.active(), timeout=120)
+        state = app.manager.get(app.screen.run_id)
+        assert state.status == "failed" and state.error
+        await wait_for(pilot, lambda: "error:" in str(app.screen.query_one("#run-stats", Static).render()))
+    assert app.manager.shutdown(5) == []
+
+
+def test_sighup_cancels_runs_and_exits(tmp_path):
+    """`sltui` killed by a hang-up (SSH gone): the run is cancelled and the process exits."""
+    here = Path(__file__).parent
+    script = tmp_path / "hup.py"
+    script.write_text(f"""
+import os, signal, sys, threading
+sys.path[:0] = [{str(here.parent)!r}, {str(here)!r}]
+from engine.config import RunConfig
+from sltui import app as appmod
+from tui_helpers import IdleThread
+stops = []
+def starter(cfg, store, sink, stop, run_id=None):
+    thread = IdleThread(stop); thread.start(); stops.append(stop); return thread, "fake"
+class Headless(appmod.SlTuiApp):
+    def __init__(self, *a, **k):
+        super().__init__(*a, **k)
+        self.manager.starter = starter
+        self.manager.start(RunConfig())
+        threading.Timer(1.5, lambda: os.kill(os.getpid(), signal.SIGHUP)).start()
+    def run(self, *a, **k):
+        return super().run(headless=True, size=(80, 24))
+appmod.SlTuiApp = Headless
+appmod.launch(runs_dir={str(tmp_path / "runs")!r})
+print("stopped", all(s.is_set() for s in stops), len(stops), appmod.threading.active_count())
+""")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert "stopped True 1 1" in out.stdout, out.stderr[-2000:]
