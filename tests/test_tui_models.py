@@ -174,3 +174,12 @@ def test_compare_keeps_differing_fields_and_exports(tmp_path):
     path = runs_model.write_csv(tmp_path / "out.csv", columns, rows)
     read = list(csv.DictReader(path.open()))
     assert [r["id"] for r in read] == ["r1", "r2"] and read[1]["alpha"] == "0.5"
+
+
+def test_several_runs_at_once_are_drained_independently():
+    manager = RunManager(store=None)
+    manager.attach("a", prefilled_queue("a", epochs=2, total=5))
+    manager.attach("b", prefilled_queue("b", epochs=1, total=3, finished=True))
+    assert manager.drain() == {"a", "b"}
+    assert [s.run_id for s in manager.active()] == ["a"]
+    assert manager.get("b").status == "completed" and len(manager.get("a").epochs) == 2
