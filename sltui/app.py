@@ -31,7 +31,7 @@ STOP_TIMEOUT = 30.0
 class SlTuiApp(App[None]):
     """Run, watch and compare split-learning backdoor experiments."""
 
-    CSS_PATH = "app.tcss"
+    CSS_PATH = str(Path(__file__).with_name("app.tcss"))
     TITLE = "sltui"
     ENABLE_COMMAND_PALETTE = True
     BINDINGS = [

@@ -355,11 +355,21 @@ class Headless(appmod.SlTuiApp):
         self.manager.starter = starter
         self.manager.start(RunConfig())
         threading.Timer(1.5, lambda: os.kill(os.getpid(), signal.SIGHUP)).start()
+    def on_mount(self):
+        super().on_mount()
+        self.mounted = True
     def run(self, *a, **k):
         return super().run(headless=True, size=(80, 24))
 appmod.SlTuiApp = Headless
+apps = []
+orig_run = Headless.run
+def run(self, *a, **k):
+    apps.append(self)
+    return orig_run(self, *a, **k)
+Headless.run = run
 appmod.launch(runs_dir={str(tmp_path / "runs")!r})
-print("stopped", all(s.is_set() for s in stops), len(stops), appmod.threading.active_count())
+alive = [t.name for t in threading.enumerate() if isinstance(t, IdleThread) and t.is_alive()]
+print("stopped", all(s.is_set() for s in stops), len(stops), getattr(apps[0], "mounted", False), alive)
 """)
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
-    assert "stopped True 1 1" in out.stdout, out.stderr[-2000:]
+    assert "stopped True 1 True []" in out.stdout, out.stderr[-2000:]
