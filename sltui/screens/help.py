@@ -21,11 +21,12 @@ HELP_TEXT = """\
   c          compare the selected runs
   /          filter (words must all match; esc closes)
   s / S      sort by the next column / reverse the order
-  r          re-read the runs folder      C   clone config into a new run
+  r          re-read the runs folder
+  C          clone the run's config into the new-run form
 
 [b]New run[/b]
   tab        next field        ctrl+s   start the run
-  Fields of the chosen attack only are shown; errors show under the field.
+  Only the chosen attack's fields are shown; errors show under a field.
 
 [b]Run[/b]
   x          cancel the run    v   charts / config    C   clone config
