@@ -1,0 +1,71 @@
+"""The paper authors' own per-run results for a setting (shipped CSVs in sltui/reference/).
+
+One row per (architecture, dataset, clients K, cut, alpha for the surrogate attack):
+TEST_ACCURACY is the CDA, BD_TEST_ACCURACY the ASR, both last-epoch percentages.
+Pure Python: no Textual, no pandas, no torch.
+"""
+from __future__ import annotations
+
+import csv
+import functools
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+REFERENCE_DIR = Path(__file__).with_name("reference")
+# Our dataset names -> the authors'. The Appendix D variants and synthetic data have none.
+DATASET_NAMES = {"mnist": "mnist", "fmnist": "fmnist", "cifar10": "cifar10", "cifar10-jpeg": "cifar10"}
+
+
+@dataclass(frozen=True)
+class Reference:
+    cda: float
+    asr: float
+    source: str    # the CSV file the numbers come from
+
+
+def csv_for(attack: str, dataset: str) -> str | None:
+    if attack == "none":
+        return "results_clean_training.csv"
+    if attack == "autoencoder":
+        return "results_autoencoder.csv"
+    if attack == "surrogate":
+        return f"results_{dataset}.csv"
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def _rows(filename: str) -> tuple[dict[str, str], ...]:
+    path = REFERENCE_DIR / filename
+    try:
+        with path.open(newline="") as fh:
+            return tuple(csv.DictReader(fh))
+    except OSError:
+        return ()
+
+
+def _same_number(a: Any, b: Any) -> bool:
+    try:
+        return math.isclose(float(a), float(b), rel_tol=1e-6, abs_tol=1e-9)
+    except (TypeError, ValueError):
+        return False
+
+
+def lookup(config: Mapping[str, Any]) -> Reference | None:
+    """The authors' CDA and ASR for the setting of `config` (a RunConfig dict), or None."""
+    dataset = DATASET_NAMES.get(str(config.get("dataset")))
+    attack = str(config.get("attack"))
+    filename = csv_for(attack, dataset) if dataset else None
+    if filename is None:
+        return None
+    for row in _rows(filename):
+        if (row.get("NETWORK_ARCH") == config.get("model") and row.get("DATASET") == dataset
+                and _same_number(row.get("NUMBER_OF_CLIENTS"), config.get("clients"))
+                and _same_number(row.get("CUT_LAYER"), config.get("cut"))
+                and (attack != "surrogate" or _same_number(row.get("ALPHA"), config.get("alpha")))):
+            try:
+                return Reference(float(row["TEST_ACCURACY"]), float(row["BD_TEST_ACCURACY"]), filename)
+            except (KeyError, TypeError, ValueError):
+                return None
+    return None

@@ -1,0 +1,1 @@
+"""Screens of the terminal UI: new run, live run, runs browser, compare, help."""

@@ -1,0 +1,78 @@
+"""`?`: the keys of every screen; and the quit confirmation."""
+from __future__ import annotations
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Button, Static
+
+HELP_TEXT = """\
+[b]Everywhere[/b]
+  ?          this help            ctrl+p   command palette
+  n          new run              b        runs browser
+  q          quit (asks first when runs are active, then cancels them)
+  esc        back
+
+[b]Runs browser[/b]
+  enter      open the run's charts and config
+  space      select / unselect a run (for compare)
+  c          compare the selected runs
+  /          filter (words must all match; esc closes)
+  s / S      sort by the next column / reverse the order
+  r          re-read the runs folder
+  C          clone the run's config into the new-run form
+
+[b]New run[/b]
+  tab        next field        ctrl+s   start the run
+  Only the chosen attack's fields are shown; errors show under a field.
+
+[b]Run[/b]
+  x          cancel the run    v   charts / config    C   clone config
+
+[b]Compare[/b]
+  p          show the paper authors' CDA / ASR for each setting
+  e          export the table as CSV (into the runs folder)
+"""
+
+
+class HelpScreen(ModalScreen[None]):
+    BINDINGS = [Binding("escape,q,question_mark", "dismiss", "Close")]
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="help-box", classes="dialog"):
+            with VerticalScroll():
+                yield Static(HELP_TEXT, id="help-text")
+            yield Static("esc closes", classes="hint")
+
+    def action_dismiss(self) -> None:  # type: ignore[override]
+        self.dismiss(None)
+
+
+class ConfirmQuit(ModalScreen[bool]):
+    """Asked when runs are active: quitting cancels them."""
+    BINDINGS = [Binding("y", "answer(True)", "Yes"), Binding("n,escape", "answer(False)", "No")]
+
+    def __init__(self, active: int) -> None:
+        super().__init__()
+        self.active = active
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="confirm-box", classes="dialog"):
+            runs = "1 run is" if self.active == 1 else f"{self.active} runs are"
+            yield Static(f"{runs} still training. Quit and cancel {'it' if self.active == 1 else 'them'}?",
+                         id="confirm-text")
+            with Horizontal(classes="buttons"):
+                yield Button("Quit (y)", id="yes", variant="error")
+                yield Button("Stay (n)", id="no", variant="primary")
+
+    def on_mount(self) -> None:
+        self.query_one("#no", Button).focus()
+
+    def action_answer(self, answer: bool) -> None:
+        self.dismiss(answer)
+
+    @on(Button.Pressed)
+    def _pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "yes")

@@ -1,0 +1,185 @@
+"""The TUI's pure modules: run manager, form model, reference lookup, run tables."""
+from __future__ import annotations
+
+import csv
+import threading
+
+import pytest
+
+from engine.config import ConfigError, RunConfig
+from engine.events import RunFailed
+from sltui import form_model, reference, runs_model
+from sltui.run_manager import RunManager, RunState
+
+from tui_helpers import IdleThread, prefilled_queue, write_run
+
+
+# ---- run manager ------------------------------------------------------------
+def test_drain_folds_events_into_state():
+    manager = RunManager(store=None)
+    manager.attach("r1", prefilled_queue("r1", epochs=3, total=10, phase=True))
+    assert manager.drain() == {"r1"}
+    state = manager.get("r1")
+    assert state.status == "running" and state.total_epochs == 10
+    assert [e["epoch"] for e in state.epochs] == [1, 2, 3]
+    assert state.phase is None                      # an epoch arrived after the phase
+    assert state.eta_seconds() == pytest.approx(7 * 2.0)
+    assert manager.drain() == set()                 # nothing new
+
+
+def test_phase_progress_is_shown_until_training_starts():
+    manager = RunManager(store=None)
+    manager.attach("r1", prefilled_queue("r1", epochs=0, total=5, phase=True))
+    manager.drain()
+    state = manager.get("r1")
+    assert (state.phase, state.phase_epoch, state.phase_epochs) == ("phase3-autoencoder", 4, 10)
+
+
+def test_finish_failure_and_start_error():
+    state = RunState("r", {})
+    state.apply(RunFailed(run_id="r", error="boom"))
+    assert state.status == "failed" and state.error == "boom" and not state.active
+
+    class StartError:  # the shape of sltui.headless.StartError
+        def __init__(self, error):
+            self.error = error
+    state = RunState("s", {})
+    state.apply(StartError(ValueError("no such data")))
+    assert state.status == "failed" and "no such data" in state.error
+
+
+def test_done_sentinel_ends_a_silent_run():
+    manager = RunManager(store=None)
+    q = prefilled_queue("r1", epochs=1, total=3)
+    q.put(object())
+    manager.attach("r1", q)
+    manager.drain()
+    assert manager.get("r1").status == "failed"
+
+
+def test_cancel_and_shutdown_join_threads():
+    stop = threading.Event()
+    thread = IdleThread(stop)
+    thread.start()
+    q = prefilled_queue("r1", epochs=1, total=3)
+    manager = RunManager(store=None)
+    manager.attach("r1", q, stop, thread)
+    manager.drain()
+    assert [s.run_id for s in manager.active()] == ["r1"]
+    assert manager.shutdown(timeout=5) == []
+    assert stop.is_set() and not thread.is_alive()
+    assert manager.get("r1").cancel_requested
+
+
+def test_start_uses_the_starter_and_never_imports_the_engine_itself():
+    seen = {}
+
+    def starter(cfg, store, sink, stop, run_id=None):
+        seen["cfg"] = cfg
+        return IdleThread(stop), "fake-id"
+    manager = RunManager(store="S", starter=starter)
+    run_id = manager.start(RunConfig(dataset="synthetic"))
+    assert run_id == "fake-id" and manager.get("fake-id").config["dataset"] == "synthetic"
+    assert manager.get("fake-id").status == "starting"
+
+
+# ---- form model ---------------------------------------------------------------
+def test_every_config_field_has_a_form_field():
+    names = [s.name for s in form_model.SPECS]
+    assert sorted(names) == sorted(RunConfig().to_dict()) and len(set(names)) == len(names)
+    assert names[names.index("attack") + 1] == "alpha"     # attack fields right under the attack
+
+
+def test_form_roundtrip_gives_back_the_config():
+    cfg = RunConfig(dataset="synthetic", attack="surrogate", alpha=0.2, lr_milestones=(3, 5), epochs=7)
+    built, errors = form_model.build(form_model.to_text(cfg))
+    assert errors == {} and built == cfg
+
+
+def test_parse_error_is_attached_to_its_field():
+    values = form_model.to_text(RunConfig())
+    values["clients"] = "three"
+    cfg, errors = form_model.build(values)
+    assert cfg is None and errors == {"clients": "--clients must be a whole number (got 'three')"}
+
+
+def test_validation_message_is_the_clis():
+    values = form_model.to_text(RunConfig())
+    values["alpha"] = "1.5"
+    cfg, errors = form_model.build(values)
+    with pytest.raises(ConfigError) as cli:
+        RunConfig(alpha=1.5).replace()
+    assert errors == {"alpha": str(cli.value)}
+
+
+def test_attack_fields_are_visible_only_for_their_attack():
+    assert form_model.visible("alpha", "surrogate") and not form_model.visible("alpha", "none")
+    assert form_model.visible("ae_share", "autoencoder") and not form_model.visible("ae_share", "surrogate")
+    assert form_model.visible("dataset", "none")
+
+
+def test_config_from_a_stored_run_dict():
+    stored = RunConfig(dataset="synthetic").to_dict() | {"future_field": 1}
+    assert form_model.config_from_dict(stored).dataset == "synthetic"
+    assert form_model.config_from_dict({"cut": 9}) is None
+
+
+# ---- reference ----------------------------------------------------------------
+def test_reference_lookup_per_attack():
+    sur = reference.lookup(dict(dataset="mnist", model="lenet", clients=3, cut=2, attack="surrogate", alpha=0.2))
+    assert (sur.cda, sur.asr, sur.source) == (98.99, pytest.approx(83.07095344), "results_mnist.csv")
+    clean = reference.lookup(dict(dataset="cifar10-jpeg", model="resnet9", clients=1, cut=1, attack="none"))
+    assert clean.cda == 86.48 and clean.source == "results_clean_training.csv"
+    ae = reference.lookup(dict(dataset="fmnist", model="stripnet", clients=7, cut=3, attack="autoencoder"))
+    assert ae.source == "results_autoencoder.csv"
+    assert reference.lookup(dict(dataset="synthetic", model="lenet", clients=1, cut=1, attack="none")) is None
+    assert reference.lookup(dict(dataset="mnist", model="lenet", clients=2, cut=1, attack="none")) is None
+
+
+def test_reference_csvs_are_shipped_in_the_package():
+    names = {p.name for p in reference.REFERENCE_DIR.glob("*.csv")}
+    assert {"results_clean_training.csv", "results_autoencoder.csv", "results_mnist.csv",
+            "results_fmnist.csv", "results_cifar10.csv"} <= names
+
+
+# ---- run tables -----------------------------------------------------------------
+def test_sort_and_filter_rows():
+    rows = [{"id": "a", "cut": 2, "dataset": "mnist"}, {"id": "b", "cut": None, "dataset": "fmnist"},
+            {"id": "c", "cut": 1, "dataset": "cifar10"}]
+    assert [r["id"] for r in runs_model.sort_rows(rows, "cut")] == ["c", "a", "b"]
+    assert [r["id"] for r in runs_model.sort_rows(rows, "cut", reverse=True)] == ["a", "c", "b"]
+    assert [r["id"] for r in rows if runs_model.matches(r, "MNIST")] == ["a", "b"]
+    assert [r["id"] for r in rows if runs_model.matches(r, "mnist a")] == ["a"]
+
+
+def test_index_lists_unreadable_files_and_rereads_changes(tmp_path):
+    write_run(tmp_path, "good")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "run.json").write_text("{not json")
+    index = runs_model.RunIndex(tmp_path)
+    rows = {r["id"]: r for r in map(runs_model.browser_row, index.scan())}
+    assert rows["bad"]["status"] == "unreadable" and rows["good"]["status"] == "completed"
+    write_run(tmp_path, "bad")
+    assert {runs_model.browser_row(e)["status"] for e in index.scan()} == {"completed"}
+
+
+def test_compare_keeps_differing_fields_and_exports(tmp_path):
+    write_run(tmp_path, "r1", model="lenet", cut=2, clients=3, attack="surrogate", alpha=0.2)
+    write_run(tmp_path, "r2", model="lenet", cut=2, clients=3, attack="surrogate", alpha=0.5)
+    docs = [e.doc for e in runs_model.RunIndex(tmp_path).scan()]
+    columns, rows = runs_model.compare_rows(sorted(docs, key=lambda d: d["id"]))
+    assert columns == ["id", "status", "alpha", "final_cda", "final_asr", "best_cda", "best_asr",
+                       "paper_cda", "paper_asr"]
+    assert rows[0]["paper_cda"] == 98.99 and rows[0]["final_cda"] == 95.0
+    path = runs_model.write_csv(tmp_path / "out.csv", columns, rows)
+    read = list(csv.DictReader(path.open()))
+    assert [r["id"] for r in read] == ["r1", "r2"] and read[1]["alpha"] == "0.5"
+
+
+def test_several_runs_at_once_are_drained_independently():
+    manager = RunManager(store=None)
+    manager.attach("a", prefilled_queue("a", epochs=2, total=5))
+    manager.attach("b", prefilled_queue("b", epochs=1, total=3, finished=True))
+    assert manager.drain() == {"a", "b"}
+    assert [s.run_id for s in manager.active()] == ["a"]
+    assert manager.get("b").status == "completed" and len(manager.get("a").epochs) == 2
