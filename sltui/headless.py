@@ -95,7 +95,7 @@ def stop_on_signals(stop: threading.Event) -> Iterator[None]:
 
 
 def log_line(console: Console, text: str) -> None:
-    """Where output is not a terminal (a cluster job's log), the bar only shows at the end:
+    """Where output is not a terminal (a cluster job's log) there is no bar:
     print one line per epoch instead, so the log tells how the run went."""
     if not console.is_terminal:
         console.print(text, highlight=False, soft_wrap=True)
@@ -109,8 +109,11 @@ def _follow(epochs: int | None, store: RunStore, console: Console, thread: threa
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
         TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[stats]}"),
     )
-    with Progress(*columns, console=console, transient=False) as progress:
-        task = progress.add_task("loading data", total=None, stats="")
+    # Where output is not a terminal (a cluster job's log) the per-epoch lines replace the bar.
+    progress = Progress(*columns, console=console, transient=False, disable=not console.is_terminal)
+    task = progress.add_task("loading data", total=None, stats="")
+    progress.start()
+    try:
         while True:
             try:
                 item = events.get(timeout=0.2)
@@ -128,7 +131,7 @@ def _follow(epochs: int | None, store: RunStore, console: Console, thread: threa
             elif isinstance(item, RunResult):
                 result = item
             elif isinstance(item, RunStarted):
-                console.print(f"run [bold]{item.run_id}[/] -> {store.path(item.run_id)}")
+                console.print(f"run [bold]{item.run_id}[/] -> {store.path(item.run_id)}", soft_wrap=True)
                 progress.update(task, description="training", total=item.total_epochs, completed=0)
             elif isinstance(item, PhaseProgress):
                 stats = f"loss {_fmt(item.loss, '.4f')}"
@@ -143,5 +146,7 @@ def _follow(epochs: int | None, store: RunStore, console: Console, thread: threa
                 log_line(console, f"epoch {item.epoch}/{epochs}  {stats}  {item.seconds:.1f}s")
             elif isinstance(item, (RunFinished, RunFailed)):
                 pass
+    finally:
+        progress.stop()
     thread.join(timeout=5)
     return result, start_error

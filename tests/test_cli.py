@@ -46,7 +46,7 @@ def assert_one_line_error(code: int, out: str, err: str) -> str:
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1, f"expected one line on stderr, got: {err!r}"
     assert lines[0].startswith("error:")
-    assert not out.strip(), f"nothing on stdout for a bad invocation, got: {out!r}"
+    assert out == "", f"nothing on stdout for a bad invocation, got: {out!r}"
     return lines[0]
 
 
