@@ -106,6 +106,13 @@ def default_starter(cfg: Any, store: Any, sink: "queue.Queue[Any]", stop: thread
     return start_run_thread(cfg, store, sink, stop, run_id)
 
 
+def default_share_threads(concurrent_runs: int) -> None:
+    """Give each of the process's training runs its share of the cores (engine imported lazily)."""
+    from engine.device import share_cpu_threads
+
+    share_cpu_threads(concurrent_runs)
+
+
 @dataclass
 class _Handle:
     state: RunState
@@ -118,15 +125,18 @@ class _Handle:
 class RunManager:
     """Starts runs, drains their queues and stops them; the app owns one."""
 
-    def __init__(self, store: Any, starter: Starter = default_starter) -> None:
+    def __init__(self, store: Any, starter: Starter = default_starter,
+                 share_threads: Callable[[int], None] = default_share_threads) -> None:
         self.store = store
         self.starter = starter
+        self.share_threads = share_threads
         self._runs: dict[str, _Handle] = {}
 
     # ---- commands ---------------------------------------------------------
     def start(self, cfg: Any, run_id: str | None = None) -> str:
         sink: "queue.Queue[Any]" = queue.Queue()
         stop = threading.Event()
+        self.share_threads(len(self.active()) + 1)
         thread, run_id = self.starter(cfg, self.store, sink, stop, run_id)
         return self.attach(run_id, sink, stop, thread, cfg.to_dict())
 
@@ -162,6 +172,7 @@ class RunManager:
     def drain(self, limit: int = 10_000) -> set[str]:
         """Apply every queued item without blocking; return the ids of runs that changed."""
         changed: set[str] = set()
+        active_before = len(self.active())
         for run_id, handle in self._runs.items():
             for _ in range(limit):
                 try:
@@ -175,6 +186,9 @@ class RunManager:
                         handle.state._end("cancelled" if handle.state.cancel_requested else "failed")
                     continue
                 handle.state.apply(item)
+        active_now = len(self.active())
+        if 0 < active_now < active_before:
+            self.share_threads(active_now)  # the runs left take over the cores freed
         return changed
 
     def get(self, run_id: str) -> RunState | None:

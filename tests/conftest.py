@@ -5,14 +5,17 @@ from __future__ import annotations
 import os
 import socket
 
+# The suite shares 2 cores with other work: one intra-op thread is several times faster
+# there than two threads spinning against each other. (Set before torch starts OpenMP;
+# engine.device.available_cores reads it too, so the TUI's thread sharing keeps to it.)
+os.environ["OMP_NUM_THREADS"] = "1"
+
 import pytest
 import torch
 
 from engine.config import RunConfig
 
 os.environ.setdefault("SLTUI_CACHE", "/tmp/sltui-test-cache")
-# The suite shares 2 cores with other work: one intra-op thread is several times faster
-# there than two threads spinning against each other.
 torch.set_num_threads(1)
 
 

@@ -77,10 +77,36 @@ def test_start_uses_the_starter_and_never_imports_the_engine_itself():
     def starter(cfg, store, sink, stop, run_id=None):
         seen["cfg"] = cfg
         return IdleThread(stop), "fake-id"
-    manager = RunManager(store="S", starter=starter)
+    manager = RunManager(store="S", starter=starter, share_threads=lambda n: None)
     run_id = manager.start(RunConfig(dataset="synthetic"))
     assert run_id == "fake-id" and manager.get("fake-id").config["dataset"] == "synthetic"
     assert manager.get("fake-id").status == "starting"
+
+
+def test_concurrent_runs_share_the_cores_and_get_them_back():
+    shares: list[int] = []
+    stops: list[threading.Event] = []
+
+    def starter(cfg, store, sink, stop, run_id=None):
+        stops.append(stop)
+        thread = IdleThread(stop)
+        thread.start()
+        return thread, f"run-{len(stops)}"
+    manager = RunManager(store="S", starter=starter, share_threads=shares.append)
+    manager.start(RunConfig(dataset="synthetic"))
+    manager.start(RunConfig(dataset="synthetic"))
+    assert shares == [1, 2]                         # the second run halves each run's threads
+    manager._runs["run-1"].queue.put(object())      # run 1 ends (its end-of-stream sentinel)
+    manager.drain()
+    assert shares == [1, 2, 1]                      # run 2 takes the whole machine back
+    manager.shutdown(timeout=5)
+
+
+def test_cpu_threads_never_outnumber_the_cores():
+    from engine.device import cpu_threads_for
+
+    assert [cpu_threads_for(runs, cores=8) for runs in (1, 2, 3, 8, 9)] == [8, 4, 2, 1, 1]
+    assert cpu_threads_for(2, cores=2) == 1 and cpu_threads_for(1, cores=2) == 2
 
 
 # ---- form model ---------------------------------------------------------------
