@@ -315,21 +315,26 @@ def make_shares(pool: Split, parts: int, seed: int) -> list[Split]:
     return [Split(pool.x[perm[i * size:(i + 1) * size]], pool.y[perm[i * size:(i + 1) * size]]) for i in range(parts)]
 
 
-def _limit(split: Split, n: int | None) -> Split:
-    return split if n is None else Split(split.x[:n], split.y[:n])
+def limit_split(split: Split, n: int | None, seed: int) -> Split:
+    """A seeded random subset of `n` images, kept in their order. Random, not the first n:
+    an image folder lists its files class by class, and its first 5 000 are all airplanes."""
+    if n is None or n >= len(split):
+        return split
+    keep = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))[:n].sort().values
+    return Split(split.x[keep], split.y[keep])
 
 
 def load_experiment_data(cfg: RunConfig, device: torch.device) -> ExperimentData:
     root = Path(cfg.data_root).expanduser() if cfg.data_root else default_data_root()
     raw, norm, classes = load_raw(cfg.dataset, root)
     pool, val, test = table1_splits(cfg.dataset, raw, cfg.seed)
-    pool = _limit(pool, cfg.train_limit)
+    pool = limit_split(pool, cfg.train_limit, cfg.seed)
     shares = make_shares(pool, cfg.clients + 1, cfg.seed)
     return ExperimentData(
         name=cfg.dataset,
         shares=[s.to(device) for s in shares],
-        val=_limit(val, cfg.eval_limit).to(device),
-        test=_limit(test, cfg.eval_limit).to(device),
+        val=limit_split(val, cfg.eval_limit, cfg.seed + 1).to(device),
+        test=limit_split(test, cfg.eval_limit, cfg.seed + 2).to(device),
         norm=norm,
         num_classes=classes,
     )

@@ -170,6 +170,17 @@ def test_experiment_data_on_synthetic():
     assert data.shares[0].x.dtype == torch.uint8
 
 
+def test_limits_draw_from_every_class_of_a_class_sorted_folder():
+    # An image folder (cifar10-jpeg) lists its files class by class: a limit must not keep one class.
+    y = torch.arange(10).repeat_interleave(100)
+    split = Split(torch.arange(1000).view(1000, 1, 1, 1).to(torch.uint8), y)
+    kept = D.limit_split(split, 200, seed=47)
+    assert len(kept) == 200 and len(set(kept.y.tolist())) == 10
+    assert torch.equal(kept.y, D.limit_split(split, 200, seed=47).y)      # seeded
+    assert not torch.equal(kept.y, D.limit_split(split, 200, seed=48).y)
+    assert D.limit_split(split, None, seed=1) is split and D.limit_split(split, 5000, seed=1) is split
+
+
 def test_synthetic_is_deterministic():
     a, b = D.make_synthetic(1, 28, 50, 10, seed=0), D.make_synthetic(1, 28, 50, 10, seed=0)
     assert torch.equal(a.train_x, b.train_x) and torch.equal(a.test_y, b.test_y)
