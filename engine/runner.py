@@ -6,9 +6,7 @@ RunFinished (completed or cancelled) or RunFailed event.
 """
 from __future__ import annotations
 
-import datetime as _dt
 import math
-import secrets
 import threading
 import time
 import traceback
@@ -25,6 +23,7 @@ from .events import EpochMetrics, Event, RunFailed, RunFinished, RunStarted, Wei
 from .metrics import evaluate
 from .models import build_split
 from .protocol import Cancelled, RunContext, make_adam, train_epoch
+from .store import new_run_id  # noqa: F401 - re-exported: callers name a run before it starts
 from .trigger import trigger_for
 
 
@@ -36,11 +35,6 @@ class RunResult:
     best: dict[str, Any] | None = None
     epochs: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
-
-
-def new_run_id(cfg: RunConfig) -> str:
-    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return f"{stamp}-{cfg.dataset}-{cfg.model}-c{cfg.cut}-k{cfg.clients}-{cfg.attack}-{secrets.token_hex(2)}"
 
 
 def seed_everything(seed: int) -> None:

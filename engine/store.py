@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import secrets
 import socket
 import tempfile
 from dataclasses import dataclass
@@ -28,6 +29,12 @@ class RunNotFound(LookupError):
 
 class RunUnreadable(ValueError):
     pass
+
+
+def new_run_id(cfg: Any) -> str:
+    """`<date>-<time>-<dataset>-<model>-c<cut>-k<K>-<attack>-<4 hex>` for a RunConfig."""
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return f"{stamp}-{cfg.dataset}-{cfg.model}-c{cfg.cut}-k{cfg.clients}-{cfg.attack}-{secrets.token_hex(2)}"
 
 
 def now_iso() -> str:

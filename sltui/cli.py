@@ -229,6 +229,11 @@ def runs_show(
             console.print(f"{label}: epoch {m.get('epoch')}  CDA {_pct(m.get('cda'))}%  ASR {_pct(m.get('asr'))}%")
 
 
+from .sweep_cli import register as _register_sweep  # noqa: E402 - needs app, runs_app and helpers above
+
+_register_sweep(app, runs_app, console, default_runs_dir)
+
+
 def _is_usage_error(exc: BaseException) -> bool:
     """A Click usage error (unknown flag, bad value, missing argument). Duck-typed: Typer
     raises Click's exceptions or, from 0.20 on, those of its vendored copy of Click."""

@@ -25,10 +25,12 @@ def _option_type(field_type: str) -> Any:
     return Optional[str]
 
 
-def config_parameters(panel: str = "Run config") -> list[inspect.Parameter]:
-    """One keyword parameter per RunConfig field, default None (= not given)."""
+def config_parameters(panel: str = "Run config", exclude: tuple[str, ...] = ()) -> list[inspect.Parameter]:
+    """One keyword parameter per RunConfig field but `exclude`, default None (= not given)."""
     params = []
     for f in fields(RunConfig):
+        if f.name in exclude:
+            continue
         flag = "--" + f.name.replace("_", "-")
         decls = [flag] if "bool" not in str(f.type) else [f"{flag}/--no-{flag[2:]}"]
         option = typer.Option(None, *decls, help=FIELD_HELP[f.name], rich_help_panel=panel, show_default=False)
@@ -37,14 +39,22 @@ def config_parameters(panel: str = "Run config") -> list[inspect.Parameter]:
     return params
 
 
-def with_config_flags(func: Callable) -> Callable:
-    """Give `func(**kwargs)` the config flags on top of its own parameters."""
+def with_config_flags(func: Callable, exclude: tuple[str, ...] = ()) -> Callable:
+    """Give `func(**kwargs)` the config flags (but `exclude`) on top of its own parameters."""
     own = list(inspect.signature(func).parameters.values())
     own = [p for p in own if p.kind != inspect.Parameter.VAR_KEYWORD]
-    params = own + config_parameters()
+    params = own + config_parameters(exclude=exclude)
     func.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     func.__annotations__ = {p.name: p.annotation for p in params}
     return func
+
+
+def given_fields(flags: dict[str, Any]) -> dict[str, Any]:
+    """The config flags given on the command line, parsed like --config values."""
+    given = {k: v for k, v in flags.items() if v is not None}
+    if "lr_milestones" in given:
+        given["lr_milestones"] = parse_milestones(given["lr_milestones"])
+    return given
 
 
 def load_config_file(path: Path) -> dict[str, Any]:
@@ -71,7 +81,4 @@ def build_config(config_file: Optional[Path], flags: dict[str, Any]) -> RunConfi
         base = RunConfig.from_dict(data)
     except ConfigError as exc:
         raise ConfigError(f"--config {config_file}: {exc}") from None
-    given = {k: v for k, v in flags.items() if v is not None}
-    if "lr_milestones" in given:
-        given["lr_milestones"] = parse_milestones(given["lr_milestones"])
-    return base.replace(**given)
+    return base.replace(**given_fields(flags))

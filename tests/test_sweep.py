@@ -1,0 +1,207 @@
+"""Sweeps: the grid, experiment identity, resuming, aggregation over seeds, the report, the CLI."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from engine.aggregate import aggregate, mean_std
+from engine.config import RunConfig, resolve
+from engine.errors import ConfigError
+from engine.store import RunStore, read_run_file
+from engine.sweep import PAPER_GRID, expand, experiment_key, load_sweep_file, make_sweep
+from engine.sweep_exec import pending, threads_per_job
+from sltui.report import write_report
+
+from test_cli import assert_one_line_error, sltui  # noqa: F401 - the fixture
+from tui_helpers import write_run
+
+TINY = ["--epochs", "1", "--train-limit", "160", "--eval-limit", "64", "--batch-size", "64", "--device", "cpu",
+        "--no-save-weights"]
+
+
+# ---- the grid -------------------------------------------------------------------
+def test_grid_is_the_product_of_its_axes_and_alpha_only_varies_for_the_surrogate():
+    sweep = make_sweep({"datasets": "mnist", "models": "lenet", "cuts": "1,3", "alphas": "0.5,0.09",
+                        "seeds": "1,2", "attacks": "surrogate,none"}, {"epochs": 2})
+    points = expand(sweep)
+    surrogate = [p for p in points if p.config.attack == "surrogate"]
+    clean = [p for p in points if p.config.attack == "none"]
+    assert len(surrogate) == 2 * 2 * 2 and len(clean) == 2 * 2       # no alpha axis without the attack
+    assert {(p.config.cut, p.config.alpha, p.config.seed) for p in surrogate} == {
+        (c, a, s) for c in (1, 3) for a in (0.5, 0.09) for s in (1, 2)}
+    assert all(p.config.epochs == 2 and p.config.lr_milestones == (25, 40, 55, 70) for p in points)  # resolved
+    assert len({p.key for p in points}) == len(points)
+
+
+def test_paper_grid_keeps_the_papers_model_dataset_pairs():
+    points = expand(make_sweep({}, {}, paper=True))
+    pairs = {(p.config.dataset, p.config.model) for p in points}
+    assert ("cifar10", "lenet") not in pairs and ("cifar10", "resnet9") in pairs and ("fmnist", "stripnet") in pairs
+    per_pair = len(PAPER_GRID["cuts"]) * len(PAPER_GRID["clients"]) * len(PAPER_GRID["alphas"])
+    assert len(points) == len(pairs) * per_pair == 7 * per_pair
+    narrowed = expand(make_sweep({"datasets": "mnist", "models": "lenet", "clients": "1"}, {}, paper=True))
+    assert len(narrowed) == 3 * 5
+
+
+def test_experiment_key_ignores_where_a_run_ran_but_not_what_it_computed():
+    cfg = resolve(RunConfig(dataset="mnist", epochs=3))
+    key = experiment_key(cfg.to_dict())
+    assert key == experiment_key(cfg.replace(device="cuda", data_root="/x", name="mine", save_weights=False).to_dict())
+    assert key != experiment_key(cfg.replace(seed=48).to_dict())
+    assert key != experiment_key(cfg.replace(epochs=4).to_dict())
+    assert experiment_key(cfg.to_dict(), drop=("seed",)) == experiment_key(cfg.replace(seed=48).to_dict(), drop=("seed",))
+
+
+def test_same_grid_same_sweep_id():
+    a = make_sweep({"datasets": "mnist", "cuts": "1,3"}, {"epochs": 2})
+    b = make_sweep({"datasets": "mnist", "cuts": "1, 3"}, {"epochs": 2})
+    assert a.sweep_id() == b.sweep_id() != make_sweep({"datasets": "mnist", "cuts": "1"}, {"epochs": 2}).sweep_id()
+
+
+@pytest.mark.parametrize("axes,base,needle", [
+    ({"datasets": "nope"}, {}, "--datasets"),
+    ({"datasets": "mnist", "cuts": "4"}, {}, "--cuts"),
+    ({"datasets": "mnist", "seeds": ""}, {}, "--seeds"),
+    ({"datasets": "mnist", "alphas": "half"}, {}, "--alphas"),
+    ({"datasets": "mnist", "alphas": "1.5", "attacks": "surrogate"}, {}, "alpha"),
+    ({"datasets": "mnist", "cuts": "1"}, {"cut": 2}, "cut"),
+    ({}, {}, "--datasets"),
+])
+def test_bad_grids_are_one_clear_error(axes, base, needle):
+    with pytest.raises(ConfigError, match=needle):
+        expand(make_sweep(axes, base))
+
+
+def test_sweep_files_toml_and_json(tmp_path):
+    toml = tmp_path / "grid.toml"
+    toml.write_text('datasets = ["mnist"]\ncuts = [1, 3]\nepochs = 2\n')
+    assert load_sweep_file(toml) == {"datasets": ["mnist"], "cuts": [1, 3], "epochs": 2}
+    bad = tmp_path / "bad.toml"
+    bad.write_text("cuts = [1,\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_sweep_file(bad)
+    unknown = tmp_path / "unknown.json"
+    unknown.write_text(json.dumps({"datasets": ["mnist"], "colour": "red"}))
+    with pytest.raises(ConfigError, match="unknown key.*colour"):
+        load_sweep_file(unknown)
+
+
+# ---- resuming ------------------------------------------------------------------
+def test_pending_skips_completed_points_and_redoes_the_others(tmp_path):
+    points = expand(make_sweep({"datasets": "synthetic", "seeds": "1,2,3"}, {"epochs": 1}))
+    store = RunStore(tmp_path)
+    done_doc = {"schema": 1, "id": "done", "status": "completed", "config": points[0].config.to_dict(), "pid": None}
+    killed = {"schema": 1, "id": "killed", "status": "running", "config": points[1].config.to_dict(),
+              "pid": 2 ** 22 + 12345, "host": os.uname().nodename}
+    store.save(done_doc)
+    store.save(killed)
+    todo, done = pending(points, store)
+    assert done == {points[0].key: "done"}
+    assert [p.key for p in todo] == [points[1].key, points[2].key]   # the interrupted one is redone
+
+
+def test_threads_per_job_never_oversubscribe():
+    cores = len(os.sched_getaffinity(0))
+    assert threads_per_job(1) == cores and threads_per_job(cores * 2) == 1
+
+
+# ---- aggregation ---------------------------------------------------------------
+def test_aggregate_groups_seeds_of_one_setting(tmp_path):
+    for seed, cda0 in ((1, 80.0), (2, 84.0), (3, 88.0)):
+        write_run(tmp_path, f"s{seed}", seed=seed, cda0=cda0, attack="surrogate", alpha=0.09)
+    write_run(tmp_path, "other", seed=1, cda0=50.0, attack="surrogate", alpha=0.5)
+    write_run(tmp_path, "dead", seed=4, status="failed", attack="surrogate", alpha=0.09)
+    docs = [e.doc for e in RunStore(tmp_path).entries()]
+    rows = {r["alpha"]: r for r in aggregate(docs)}
+    assert rows[0.09]["n"] == 3 and rows[0.09]["seeds"] == [1, 2, 3]            # the failed run is left out
+    assert rows[0.09]["cda_mean"] == pytest.approx(84.0 + 15) and rows[0.09]["cda_std"] == pytest.approx(4.0)
+    assert rows[0.5]["n"] == 1 and rows[0.5]["cda_std"] == 0.0
+    assert mean_std([]) == (None, None)
+
+
+# ---- the command ---------------------------------------------------------------
+def test_sweep_runs_resumes_and_reports(sltui, tmp_path):
+    runs = tmp_path / "runs"
+    grid = ["--datasets", "synthetic", "--cuts", "1,3", "--attacks", "surrogate", "--alphas", "0.5", "--seeds", "1,2"]
+    code, out, _ = sltui("sweep", *grid, *TINY, "--runs-dir", str(runs), "--dry-run")
+    assert code == 0 and out.count("to run") == 4 and not list(runs.rglob("run.json"))
+    code, out, err = sltui("sweep", *grid, *TINY, "--runs-dir", str(runs), "--jobs", "2")
+    assert code == 0, err
+    files = sorted(runs.rglob("run.json"))
+    assert len(files) == 4 and {read_run_file(f)["status"] for f in files} == {"completed"}
+    sweep_file = next((runs / "sweeps").glob("sweep-*.json"))
+    doc = json.loads(sweep_file.read_text())
+    assert [p["status"] for p in doc["points"]] == ["completed"] * 4 and doc["status"] == "completed"
+
+    # One run killed mid-way (its process gone, its file still 'running'): only it runs again.
+    victim = read_run_file(files[0])
+    victim.update(status="running", pid=2 ** 22 + 12345, final=None)
+    RunStore(runs).save(victim)
+    code, out, err = sltui("sweep", *grid, *TINY, "--runs-dir", str(runs), "--jobs", "2")
+    assert code == 0, err
+    assert "3 already done, 1 to run" in out
+    assert len(list(runs.rglob("run.json"))) == 5
+    point = next(p for p in json.loads(sweep_file.read_text())["points"] if victim["id"] in p["runs"])
+    assert len(point["runs"]) == 2 and point["status"] == "completed"
+
+    code, out, err = sltui("runs", "aggregate", "--runs-dir", str(runs), "--sweep", doc["id"], "--format", "json")
+    rows = json.loads(out)
+    assert code == 0 and len(rows) == 2 and all(r["n"] == 2 for r in rows)   # 2 cuts, 2 seeds each
+
+    code, out, err = sltui("report", doc["id"], "--runs-dir", str(runs))
+    assert code == 0, err
+    pngs = sorted((sweep_file.parent / doc["id"] / "report").glob("*.png"))
+    assert [p.name for p in pngs] == ["synthetic-surrogate-asr.png", "synthetic-surrogate-cda.png"]
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 5000 for p in pngs)
+    summary = (sweep_file.parent / doc["id"] / "report" / "summary.md").read_text()
+    for row in rows:
+        assert f"| {row['cut']} | 1 | surrogate | 0.5 |" in summary and f"{row['cda_mean']:.2f}" in summary
+
+
+def test_report_panels_follow_cuts_and_alphas(tmp_path):
+    docs = []
+    for cut in (1, 3):
+        for alpha in (0.5, 0.09):
+            for k in (1, 3):
+                path = write_run(tmp_path, f"r{cut}{alpha}{k}", cut=cut, clients=k, attack="surrogate", alpha=alpha,
+                                 model="lenet")
+                docs.append(read_run_file(path))
+    written = write_report(docs, tmp_path / "report", title="t")
+    assert sorted(p.name for p in written) == ["mnist-surrogate-asr.png", "mnist-surrogate-cda.png", "summary.md"]
+    from PIL import Image  # matplotlib depends on Pillow
+
+    width, height = Image.open(tmp_path / "report" / "mnist-surrogate-asr.png").size
+    assert width > height > 0            # 2 x 2 panels plus the legend on top
+    summary = (tmp_path / "report" / "summary.md").read_text()
+    assert summary.count("| mnist | lenet |") == 8
+    assert "| 98.82 |" in summary or "98.82" in summary    # the authors' MNIST LeNet K=1 cut 1 alpha 0.09 CDA
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--datasets", "synthetic", "--jobs", "0"], "--jobs"),
+    (["--datasets", "nope"], "--datasets"),
+    (["--datasets", "synthetic", "--executor", "slurm"], "--executor"),
+    (["--file", "/nonexistent/grid.toml"], "sweep file"),
+])
+def test_sweep_cli_errors_are_one_line(sltui, tmp_path, args, needle):
+    line = assert_one_line_error(*sltui("sweep", *args, "--runs-dir", str(tmp_path)))
+    assert needle in line
+
+
+def test_report_of_an_unknown_sweep_is_one_line(sltui, tmp_path):
+    assert "no sweep" in assert_one_line_error(*sltui("report", "sweep-nope", "--runs-dir", str(tmp_path)))
+
+
+@pytest.mark.slow
+def test_sweep_on_a_local_ray_instance(sltui, tmp_path):
+    pytest.importorskip("ray")
+    runs = tmp_path / "runs"
+    code, out, err = sltui("sweep", "--datasets", "synthetic", "--seeds", "1,2", *TINY, "--runs-dir", str(runs),
+                           "--jobs", "2", "--executor", "ray")
+    assert code == 0, out + err
+    files = list(runs.rglob("run.json"))
+    assert len(files) == 2 and {read_run_file(f)["status"] for f in files} == {"completed"}
