@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from engine.aggregate import PER_RUN, aggregate
 from engine.store import RunEntry, RunStore, read_run_file, RunNotFound, RunUnreadable, summary_row
 
 from .reference import lookup
@@ -190,6 +191,21 @@ def compare_rows(docs: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[dic
                    paper_cda=ref.cda if ref else None, paper_asr=ref.asr if ref else None)
         rows.append(row)
     return columns, rows
+
+
+def seed_summary(docs: Sequence[Mapping[str, Any]]) -> list[str]:
+    """One line per setting that several of the completed `docs` share apart from the seed:
+    mean ± sample std of their final CDA and ASR (engine.aggregate)."""
+    rows = [r for r in aggregate(docs) if r["n"] > 1]
+    if not rows:
+        return []
+    diff = [f for f in differing_fields([d.get("config") or {} for d in docs]) if f not in PER_RUN]
+
+    def pm(row: Mapping[str, Any], name: str) -> str:
+        mean, std = row[f"{name}_mean"], row[f"{name}_std"]
+        return "-" if mean is None else f"{mean:.2f} ± {std:.2f}"
+    return [f"{', '.join(f'{f} {r.get(f)}' for f in diff) or 'same setting'} over seeds "
+            f"{', '.join(map(str, r['seeds']))}: CDA {pm(r, 'cda')}  ASR {pm(r, 'asr')}" for r in rows]
 
 
 def series(doc: Mapping[str, Any], metric: str) -> tuple[list[int], list[float]]:

@@ -259,6 +259,19 @@ async def test_compare_selected_runs_and_export_csv(tmp_path):
         rows = list(csv.DictReader(path.open()))
         assert [r["id"] for r in rows] == ["r2", "r1"]
         assert rows[1]["alpha"] == "0.2" and rows[1]["paper_cda"] == "98.99" and float(rows[0]["final_cda"]) == 75.0
+        assert not compare.query_one("#compare-seeds").display     # one seed per setting: no summary
+
+
+async def test_compare_shows_mean_and_std_over_seeds(tmp_path):
+    for seed, cda0 in ((1, 70.0), (2, 74.0), (3, 78.0)):
+        write_run(tmp_path, f"s{seed}", seed=seed, cda0=cda0, attack="surrogate", alpha=0.09)
+    app = make_app(tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, BrowserScreen) and len(table_ids(app)) == 3)
+        await pilot.press("space", "space", "space", "c")
+        await wait_for(pilot, lambda: isinstance(app.screen, CompareScreen))
+        seeds = app.screen.query_one("#compare-seeds", Static)
+        assert seeds.display and "over seeds 1, 2, 3: CDA 89.00 ± 4.00" in str(seeds.render())
 
 
 # ---- keys, help, palette, quit ------------------------------------------------------

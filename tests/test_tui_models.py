@@ -202,6 +202,16 @@ def test_compare_keeps_differing_fields_and_exports(tmp_path):
     assert [r["id"] for r in read] == ["r1", "r2"] and read[1]["alpha"] == "0.5"
 
 
+def test_compare_summarises_seeds_of_one_setting(tmp_path):
+    for seed, cda0 in ((1, 70.0), (2, 74.0)):
+        write_run(tmp_path, f"a{seed}", seed=seed, cda0=cda0, attack="surrogate", alpha=0.09)
+    write_run(tmp_path, "b1", seed=1, attack="surrogate", alpha=0.5)
+    docs = [e.doc for e in runs_model.RunIndex(tmp_path).scan()]
+    lines = runs_model.seed_summary(docs)
+    assert lines == ["alpha 0.09 over seeds 1, 2: CDA 87.00 ± 2.83  ASR 70.00 ± 0.00"]   # 70+15, 74+15
+    assert runs_model.seed_summary([d for d in docs if d["id"] != "a2"]) == []
+
+
 def test_several_runs_at_once_are_drained_independently():
     manager = RunManager(store=None)
     manager.attach("a", prefilled_queue("a", epochs=2, total=5))

@@ -16,7 +16,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
 from ..messages import RunsChanged
-from ..runs_model import COLUMN_LABELS, PAPER_COLUMNS, compare_rows, fmt_cell, series, write_csv
+from ..runs_model import COLUMN_LABELS, PAPER_COLUMNS, compare_rows, fmt_cell, seed_summary, series, write_csv
 from ..widgets.charts import MetricChart
 
 
@@ -55,6 +55,7 @@ class CompareScreen(Screen[None]):
         yield Header()
         yield DataTable(id="compare-table", cursor_type="row", zebra_stripes=True)
         yield Static("", id="compare-note")
+        yield Static("", id="compare-seeds")
         with Horizontal(id="compare-charts"):
             yield MetricChart("CDA % per epoch", ylim=(0, 100), id="chart-cda")
             yield MetricChart("ASR % per epoch", ylim=(0, 100), id="chart-asr")
@@ -116,6 +117,10 @@ class CompareScreen(Screen[None]):
         if self.show_paper:
             note += "  |  paper: authors' single run, last epoch ('-' = no such setting)"
         self.query_one("#compare-note", Static).update(note)
+        seeds = self.query_one("#compare-seeds", Static)
+        lines = seed_summary(self.docs)
+        seeds.update("\n".join(lines))
+        seeds.display = bool(lines)  # only where several seeds of one setting are selected
 
     # ---- actions ----------------------------------------------------------
     def action_back(self) -> None:
