@@ -96,7 +96,8 @@ def test_concurrent_runs_share_the_cores_and_get_them_back():
     manager.start(RunConfig(dataset="synthetic"))
     manager.start(RunConfig(dataset="synthetic"))
     assert shares == [1, 2]                         # the second run halves each run's threads
-    manager._runs["run-1"].queue.put(object())      # run 1 ends (its end-of-stream sentinel)
+    stops[0].set()                                  # run 1 ends: its thread stops,
+    manager._runs["run-1"].queue.put(object())      # then its end-of-stream sentinel
     manager.drain()
     assert shares == [1, 2, 1]                      # run 2 takes the whole machine back
     manager.shutdown(timeout=5)
