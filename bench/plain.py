@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import gzip
+import hashlib
 import os
 import shutil
 from pathlib import Path
@@ -34,7 +35,8 @@ def torchvision_root(data_root: Path, name: str = "MNIST") -> Path:
     raw = data_root / name / "raw"
     if all((raw / f).is_file() for f in MNIST_FILES):
         return data_root
-    cache = Path(os.environ.get("SLTUI_CACHE") or Path.home() / ".cache" / "sltui") / "torchvision-data"
+    key = hashlib.sha1(str(data_root.resolve()).encode()).hexdigest()[:12]
+    cache = Path(os.environ.get("SLTUI_CACHE") or Path.home() / ".cache" / "sltui") / "torchvision-data" / key
     dest = cache / name / "raw"
     dest.mkdir(parents=True, exist_ok=True)
     for f in MNIST_FILES:

@@ -125,10 +125,12 @@ def _current_rss_mb() -> float:
 class Worker:
     """Builds one loop and runs its epochs on request, in this process or another."""
 
-    def __init__(self, kind: str, cfg: RunConfig, options_dict: dict | None) -> None:
+    def __init__(self, kind: str, cfg: RunConfig, options_dict: dict | None, threads: int | None = None) -> None:
         self.kind = kind
         self.device = torch.device(cfg.device)
         self.rss_before_mb = _current_rss_mb()
+        if threads is not None:
+            torch.set_num_threads(threads)
         if kind == "plain":
             from bench.plain import PlainLoop
 
@@ -140,10 +142,14 @@ class Worker:
             self.loop = EngineLoop(cfg, EngineOptions(**options_dict) if options_dict is not None else None)
             self.info = self.loop.describe()
             self.info["threads"] = torch.get_num_threads()
+        # Its own intra-op thread count (torch's default for the plain loop, the engine's
+        # choice for the engine), set again before each epoch in case both share a process.
+        self.threads = torch.get_num_threads()
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
 
     def epoch(self) -> dict:
+        torch.set_num_threads(self.threads)
         threads = torch.get_num_threads()
         _sync(self.device)
         started = time.perf_counter()
@@ -160,10 +166,10 @@ class Worker:
         return out
 
 
-def _serve(conn, kind: str, cfg_dict: dict, options_dict: dict | None) -> None:
+def _serve(conn, kind: str, cfg_dict: dict, options_dict: dict | None, threads: int | None) -> None:
     """Worker process: build, say ready, then run one epoch per request."""
     try:
-        worker = Worker(kind, RunConfig.from_dict(cfg_dict), options_dict)
+        worker = Worker(kind, RunConfig.from_dict(cfg_dict), options_dict, threads)
         conn.send(("ready", {**worker.info, "rss_before_mb": worker.rss_before_mb,
                              "rss_built_mb": _current_rss_mb()}))
         while conn.recv() == "epoch":
@@ -175,10 +181,10 @@ def _serve(conn, kind: str, cfg_dict: dict, options_dict: dict | None) -> None:
 
 
 class Remote:
-    def __init__(self, kind: str, cfg: RunConfig, options_dict: dict | None) -> None:
+    def __init__(self, kind: str, cfg: RunConfig, options_dict: dict | None, threads: int | None = None) -> None:
         ctx = mp.get_context("spawn")
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_serve, args=(child, kind, cfg.to_dict(), options_dict), daemon=True)
+        self.proc = ctx.Process(target=_serve, args=(child, kind, cfg.to_dict(), options_dict, threads), daemon=True)
         self.proc.start()
         child.close()
 
@@ -205,8 +211,8 @@ class Remote:
 
 
 class Local:
-    def __init__(self, kind: str, cfg: RunConfig, options_dict: dict | None) -> None:
-        self.worker = Worker(kind, cfg, options_dict)
+    def __init__(self, kind: str, cfg: RunConfig, options_dict: dict | None, threads: int | None = None) -> None:
+        self.worker = Worker(kind, cfg, options_dict, threads)
 
     def ready(self) -> dict:
         return {**self.worker.info, "rss_before_mb": self.worker.rss_before_mb, "rss_built_mb": _current_rss_mb()}
@@ -244,7 +250,9 @@ def flops_per_epoch(cfg: RunConfig, input_shape: tuple[int, ...], num_classes: i
 
 # ------------------------------------------------------------------ driver
 def run_setting(setting: Setting, cfg: RunConfig, options_dict: dict | None, inline: bool,
-                log=print) -> dict:
+                plain_threads: tuple[int, ...] = (), log=print) -> dict:
+    """Both loops (and the plain loop again at each of `plain_threads` intra-op threads,
+    as a check on thread contention), epochs interleaved in rotating order."""
     from engine.data import load_experiment_data
 
     data = load_experiment_data(cfg, torch.device("cpu"))  # sizes for the FLOP estimate only
@@ -255,19 +263,23 @@ def run_setting(setting: Setting, cfg: RunConfig, options_dict: dict | None, inl
     del data
 
     make = Local if inline else Remote
-    loops = {"plain": make("plain", cfg, None), "engine": make("engine", cfg, options_dict)}
+    loops = {"plain": make("plain", cfg, None)}
+    for t in plain_threads:
+        loops[f"plain-{t}t"] = make("plain", cfg, None, t)
+    loops["engine"] = make("engine", cfg, options_dict)
+    names = list(loops)
     try:
         info = {name: loop.ready() for name, loop in loops.items()}
-        epochs: dict[str, list[dict]] = {"plain": [], "engine": []}
+        epochs: dict[str, list[dict]] = {name: [] for name in names}
         loads = []
         for e in range(cfg.epochs):
-            order = ["plain", "engine"] if e % 2 == 0 else ["engine", "plain"]
+            order = names if e % 2 == 0 else names[::-1]
             for name in order:
                 rec = loops[name].epoch()
                 rec["load"] = os.getloadavg()
                 epochs[name].append(rec)
                 loads.append(rec["load"][0])
-                log(f"  {setting.name} epoch {e + 1}/{cfg.epochs} {name:6s}: train {rec['train_s']:.2f}s "
+                log(f"  {setting.name} epoch {e + 1}/{cfg.epochs} {name:9s}: train {rec['train_s']:.2f}s "
                     f"eval {rec['eval_s']:.2f}s  CDA {rec['cda']:.2f}%  ASR {rec['asr']:.2f}%  "
                     f"threads {rec['threads']}  load {rec['load'][0]:.2f}")
     finally:
@@ -295,14 +307,18 @@ def run_setting(setting: Setting, cfg: RunConfig, options_dict: dict | None, inl
             out["cuda_peak_mb"] = last["cuda_peak_mb"]
         return out
 
-    plain, engine = summary("plain"), summary("engine")
+    loops_out = {name: summary(name) for name in names}
+    engine = loops_out["engine"]
+    ratios = {name: engine["samples_per_s"] / loops_out[name]["samples_per_s"] for name in names if name != "engine"}
+    ratios_train = {name: engine["train_samples_per_s"] / loops_out[name]["train_samples_per_s"]
+                    for name in names if name != "engine"}
     return {
         "setting": setting.name, "config": cfg.to_dict(), "epochs": cfg.epochs,
         "samples_per_epoch": train_samples, "flops_per_epoch": flops,
-        "ratio": engine["samples_per_s"] / plain["samples_per_s"],
-        "ratio_train_only": engine["train_samples_per_s"] / plain["train_samples_per_s"],
+        "ratio": ratios["plain"], "ratio_train_only": ratios_train["plain"],
+        "ratio_vs": ratios, "ratio_train_only_vs": ratios_train,
         "load_during": {"min": min(loads), "median": statistics.median(loads), "max": max(loads)},
-        "plain": plain, "engine": engine,
+        "loops": names, **loops_out,
     }
 
 
@@ -311,9 +327,15 @@ def table(results: list[dict]) -> str:
             "| CUDA peak MiB | TFLOP/s | threads |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in results:
-        for name in ("plain", "engine"):
+        for name in r["loops"]:
             s = r[name]
-            ratio = f"**{r['ratio']:.2f}x** ({r['ratio_train_only']:.2f}x train-only)" if name == "engine" else "1.00x"
+            if name == "engine":
+                ratio = f"**{r['ratio']:.2f}x** ({r['ratio_train_only']:.2f}x train-only)"
+                for other in r["loops"]:
+                    if other not in ("plain", "engine"):
+                        ratio += f"; {r['ratio_vs'][other]:.2f}x vs {other}"
+            else:
+                ratio = "1.00x" if name == "plain" else f"{r[name]['samples_per_s'] / r['plain']['samples_per_s']:.2f}x"
             cuda = f"{s['cuda_peak_mb']:.0f}" if "cuda_peak_mb" in s else "-"
             lines.append(
                 f"| {r['setting']} | {name} | {s['samples_per_s']:,.0f} | {s['train_samples_per_s']:,.0f} | {ratio} "
@@ -335,6 +357,7 @@ def write_synthetic_mnist(root: Path, n_train: int = 1200, n_test: int = 400) ->
         header = bytes([0, 0, 8, a.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in a.shape)
         with gzip.open(folder / (name + ".gz"), "wb") as fh:
             fh.write(header + a.tobytes())
+        (folder / name).write_bytes(header + a.tobytes())  # torchvision wants them unpacked too
 
     idx(raw.train_x[:, 0], "train-images-idx3-ubyte")
     idx(raw.train_y, "train-labels-idx1-ubyte")
@@ -353,6 +376,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train-limit", type=int, default=None, help="use only N train-pool images (quick runs)")
     p.add_argument("--eval-limit", type=int, default=None)
     p.add_argument("--options", default=None, help="EngineOptions fields as JSON, e.g. '{\"fast_pool\": false}'")
+    p.add_argument("--plain-threads", default="",
+                   help="also run the plain loop with these intra-op thread counts, e.g. 1 (a check on "
+                        "thread contention; the headline ratio is against torch's default)")
     p.add_argument("--inline", action="store_true", help="run both loops in this process (no worker processes; "
                    "peak RSS is then shared)")
     p.add_argument("--synthetic", action="store_true", help="a small generated MNIST look-alike instead of --data-root")
@@ -374,7 +400,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.synthetic:
         tmp = tempfile.TemporaryDirectory(prefix="sltui-bench-")
         data_root = str(write_synthetic_mnist(Path(tmp.name)))
-        os.environ.setdefault("SLTUI_CACHE", str(Path(tmp.name) / "cache"))
 
     print(f"sltui benchmark on {device} ({platform.processor() or platform.machine()}, {os.cpu_count()} CPUs), "
           f"torch {torch.__version__}, load {os.getloadavg()[0]:.2f}")
@@ -389,7 +414,8 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             cfg = setting.config(data_root, device, args.epochs, train_limit=args.train_limit, eval_limit=args.eval_limit)
             print(f"{name}: {cfg.epochs} epochs, batch {cfg.batch_size}, attack {cfg.attack}")
-            results.append(run_setting(setting, cfg, options, args.inline))
+            plain_threads = tuple(int(t) for t in args.plain_threads.split(",") if t.strip())
+            results.append(run_setting(setting, cfg, options, args.inline, plain_threads))
     finally:
         if tmp is not None:
             tmp.cleanup()
