@@ -41,9 +41,10 @@ def torchvision_root(data_root: Path, name: str = "MNIST") -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     for f in MNIST_FILES:
         if not (dest / f).is_file():
-            with gzip.open(raw / (f + ".gz"), "rb") as src, open(dest / (f + ".tmp"), "wb") as out:
+            tmp = dest / f"{f}.{os.getpid()}.tmp"  # several workers may unpack at once
+            with gzip.open(raw / (f + ".gz"), "rb") as src, open(tmp, "wb") as out:
                 shutil.copyfileobj(src, out)
-            os.replace(dest / (f + ".tmp"), dest / f)
+            os.replace(tmp, dest / f)
     return cache
 
 

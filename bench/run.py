@@ -262,6 +262,10 @@ def run_setting(setting: Setting, cfg: RunConfig, options_dict: dict | None, inl
     flops = flops_per_epoch(cfg, data.input_shape, data.num_classes, train_samples, eval_samples)
     del data
 
+    if cfg.dataset in ("mnist", "fmnist"):  # unpack torchvision's files once, before the workers start
+        from bench.plain import torchvision_root
+
+        torchvision_root(Path(cfg.data_root), "MNIST" if cfg.dataset == "mnist" else "FashionMNIST")
     make = Local if inline else Remote
     loops = {"plain": make("plain", cfg, None)}
     for t in plain_threads:
