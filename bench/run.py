@@ -380,9 +380,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train-limit", type=int, default=None, help="use only N train-pool images (quick runs)")
     p.add_argument("--eval-limit", type=int, default=None)
     p.add_argument("--options", default=None, help="EngineOptions fields as JSON, e.g. '{\"fast_pool\": false}'")
-    p.add_argument("--plain-threads", default="",
-                   help="also run the plain loop with these intra-op thread counts, e.g. 1 (a check on "
-                        "thread contention; the headline ratio is against torch's default)")
+    p.add_argument("--plain-threads", default=None,
+                   help="also run the plain loop with these intra-op thread counts, comma-separated (a check "
+                        "on thread contention; the headline ratio is against torch's default). Default on CPU: "
+                        "1 when torch's default is more than 1; '' for none")
     p.add_argument("--inline", action="store_true", help="run both loops in this process (no worker processes; "
                    "peak RSS is then shared)")
     p.add_argument("--synthetic", action="store_true", help="a small generated MNIST look-alike instead of --data-root")
@@ -418,7 +419,10 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             cfg = setting.config(data_root, device, args.epochs, train_limit=args.train_limit, eval_limit=args.eval_limit)
             print(f"{name}: {cfg.epochs} epochs, batch {cfg.batch_size}, attack {cfg.attack}")
-            plain_threads = tuple(int(t) for t in args.plain_threads.split(",") if t.strip())
+            if args.plain_threads is None:
+                plain_threads = (1,) if device == "cpu" and torch.get_num_threads() > 1 else ()
+            else:
+                plain_threads = tuple(int(t) for t in args.plain_threads.split(",") if t.strip())
             results.append(run_setting(setting, cfg, options, args.inline, plain_threads))
     finally:
         if tmp is not None:

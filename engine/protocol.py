@@ -8,6 +8,7 @@ gradient.
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
@@ -85,7 +86,9 @@ class RunContext:
         return x.contiguous(memory_format=torch.channels_last) if self.options.channels_last else x
 
     def autocast(self):
-        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.options.bf16)
+        if not self.options.bf16:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
     def client_batch(self, share: int, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(normalised images, labels) of rows `idx` of share `share` (0 = attacker)."""
