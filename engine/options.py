@@ -27,9 +27,11 @@ class EngineOptions:
     # Keep every split as normalised float32 on the device (one normalisation per run
     # instead of one per batch) and the surrogate's poisoned share stamped once.
     prenormalize: bool = True
-    # Evaluate val/test/ASR in batches of this size (None: the config's eval_batch_size),
-    # with the stamped ASR images prepared once per run (they never change).
-    eval_batch_size: int | None = 8192
+    # Evaluate val/test/ASR in batches of this size (None: the config's eval_batch_size;
+    # "auto": as many samples as keep the largest activation under 64 MiB on CPU, 1 GiB
+    # on CUDA, a power of two between the training batch size and 8192: LeNet 4096,
+    # StripNet 512, ResNet9 128 on CPU), with the stamped ASR images prepared once per run.
+    eval_batch_size: int | str | None = AUTO
     # MaxPool2d(2) as a custom op (forward and backward from strided maxima, first-max
     # tie-breaking like F.max_pool2d). "auto": on CPU only (cuDNN's pooling is fast).
     fast_pool: bool | str = AUTO
@@ -102,10 +104,39 @@ def resolve_options(options: EngineOptions | None, device: torch.device, model: 
         raise ValueError(f"EngineOptions.adam must be fused, foreach, loop or auto (got {o.adam!r})")
     threads = torch.get_num_threads() if o.threads in (None, AUTO) else int(o.threads)
     return ResolvedOptions(
-        prenormalize=o.prenormalize, eval_batch_size=o.eval_batch_size or eval_batch_size,
+        prenormalize=o.prenormalize,
+        eval_batch_size=eval_batch_size if o.eval_batch_size in (None, AUTO) else int(o.eval_batch_size),
         fast_pool=fast_pool, channels_last=channels_last, adam=adam, server_batch=o.server_batch,
         threads=threads, malloc_tuning=o.malloc_tuning, compile=o.compile, bf16=o.bf16 and cuda,
     )
+
+
+def auto_eval_batch(net: torch.nn.Module, input_shape: tuple[int, ...], device: torch.device,
+                    low: int = 128, high: int = 8192) -> int:
+    """The largest power of two in [low, high] whose largest activation in `net` stays
+    under 64 MiB (CPU: caches and memory bandwidth) or 1 GiB (CUDA)."""
+    budget = (1 << 30) if device.type == "cuda" else (64 << 20)
+    largest = [0]
+
+    def hook(module, inputs, output):
+        if isinstance(output, torch.Tensor):
+            largest[0] = max(largest[0], output.numel() * output.element_size())
+
+    leaves = [m for m in net.modules() if not any(True for _ in m.children())]
+    handles = [m.register_forward_hook(hook) for m in leaves]
+    was_training = net.training
+    try:
+        with torch.inference_mode():
+            net.eval()(torch.zeros(2, *input_shape, device=device))
+    finally:
+        net.train(was_training)
+        for h in handles:
+            h.remove()
+    per_sample = max(largest[0] // 2, 1)
+    batch = low
+    while batch * 2 <= high and batch * 2 * per_sample <= budget:
+        batch *= 2
+    return batch
 
 
 _MALLOC_TUNED = False

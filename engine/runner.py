@@ -28,7 +28,7 @@ from .device import environment, resolve_device
 from .events import EpochMetrics, Event, RunFailed, RunFinished, RunStarted, WeightsReady
 from .metrics import Evaluation, evaluate
 from .models import build_split
-from .options import AUTO, EngineOptions, resolve_options, tune_malloc
+from .options import AUTO, EngineOptions, auto_eval_batch, resolve_options, tune_malloc
 from .prepared import prepare_data
 from .protocol import Cancelled, RunContext, train_epoch
 from .trigger import trigger_for
@@ -82,8 +82,11 @@ def build_context(cfg: RunConfig, emit: Callable[[Event], None], stop: threading
     ctx.setup_module(server)
     ctx.client_opts = [ctx.make_adam(client.parameters()) for _ in range(cfg.clients)]
     ctx.server_opt = ctx.make_adam(server.parameters())
+    if options.eval_batch_size == AUTO:
+        batch = auto_eval_batch(ctx.joined(), data.input_shape, device, low=max(cfg.batch_size, 128))
+        ctx.options = dataclasses.replace(ctx.options, eval_batch_size=batch)
     if device.type == "cpu" and options.threads == AUTO:
-        ctx.options = dataclasses.replace(resolved, threads=choose_threads(ctx))
+        ctx.options = dataclasses.replace(ctx.options, threads=choose_threads(ctx))
     return ctx
 
 

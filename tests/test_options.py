@@ -213,7 +213,7 @@ def test_default_options_match_the_reference_engine(model, attack):
 
 def test_resolved_options_are_recorded_and_auto_resolves_per_device():
     cpu = resolve_options(EngineOptions(), torch.device("cpu"), "resnet9", 1024)
-    assert cpu.fast_pool and cpu.channels_last and cpu.adam == "fused" and cpu.eval_batch_size == 8192
+    assert cpu.fast_pool and cpu.channels_last and cpu.adam == "fused" and cpu.eval_batch_size == 1024
     assert not resolve_options(EngineOptions(), torch.device("cpu"), "lenet", 1024).channels_last
     cuda = resolve_options(EngineOptions(), torch.device("cuda"), "resnet9", 1024)
     assert not cuda.fast_pool and cuda.channels_last
@@ -222,6 +222,20 @@ def test_resolved_options_are_recorded_and_auto_resolves_per_device():
     events = []
     run(tiny_config(epochs=1), events.append, options=EngineOptions(fast_pool=False))
     assert events[0].env["engine_options"]["fast_pool"] is False
+    assert events[0].env["engine_options"]["eval_batch_size"] == 4096  # LeNet 28x28: 13.5 KiB/sample
+
+
+def test_auto_eval_batch_keeps_activations_small():
+    from engine.options import auto_eval_batch
+
+    lenet = nn.Sequential(*build_split("lenet", 1, (1, 28, 28), 10))
+    stripnet = nn.Sequential(*build_split("stripnet", 1, (1, 28, 28), 10))
+    resnet9 = nn.Sequential(*build_split("resnet9", 1, (3, 32, 32), 10))
+    cpu = torch.device("cpu")
+    assert auto_eval_batch(lenet, (1, 28, 28), cpu) == 4096
+    assert auto_eval_batch(stripnet, (1, 28, 28), cpu) == 512
+    assert auto_eval_batch(resnet9, (3, 32, 32), cpu) == 128  # 128x32x32 floats per sample
+    assert auto_eval_batch(resnet9, (3, 32, 32), torch.device("cuda")) == 2048 if torch.cuda.is_available() else True
 
 
 def test_auto_threads_chooses_and_records_a_thread_count(tiny):
