@@ -8,6 +8,7 @@ gradient.
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
@@ -19,6 +20,9 @@ from .attacks.base import Attack, StepLoss
 from .config import RunConfig
 from .data import ExperimentData, Split, batch_order
 from .events import Event
+from .fastops import use_fast_layers
+from .options import EngineOptions, ResolvedOptions, resolve_options
+from .prepared import PreparedData
 from .trigger import Trigger
 
 
@@ -26,8 +30,12 @@ class Cancelled(Exception):
     """The stop event was set: the run ends at the next batch boundary."""
 
 
-def make_adam(params, cfg: RunConfig) -> torch.optim.Adam:
-    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+def make_adam(params, cfg: RunConfig, impl: str = "loop") -> torch.optim.Adam:
+    """Adam(lr, weight_decay) of the config. `impl` (EngineOptions.adam): "loop" is torch's
+    per-parameter for-loop, "foreach" and "fused" the multi-tensor and fused kernels:
+    the same update up to float rounding."""
+    kwargs = {"fused": True} if impl == "fused" else {"foreach": impl == "foreach"}
+    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **kwargs)
 
 
 @dataclass
@@ -47,6 +55,9 @@ class RunContext:
     emit: Callable[[Event], None] = lambda e: None
     stop: threading.Event | None = None
     extra: dict = field(default_factory=dict)
+    options: ResolvedOptions = field(
+        default_factory=lambda: resolve_options(EngineOptions.reference(), torch.device("cpu"), "", 1024))
+    prepared: PreparedData | None = None
 
     def check_stop(self) -> None:
         if self.stop is not None and self.stop.is_set():
@@ -54,6 +65,39 @@ class RunContext:
 
     def joined(self) -> nn.Module:
         return nn.Sequential(self.client, self.server)
+
+    def setup_module(self, module: nn.Module) -> nn.Module:
+        """Move a freshly built network to the device the way the options say (fast
+        layers, memory format, compile). The attack uses it for its own networks."""
+        if self.options.fast_pool:
+            use_fast_layers(module)
+        module.to(self.device)
+        if self.options.channels_last:
+            module.to(memory_format=torch.channels_last)
+        if self.options.compile:
+            module.compile()
+        return module
+
+    def make_adam(self, params) -> torch.optim.Adam:
+        return make_adam(params, self.cfg, self.options.adam)
+
+    def batch_input(self, x: torch.Tensor) -> torch.Tensor:
+        """An input batch in the memory format the options ask for."""
+        return x.contiguous(memory_format=torch.channels_last) if self.options.channels_last else x
+
+    def autocast(self):
+        if not self.options.bf16:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+
+    def client_batch(self, share: int, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(normalised images, labels) of rows `idx` of share `share` (0 = attacker)."""
+        split = self.data.shares[share]
+        if self.prepared is not None:
+            x = self.prepared.shares_x[share][idx]
+        else:
+            x = self.data.norm.apply(split.x[idx])
+        return self.batch_input(x), split.y[idx]
 
 
 def wire_step(client: nn.Module, server_side: Callable[[torch.Tensor], StepLoss],
@@ -123,10 +167,9 @@ def train_epoch(ctx: RunContext) -> EpochStats:
 
     for k, idx in client_schedule(clients, cfg, ctx.generator, ctx.device):
         ctx.check_stop()
-        share = clients[k]
-        x = data.norm.apply(share.x[idx])
-        y = share.y[idx]
-        result = wire_step(ctx.client, server_side(y), ctx.client_opts[k], x, server_backward)
+        x, y = ctx.client_batch(k + 1, idx)
+        with ctx.autocast():
+            result = wire_step(ctx.client, server_side(y), ctx.client_opts[k], x, server_backward)
         sums[0] += result.total.detach()
         sums[1] += result.clean
         if result.malicious is not None:

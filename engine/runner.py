@@ -6,7 +6,10 @@ RunFinished (completed or cancelled) or RunFailed event.
 """
 from __future__ import annotations
 
+import copy
+import dataclasses
 import math
+import statistics
 import threading
 import time
 import traceback
@@ -20,9 +23,11 @@ from .config import RunConfig, lr_multiplier, resolve
 from .data import load_experiment_data
 from .device import environment, resolve_device
 from .events import EpochMetrics, Event, RunFailed, RunFinished, RunStarted, WeightsReady
-from .metrics import evaluate
+from .metrics import Evaluation, evaluate
 from .models import build_split
-from .protocol import Cancelled, RunContext, make_adam, train_epoch
+from .options import AUTO, EngineOptions, auto_eval_batch, resolve_options, tune_malloc
+from .prepared import prepare_data
+from .protocol import Cancelled, RunContext, train_epoch
 from .store import new_run_id  # noqa: F401 - re-exported: callers name a run before it starts
 from .trigger import trigger_for
 
@@ -44,22 +49,67 @@ def seed_everything(seed: int) -> None:
 
 
 def build_context(cfg: RunConfig, emit: Callable[[Event], None], stop: threading.Event | None,
-                  run_id: str = "") -> RunContext:
+                  run_id: str = "", options: EngineOptions | None = None) -> RunContext:
     """Resolve the device, load the data and build models, optimizers and the attack.
-    Raises ConfigError / DataError on bad input; has no side effect on disk."""
+    `options` (default ``EngineOptions()``) say how to compute, never what: see
+    engine/options.py. Raises ConfigError / DataError on bad input; no side effect on disk."""
     device = resolve_device(cfg.device)
+    options = options if options is not None else EngineOptions()
+    resolved = resolve_options(options, device, cfg.model, cfg.eval_batch_size)
+    if resolved.malloc_tuning:
+        tune_malloc()
+    if device.type == "cpu" and isinstance(options.threads, int):
+        torch.set_num_threads(options.threads)
     data = load_experiment_data(cfg, device)
+    trigger = trigger_for(cfg, data.input_shape[0], device)
     seed_everything(cfg.seed)
     client, server = build_split(cfg.model, cfg.cut, data.input_shape, data.num_classes)
-    client.to(device)
-    server.to(device)
-    client_opts = [make_adam(client.parameters(), cfg) for _ in range(cfg.clients)]
-    return RunContext(
-        cfg=cfg, data=data, trigger=trigger_for(cfg, data.input_shape[0], device), device=device,
-        client=client, server=server, client_opts=client_opts,
-        server_opt=make_adam(server.parameters(), cfg), attack=make_attack(cfg),
-        generator=torch.Generator().manual_seed(cfg.seed), run_id=run_id, emit=emit, stop=stop,
+    ctx = RunContext(
+        cfg=cfg, data=data, trigger=trigger, device=device,
+        client=client, server=server, client_opts=[], server_opt=None,  # type: ignore[arg-type]
+        attack=make_attack(cfg), generator=torch.Generator().manual_seed(cfg.seed),
+        run_id=run_id, emit=emit, stop=stop, options=resolved,
+        prepared=prepare_data(data, trigger) if resolved.prenormalize else None,
     )
+    ctx.setup_module(client)
+    ctx.setup_module(server)
+    ctx.client_opts = [ctx.make_adam(client.parameters()) for _ in range(cfg.clients)]
+    ctx.server_opt = ctx.make_adam(server.parameters())
+    if options.eval_batch_size == AUTO:
+        batch = auto_eval_batch(ctx.joined(), data.input_shape, device, low=max(cfg.batch_size, 128))
+        ctx.options = dataclasses.replace(ctx.options, eval_batch_size=batch)
+    if device.type == "cpu" and options.threads == AUTO:
+        ctx.options = dataclasses.replace(ctx.options, threads=choose_threads(ctx))
+    return ctx
+
+
+def choose_threads(ctx: RunContext, candidates: tuple[int, ...] = (1, 2), rounds: int = 5) -> int:
+    """Time a few forward+backward passes of a copy of the network at batch size with
+    each thread count (interleaved, median of `rounds`) and set and return the fastest.
+    On a small shared CPU, one thread often beats two spinning against each other."""
+    # The caller's thread count is the ceiling: the TUI and sweeps share the cores between runs.
+    available = torch.get_num_threads()
+    candidates = tuple(t for t in candidates if t <= available) or (1,)
+    if len(candidates) == 1:
+        torch.set_num_threads(candidates[0])
+        return candidates[0]
+    net = copy.deepcopy(ctx.joined()).train()
+    idx = torch.arange(min(ctx.cfg.batch_size, len(ctx.data.shares[1])), device=ctx.device)
+    x, y = ctx.client_batch(1, idx)
+    timings: dict[int, list[float]] = {t: [] for t in candidates}
+    with torch.random.fork_rng(devices=[]):
+        for r in range(rounds + 1):
+            for t in candidates:
+                torch.set_num_threads(t)
+                started = time.perf_counter()
+                for _ in range(3):
+                    net.zero_grad(set_to_none=True)
+                    torch.nn.functional.cross_entropy(net(x), y).backward()
+                if r:  # round 0 warms up
+                    timings[t].append(time.perf_counter() - started)
+    best = min(candidates, key=lambda t: statistics.median(timings[t]))
+    torch.set_num_threads(best)
+    return best
 
 
 def _set_lr(ctx: RunContext, lr: float) -> None:
@@ -70,12 +120,14 @@ def _set_lr(ctx: RunContext, lr: float) -> None:
 
 
 def run(config: RunConfig, emit: Callable[[Event], None] = lambda e: None,
-        stop: threading.Event | None = None, run_id: str | None = None) -> RunResult:
+        stop: threading.Event | None = None, run_id: str | None = None,
+        options: EngineOptions | None = None) -> RunResult:
     cfg = resolve(config)
     run_id = run_id or new_run_id(cfg)
-    ctx = build_context(cfg, emit, stop, run_id)
+    ctx = build_context(cfg, emit, stop, run_id, options)
     samples_per_epoch = sum(len(s) for s in ctx.data.shares[1:])
-    emit(RunStarted(run_id, cfg.to_dict(), environment(ctx.device), cfg.epochs, samples_per_epoch))
+    env = {**environment(ctx.device), "engine_options": ctx.options.to_dict()}
+    emit(RunStarted(run_id, cfg.to_dict(), env, cfg.epochs, samples_per_epoch))
     result = RunResult(run_id, "running")
     try:
         ctx.attack.prepare(ctx)
@@ -99,9 +151,7 @@ def _train(ctx: RunContext, result: RunResult) -> None:
         started = time.perf_counter()
         stats = train_epoch(ctx)
         train_seconds = time.perf_counter() - started
-        joined = ctx.joined()
-        val = evaluate(joined, ctx.data.val, ctx.data.norm, cfg.eval_batch_size)
-        test = evaluate(joined, ctx.data.test, ctx.data.norm, cfg.eval_batch_size, ctx.trigger)
+        val, test = evaluate_epoch(ctx)
         metrics = EpochMetrics(
             run_id=ctx.run_id, epoch=epoch + 1,
             train_loss=stats.loss, train_loss_clean=stats.loss_clean, train_loss_malicious=stats.loss_malicious,
@@ -124,6 +174,18 @@ def _train(ctx: RunContext, result: RunResult) -> None:
     if cfg.save_weights:
         emit(WeightsReady(ctx.run_id, weights_state(ctx)))
     emit(RunFinished(ctx.run_id, "completed", result.final, result.best, stopped_early, _attack_info(ctx)))
+
+
+def evaluate_epoch(ctx: RunContext) -> tuple[Evaluation, Evaluation]:
+    """(validation, test with ASR) of the last client's weights with the server."""
+    joined, bs = ctx.joined(), ctx.options.eval_batch_size
+    with ctx.autocast():
+        data, p = ctx.data, ctx.prepared
+        fast = {"x": p.val_x, "prepare": ctx.batch_input} if p is not None else {}
+        val = evaluate(joined, data.val, data.norm, bs, **fast)
+        fast = {"x": p.test_x, "stamped": p.asr_x, "prepare": ctx.batch_input} if p is not None else {}
+        test = evaluate(joined, data.test, data.norm, bs, ctx.trigger, **fast)
+    return val, test
 
 
 def weights_state(ctx: RunContext) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data import Split
+from ..fastops import per_sample
 from ..models import build_split
 from ..trigger import poison_, poison_mask
 from .base import Attack, StepLoss
@@ -33,6 +34,14 @@ class PoisonedShare:
         self.generator = generator
         self.batch_size = batch_size
         self._order: list[torch.Tensor] = []
+        self._ready: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def prestamp(self, x: torch.Tensor, trigger) -> None:
+        """Poison the whole share once (EngineOptions.prenormalize): `x` is the share
+        normalised; the mask and the trigger never change, so every later batch is a
+        plain gather with the same values `batch` would compute."""
+        x, y = x.clone(), self.share.y.clone()
+        self._ready = poison_(x, y, self.mask, trigger)
 
     def next_indices(self) -> torch.Tensor:
         if not self._order:
@@ -42,6 +51,8 @@ class PoisonedShare:
 
     def batch(self, norm, trigger) -> tuple[torch.Tensor, torch.Tensor]:
         idx = self.next_indices()
+        if self._ready is not None:
+            return self._ready[0][idx], self._ready[1][idx]
         x = norm.apply(self.share.x[idx])
         y = self.share.y[idx].clone()
         return poison_(x, y, self.mask[idx], trigger)
@@ -56,21 +67,36 @@ class SurrogateAttack(Attack):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed + 1)
             self.surrogate, _ = build_split(cfg.model, cfg.cut, ctx.data.input_shape, ctx.data.num_classes)
-        self.surrogate.to(ctx.device).train()
-        self.opt = torch.optim.Adam(self.surrogate.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        ctx.setup_module(self.surrogate).train()
+        self.opt = ctx.make_adam(self.surrogate.parameters())
         self.poisoned = PoisonedShare(ctx.data.shares[0], cfg.poison_ratio,
                                       torch.Generator().manual_seed(cfg.seed + 1), cfg.batch_size)
+        if ctx.prepared is not None:
+            self.poisoned.prestamp(ctx.prepared.shares_x[0], ctx.trigger)
         self.alpha = cfg.alpha
         self.scale = 0.5 if cfg.loss_halved else 1.0
+        # One server pass over both batches when that is the same per-sample math.
+        self.one_pass = ctx.options.server_batch and per_sample(ctx.server)
 
     def server_loss(self, ctx: "RunContext", wire: torch.Tensor, labels: torch.Tensor) -> StepLoss:
-        innocent = F.cross_entropy(ctx.server(wire), labels)
         if self.alpha == 1.0:
             # L = 1 * L_innocent + 0 * L_surrogate: the surrogate batch is not even run, so the
             # server's BatchNorm statistics see only innocent data, as with no attack.
+            innocent = F.cross_entropy(ctx.server(wire), labels)
             return StepLoss(innocent * self.scale, innocent.detach(), None)
         xs, ys = self.poisoned.batch(ctx.data.norm, ctx.trigger)
-        malicious = F.cross_entropy(ctx.server(self.surrogate(xs)), ys)
+        xs = ctx.batch_input(xs)
+        if self.one_pass:
+            # The server has no batch-coupled layer: rows are independent, so one pass
+            # over [innocent; surrogate] is the two passes' math (and the wire's gradient
+            # is still dL/d(wire) through the innocent rows only).
+            n = wire.shape[0]
+            logits = ctx.server(torch.cat([wire, self.surrogate(xs)]))
+            innocent = F.cross_entropy(logits[:n], labels)
+            malicious = F.cross_entropy(logits[n:], ys)
+        else:
+            innocent = F.cross_entropy(ctx.server(wire), labels)
+            malicious = F.cross_entropy(ctx.server(self.surrogate(xs)), ys)
         total = (self.alpha * innocent + (1 - self.alpha) * malicious) * self.scale
         return StepLoss(total, innocent.detach(), malicious.detach())
 

@@ -1,0 +1,185 @@
+"""Fast CPU paths for layers whose stock kernels are slow at these small sizes.
+
+Each one computes the same function as the stock layer, with the same gradient (up to
+float rounding where noted); tests/test_options.py compares them on random input.
+
+* ``MaxPool2x2``: 2x2/stride-2 max pooling. PyTorch's CPU ``max_pool2d_with_indices``
+  walks each window with index bookkeeping (about 1.2 ms for LeNet's 128x6x24x24 on one
+  core); here the forward is one de-interleaving copy plus four vectorised ops, and the
+  backward routes the gradient with two saved 0/1 masks. Ties go to the first maximum
+  in scan order (row 0 before row 1, left before right) exactly as ``F.max_pool2d``, so
+  outputs and input gradients are bit-identical to it.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _channels_last(x: torch.Tensor) -> bool:
+    return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+
+
+class MaxPool2x2(torch.autograd.Function):
+    """max_pool2d(x, 2) for (N, C, H, W) with even H and W, contiguous or channels_last
+    (the output keeps the input's memory format)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        n, c, h, w = x.shape
+        h2, w2 = h // 2, w // 2
+        ctx.nhwc = _channels_last(x)
+        if ctx.nhwc:
+            # (N, H, W, C) in memory: the two columns of a window are C-long contiguous runs.
+            v = x.permute(0, 2, 3, 1).view(n, h, w2, 2, c)
+            even, odd = v.select(3, 0), v.select(3, 1)  # (N, H, W2, C)
+            colmask = torch.gt(odd, even, out=x.new_empty((n, h, w2, c)))
+            rows = torch.maximum(even, odd).view(n, h2, 2, w2, c)
+            top, bottom = rows.select(2, 0), rows.select(2, 1)  # (N, H2, W2, C)
+            rowmask = torch.gt(bottom, top, out=x.new_empty((n, h2, w2, c)))
+            ctx.save_for_backward(colmask, rowmask)
+            return torch.maximum(top, bottom).permute(0, 3, 1, 2)
+        # Even and odd columns side by side: d[0] = x[..., 0::2], d[1] = x[..., 1::2].
+        d = x.new_empty((2, n, c, h, w2))
+        d.copy_(x.unflatten(3, (w2, 2)).permute(4, 0, 1, 2, 3))
+        even, odd = d[0], d[1]
+        # 1.0 where the odd column wins; a tie goes to the even (left) column.
+        colmask = torch.gt(odd, even, out=x.new_empty((n, c, h, w2)))
+        rows = torch.maximum(even, odd).view(n, c, h2, 2, w2)
+        top, bottom = rows.select(3, 0), rows.select(3, 1)
+        # 1.0 where the bottom row wins; a tie goes to the top row.
+        rowmask = torch.gt(bottom, top, out=x.new_empty((n, c, h2, w2)))
+        ctx.save_for_backward(colmask, rowmask)
+        return torch.maximum(top, bottom)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        colmask, rowmask = ctx.saved_tensors
+        if ctx.nhwc:
+            n, h, w2, c = colmask.shape
+            g = grad.permute(0, 2, 3, 1).contiguous()  # (N, H2, W2, C)
+            by_row = g.new_empty((n, h // 2, 2, w2, c))
+            bottom = torch.mul(g, rowmask, out=by_row.select(2, 1))
+            torch.sub(g, bottom, out=by_row.select(2, 0))
+            by_row = by_row.view(n, h, w2, c)
+            out = g.new_empty((n, h, w2, 2, c))
+            odd = torch.mul(by_row, colmask, out=out.select(3, 1))
+            torch.sub(by_row, odd, out=out.select(3, 0))
+            return out.view(n, h, 2 * w2, c).permute(0, 3, 1, 2)
+        n, c, h, w2 = colmask.shape
+        grad = grad.contiguous()
+        # Row level: the gradient goes to the winning row (m * g and g - m * g are exact).
+        by_row = grad.new_empty((n, c, h // 2, 2, w2))
+        bottom = torch.mul(grad, rowmask, out=by_row.select(3, 1))
+        torch.sub(grad, bottom, out=by_row.select(3, 0))
+        by_row = by_row.view(n, c, h, w2)
+        # Column level, then interleave even and odd columns back.
+        d = grad.new_empty((2, n, c, h, w2))
+        torch.mul(by_row, colmask, out=d[1])
+        torch.sub(by_row, d[1], out=d[0])
+        out = grad.new_empty((n, c, h, w2, 2))
+        out.copy_(d.permute(1, 2, 3, 4, 0))
+        return out.view(n, c, h, 2 * w2)
+
+
+def max_pool2x2_values(x: torch.Tensor) -> torch.Tensor:
+    """max_pool2d(x, 2) without anything for a backward pass (inference)."""
+    n, c, h, w = x.shape
+    if _channels_last(x):
+        v = x.permute(0, 2, 3, 1).view(n, h, w // 2, 2, c)
+        rows = torch.maximum(v.select(3, 0), v.select(3, 1)).view(n, h // 2, 2, w // 2, c)
+        return torch.maximum(rows.select(2, 0), rows.select(2, 1)).permute(0, 3, 1, 2)
+    cols = x.unflatten(3, (w // 2, 2))
+    rows = torch.maximum(cols.select(4, 0), cols.select(4, 1)).view(n, c, h // 2, 2, w // 2)
+    return torch.maximum(rows.select(3, 0), rows.select(3, 1))
+
+
+def max_pool2x2(x: torch.Tensor) -> torch.Tensor:
+    if torch.is_grad_enabled() and x.requires_grad:
+        return MaxPool2x2.apply(x)
+    return max_pool2x2_values(x)
+
+
+def _pair(v) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else tuple(v)  # type: ignore[return-value]
+
+
+class FastMaxPool2d(nn.MaxPool2d):
+    """nn.MaxPool2d that takes the fast path for 2x2/stride-2 pooling of even-sized
+    4-D inputs and falls back to the stock op otherwise. Same state_dict (none), same repr."""
+
+    def _fast(self, x: torch.Tensor) -> bool:
+        return (_pair(self.kernel_size) == (2, 2) and _pair(self.stride or self.kernel_size) == (2, 2)
+                and _pair(self.padding) == (0, 0) and _pair(self.dilation) == (1, 1)
+                and not self.ceil_mode and not self.return_indices and x.dim() == 4
+                and x.shape[2] % 2 == 0 and x.shape[3] % 2 == 0 and x.is_floating_point())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._fast(x):
+            return max_pool2x2(x)
+        return F.max_pool2d(x, self.kernel_size, self.stride, self.padding, self.dilation,
+                            ceil_mode=self.ceil_mode, return_indices=self.return_indices)
+
+
+class ELUFunction(torch.autograd.Function):
+    """ELU with exp(x) - 1 for the negative part instead of expm1(x): this torch build's
+    CPU expm1 is not vectorised (about 9 ns per element, 10x exp), which made ELU a fifth
+    of StripNet's step. exp(x) - 1 differs from expm1(x) by at most about one float32
+    ulp of 1.0 (6e-8) in absolute terms. The backward is aten's own elu_backward on the
+    saved input, so gradients are exactly the stock ones for the same input."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, alpha: float) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x)
+        ctx.alpha = alpha
+        return elu_values(x, alpha)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        (x,) = ctx.saved_tensors
+        return torch.ops.aten.elu_backward(grad, ctx.alpha, 1, 1, False, x), None
+
+
+def elu_values(x: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
+    neg = torch.exp(torch.clamp(x, max=0)).sub_(1)
+    if alpha != 1.0:
+        neg.mul_(alpha)
+    return neg.add_(torch.clamp(x, min=0))
+
+
+class FastELU(nn.ELU):
+    """nn.ELU computed by ELUFunction (CPU); the stock op elsewhere and when in place."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.inplace or x.device.type != "cpu" or not x.is_floating_point():
+            return super().forward(x)
+        if torch.is_grad_enabled() and x.requires_grad:
+            return ELUFunction.apply(x, float(self.alpha))
+        return elu_values(x, float(self.alpha))
+
+
+def use_fast_layers(module: nn.Module) -> nn.Module:
+    """Swap every stock nn.MaxPool2d / nn.ELU inside `module` for its fast twin, in place
+    (no parameters, so the state_dict is unchanged)."""
+    for name, child in module.named_children():
+        if type(child) is nn.MaxPool2d:
+            fast: nn.Module = FastMaxPool2d(child.kernel_size, child.stride, child.padding, child.dilation,
+                                            child.return_indices, child.ceil_mode)
+        elif type(child) is nn.ELU:
+            fast = FastELU(child.alpha, child.inplace)
+        else:
+            use_fast_layers(child)
+            continue
+        fast.train(child.training)
+        setattr(module, name, fast)
+    return module
+
+
+BATCH_COUPLED = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd, nn.GroupNorm, nn.LocalResponseNorm)
+
+
+def per_sample(module: nn.Module) -> bool:
+    """True when `module`'s training-mode output for a sample depends on that sample only
+    and uses no random numbers, so one pass over a concatenated batch equals two passes."""
+    return not any(isinstance(m, BATCH_COUPLED) for m in module.modules())

@@ -1,0 +1,82 @@
+"""bench/: the side-by-side benchmark runs end to end and compares like with like."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from bench.plain import PlainLoop
+from bench.run import SETTINGS, main, write_synthetic_mnist
+from engine.runner import build_context
+from engine.trigger import trigger_for
+
+
+@pytest.fixture
+def synthetic_root(tmp_path) -> Path:
+    return write_synthetic_mnist(tmp_path / "data", n_train=720, n_test=200)
+
+
+def test_bench_runs_end_to_end_on_a_tiny_synthetic_setting(tmp_path):
+    out = tmp_path / "results.json"
+    started = time.perf_counter()
+    code = main(["--synthetic", "--inline", "--settings", "lenet-mnist-k3-surrogate", "--epochs", "2",
+                 "--train-limit", "600", "--eval-limit", "200", "--options", '{"threads": 1}', "--out", str(out)])
+    assert code == 0
+    assert time.perf_counter() - started < 60
+    doc = json.loads(out.read_text())
+    assert doc["device"] == "cpu" and "including evaluation" in doc["samples_per_s_definition"]
+    (res,) = doc["results"]
+    assert res["setting"] == "lenet-mnist-k3-surrogate" and res["epochs"] == 2
+    plain, engine = res["plain"], res["engine"]
+    for loop in (plain, engine):
+        assert len(loop["epochs"]) == 2
+        assert loop["samples_per_s"] > 0 and loop["train_samples_per_s"] >= loop["samples_per_s"]
+        assert loop["peak_rss_mb"] > 0 and loop["tflops"] > 0
+        assert {"cda", "asr", "val_loss"} <= set(loop["final"])
+    # Same number of training samples (same steps) in every epoch of both loops.
+    assert [e["samples"] for e in plain["epochs"]] == [e["samples"] for e in engine["epochs"]] == [450, 450]
+    assert res["ratio"] == pytest.approx(engine["samples_per_s"] / plain["samples_per_s"])
+    assert engine["engine_options"]["fast_pool"] is True
+
+
+def test_bench_rejects_unknown_settings(capsys):
+    assert main(["--settings", "nope", "--synthetic"]) == 2
+    assert "unknown setting" in capsys.readouterr().err
+
+
+def test_plain_loop_and_engine_train_on_the_same_shares(synthetic_root):
+    """Same Table 1 splits, same K+1 shares, same trigger and poison count: the plain
+    loop differs only in how it computes (and in its shuffling order)."""
+    cfg = SETTINGS["lenet-mnist-k3-surrogate"].config(str(synthetic_root), "cpu", 1)
+    plain = PlainLoop(cfg, torch.device("cpu"))
+    ctx = build_context(cfg, lambda e: None, None)
+    ctx.attack.prepare(ctx)
+
+    def rows(subset) -> list[bytes]:
+        return sorted(bytes((subset.dataset.data[i]).flatten().tolist()) for i in subset.indices)
+
+    for loader, share in zip(plain.client_loaders, ctx.data.shares[1:]):
+        assert rows(loader.dataset) == sorted(bytes(r.flatten().tolist()) for r in share.x)
+    poisoned = plain.surrogate_loader.dataset
+    assert len(poisoned) == len(ctx.data.shares[0])
+    assert len(poisoned.poisoned) == int(ctx.attack.poisoned.mask.sum())
+    trig = trigger_for(cfg, 1, torch.device("cpu"))
+    assert torch.equal(poisoned.stamp.patch, trig.patch)
+    assert (poisoned.stamp.row, poisoned.stamp.col) == (trig.row, trig.col)
+    # Same initial weights.
+    for p, q in zip(plain.clients[0].parameters(), ctx.client.parameters()):
+        assert torch.equal(p, q)
+    for p, q in zip(plain.surrogate.parameters(), ctx.attack.surrogate.parameters()):
+        assert torch.equal(p, q)
+    assert plain.samples_per_epoch == sum(len(s) for s in ctx.data.shares[1:])
+
+
+def test_plain_loop_learns_on_synthetic(synthetic_root):
+    cfg = SETTINGS["stripnet-mnist-k3"].config(str(synthetic_root), "cpu", 1)
+    plain = PlainLoop(cfg, torch.device("cpu"))
+    stats = plain.train_epoch()
+    metrics = plain.evaluate()
+    assert stats["samples"] == 450 and metrics["cda"] > 20, metrics

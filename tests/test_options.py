@@ -1,0 +1,257 @@
+"""EngineOptions: every fast path computes what the reference path computes."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from engine.attacks.surrogate import PoisonedShare
+from engine.config import resolve
+from engine.fastops import FastMaxPool2d, MaxPool2x2, max_pool2x2_values, per_sample, use_fast_layers
+from engine.metrics import evaluate
+from engine.models import build_split
+from engine.options import EngineOptions, resolve_options
+from engine.protocol import make_adam, train_epoch
+from engine.runner import build_context, evaluate_epoch, run
+from engine.trigger import stamp
+from tests.conftest import tiny_config
+
+METRICS = ("train_loss", "train_loss_clean", "train_loss_malicious", "val_loss", "val_acc", "cda", "asr")
+
+
+def pool_inputs() -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    relu = torch.relu(torch.randn(4, 3, 8, 10, generator=g))  # many all-zero windows: ties at 0
+    flat = torch.full((2, 2, 6, 6), 0.25)  # every window a 4-way tie of a positive value
+    mixed = torch.randint(0, 3, (3, 2, 12, 8), generator=g).float()  # ties of every kind
+    mixed[0, 0, 0, :2] = 2.0
+    mixed[0, 0, 1, :2] = 0.0  # top row tie
+    mixed[0, 1, :2, 0] = 5.0
+    mixed[0, 1, :2, 1] = 1.0  # left column tie
+    return [relu, flat, mixed, torch.randn(2, 5, 24, 24, generator=g)]
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_fast_max_pool_matches_max_pool2d_values_and_gradients(channels_last):
+    for x in pool_inputs():
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        ref_in = x.clone().requires_grad_()
+        fast_in = x.clone().requires_grad_()
+        g = torch.randn(x.shape[0], x.shape[1], x.shape[2] // 2, x.shape[3] // 2)
+        ref = F.max_pool2d(ref_in, 2)
+        out = MaxPool2x2.apply(fast_in)
+        assert torch.equal(out, ref)
+        (ref_grad,) = torch.autograd.grad(ref, ref_in, g)
+        (fast_grad,) = torch.autograd.grad(out, fast_in, g)
+        # Same routing, ties included (first maximum in scan order), so bit-identical.
+        assert torch.equal(fast_grad, ref_grad)
+        assert torch.equal(max_pool2x2_values(x), ref.detach())
+
+
+def test_fast_elu_matches_elu():
+    from engine.fastops import FastELU
+
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(4, 8, 6, 6, generator=g) * 3
+    x[0, 0, 0, :3] = torch.tensor([0.0, -1e-6, 1e-6])
+    for alpha in (1.0, 0.5):
+        ref_in, fast_in = x.clone().requires_grad_(), x.clone().requires_grad_()
+        ref, out = F.elu(ref_in, alpha), FastELU(alpha)(fast_in)
+        # exp(x) - 1 instead of expm1(x): within one float32 ulp of 1.0, absolute.
+        torch.testing.assert_close(out, ref, rtol=0, atol=1.2e-7)
+        grad = torch.randn(x.shape, generator=g)
+        (ref_grad,) = torch.autograd.grad(ref, ref_in, grad)
+        (fast_grad,) = torch.autograd.grad(out, fast_in, grad)
+        assert torch.equal(fast_grad, ref_grad)  # aten's own elu_backward
+        with torch.inference_mode():
+            torch.testing.assert_close(FastELU(alpha)(x), F.elu(x, alpha), rtol=0, atol=1.2e-7)
+
+
+def test_fast_max_pool_module_falls_back_where_it_does_not_apply():
+    odd = torch.randn(2, 3, 7, 7, requires_grad=True)
+    pool = FastMaxPool2d(2)
+    assert torch.equal(pool(odd), F.max_pool2d(odd, 2))
+    three = FastMaxPool2d(3, stride=1)
+    x = torch.randn(2, 3, 8, 8)
+    assert torch.equal(three(x), F.max_pool2d(x, 3, 1))
+    with torch.inference_mode():
+        assert torch.equal(pool(x), F.max_pool2d(x, 2))
+
+
+@pytest.mark.parametrize("model", ["lenet", "stripnet", "resnet9"])
+def test_fast_layers_keep_weights_outputs_and_gradients(model):
+    shape = (3, 32, 32) if model == "resnet9" else (1, 28, 28)
+    torch.manual_seed(0)
+    client, server = build_split(model, 2, shape, 10)
+    net = nn.Sequential(client, server).eval()  # eval: no dropout randomness
+    fast = use_fast_layers(nn.Sequential(*build_split(model, 2, shape, 10))).eval()
+    fast.load_state_dict(net.state_dict())
+    assert list(fast.state_dict()) == list(net.state_dict())
+    assert any(isinstance(m, FastMaxPool2d) for m in fast.modules())
+    x = torch.randn(4, *shape)
+    torch.testing.assert_close(fast(x), net(x))
+    net(x).square().sum().backward()
+    fast(x).square().sum().backward()
+    for (name, p), q in zip(net.named_parameters(), fast.parameters()):
+        torch.testing.assert_close(q.grad, p.grad, msg=name)
+
+
+def test_per_sample_servers():
+    assert per_sample(build_split("lenet", 1, (1, 28, 28), 10)[1])
+    assert not per_sample(build_split("stripnet", 1, (1, 28, 28), 10)[1])  # BatchNorm, dropout
+    assert not per_sample(build_split("resnet9", 1, (3, 32, 32), 10)[1])
+
+
+@pytest.mark.parametrize("impl", ["foreach", "fused"])
+def test_adam_implementations_give_the_same_update(impl):
+    cfg = resolve(tiny_config())
+    torch.manual_seed(0)
+    a = nn.Linear(20, 5)
+    b = nn.Linear(20, 5)
+    b.load_state_dict(a.state_dict())
+    opt_a, opt_b = make_adam(a.parameters(), cfg, "loop"), make_adam(b.parameters(), cfg, impl)
+    for _ in range(5):
+        x = torch.randn(8, 20)
+        for net, opt in ((a, opt_a), (b, opt_b)):
+            opt.zero_grad()
+            net(x).square().mean().backward()
+            opt.step()
+    for p, q in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-7)
+
+
+def test_prestamped_share_gives_the_same_batches(tiny):
+    cfg = resolve(tiny.replace(attack="surrogate"))
+    ctx = build_context(cfg, lambda e: None, None)
+    share = ctx.data.shares[0]
+    plain = PoisonedShare(share, 0.5, torch.Generator().manual_seed(3), 64)
+    fast = PoisonedShare(share, 0.5, torch.Generator().manual_seed(3), 64)
+    fast.prestamp(ctx.data.norm.apply(share.x), ctx.trigger)
+    for _ in range(2 * (len(share) // 64 + 1)):  # two passes, fresh orders
+        xa, ya = plain.batch(ctx.data.norm, ctx.trigger)
+        xb, yb = fast.batch(ctx.data.norm, ctx.trigger)
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+
+
+def test_prepared_data_and_fast_evaluation_match_the_reference(tiny):
+    cfg = resolve(tiny.replace(eval_batch_size=64))
+    ctx = build_context(cfg, lambda e: None, None)
+    data, p, t = ctx.data, ctx.prepared, ctx.trigger
+    assert p is not None
+    assert torch.equal(p.test_x, data.norm.apply(data.test.x))
+    keep = data.test.y != t.target
+    assert torch.equal(p.asr_x, stamp(data.norm.apply(data.test.x[keep]), t))
+    joined = ctx.joined()
+    ref_val = evaluate(joined, data.val, data.norm, 64)
+    ref_test = evaluate(joined, data.test, data.norm, 64, t)
+    val, test = evaluate_epoch(ctx)
+    assert val.acc == ref_val.acc and test.acc == ref_test.acc and test.asr == ref_test.asr
+    assert val.loss == pytest.approx(ref_val.loss, rel=1e-5)
+    assert test.loss == pytest.approx(ref_test.loss, rel=1e-5)
+
+
+def test_one_server_pass_equals_two_passes(tiny):
+    """The surrogate attack's concatenated server pass: same losses and same gradients
+    (wire, server, surrogate) as the two separate passes, up to float rounding."""
+    cfg = resolve(tiny.replace(attack="surrogate", alpha=0.3))
+    grads = {}
+    for one_pass in (False, True):
+        ctx = build_context(cfg, lambda e: None, None, options=EngineOptions(server_batch=one_pass))
+        ctx.attack.prepare(ctx)
+        assert ctx.attack.one_pass == one_pass
+        x, y = ctx.client_batch(1, torch.arange(32))
+        wire = ctx.client(x).detach().requires_grad_()
+        loss = ctx.attack.server_loss(ctx, wire, y)
+        loss.total.backward()
+        grads[one_pass] = (loss.total.detach(), loss.clean, loss.malicious, wire.grad,
+                           [p.grad for p in ctx.server.parameters()],
+                           [p.grad for p in ctx.attack.surrogate.parameters()])
+    a, b = grads[False], grads[True]
+    for u, v in zip(a[:4], b[:4]):
+        torch.testing.assert_close(v, u, rtol=1e-5, atol=1e-7)
+    for us, vs in zip(a[4:], b[4:]):
+        for u, v in zip(us, vs):
+            torch.testing.assert_close(v, u, rtol=1e-4, atol=1e-6)
+
+
+def test_batch_coupled_servers_keep_two_passes(tiny):
+    cfg = resolve(tiny.replace(attack="surrogate", model="stripnet"))
+    ctx = build_context(cfg, lambda e: None, None)
+    ctx.attack.prepare(ctx)
+    assert ctx.attack.one_pass is False
+
+
+def metrics(result):
+    return [{k: e[k] for k in METRICS} for e in result.epochs]
+
+
+@pytest.mark.parametrize("attack", ["none", "surrogate"])
+def test_default_options_same_metrics_twice(attack):
+    cfg = tiny_config(attack=attack, alpha=0.5)
+    assert metrics(run(cfg)) == metrics(run(cfg))
+
+
+@pytest.mark.parametrize("model,attack", [("lenet", "surrogate"), ("stripnet", "surrogate"), ("lenet", "none")])
+def test_default_options_match_the_reference_engine(model, attack):
+    """Every optimisation on vs every optimisation off: the same training up to float
+    rounding (same shuffles, same init, same math). Rounding differences grow during
+    training; the tolerance is the size of the difference that merely changing the
+    thread count makes (StripNet's BatchNorm amplifies it most)."""
+    cfg = tiny_config(model=model, attack=attack, alpha=0.5)
+    fast, ref = run(cfg, options=EngineOptions()), run(cfg, options=EngineOptions.reference())
+    for a, b in zip(metrics(fast), metrics(ref)):
+        for k in METRICS:
+            if a[k] is None:
+                assert b[k] is None
+            elif k in ("val_acc", "cda", "asr"):
+                assert a[k] == pytest.approx(b[k], abs=1.0), k  # percentages of 200 images
+            else:
+                assert a[k] == pytest.approx(b[k], rel=1e-2), k
+
+
+def test_resolved_options_are_recorded_and_auto_resolves_per_device():
+    cpu = resolve_options(EngineOptions(), torch.device("cpu"), "resnet9", 1024)
+    assert cpu.fast_pool and cpu.channels_last and cpu.adam == "fused" and cpu.eval_batch_size == 1024
+    assert not resolve_options(EngineOptions(), torch.device("cpu"), "lenet", 1024).channels_last
+    cuda = resolve_options(EngineOptions(), torch.device("cuda"), "resnet9", 1024)
+    assert not cuda.fast_pool and cuda.channels_last
+    ref = resolve_options(EngineOptions.reference(), torch.device("cpu"), "lenet", 1024)
+    assert not ref.fast_pool and ref.adam == "loop" and ref.eval_batch_size == 1024 and not ref.prenormalize
+    events = []
+    run(tiny_config(epochs=1), events.append, options=EngineOptions(fast_pool=False))
+    assert events[0].env["engine_options"]["fast_pool"] is False
+    assert events[0].env["engine_options"]["eval_batch_size"] == 4096  # LeNet 28x28: 13.5 KiB/sample
+
+
+def test_auto_eval_batch_keeps_activations_small():
+    from engine.options import auto_eval_batch
+
+    lenet = nn.Sequential(*build_split("lenet", 1, (1, 28, 28), 10))
+    stripnet = nn.Sequential(*build_split("stripnet", 1, (1, 28, 28), 10))
+    resnet9 = nn.Sequential(*build_split("resnet9", 1, (3, 32, 32), 10))
+    cpu = torch.device("cpu")
+    assert auto_eval_batch(lenet, (1, 28, 28), cpu) == 4096
+    assert auto_eval_batch(stripnet, (1, 28, 28), cpu) == 512
+    assert auto_eval_batch(resnet9, (3, 32, 32), cpu) == 128  # 128x32x32 floats per sample
+    assert auto_eval_batch(resnet9, (3, 32, 32), torch.device("cuda")) == 2048 if torch.cuda.is_available() else True
+
+
+def test_auto_threads_chooses_and_records_a_thread_count(tiny):
+    before = torch.get_num_threads()
+    try:
+        ctx = build_context(resolve(tiny), lambda e: None, None, options=EngineOptions(threads="auto"))
+        assert ctx.options.threads in (1, 2) and torch.get_num_threads() == ctx.options.threads
+        train_epoch(ctx)
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_channels_last_option_trains_the_same(tiny):
+    cfg = tiny_config(model="stripnet", epochs=1)
+    a = run(cfg, options=EngineOptions(channels_last=True))
+    b = run(cfg, options=EngineOptions(channels_last=False))
+    for x, y in zip(metrics(a), metrics(b)):
+        for k in ("train_loss", "val_loss"):
+            assert x[k] == pytest.approx(y[k], rel=1e-3), k
