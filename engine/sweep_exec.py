@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from .cores import available_cores, cpu_threads_for
 from .errors import ConfigError
 from .store import RunStore, new_run_id, now_iso, write_json_atomic
 from .sweep import Point, Sweep, experiment_key
@@ -140,11 +141,7 @@ def sweep_run_docs(runs_root: Path, sweep_doc: dict[str, Any]) -> list[dict[str,
 # ------------------------------------------------------------------ executors
 def threads_per_job(jobs: int) -> int:
     """Torch threads for each of `jobs` parallel runs: never more threads than cores in all."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
-    return max(1, cores // max(1, jobs))
+    return cpu_threads_for(jobs, available_cores())
 
 
 def _die_with_parent() -> None:

@@ -104,9 +104,9 @@ def test_pending_skips_completed_points_and_redoes_the_others(tmp_path):
     assert [p.key for p in todo] == [points[1].key, points[2].key]   # the interrupted one is redone
 
 
-def test_threads_per_job_never_oversubscribe():
-    cores = len(os.sched_getaffinity(0))
-    assert threads_per_job(1) == cores and threads_per_job(cores * 2) == 1
+def test_threads_per_job_never_oversubscribe(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "8")
+    assert [threads_per_job(jobs) for jobs in (1, 2, 3, 16)] == [8, 4, 2, 1]
 
 
 # ---- aggregation ---------------------------------------------------------------
