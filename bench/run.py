@@ -411,6 +411,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"samples/s = {SAMPLES_DEFINITION}")
     results = []
     started = time.time()
+    load_start = os.getloadavg()
     try:
         for name in names:
             setting = SETTINGS[name]
@@ -436,7 +437,7 @@ def main(argv: list[str] | None = None) -> int:
         "device_name": torch.cuda.get_device_name() if device == "cuda" else f"{platform.processor() or platform.machine()}",
         "cpus": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
         "platform": platform.platform(), "samples_per_s_definition": SAMPLES_DEFINITION,
-        "load_before": os.getloadavg(), "seconds": time.time() - started,
+        "load_start": load_start, "load_end": os.getloadavg(), "seconds": time.time() - started,
         "engine_options_requested": options, "synthetic": args.synthetic, "results": results,
     }
     out = Path(args.out) if args.out else ROOT / "bench" / "results" / f"{device}-{_dt.date.today().isoformat()}.json"
