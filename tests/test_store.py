@@ -137,3 +137,21 @@ def test_bad_config_leaves_no_run_file(tmp_path):
     with pytest.raises(Exception):
         recorded_run(store, tiny_config(dataset="mnist", data_root=str(tmp_path / "nothing")))
     assert store.entries() == []
+
+
+def test_a_killed_but_unreaped_writer_counts_as_gone():
+    import subprocess
+    import time
+
+    from engine.store import _pid_alive
+
+    proc = subprocess.Popen(["sleep", "0"])
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:          # exited, but not reaped: a zombie
+        with open(f"/proc/{proc.pid}/stat") as fh:
+            if fh.read().rsplit(")", 1)[1].split()[0] == "Z":
+                break
+        time.sleep(0.01)
+    assert not _pid_alive(proc.pid)
+    proc.wait()
+    assert _pid_alive(os.getpid())

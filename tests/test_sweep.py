@@ -1,9 +1,9 @@
 """Sweeps: the grid, experiment identity, resuming, aggregation over seeds, the report, the CLI."""
 from __future__ import annotations
 
+import csv
 import json
 import os
-import signal
 from pathlib import Path
 
 import pytest
@@ -18,6 +18,8 @@ from sltui.report import write_report
 
 from test_cli import assert_one_line_error, sltui  # noqa: F401 - the fixture
 from tui_helpers import write_run
+
+ROOT = Path(__file__).resolve().parents[1]
 
 TINY = ["--epochs", "1", "--train-limit", "160", "--eval-limit", "64", "--batch-size", "64", "--device", "cpu",
         "--no-save-weights"]
@@ -37,14 +39,24 @@ def test_grid_is_the_product_of_its_axes_and_alpha_only_varies_for_the_surrogate
     assert len({p.key for p in points}) == len(points)
 
 
-def test_paper_grid_keeps_the_papers_model_dataset_pairs():
+def test_paper_grid_is_the_authors_settings():
     points = expand(make_sweep({}, {}, paper=True))
-    pairs = {(p.config.dataset, p.config.model) for p in points}
-    assert ("cifar10", "lenet") not in pairs and ("cifar10", "resnet9") in pairs and ("fmnist", "stripnet") in pairs
-    per_pair = len(PAPER_GRID["cuts"]) * len(PAPER_GRID["clients"]) * len(PAPER_GRID["alphas"])
-    assert len(points) == len(pairs) * per_pair == 7 * per_pair
+    settings = {(p.config.model, p.config.dataset, p.config.clients, p.config.cut, p.config.alpha) for p in points}
+    authors = set()
+    for name in ("mnist", "fmnist", "cifar10"):
+        with (ROOT / "sltui" / "reference" / f"results_{name}.csv").open() as fh:
+            authors |= {(r["NETWORK_ARCH"], r["DATASET"], int(r["NUMBER_OF_CLIENTS"]), int(r["CUT_LAYER"]),
+                         float(r["ALPHA"])) for r in csv.DictReader(fh)}
+    assert settings == authors and len(points) == len(settings)
     narrowed = expand(make_sweep({"datasets": "mnist", "models": "lenet", "clients": "1"}, {}, paper=True))
-    assert len(narrowed) == 3 * 5
+    assert len(narrowed) == len(PAPER_GRID["cuts"]) * len(PAPER_GRID["alphas"])
+
+
+def test_a_field_at_its_default_does_not_change_the_key():
+    # A field added later at its default (here: dropped from a stored config) keeps old keys.
+    cfg = resolve(RunConfig(dataset="mnist", epochs=3)).to_dict()
+    older = {k: v for k, v in cfg.items() if k != "rr_granularity"}
+    assert experiment_key(older) == experiment_key(cfg)
 
 
 def test_experiment_key_ignores_where_a_run_ran_but_not_what_it_computed():
