@@ -80,3 +80,16 @@ def test_plain_loop_learns_on_synthetic(synthetic_root):
     stats = plain.train_epoch()
     metrics = plain.evaluate()
     assert stats["samples"] == 450 and metrics["cda"] > 20, metrics
+
+
+@pytest.mark.slow
+def test_bench_worker_processes(tmp_path):
+    """The default mode: each loop in its own spawned worker process (own peak RSS)."""
+    out = tmp_path / "results.json"
+    code = main(["--synthetic", "--settings", "lenet-mnist-k3-surrogate", "--epochs", "1", "--train-limit", "300",
+                 "--eval-limit", "100", "--plain-threads", "1", "--options", '{"threads": 1}', "--out", str(out)])
+    assert code == 0
+    (res,) = json.loads(out.read_text())["results"]
+    assert res["loops"] == ["plain", "plain-1t", "engine"]
+    assert res["plain-1t"]["threads"] == 1 and res["engine"]["threads"] == 1
+    assert set(res["ratio_vs"]) == {"plain", "plain-1t"}
