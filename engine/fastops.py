@@ -5,8 +5,10 @@ float rounding where noted); tests/test_options.py compares them on random input
 
 * ``MaxPool2x2``: 2x2/stride-2 max pooling. PyTorch's CPU ``max_pool2d_with_indices``
   walks each window with index bookkeeping (about 1.2 ms for LeNet's 128x6x24x24 on one
-  core); here the forward is one de-interleaving copy plus four vectorised ops, and the
-  backward routes the gradient with two saved 0/1 masks. Ties go to the first maximum
+  core). Contiguous float CPU input goes to one compiled loop each way (engine/kernels.py,
+  numba); otherwise (channels_last, no numba) the forward is one de-interleaving copy
+  plus four vectorised ops, and the backward routes the gradient with two saved 0/1
+  masks. Ties go to the first maximum
   in scan order (row 0 before row 1, left before right) exactly as ``F.max_pool2d``, so
   outputs and input gradients are bit-identical to it.
 """
@@ -15,6 +17,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from . import kernels
 
 
 def _channels_last(x: torch.Tensor) -> bool:
@@ -26,7 +30,12 @@ class MaxPool2x2(torch.autograd.Function):
     (the output keeps the input's memory format)."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, x: torch.Tensor, compiled: bool = False) -> torch.Tensor:  # type: ignore[override]
+        ctx.compiled = compiled and kernels.pool_applies(x)
+        if ctx.compiled:  # one compiled pass each way (engine/kernels.py)
+            out, arg = kernels.max_pool2x2_forward(x)
+            ctx.save_for_backward(arg)
+            return out
         n, c, h, w = x.shape
         h2, w2 = h // 2, w // 2
         ctx.nhwc = _channels_last(x)
@@ -55,6 +64,9 @@ class MaxPool2x2(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        if ctx.compiled:
+            (arg,) = ctx.saved_tensors
+            return kernels.max_pool2x2_backward(grad, arg), None
         colmask, rowmask = ctx.saved_tensors
         if ctx.nhwc:
             n, h, w2, c = colmask.shape
@@ -66,7 +78,7 @@ class MaxPool2x2(torch.autograd.Function):
             out = g.new_empty((n, h, w2, 2, c))
             odd = torch.mul(by_row, colmask, out=out.select(3, 1))
             torch.sub(by_row, odd, out=out.select(3, 0))
-            return out.view(n, h, 2 * w2, c).permute(0, 3, 1, 2)
+            return out.view(n, h, 2 * w2, c).permute(0, 3, 1, 2), None
         n, c, h, w2 = colmask.shape
         grad = grad.contiguous()
         # Row level: the gradient goes to the winning row (m * g and g - m * g are exact).
@@ -80,11 +92,13 @@ class MaxPool2x2(torch.autograd.Function):
         torch.sub(by_row, d[1], out=d[0])
         out = grad.new_empty((n, c, h, w2, 2))
         out.copy_(d.permute(1, 2, 3, 4, 0))
-        return out.view(n, c, h, 2 * w2)
+        return out.view(n, c, h, 2 * w2), None
 
 
-def max_pool2x2_values(x: torch.Tensor) -> torch.Tensor:
+def max_pool2x2_values(x: torch.Tensor, compiled: bool = False) -> torch.Tensor:
     """max_pool2d(x, 2) without anything for a backward pass (inference)."""
+    if compiled and kernels.pool_applies(x):
+        return kernels.max_pool2x2_values(x)
     n, c, h, w = x.shape
     if _channels_last(x):
         v = x.permute(0, 2, 3, 1).view(n, h, w // 2, 2, c)
@@ -95,10 +109,11 @@ def max_pool2x2_values(x: torch.Tensor) -> torch.Tensor:
     return torch.maximum(rows.select(3, 0), rows.select(3, 1))
 
 
-def max_pool2x2(x: torch.Tensor) -> torch.Tensor:
+def max_pool2x2(x: torch.Tensor, compiled: bool = False) -> torch.Tensor:
+    """`compiled`: take engine/kernels.py's loops where they apply."""
     if torch.is_grad_enabled() and x.requires_grad:
-        return MaxPool2x2.apply(x)
-    return max_pool2x2_values(x)
+        return MaxPool2x2.apply(x, compiled)
+    return max_pool2x2_values(x, compiled)
 
 
 def _pair(v) -> tuple[int, int]:
@@ -107,7 +122,10 @@ def _pair(v) -> tuple[int, int]:
 
 class FastMaxPool2d(nn.MaxPool2d):
     """nn.MaxPool2d that takes the fast path for 2x2/stride-2 pooling of even-sized
-    4-D inputs and falls back to the stock op otherwise. Same state_dict (none), same repr."""
+    4-D inputs and falls back to the stock op otherwise. Same state_dict (none), same repr.
+    `compiled`: use engine/kernels.py's loops where they apply."""
+
+    compiled = False
 
     def _fast(self, x: torch.Tensor) -> bool:
         return (_pair(self.kernel_size) == (2, 2) and _pair(self.stride or self.kernel_size) == (2, 2)
@@ -117,9 +135,49 @@ class FastMaxPool2d(nn.MaxPool2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._fast(x):
-            return max_pool2x2(x)
+            return max_pool2x2(x, self.compiled)
         return F.max_pool2d(x, self.kernel_size, self.stride, self.padding, self.dilation,
                             ceil_mode=self.ceil_mode, return_indices=self.return_indices)
+
+
+class ConvReLUFunction(torch.autograd.Function):
+    """relu(conv2d(x, weight, bias)) for a 1-channel input that needs no gradient: the
+    forward in engine/kernels.py's compiled loop (the same function as the stock pair up
+    to float rounding: the taps are summed in another order), the backward aten's own
+    ReLU and convolution weight/bias gradients."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        out = kernels.conv_relu_forward(x, weight, bias)
+        ctx.save_for_backward(x, weight, out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        x, weight, out = ctx.saved_tensors
+        grad = torch.ops.aten.threshold_backward(grad, out, 0)
+        _, gw, gb = torch.ops.aten.convolution_backward(
+            grad, x, weight, [weight.shape[0]], [1, 1], [0, 0], [1, 1], False, [0, 0], 1, [False, True, True])
+        return None, gw, gb
+
+
+class FastConvReLU(nn.Conv2d):
+    """An nn.Conv2d whose ReLU (the next layer of its Sequential, replaced there by an
+    nn.Identity) is computed with it: compiled loops for a 1-channel, unpadded, stride-1
+    conv whose input needs no gradient (LeNet's first layer), the stock conv + ReLU
+    otherwise. The state_dict is the conv's, so weights load either way."""
+
+    def _compiled(self, x: torch.Tensor) -> bool:
+        return (_pair(self.stride) == (1, 1) and _pair(self.padding) == (0, 0) and _pair(self.dilation) == (1, 1)
+                and self.groups == 1 and self.padding_mode == "zeros" and not x.requires_grad
+                and kernels.conv_relu_applies(x, self.weight, self.bias))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._compiled(x):
+            if torch.is_grad_enabled() and (self.weight.requires_grad or self.bias.requires_grad):
+                return ConvReLUFunction.apply(x, self.weight, self.bias)
+            return kernels.conv_relu_forward(x, self.weight, self.bias)
+        return F.relu(super().forward(x))
 
 
 class ELUFunction(torch.autograd.Function):
@@ -159,21 +217,38 @@ class FastELU(nn.ELU):
         return elu_values(x, float(self.alpha))
 
 
-def use_fast_layers(module: nn.Module) -> nn.Module:
+def use_fast_layers(module: nn.Module, compiled: bool = False) -> nn.Module:
     """Swap every stock nn.MaxPool2d / nn.ELU inside `module` for its fast twin, in place
-    (no parameters, so the state_dict is unchanged)."""
-    for name, child in module.named_children():
+    (no parameters, so the state_dict is unchanged). With `compiled` (and numba present),
+    pools use engine/kernels.py's loops and a 1-input-channel nn.Conv2d followed by an
+    nn.ReLU in a Sequential becomes one FastConvReLU (the ReLU's slot an nn.Identity)."""
+    compiled = compiled and kernels.AVAILABLE
+    children = list(module.named_children())
+    for i, (name, child) in enumerate(children):
         if type(child) is nn.MaxPool2d:
             fast: nn.Module = FastMaxPool2d(child.kernel_size, child.stride, child.padding, child.dilation,
                                             child.return_indices, child.ceil_mode)
+            fast.compiled = compiled
         elif type(child) is nn.ELU:
             fast = FastELU(child.alpha, child.inplace)
+        elif (compiled and isinstance(module, nn.Sequential) and type(child) is nn.Conv2d
+              and child.in_channels == 1 and i + 1 < len(children) and type(children[i + 1][1]) is nn.ReLU):
+            fast = _fused_conv_relu(child)
+            setattr(module, children[i + 1][0], nn.Identity())
         else:
-            use_fast_layers(child)
+            use_fast_layers(child, compiled)
             continue
         fast.train(child.training)
         setattr(module, name, fast)
     return module
+
+
+def _fused_conv_relu(conv: nn.Conv2d) -> FastConvReLU:
+    fused = FastConvReLU(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                         conv.dilation, conv.groups, conv.bias is not None, conv.padding_mode,
+                         device=conv.weight.device, dtype=conv.weight.dtype)
+    fused.weight, fused.bias = conv.weight, conv.bias  # the same Parameters
+    return fused
 
 
 BATCH_COUPLED = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd, nn.GroupNorm, nn.LocalResponseNorm)

@@ -37,7 +37,7 @@ class Evaluation:
 @torch.inference_mode()
 def evaluate(model: nn.Module, split: Split, norm: Normalization, batch_size: int,
              trigger: Trigger | None = None, *, x: torch.Tensor | None = None,
-             stamped: torch.Tensor | None = None, prepare=None) -> Evaluation:
+             stamped: torch.Tensor | None = None, prepare=None, map_batches=None) -> Evaluation:
     """Loss and accuracy on `split`; with a trigger also the ASR on its non-target images.
 
     With `x` (the split's images already normalised, EngineOptions.prenormalize) and, for
@@ -45,7 +45,7 @@ def evaluate(model: nn.Module, split: Split, norm: Normalization, batch_size: in
     instead: same numbers up to float rounding of the loss sum."""
     if x is not None:
         return evaluate_tensors(model, x, split.y, batch_size, stamped if trigger is not None else None,
-                                trigger.target if trigger is not None else 0, prepare or (lambda t: t))
+                                trigger.target if trigger is not None else 0, prepare or (lambda t: t), map_batches)
     was_training = model.training
     model.eval()
     total_loss, correct, hits, eligible = 0.0, 0, 0, 0
@@ -69,32 +69,40 @@ def evaluate(model: nn.Module, split: Split, norm: Normalization, batch_size: in
     return Evaluation(total_loss / n, 100.0 * correct / n, asr)
 
 
-@torch.inference_mode()
 def evaluate_tensors(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int,
                      stamped: torch.Tensor | None = None, target: int = 0,
-                     prepare=lambda t: t) -> Evaluation:
+                     prepare=lambda t: t, map_batches=None) -> Evaluation:
     """`evaluate` on data prepared once per run: `x` normalised float images, `stamped`
     the already-stamped images whose label is not the target (for the ASR). Sums stay
     on the device until the end (no per-batch sync); `prepare` maps each input batch
-    (memory format). Same numbers as `evaluate` up to float rounding of the loss sum."""
+    (memory format); `map_batches(fn, batches)` runs the per-batch work (default: in
+    order, here; engine/streams.py: on two threads), the sums are then added in batch
+    order. Same numbers as `evaluate` up to float rounding of the loss sum."""
     was_training = model.training
     model.eval()
-    dev = x.device
-    loss = torch.zeros((), dtype=torch.float64, device=dev)
-    correct = torch.zeros((), dtype=torch.int64, device=dev)
-    hits = torch.zeros((), dtype=torch.int64, device=dev)
+    batches = [(x, y, start) for start in range(0, len(y), batch_size)]
+    if stamped is not None:
+        batches += [(stamped, None, start) for start in range(0, len(stamped), batch_size)]
+
+    def one(batch) -> tuple[torch.Tensor, torch.Tensor]:
+        images, labels, start = batch
+        with torch.inference_mode():  # per thread
+            logits = model(prepare(images[start:start + batch_size]))
+            if labels is None:  # stamped: ASR hits
+                return torch.zeros((), dtype=torch.float64), (logits.argmax(1) == target).sum()
+            yb = labels[start:start + batch_size]
+            return (F.cross_entropy(logits.float(), yb, reduction="sum").double(),
+                    (logits.argmax(1) == yb).sum())
+
     try:
-        for start in range(0, len(y), batch_size):
-            logits = model(prepare(x[start:start + batch_size]))
-            yb = y[start:start + batch_size]
-            loss += F.cross_entropy(logits.float(), yb, reduction="sum").double()
-            correct += (logits.argmax(1) == yb).sum()
-        if stamped is not None:
-            for start in range(0, len(stamped), batch_size):
-                hits += (model(prepare(stamped[start:start + batch_size])).argmax(1) == target).sum()
+        results = map_batches(one, batches) if map_batches is not None else [one(b) for b in batches]
     finally:
         model.train(was_training)
+    n_clean = len(range(0, len(y), batch_size))
+    loss = sum((r[0].item() for r in results[:n_clean]), 0.0)
+    correct = sum(int(r[1]) for r in results[:n_clean])
+    hits = sum(int(r[1]) for r in results[n_clean:])
     n = max(len(y), 1)
     eligible = len(stamped) if stamped is not None else 0
-    asr = (100.0 * hits.item() / eligible if eligible else float("nan")) if stamped is not None else None
-    return Evaluation(loss.item() / n, 100.0 * correct.item() / n, asr)
+    asr = (100.0 * hits / eligible if eligible else float("nan")) if stamped is not None else None
+    return Evaluation(loss / n, 100.0 * correct / n, asr)

@@ -19,6 +19,8 @@ from typing import Any
 
 import torch
 
+from . import kernels as compiled_kernels
+
 AUTO = "auto"
 
 
@@ -35,6 +37,11 @@ class EngineOptions:
     # MaxPool2d(2) as a custom op (forward and backward from strided maxima, first-max
     # tie-breaking like F.max_pool2d). "auto": on CPU only (cuDNN's pooling is fast).
     fast_pool: bool | str = AUTO
+    # numba-compiled loops (engine/kernels.py) for 2x2 max pooling and for a 1-channel conv
+    # with its ReLU (LeNet's first layer), taken by the fast layers (needs fast_pool).
+    # "auto": on CPU when numba imports. Pooling is bit-identical; the conv's sums run in
+    # another order (float rounding).
+    kernels: bool | str = AUTO
     # Models, inputs and weights in channels_last memory format. "auto": on for the
     # models with wide convs and BatchNorm (StripNet, ResNet9: BatchNorm and the convs are
     # faster in it), off for LeNet (6 and 16 channels: measured slower).
@@ -46,6 +53,11 @@ class EngineOptions:
     # the same per-sample math, half the server calls. Servers with BatchNorm keep two
     # passes (their statistics are per batch).
     server_batch: bool = True
+    # Two CPU streams (engine/streams.py): the surrogate's half of each step and half of
+    # the evaluation batches on a second thread, each thread with half the intra-op
+    # threads. "auto": on CPU (it needs at least 2 threads when the run starts). Same math;
+    # the server's gradient is summed from the two halves (float rounding).
+    streams: bool | str = AUTO
     # Intra-op threads on CPU: None leaves torch's setting alone (library and UI use:
     # it is process-wide); an int sets it; "auto" times a few training steps with 1 and
     # with 2 threads and keeps the faster (results then depend on that choice).
@@ -62,8 +74,8 @@ class EngineOptions:
     @classmethod
     def reference(cls) -> "EngineOptions":
         """Every optimisation off: the plain tensor engine."""
-        return cls(prenormalize=False, eval_batch_size=None, fast_pool=False, channels_last=False,
-                   adam="loop", server_batch=False, threads=None, malloc_tuning=False,
+        return cls(prenormalize=False, eval_batch_size=None, fast_pool=False, kernels=False, channels_last=False,
+                   adam="loop", server_batch=False, streams=False, threads=None, malloc_tuning=False,
                    compile=False, bf16=False)
 
     def replace(self, **changes: Any) -> "EngineOptions":
@@ -79,9 +91,11 @@ class ResolvedOptions:
     prenormalize: bool
     eval_batch_size: int
     fast_pool: bool
+    kernels: bool
     channels_last: bool
     adam: str
     server_batch: bool
+    streams: bool
     threads: int
     malloc_tuning: bool
     compile: bool
@@ -98,6 +112,7 @@ def resolve_options(options: EngineOptions | None, device: torch.device, model: 
     o = options or EngineOptions()
     cuda = device.type == "cuda"
     fast_pool = (not cuda) if o.fast_pool == AUTO else bool(o.fast_pool)
+    kernels = (not cuda and compiled_kernels.AVAILABLE) if o.kernels == AUTO else bool(o.kernels)
     channels_last = (model in ("resnet9", "stripnet")) if o.channels_last == AUTO else bool(o.channels_last)
     adam = "fused" if o.adam == AUTO else o.adam
     if adam not in ("fused", "foreach", "loop"):
@@ -106,7 +121,9 @@ def resolve_options(options: EngineOptions | None, device: torch.device, model: 
     return ResolvedOptions(
         prenormalize=o.prenormalize,
         eval_batch_size=eval_batch_size if o.eval_batch_size in (None, AUTO) else int(o.eval_batch_size),
-        fast_pool=fast_pool, channels_last=channels_last, adam=adam, server_batch=o.server_batch,
+        fast_pool=fast_pool, kernels=kernels and fast_pool and compiled_kernels.AVAILABLE,
+        channels_last=channels_last, adam=adam, server_batch=o.server_batch,
+        streams=(not cuda) if o.streams == AUTO else bool(o.streams) and not cuda,
         threads=threads, malloc_tuning=o.malloc_tuning, compile=o.compile, bf16=o.bf16 and cuda,
     )
 

@@ -16,13 +16,14 @@ from typing import Callable, Iterator
 import torch
 from torch import nn
 
-from .attacks.base import Attack, StepLoss
+from .attacks.base import Attack, ConcurrentHalf, StepLoss
 from .config import RunConfig
 from .data import ExperimentData, Split, batch_order
 from .events import Event
 from .fastops import use_fast_layers
 from .options import EngineOptions, ResolvedOptions, resolve_options
 from .prepared import PreparedData
+from .streams import CpuStreams
 from .trigger import Trigger
 
 
@@ -58,10 +59,19 @@ class RunContext:
     options: ResolvedOptions = field(
         default_factory=lambda: resolve_options(EngineOptions.reference(), torch.device("cpu"), "", 1024))
     prepared: PreparedData | None = None
+    # Two CPU streams (EngineOptions.streams) for the attack's concurrent half and for
+    # evaluation; None: one stream.
+    streams: CpuStreams | None = None
 
     def check_stop(self) -> None:
         if self.stop is not None and self.stop.is_set():
             raise Cancelled()
+
+    def close(self) -> None:
+        """Stop the second stream's thread (the context stays usable, on one stream)."""
+        if self.streams is not None:
+            self.streams.close()
+            self.streams = None
 
     def joined(self) -> nn.Module:
         return nn.Sequential(self.client, self.server)
@@ -70,7 +80,7 @@ class RunContext:
         """Move a freshly built network to the device the way the options say (fast
         layers, memory format, compile). The attack uses it for its own networks."""
         if self.options.fast_pool:
-            use_fast_layers(module)
+            use_fast_layers(module, compiled=self.options.kernels)
         module.to(self.device)
         if self.options.channels_last:
             module.to(memory_format=torch.channels_last)
@@ -119,6 +129,30 @@ def wire_step(client: nn.Module, server_side: Callable[[torch.Tensor], StepLoss]
     return result
 
 
+def concurrent_step(ctx: RunContext, k: int, idx: torch.Tensor, half: ConcurrentHalf) -> tuple[StepLoss, int]:
+    """wire_step for client `k` on rows `idx` with the attack's independent half running
+    on the second stream meanwhile; the server steps once both halves have added their
+    gradients. Returns the step's losses and its batch size."""
+    assert ctx.streams is not None
+    ctx.server_opt.zero_grad(set_to_none=True)
+    ctx.attack.zero_grad()
+    other = ctx.streams.submit(half.run)
+    try:
+        x, y = ctx.client_batch(k + 1, idx)
+        smashed = ctx.client(x)
+        wire = smashed.detach().requires_grad_()
+        loss, clean = half.innocent(wire, y)
+        loss.backward()
+        client_opt = ctx.client_opts[k]
+        client_opt.zero_grad(set_to_none=True)
+        smashed.backward(wire.grad)
+        client_opt.step()
+    finally:
+        malicious = other.result()  # never leave the other half running into the next step
+    ctx.server_opt.step()
+    return StepLoss(half.total(clean, malicious), clean, malicious), int(y.shape[0])
+
+
 
 @dataclass
 class EpochStats:
@@ -165,17 +199,23 @@ def train_epoch(ctx: RunContext) -> EpochStats:
         ctx.server_opt.step()
         ctx.attack.step()
 
-    for k, idx in client_schedule(clients, cfg, ctx.generator, ctx.device):
-        ctx.check_stop()
-        x, y = ctx.client_batch(k + 1, idx)
-        with ctx.autocast():
-            result = wire_step(ctx.client, server_side(y), ctx.client_opts[k], x, server_backward)
-        sums[0] += result.total.detach()
-        sums[1] += result.clean
-        if result.malicious is not None:
-            sums[2] += result.malicious
-            has_malicious = True
-        batches += 1
-        samples += int(y.shape[0])
+    half = ctx.attack.concurrent_half(ctx) if ctx.streams is not None else None
+    with ctx.streams.parallel() if half is not None else contextlib.nullcontext():  # type: ignore[union-attr]
+        for k, idx in client_schedule(clients, cfg, ctx.generator, ctx.device):
+            ctx.check_stop()
+            if half is not None:
+                result, size = concurrent_step(ctx, k, idx, half)
+            else:
+                x, y = ctx.client_batch(k + 1, idx)
+                with ctx.autocast():
+                    result = wire_step(ctx.client, server_side(y), ctx.client_opts[k], x, server_backward)
+                size = int(y.shape[0])
+            sums[0] += result.total.detach()
+            sums[1] += result.clean
+            if result.malicious is not None:
+                sums[2] += result.malicious
+                has_malicious = True
+            batches += 1
+            samples += size
     means = (sums / max(batches, 1)).tolist()
     return EpochStats(means[0], means[1], means[2] if has_malicious else None, samples)

@@ -28,6 +28,7 @@ from .models import build_split
 from .options import AUTO, EngineOptions, auto_eval_batch, resolve_options, tune_malloc
 from .prepared import prepare_data
 from .protocol import Cancelled, RunContext, train_epoch
+from .streams import streams_for
 from .store import new_run_id  # noqa: F401 - re-exported: callers name a run before it starts
 from .trigger import trigger_for
 
@@ -75,12 +76,21 @@ def build_context(cfg: RunConfig, emit: Callable[[Event], None], stop: threading
     ctx.setup_module(server)
     ctx.client_opts = [ctx.make_adam(client.parameters()) for _ in range(cfg.clients)]
     ctx.server_opt = ctx.make_adam(server.parameters())
-    if options.eval_batch_size == AUTO:
-        batch = auto_eval_batch(ctx.joined(), data.input_shape, device, low=max(cfg.batch_size, 128))
-        ctx.options = dataclasses.replace(ctx.options, eval_batch_size=batch)
     if device.type == "cpu" and options.threads == AUTO:
         ctx.options = dataclasses.replace(ctx.options, threads=choose_threads(ctx))
+    ctx.streams = streams_for(device, ctx.options.streams)
+    ctx.options = dataclasses.replace(ctx.options, streams=ctx.streams is not None)
+    if options.eval_batch_size == AUTO:
+        low = max(cfg.batch_size, 128)
+        batch = auto_eval_batch(ctx.joined(), data.input_shape, device, low=low)
+        if ctx.streams is not None:  # enough batches for the two streams to share evenly
+            batch = max(min(batch, _power_of_two_at_most(max(len(data.val), len(data.test)) // 8)), low)
+        ctx.options = dataclasses.replace(ctx.options, eval_batch_size=batch)
     return ctx
+
+
+def _power_of_two_at_most(n: int) -> int:
+    return 1 << max(n, 1).bit_length() - 1
 
 
 def choose_threads(ctx: RunContext, candidates: tuple[int, ...] = (1, 2), rounds: int = 5) -> int:
@@ -139,6 +149,8 @@ def run(config: RunConfig, emit: Callable[[Event], None] = lambda e: None,
         result.status = "failed"
         result.error = f"{type(exc).__name__}: {exc}"
         emit(RunFailed(run_id, result.error + "\n" + traceback.format_exc()))
+    finally:
+        ctx.close()
     return result
 
 
@@ -179,12 +191,13 @@ def _train(ctx: RunContext, result: RunResult) -> None:
 def evaluate_epoch(ctx: RunContext) -> tuple[Evaluation, Evaluation]:
     """(validation, test with ASR) of the last client's weights with the server."""
     joined, bs = ctx.joined(), ctx.options.eval_batch_size
+    data, p = ctx.data, ctx.prepared
     with ctx.autocast():
-        data, p = ctx.data, ctx.prepared
-        fast = {"x": p.val_x, "prepare": ctx.batch_input} if p is not None else {}
-        val = evaluate(joined, data.val, data.norm, bs, **fast)
-        fast = {"x": p.test_x, "stamped": p.asr_x, "prepare": ctx.batch_input} if p is not None else {}
-        test = evaluate(joined, data.test, data.norm, bs, ctx.trigger, **fast)
+        if p is None:
+            return evaluate(joined, data.val, data.norm, bs), evaluate(joined, data.test, data.norm, bs, ctx.trigger)
+        fast = {"prepare": ctx.batch_input, "map_batches": ctx.streams.map if ctx.streams is not None else None}
+        val = evaluate(joined, data.val, data.norm, bs, x=p.val_x, **fast)
+        test = evaluate(joined, data.test, data.norm, bs, ctx.trigger, x=p.test_x, stamped=p.asr_x, **fast)
     return val, test
 
 

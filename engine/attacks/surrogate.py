@@ -18,7 +18,7 @@ from ..data import Split
 from ..fastops import per_sample
 from ..models import build_split
 from ..trigger import poison_, poison_mask
-from .base import Attack, StepLoss
+from .base import Attack, ConcurrentHalf, StepLoss
 
 if TYPE_CHECKING:
     from ..protocol import RunContext
@@ -99,6 +99,30 @@ class SurrogateAttack(Attack):
             malicious = F.cross_entropy(ctx.server(self.surrogate(xs)), ys)
         total = (self.alpha * innocent + (1 - self.alpha) * malicious) * self.scale
         return StepLoss(total, innocent.detach(), malicious.detach())
+
+    def concurrent_half(self, ctx: "RunContext") -> ConcurrentHalf | None:
+        """The surrogate's term of L on its own: surrogate forward, server forward on its
+        smashed data and backward of (1 - alpha) * scale * L_surrogate (into the server's
+        and the surrogate's gradients), surrogate step. The innocent half backpropagates
+        alpha * scale * L_innocent; the server's gradient is their sum, as for L. Not for
+        servers with batch-coupled layers (BatchNorm statistics would be updated in either
+        order) or alpha = 1 (no surrogate term)."""
+        if self.alpha == 1.0 or not per_sample(ctx.server):
+            return None
+        malicious_scale, innocent_scale = (1 - self.alpha) * self.scale, self.alpha * self.scale
+
+        def run() -> torch.Tensor:
+            xs, ys = self.poisoned.batch(ctx.data.norm, ctx.trigger)
+            malicious = F.cross_entropy(ctx.server(self.surrogate(ctx.batch_input(xs))), ys)
+            (malicious_scale * malicious).backward()
+            self.opt.step()
+            return malicious.detach()
+
+        def innocent(wire: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            loss = F.cross_entropy(ctx.server(wire), labels)
+            return innocent_scale * loss, loss.detach()
+
+        return ConcurrentHalf(run, innocent, lambda clean, other: innocent_scale * clean + malicious_scale * other)
 
     def zero_grad(self) -> None:
         self.opt.zero_grad(set_to_none=True)

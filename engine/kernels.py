@@ -1,0 +1,193 @@
+"""Compiled CPU loops (numba) for the ops that torch runs as several full passes.
+
+2x2/stride-2 max pooling as torch ops is a de-interleaving copy and four comparisons
+forward and four more passes backward (engine/fastops.py); one compiled loop does each
+direction in a single pass over the activation: for LeNet's server input
+(256x6x24x24, one core) about 0.4 ms forward and 0.4 ms backward against 4.7 ms for the
+tensor-op pair. The loops release the GIL, so two training streams can run them at once.
+
+Semantics are exactly F.max_pool2d's: the first maximum in scan order wins a window
+(left before right, top row before bottom), so outputs and input gradients are
+bit-identical to it (tests/test_options.py). numba is a dependency; should it fail to
+import, ``AVAILABLE`` is False and callers keep their torch-op paths. The loops run on
+the calling thread only (no numba threading layer beside torch's OpenMP).
+"""
+from __future__ import annotations
+
+import functools
+
+import torch
+
+try:  # pragma: no cover - exercised by whichever branch the environment has
+    import numba
+except Exception:  # ImportError, or a numba/llvmlite that does not load on this platform
+    numba = None
+
+AVAILABLE = numba is not None
+
+
+def _jit(func):
+    if numba is None:
+        return func
+    return numba.njit(nogil=True, cache=True, boundscheck=False)(func)
+
+
+@_jit
+def _pool_forward(x, out, arg):  # pragma: no cover - compiled
+    # x (P, H, W); out and arg (P, H/2, W/2). arg: which of the window's four cells won,
+    # 0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right.
+    planes, h, w = x.shape
+    for p in range(planes):
+        for i in range(h // 2):
+            top = x[p, 2 * i]
+            bottom = x[p, 2 * i + 1]
+            o = out[p, i]
+            a = arg[p, i]
+            for j in range(w // 2):
+                v0 = top[2 * j]
+                v1 = top[2 * j + 1]
+                v2 = bottom[2 * j]
+                v3 = bottom[2 * j + 1]
+                right_top = v1 > v0  # ties stay left
+                m_top = v1 if right_top else v0
+                right_bottom = v3 > v2
+                m_bottom = v3 if right_bottom else v2
+                down = m_bottom > m_top  # ties stay on the top row
+                o[j] = m_bottom if down else m_top
+                a[j] = (2 + right_bottom) if down else right_top
+
+
+@_jit
+def _pool_values(x, out):  # pragma: no cover - compiled
+    planes, h, w = x.shape
+    for p in range(planes):
+        for i in range(h // 2):
+            top = x[p, 2 * i]
+            bottom = x[p, 2 * i + 1]
+            o = out[p, i]
+            for j in range(w // 2):
+                m_top = max(top[2 * j], top[2 * j + 1])
+                m_bottom = max(bottom[2 * j], bottom[2 * j + 1])
+                o[j] = max(m_top, m_bottom)
+
+
+@_jit
+def _pool_backward(grad, arg, grad_in):  # pragma: no cover - compiled
+    planes, h2, w2 = grad.shape
+    for p in range(planes):
+        for i in range(h2):
+            g = grad[p, i]
+            a = arg[p, i]
+            top = grad_in[p, 2 * i]
+            bottom = grad_in[p, 2 * i + 1]
+            for j in range(w2):
+                k = a[j]
+                v = g[j]
+                top[2 * j] = v if k == 0 else 0.0
+                top[2 * j + 1] = v if k == 1 else 0.0
+                bottom[2 * j] = v if k == 2 else 0.0
+                bottom[2 * j + 1] = v if k == 3 else 0.0
+
+
+def pool_applies(x: torch.Tensor) -> bool:
+    """Whether the compiled pool takes `x`: a contiguous NCHW float32/float64 CPU tensor
+    with even H and W."""
+    return (AVAILABLE and x.device.type == "cpu" and x.dim() == 4
+            and x.dtype in (torch.float32, torch.float64) and x.is_contiguous()
+            and x.shape[2] % 2 == 0 and x.shape[3] % 2 == 0)
+
+
+def _planes(t: torch.Tensor):
+    n, c, h, w = t.shape
+    return t.detach().view(n * c, h, w).numpy()
+
+
+def max_pool2x2_forward(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(max_pool2d(x, 2), the winning cell of each window as uint8) for pool_applies(x)."""
+    n, c, h, w = x.shape
+    out = x.new_empty((n, c, h // 2, w // 2))
+    arg = torch.empty((n, c, h // 2, w // 2), dtype=torch.uint8)
+    if out.numel():
+        _pool_forward(_planes(x), _planes(out), _planes(arg))
+    return out, arg
+
+
+def max_pool2x2_values(x: torch.Tensor) -> torch.Tensor:
+    n, c, h, w = x.shape
+    out = x.new_empty((n, c, h // 2, w // 2))
+    if out.numel():
+        _pool_values(_planes(x), _planes(out))
+    return out
+
+
+def max_pool2x2_backward(grad: torch.Tensor, arg: torch.Tensor) -> torch.Tensor:
+    """The input gradient: each window's gradient goes to the cell `arg` names."""
+    n, c, h2, w2 = arg.shape
+    grad = grad.contiguous()
+    grad_in = grad.new_empty((n, c, 2 * h2, 2 * w2))
+    if grad.numel():
+        _pool_backward(_planes(grad), _planes(arg), _planes(grad_in))
+    return grad_in
+
+
+# ---------------------------------------------------------------- conv (1 channel) + ReLU
+# The forward of a 1-input-channel KxK convolution (stride 1, no padding) and its ReLU:
+# LeNet's first layer. oneDNN takes about 0.8 ms for 128x1x28x28 -> 6x24x24 on one core
+# (it is built for many channels) and the ReLU is one more pass; the loop below, generated
+# for one (O, K, H, W) so that every offset and trip count is a constant LLVM can
+# vectorise and unroll, does both in about 0.45 ms. (Compiled weight-gradient loops
+# measured slower than oneDNN's, so the backward stays with aten.)
+
+
+def _conv_relu_source(out_channels: int, k: int, h: int, w: int) -> str:
+    ho, wo = h - k + 1, w - k + 1
+    taps = " + ".join(f"w[o, {a * k + c}] * xn[q + {a * w + c}]" for a in range(k) for c in range(k))
+    return f"""
+def forward(x, w, b, out):
+    # x (N, H*W), w (O, K*K), b (O,), out (N, O, Ho, Wo) = relu(conv(x, w) + b)
+    for n in range(x.shape[0]):
+        xn = x[n]
+        for o in range({out_channels}):
+            bo = b[o]
+            for i in range({ho}):
+                row = out[n, o, i]
+                for j in range({wo}):
+                    q = i * {w} + j
+                    v = bo + {taps}
+                    row[j] = v if v > 0 else 0.0
+
+"""
+
+
+@functools.lru_cache(maxsize=None)
+def _conv_relu_kernel(out_channels: int, k: int, h: int, w: int):
+    namespace: dict = {}
+    exec(_conv_relu_source(out_channels, k, h, w), namespace)  # noqa: S102 - our own template
+    # contract: multiply-adds become FMAs (one rounding each); no reassociation, so
+    # each output sums its taps in a fixed order.
+    return numba.njit(nogil=True, boundscheck=False, fastmath={"contract"})(namespace["forward"])
+
+
+def conv_relu_applies(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
+    """Whether the compiled conv+ReLU takes this call: float32 CPU, one input channel,
+    a square kernel no larger than the image, a bias."""
+    return (AVAILABLE and x.device.type == "cpu" and x.dim() == 4 and x.shape[1] == 1
+            and x.dtype == torch.float32 and weight.dtype == torch.float32 and bias is not None
+            and weight.shape[1] == 1 and weight.shape[2] == weight.shape[3]
+            and weight.shape[2] <= min(x.shape[2], x.shape[3]))
+
+
+def _conv_shapes(x: torch.Tensor, weight: torch.Tensor):
+    n, _, h, w = x.shape
+    o, _, k, _ = weight.shape
+    return n, o, k, h, w
+
+
+def conv_relu_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """relu(conv2d(x, weight, bias)) for conv_relu_applies(...)."""
+    n, o, k, h, w = _conv_shapes(x, weight)
+    out = x.new_empty((n, o, h - k + 1, w - k + 1))
+    if n:
+        _conv_relu_kernel(o, k, h, w)(x.detach().contiguous().view(n, h * w).numpy(), weight.detach().contiguous().view(o, k * k).numpy(),
+                bias.detach().contiguous().numpy(), out.numpy())
+    return out
