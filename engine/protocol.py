@@ -16,6 +16,7 @@ from typing import Callable, Iterator
 import torch
 from torch import nn
 
+from .adam import LeanAdam
 from .attacks.base import Attack, ConcurrentHalf, StepLoss
 from .config import RunConfig
 from .data import ExperimentData, Split, batch_order
@@ -33,8 +34,11 @@ class Cancelled(Exception):
 
 def make_adam(params, cfg: RunConfig, impl: str = "loop") -> torch.optim.Adam:
     """Adam(lr, weight_decay) of the config. `impl` (EngineOptions.adam): "loop" is torch's
-    per-parameter for-loop, "foreach" and "fused" the multi-tensor and fused kernels:
-    the same update up to float rounding."""
+    per-parameter for-loop, "foreach" and "fused" the multi-tensor and fused kernels,
+    "lean" the fused kernel called directly (engine/adam.py): the same update up to float
+    rounding ("fused" and "lean" bit-identical)."""
+    if impl == "lean":
+        return LeanAdam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     kwargs = {"fused": True} if impl == "fused" else {"foreach": impl == "foreach"}
     return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **kwargs)
 
