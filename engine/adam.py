@@ -44,11 +44,11 @@ class LeanAdam(torch.optim.Adam):
         self._planned_state = self.state
         return self._plan
 
-    def step(self, closure=None):  # type: ignore[override]
+    def _step(self, closure=None):
         plan = self._lists() if closure is None else None
         grads = [p.grad for p in plan[0]] if plan is not None else None
         if plan is None or any(g is None or g.is_sparse for g in grads):  # type: ignore[union-attr]
-            return super().step(closure)
+            return _stock_step(self, closure)
         params, exp_avgs, exp_avg_sqs, steps = plan
         group = self.param_groups[0]
         beta1, beta2 = group["betas"]
@@ -60,7 +60,30 @@ class LeanAdam(torch.optim.Adam):
                                eps=group["eps"], maximize=False, grad_scale=None, found_inf=None)
         return None
 
-    # torch.optim.Optimizer wraps every subclass's step in a profiler record and global
-    # step-hook dispatch (about 20 us a call) unless it is marked as already wrapped; the
-    # engine registers no global optimizer hooks, so this step goes unwrapped.
+    _hooked_step = torch.optim.Optimizer.profile_hook_step(_step)
+
+    def step(self, closure=None):  # type: ignore[override]
+        # torch.optim.Optimizer wraps every subclass's step in a profiler record and the
+        # step-hook calls (about 20 us a call) unless it is marked as wrapped already: here
+        # the wrapped step runs only when some step hook is registered.
+        if self._optimizer_step_pre_hooks or self._optimizer_step_post_hooks or _global_step_hooks():
+            return self._hooked_step(closure)
+        return self._step(closure)
+
     step.hooked = True  # type: ignore[attr-defined]
+
+
+def _stock_step(opt: LeanAdam, closure):
+    """torch.optim.Adam.step without the hook wrapper that creating a plain Adam puts
+    around it (LeanAdam runs the hooks itself, once)."""
+    step = torch.optim.Adam.step
+    if getattr(step, "hooked", False):
+        step = step.__wrapped__
+    return step(opt, closure)
+
+
+def _global_step_hooks() -> bool:
+    from torch.optim import optimizer
+
+    return bool(getattr(optimizer, "_global_optimizer_pre_hooks", None)
+                or getattr(optimizer, "_global_optimizer_post_hooks", None))

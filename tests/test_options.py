@@ -8,6 +8,7 @@ from torch import nn
 
 from engine.attacks.surrogate import PoisonedShare
 from engine.config import resolve
+from engine import kernels
 from engine.fastops import FastMaxPool2d, MaxPool2x2, max_pool2x2_values, per_sample, use_fast_layers
 from engine.metrics import evaluate
 from engine.models import build_split
@@ -104,7 +105,7 @@ def test_per_sample_servers():
     assert not per_sample(build_split("resnet9", 1, (3, 32, 32), 10)[1])
 
 
-@pytest.mark.parametrize("impl", ["foreach", "fused"])
+@pytest.mark.parametrize("impl", ["foreach", "fused", "lean"])
 def test_adam_implementations_give_the_same_update(impl):
     cfg = resolve(tiny_config())
     torch.manual_seed(0)
@@ -214,16 +215,20 @@ def test_default_options_match_the_reference_engine(model, attack):
 
 def test_resolved_options_are_recorded_and_auto_resolves_per_device():
     cpu = resolve_options(EngineOptions(), torch.device("cpu"), "resnet9", 1024)
-    assert cpu.fast_pool and cpu.channels_last and cpu.adam == "fused" and cpu.eval_batch_size == 1024
+    assert cpu.fast_pool and cpu.channels_last and cpu.adam == "lean" and cpu.eval_batch_size == 1024
+    assert cpu.streams and cpu.kernels == kernels.AVAILABLE
     assert not resolve_options(EngineOptions(), torch.device("cpu"), "lenet", 1024).channels_last
     cuda = resolve_options(EngineOptions(), torch.device("cuda"), "resnet9", 1024)
-    assert not cuda.fast_pool and cuda.channels_last
+    assert not cuda.fast_pool and cuda.channels_last and not cuda.streams and not cuda.kernels
     ref = resolve_options(EngineOptions.reference(), torch.device("cpu"), "lenet", 1024)
     assert not ref.fast_pool and ref.adam == "loop" and ref.eval_batch_size == 1024 and not ref.prenormalize
+    assert not ref.kernels and not ref.streams
     events = []
     run(tiny_config(epochs=1), events.append, options=EngineOptions(fast_pool=False))
     assert events[0].env["engine_options"]["fast_pool"] is False
     assert events[0].env["engine_options"]["eval_batch_size"] == 4096  # LeNet 28x28: 13.5 KiB/sample
+    # The suite runs with one intra-op thread: no second stream, and the record says so.
+    assert events[0].env["engine_options"]["streams"] is False
 
 
 def test_auto_eval_batch_keeps_activations_small():
