@@ -8,11 +8,12 @@ by both. LeanAdam keeps the parameter and state lists of its one group and calls
 same fused kernel the same way torch.optim.Adam(fused=True) does, so the update is
 bit-identical (tests/test_options.py); anything unusual (a closure, several groups, a
 parameter without a gradient, options the shortcut does not cover, state just loaded)
-takes the stock path.
+takes the stock path. zero_grad (to None) skips the profiler record as well.
 """
 from __future__ import annotations
 
 import torch
+from torch.optim import optimizer as _optimizer
 
 
 class LeanAdam(torch.optim.Adam):
@@ -72,6 +73,15 @@ class LeanAdam(torch.optim.Adam):
 
     step.hooked = True  # type: ignore[attr-defined]
 
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Optimizer.zero_grad without its profiler record (set_to_none, the default)."""
+        if not set_to_none:
+            return super().zero_grad(set_to_none=False)
+        for group in self.param_groups:
+            for p in group["params"]:
+                p.grad = None
+        return None
+
 
 def _stock_step(opt: LeanAdam, closure):
     """torch.optim.Adam.step without the hook wrapper that creating a plain Adam puts
@@ -83,7 +93,5 @@ def _stock_step(opt: LeanAdam, closure):
 
 
 def _global_step_hooks() -> bool:
-    from torch.optim import optimizer
-
-    return bool(getattr(optimizer, "_global_optimizer_pre_hooks", None)
-                or getattr(optimizer, "_global_optimizer_post_hooks", None))
+    return bool(getattr(_optimizer, "_global_optimizer_pre_hooks", None)
+                or getattr(_optimizer, "_global_optimizer_post_hooks", None))

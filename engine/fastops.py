@@ -30,12 +30,7 @@ class MaxPool2x2(torch.autograd.Function):
     (the output keeps the input's memory format)."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, compiled: bool = False) -> torch.Tensor:  # type: ignore[override]
-        ctx.compiled = compiled and kernels.pool_applies(x)
-        if ctx.compiled:  # one compiled pass each way (engine/kernels.py)
-            out, arg = kernels.max_pool2x2_forward(x)
-            ctx.save_for_backward(arg)
-            return out
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         n, c, h, w = x.shape
         h2, w2 = h // 2, w // 2
         ctx.nhwc = _channels_last(x)
@@ -64,9 +59,6 @@ class MaxPool2x2(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        if ctx.compiled:
-            (arg,) = ctx.saved_tensors
-            return kernels.max_pool2x2_backward(grad, arg), None
         colmask, rowmask = ctx.saved_tensors
         if ctx.nhwc:
             n, h, w2, c = colmask.shape
@@ -78,7 +70,7 @@ class MaxPool2x2(torch.autograd.Function):
             out = g.new_empty((n, h, w2, 2, c))
             odd = torch.mul(by_row, colmask, out=out.select(3, 1))
             torch.sub(by_row, odd, out=out.select(3, 0))
-            return out.view(n, h, 2 * w2, c).permute(0, 3, 1, 2), None
+            return out.view(n, h, 2 * w2, c).permute(0, 3, 1, 2)
         n, c, h, w2 = colmask.shape
         grad = grad.contiguous()
         # Row level: the gradient goes to the winning row (m * g and g - m * g are exact).
@@ -92,7 +84,21 @@ class MaxPool2x2(torch.autograd.Function):
         torch.sub(by_row, d[1], out=d[0])
         out = grad.new_empty((n, c, h, w2, 2))
         out.copy_(d.permute(1, 2, 3, 4, 0))
-        return out.view(n, c, h, 2 * w2), None
+        return out.view(n, c, h, 2 * w2)
+
+
+class CompiledMaxPool2x2(torch.autograd.Function):
+    """max_pool2d(x, 2) for kernels.pool_applies(x): one compiled pass each way."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        out, arg = kernels.max_pool2x2_forward(x)
+        ctx.save_for_backward(arg)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return kernels.max_pool2x2_backward(grad, ctx.saved_tensors[0])
 
 
 def max_pool2x2_values(x: torch.Tensor, compiled: bool = False) -> torch.Tensor:
@@ -112,7 +118,7 @@ def max_pool2x2_values(x: torch.Tensor, compiled: bool = False) -> torch.Tensor:
 def max_pool2x2(x: torch.Tensor, compiled: bool = False) -> torch.Tensor:
     """`compiled`: take engine/kernels.py's loops where they apply."""
     if torch.is_grad_enabled() and x.requires_grad:
-        return MaxPool2x2.apply(x, compiled)
+        return CompiledMaxPool2x2.apply(x) if compiled and kernels.pool_applies(x) else MaxPool2x2.apply(x)
     return max_pool2x2_values(x, compiled)
 
 
@@ -127,11 +133,18 @@ class FastMaxPool2d(nn.MaxPool2d):
 
     compiled = False
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # Worked out once (the forward runs on every batch; the configuration is fixed).
+        self._two_by_two = (_pair(self.kernel_size) == (2, 2) and _pair(self.stride or self.kernel_size) == (2, 2)
+                            and _pair(self.padding) == (0, 0) and _pair(self.dilation) == (1, 1)
+                            and not self.ceil_mode and not self.return_indices)
+
     def _fast(self, x: torch.Tensor) -> bool:
-        return (_pair(self.kernel_size) == (2, 2) and _pair(self.stride or self.kernel_size) == (2, 2)
-                and _pair(self.padding) == (0, 0) and _pair(self.dilation) == (1, 1)
-                and not self.ceil_mode and not self.return_indices and x.dim() == 4
-                and x.shape[2] % 2 == 0 and x.shape[3] % 2 == 0 and x.is_floating_point())
+        if not self._two_by_two or x.dim() != 4 or not x.is_floating_point():
+            return False
+        _, _, h, w = x.shape
+        return not (h & 1 or w & 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._fast(x):
@@ -155,8 +168,8 @@ class ConvReLUFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
         x, weight, out = ctx.saved_tensors
-        grad = torch.ops.aten.threshold_backward(grad, out, 0)
-        _, gw, gb = torch.ops.aten.convolution_backward(
+        grad = torch.ops.aten.threshold_backward.default(grad, out, 0)
+        _, gw, gb = torch.ops.aten.convolution_backward.default(
             grad, x, weight, [weight.shape[0]], [1, 1], [0, 0], [1, 1], False, [0, 0], 1, [False, True, True])
         return None, gw, gb
 
@@ -196,7 +209,7 @@ class ELUFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
         (x,) = ctx.saved_tensors
-        return torch.ops.aten.elu_backward(grad, ctx.alpha, 1, 1, False, x), None
+        return torch.ops.aten.elu_backward.default(grad, ctx.alpha, 1, 1, False, x), None
 
 
 def elu_values(x: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:

@@ -34,72 +34,80 @@ def _jit(func):
 
 @_jit
 def _pool_forward(x, out, arg):  # pragma: no cover - compiled
-    # x (P, H, W); out and arg (P, H/2, W/2). arg: which of the window's four cells won,
-    # 0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right.
-    planes, h, w = x.shape
-    for p in range(planes):
-        for i in range(h // 2):
-            top = x[p, 2 * i]
-            bottom = x[p, 2 * i + 1]
-            o = out[p, i]
-            a = arg[p, i]
-            for j in range(w // 2):
-                v0 = top[2 * j]
-                v1 = top[2 * j + 1]
-                v2 = bottom[2 * j]
-                v3 = bottom[2 * j + 1]
-                right_top = v1 > v0  # ties stay left
-                m_top = v1 if right_top else v0
-                right_bottom = v3 > v2
-                m_bottom = v3 if right_bottom else v2
-                down = m_bottom > m_top  # ties stay on the top row
-                o[j] = m_bottom if down else m_top
-                a[j] = (2 + right_bottom) if down else right_top
+    # x (N, C, H, W); out and arg (N, C, H/2, W/2). arg: which of the window's four cells
+    # won, 0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right. Like max_pool2d's scan
+    # (row by row, left to right; a cell wins if it is greater or NaN): ties keep the
+    # earlier cell, a NaN the later one.
+    n, c, h, w = x.shape
+    for b in range(n):
+        for ch in range(c):
+            for i in range(h // 2):
+                top = x[b, ch, 2 * i]
+                bottom = x[b, ch, 2 * i + 1]
+                o = out[b, ch, i]
+                a = arg[b, ch, i]
+                for j in range(w // 2):
+                    v0 = top[2 * j]
+                    v1 = top[2 * j + 1]
+                    v2 = bottom[2 * j]
+                    v3 = bottom[2 * j + 1]
+                    right_top = v1 > v0 or v1 != v1
+                    m_top = v1 if right_top else v0
+                    right_bottom = v3 > v2 or v3 != v3
+                    m_bottom = v3 if right_bottom else v2
+                    down = m_bottom > m_top or m_bottom != m_bottom
+                    o[j] = m_bottom if down else m_top
+                    a[j] = (2 + right_bottom) if down else right_top
 
 
 @_jit
 def _pool_values(x, out):  # pragma: no cover - compiled
-    planes, h, w = x.shape
-    for p in range(planes):
-        for i in range(h // 2):
-            top = x[p, 2 * i]
-            bottom = x[p, 2 * i + 1]
-            o = out[p, i]
-            for j in range(w // 2):
-                m_top = max(top[2 * j], top[2 * j + 1])
-                m_bottom = max(bottom[2 * j], bottom[2 * j + 1])
-                o[j] = max(m_top, m_bottom)
+    n, c, h, w = x.shape
+    for b in range(n):
+        for ch in range(c):
+            for i in range(h // 2):
+                top = x[b, ch, 2 * i]
+                bottom = x[b, ch, 2 * i + 1]
+                o = out[b, ch, i]
+                for j in range(w // 2):
+                    v0 = top[2 * j]
+                    v1 = top[2 * j + 1]
+                    v2 = bottom[2 * j]
+                    v3 = bottom[2 * j + 1]
+                    m_top = v1 if v1 > v0 or v1 != v1 else v0
+                    m_bottom = v3 if v3 > v2 or v3 != v3 else v2
+                    o[j] = m_bottom if m_bottom > m_top or m_bottom != m_bottom else m_top
 
 
 @_jit
 def _pool_backward(grad, arg, grad_in):  # pragma: no cover - compiled
-    planes, h2, w2 = grad.shape
-    for p in range(planes):
-        for i in range(h2):
-            g = grad[p, i]
-            a = arg[p, i]
-            top = grad_in[p, 2 * i]
-            bottom = grad_in[p, 2 * i + 1]
-            for j in range(w2):
-                k = a[j]
-                v = g[j]
-                top[2 * j] = v if k == 0 else 0.0
-                top[2 * j + 1] = v if k == 1 else 0.0
-                bottom[2 * j] = v if k == 2 else 0.0
-                bottom[2 * j + 1] = v if k == 3 else 0.0
+    n, c, h2, w2 = grad.shape
+    for b in range(n):
+        for ch in range(c):
+            for i in range(h2):
+                g = grad[b, ch, i]
+                a = arg[b, ch, i]
+                top = grad_in[b, ch, 2 * i]
+                bottom = grad_in[b, ch, 2 * i + 1]
+                for j in range(w2):
+                    k = a[j]
+                    v = g[j]
+                    top[2 * j] = v if k == 0 else 0.0
+                    top[2 * j + 1] = v if k == 1 else 0.0
+                    bottom[2 * j] = v if k == 2 else 0.0
+                    bottom[2 * j + 1] = v if k == 3 else 0.0
+
+
+_POOL_DTYPES = (torch.float32, torch.float64)
 
 
 def pool_applies(x: torch.Tensor) -> bool:
     """Whether the compiled pool takes `x`: a contiguous NCHW float32/float64 CPU tensor
     with even H and W."""
-    return (AVAILABLE and x.device.type == "cpu" and x.dim() == 4
-            and x.dtype in (torch.float32, torch.float64) and x.is_contiguous()
-            and x.shape[2] % 2 == 0 and x.shape[3] % 2 == 0)
-
-
-def _planes(t: torch.Tensor):
-    n, c, h, w = t.shape
-    return t.detach().view(n * c, h, w).numpy()
+    if not AVAILABLE or not x.is_cpu or x.dtype not in _POOL_DTYPES or x.dim() != 4 or not x.is_contiguous():
+        return False
+    _, _, h, w = x.shape
+    return not (h & 1 or w & 1)
 
 
 def max_pool2x2_forward(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -107,16 +115,16 @@ def max_pool2x2_forward(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     n, c, h, w = x.shape
     out = x.new_empty((n, c, h // 2, w // 2))
     arg = torch.empty((n, c, h // 2, w // 2), dtype=torch.uint8)
-    if out.numel():
-        _pool_forward(_planes(x), _planes(out), _planes(arg))
+    if n and c:
+        _pool_forward(x.detach().numpy(), out.numpy(), arg.numpy())
     return out, arg
 
 
 def max_pool2x2_values(x: torch.Tensor) -> torch.Tensor:
     n, c, h, w = x.shape
     out = x.new_empty((n, c, h // 2, w // 2))
-    if out.numel():
-        _pool_values(_planes(x), _planes(out))
+    if n and c:
+        _pool_values(x.detach().numpy(), out.numpy())
     return out
 
 
@@ -125,8 +133,8 @@ def max_pool2x2_backward(grad: torch.Tensor, arg: torch.Tensor) -> torch.Tensor:
     n, c, h2, w2 = arg.shape
     grad = grad.contiguous()
     grad_in = grad.new_empty((n, c, 2 * h2, 2 * w2))
-    if grad.numel():
-        _pool_backward(_planes(grad), _planes(arg), _planes(grad_in))
+    if n and c:
+        _pool_backward(grad.detach().numpy(), arg.numpy(), grad_in.numpy())
     return grad_in
 
 

@@ -18,6 +18,7 @@ from torch import nn
 
 from .adam import LeanAdam
 from .attacks.base import Attack, ConcurrentHalf, StepLoss
+from .backward import backward
 from .config import RunConfig
 from .data import ExperimentData, Split, batch_order
 from .events import Event
@@ -125,10 +126,10 @@ def wire_step(client: nn.Module, server_side: Callable[[torch.Tensor], StepLoss]
     smashed = client(x)
     wire = smashed.detach().requires_grad_()
     result = server_side(wire)
-    result.total.backward()
+    backward(result.total)
     on_server_backward()
     client_opt.zero_grad(set_to_none=True)
-    smashed.backward(wire.grad)
+    backward(smashed, wire.grad)
     client_opt.step()
     return result
 
@@ -146,10 +147,10 @@ def concurrent_step(ctx: RunContext, k: int, idx: torch.Tensor, half: Concurrent
         smashed = ctx.client(x)
         wire = smashed.detach().requires_grad_()
         loss, clean = half.innocent(wire, y)
-        loss.backward()
+        backward(loss)
         client_opt = ctx.client_opts[k]
         client_opt.zero_grad(set_to_none=True)
-        smashed.backward(wire.grad)
+        backward(smashed, wire.grad)
         client_opt.step()
     finally:
         malicious = other.result()  # never leave the other half running into the next step

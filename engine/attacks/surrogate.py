@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 
+from ..backward import backward
 from ..data import Split
 from ..fastops import per_sample
 from ..models import build_split
@@ -114,7 +115,7 @@ class SurrogateAttack(Attack):
         def run() -> torch.Tensor:
             xs, ys = self.poisoned.batch(ctx.data.norm, ctx.trigger)
             malicious = F.cross_entropy(ctx.server(self.surrogate(ctx.batch_input(xs))), ys)
-            (malicious_scale * malicious).backward()
+            backward(malicious_scale * malicious)
             self.opt.step()
             return malicious.detach()
 
