@@ -6,28 +6,42 @@ hooks) before it calls the C++ engine: about 25 us of Python a call, twice per s
 and step, and on a CPU with two training streams (engine/streams.py) Python time is
 GIL time both streams wait for. Our calls are always one plain tensor with one gradient
 (or a scalar loss), so this calls the engine the way torch.autograd.backward ends up
-calling it; if the engine entry point is missing or refuses the call (another torch),
-Tensor.backward is used from then on.
+calling it. Whether this torch's engine takes that call is tried once, on a throwaway
+graph; if it does not, Tensor.backward is used.
 """
 from __future__ import annotations
 
 import torch
 
 _engine = getattr(getattr(torch.autograd, "Variable", None), "_execution_engine", None)
-_direct = _engine is not None and hasattr(_engine, "run_backward")
+_direct: bool | None = None  # None: not probed yet
+
+
+def _run(tensor: torch.Tensor, grad: torch.Tensor) -> None:
+    _engine.run_backward((tensor,), (grad,), False, False, (), allow_unreachable=True, accumulate_grad=True)
+
+
+def _engine_takes_direct_calls() -> bool:
+    if _engine is None or not hasattr(_engine, "run_backward"):
+        return False
+    leaf = torch.zeros(2, requires_grad=True)
+    try:
+        _run((leaf * 3).sum(), torch.ones(()))
+    except (TypeError, RuntimeError):
+        return False
+    return leaf.grad is not None and bool((leaf.grad == 3).all())
 
 
 def backward(tensor: torch.Tensor, grad: torch.Tensor | None = None) -> None:
     """tensor.backward(grad): gradients accumulate into the leaves' .grad, the graph is freed."""
     global _direct
-    if _direct and type(tensor) is torch.Tensor and (grad is None or type(grad) is torch.Tensor):
-        if grad is None:
-            if tensor.numel() != 1:
-                raise RuntimeError("grad can be implicitly created only for scalar outputs")
-            grad = torch.ones_like(tensor, memory_format=torch.preserve_format)
-        try:
-            _engine.run_backward((tensor,), (grad,), False, False, (), allow_unreachable=True, accumulate_grad=True)
-            return
-        except TypeError:  # a signature this module does not know: the public path from now on
-            _direct = False
-    tensor.backward(grad)
+    if _direct is None:
+        _direct = _engine_takes_direct_calls()
+    if not _direct or type(tensor) is not torch.Tensor or (grad is not None and type(grad) is not torch.Tensor):
+        tensor.backward(grad)
+        return
+    if grad is None:
+        if tensor.numel() != 1:
+            raise RuntimeError("grad can be implicitly created only for scalar outputs")
+        grad = torch.ones_like(tensor, memory_format=torch.preserve_format)
+    _run(tensor, grad)

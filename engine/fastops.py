@@ -8,9 +8,11 @@ float rounding where noted); tests/test_options.py compares them on random input
   core). Contiguous float CPU input goes to one compiled loop each way (engine/kernels.py,
   numba); otherwise (channels_last, no numba) the forward is one de-interleaving copy
   plus four vectorised ops, and the backward routes the gradient with two saved 0/1
-  masks. Ties go to the first maximum
-  in scan order (row 0 before row 1, left before right) exactly as ``F.max_pool2d``, so
-  outputs and input gradients are bit-identical to it.
+  masks. Ties go to the first maximum in scan order (row 0 before row 1, left before
+  right) exactly as ``F.max_pool2d``, so outputs and input gradients are bit-identical.
+* ``FastConvReLU``: a 1-input-channel conv and the ReLU after it, the forward in one
+  compiled loop (engine/kernels.py), the backward aten's.
+* ``FastELU``: ELU with a vectorised exp.
 """
 from __future__ import annotations
 

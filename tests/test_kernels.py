@@ -146,3 +146,25 @@ def test_fast_max_pool_module_uses_the_compiled_loop_only_when_asked():
     pool = use_fast_layers(nn.Sequential(nn.MaxPool2d(2)), compiled=True)[0]
     assert isinstance(pool, FastMaxPool2d) and pool.compiled
     assert not use_fast_layers(nn.Sequential(nn.MaxPool2d(2)))[0].compiled
+
+
+@pytest.mark.parametrize("direct", [True, False])
+def test_backward_accumulates_like_tensor_backward(direct, monkeypatch):
+    from engine import backward as backward_module
+
+    if direct and not backward_module._engine_takes_direct_calls():
+        pytest.skip("this torch's autograd engine does not take the direct call")
+    monkeypatch.setattr(backward_module, "_direct", direct)
+    torch.manual_seed(0)
+    a, b = nn.Linear(4, 3), nn.Linear(4, 3)
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(5, 4)
+    g = torch.randn(5, 3)
+    backward_module.backward(a(x), g)
+    b(x).backward(g)
+    backward_module.backward(a(x).square().sum())  # a scalar loss, accumulating
+    b(x).square().sum().backward()
+    for p, q in zip(a.parameters(), b.parameters()):
+        assert torch.equal(p.grad, q.grad)
+    with pytest.raises(RuntimeError):
+        backward_module.backward(a(x))  # a non-scalar needs its gradient

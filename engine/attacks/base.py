@@ -4,7 +4,8 @@ The protocol calls, per run: ``prepare`` once before training; per training step
 ``server_loss`` (the server's forward from the wire, with any extra terms), then
 ``zero_grad``/``step`` around the backward pass for the attack's own optimizers, and
 ``set_lr`` once an epoch. An attack whose extra work is independent of the innocent
-client's may also offer it as a ``ConcurrentHalf`` (run on a second CPU stream). An attack is one file that subclasses this.
+client's may also offer it as a ``ConcurrentHalf`` (run on a second CPU stream). An
+attack is one file that subclasses this.
 """
 from __future__ import annotations
 
