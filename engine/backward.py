@@ -7,7 +7,9 @@ and step, and on a CPU with two training streams (engine/streams.py) Python time
 GIL time both streams wait for. Our calls are always one plain tensor with one gradient
 (or a scalar loss), so this calls the engine the way torch.autograd.backward ends up
 calling it. Whether this torch's engine takes that call is tried once, on a throwaway
-graph; if it does not, Tensor.backward is used.
+graph; if it does not, Tensor.backward is used. CPU tensors only: on CUDA the autograd
+engine runs device threads that torch.autograd.backward hands some context to (and
+there is no second CPU stream to save GIL time for).
 """
 from __future__ import annotations
 
@@ -37,7 +39,8 @@ def backward(tensor: torch.Tensor, grad: torch.Tensor | None = None) -> None:
     global _direct
     if _direct is None:
         _direct = _engine_takes_direct_calls()
-    if not _direct or type(tensor) is not torch.Tensor or (grad is not None and type(grad) is not torch.Tensor):
+    if (not _direct or type(tensor) is not torch.Tensor or not tensor.is_cpu
+            or (grad is not None and type(grad) is not torch.Tensor)):
         tensor.backward(grad)
         return
     if grad is None:

@@ -47,7 +47,8 @@ class EngineOptions:
     # faster in it), off for LeNet (6 and 16 channels: measured slower).
     channels_last: bool | str = AUTO
     # Adam implementation: "lean" (torch's fused kernel called directly, engine/adam.py),
-    # "fused", "foreach", "loop" (torch's for-loop) or "auto" (lean).
+    # "fused", "foreach", "loop" (torch's for-loop) or "auto" (lean on CPU; fused on CUDA,
+    # where lean has not been measured).
     adam: str = AUTO
     # The surrogate attack: one server pass over the innocent and the surrogate batch
     # together when the server has no batch-coupled layer (BatchNorm, dropout): exactly
@@ -115,7 +116,7 @@ def resolve_options(options: EngineOptions | None, device: torch.device, model: 
     fast_pool = (not cuda) if o.fast_pool == AUTO else bool(o.fast_pool)
     kernels = (not cuda and compiled_kernels.AVAILABLE) if o.kernels == AUTO else bool(o.kernels)
     channels_last = (model in ("resnet9", "stripnet")) if o.channels_last == AUTO else bool(o.channels_last)
-    adam = "lean" if o.adam == AUTO else o.adam
+    adam = ("fused" if cuda else "lean") if o.adam == AUTO else o.adam
     if adam not in ("lean", "fused", "foreach", "loop"):
         raise ValueError(f"EngineOptions.adam must be lean, fused, foreach, loop or auto (got {o.adam!r})")
     threads = torch.get_num_threads() if o.threads in (None, AUTO) else int(o.threads)

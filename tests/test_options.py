@@ -220,6 +220,7 @@ def test_resolved_options_are_recorded_and_auto_resolves_per_device():
     assert not resolve_options(EngineOptions(), torch.device("cpu"), "lenet", 1024).channels_last
     cuda = resolve_options(EngineOptions(), torch.device("cuda"), "resnet9", 1024)
     assert not cuda.fast_pool and cuda.channels_last and not cuda.streams and not cuda.kernels
+    assert cuda.adam == "fused"
     ref = resolve_options(EngineOptions.reference(), torch.device("cpu"), "lenet", 1024)
     assert not ref.fast_pool and ref.adam == "loop" and ref.eval_batch_size == 1024 and not ref.prenormalize
     assert not ref.kernels and not ref.streams
