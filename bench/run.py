@@ -370,6 +370,35 @@ def write_synthetic_mnist(root: Path, n_train: int = 1200, n_test: int = 400) ->
     return root
 
 
+def _device_name(device: str) -> str:
+    """The GPU's name, or the CPU's model name (Linux /proc/cpuinfo; else platform's)."""
+    if device == "cuda":
+        return torch.cuda.get_device_name()
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        info = ""
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), None)
+    if model is None:
+        return platform.processor() or platform.machine()
+    vector = next((f for f in ("avx512f", "avx2") if f" {f} " in info), None)
+    return f"{model} ({platform.machine()}{', ' + vector if vector else ''})"
+
+
+def _git_commit() -> str | None:
+    """The checkout's commit (with "+changes" when the tree differs from it), or None."""
+    import subprocess
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("+changes" if dirty else "")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-root", default=os.environ.get("SLTUI_DATA", "../shared/data"))
@@ -406,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
         tmp = tempfile.TemporaryDirectory(prefix="sltui-bench-")
         data_root = str(write_synthetic_mnist(Path(tmp.name)))
 
-    print(f"sltui benchmark on {device} ({platform.processor() or platform.machine()}, {os.cpu_count()} CPUs), "
+    print(f"sltui benchmark on {device} ({_device_name(device)}, {os.cpu_count()} CPUs), "
           f"torch {torch.__version__}, load {os.getloadavg()[0]:.2f}")
     print(f"samples/s = {SAMPLES_DEFINITION}")
     results = []
@@ -434,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
         "created": _dt.datetime.now().isoformat(timespec="seconds"),
         "command": "python bench/run.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "device": device,
-        "device_name": torch.cuda.get_device_name() if device == "cuda" else f"{platform.processor() or platform.machine()}",
+        "device_name": _device_name(device), "engine_commit": _git_commit(),
         "cpus": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
         "platform": platform.platform(), "samples_per_s_definition": SAMPLES_DEFINITION,
         "load_start": load_start, "load_end": os.getloadavg(), "seconds": time.time() - started,

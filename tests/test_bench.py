@@ -28,6 +28,7 @@ def test_bench_runs_end_to_end_on_a_tiny_synthetic_setting(tmp_path):
     assert time.perf_counter() - started < 60
     doc = json.loads(out.read_text())
     assert doc["device"] == "cpu" and "including evaluation" in doc["samples_per_s_definition"]
+    assert doc["device_name"] and "engine_commit" in doc  # the machine named, the code identified
     (res,) = doc["results"]
     assert res["setting"] == "lenet-mnist-k3-surrogate" and res["epochs"] == 2
     plain, engine = res["plain"], res["engine"]
