@@ -84,6 +84,17 @@ def effective_status(doc: dict[str, Any]) -> str:
     return status
 
 
+def _remove_dead_writer_temps(folder: Path) -> None:
+    """A writer killed in the middle of write_json_atomic leaves its temp file behind (the
+    run file itself is whole: the rename never happened). Once that writer is known to
+    be gone, the temp files are litter."""
+    for tmp in folder.glob(".run-*.tmp"):
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+
+
 @dataclass(frozen=True)
 class RunEntry:
     """One folder under the runs dir: its parsed document, or why it could not be read."""
@@ -176,9 +187,12 @@ class RunStore:
             if not file.exists():
                 continue
             try:
-                out.append(RunEntry(folder.name, file, read_run_file(file)))
+                entry = RunEntry(folder.name, file, read_run_file(file))
             except (RunUnreadable, RunNotFound) as exc:
-                out.append(RunEntry(folder.name, file, None, str(exc)))
+                entry = RunEntry(folder.name, file, None, str(exc))
+            if entry.status == "interrupted":
+                _remove_dead_writer_temps(folder)
+            out.append(entry)
         out.sort(key=lambda e: ((e.doc or {}).get("created", ""), e.run_id), reverse=True)
         return out
 

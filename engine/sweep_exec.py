@@ -13,6 +13,7 @@ import ctypes
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -188,24 +189,43 @@ class LocalExecutor:
                 if proc.poll() is None:
                     proc.send_signal(signal.SIGTERM)
 
+    def start(self) -> None:
+        """Nothing to connect to (RayExecutor connects here)."""
+
     def run(self, jobs: list[Job], stop: threading.Event, on_start: Callback, on_end: ResultCallback) -> None:
         with ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="sweep") as pool:
-            queue = list(jobs)
-            running: dict[Any, Job] = {}
-            while queue or running:
-                while queue and len(running) < self.jobs and not stop.is_set():
-                    job = queue.pop(0)
-                    on_start(job)
-                    running[pool.submit(self._run_one, job, stop)] = job
-                if stop.is_set():
-                    self.cancel_all()
-                    queue.clear()
-                if not running:
-                    break
-                done, _ = wait(list(running), timeout=0.5, return_when=FIRST_COMPLETED)
-                for future in done:
-                    running.pop(future)
-                    on_end(future.result())
+            def wait_some(running: list) -> list[tuple[Any, JobResult | None]]:
+                done, _ = wait(running, timeout=0.5, return_when=FIRST_COMPLETED)
+                return [(future, future.result()) for future in done]
+
+            schedule(jobs, self.jobs, stop, on_start, on_end,
+                     submit=lambda job: pool.submit(self._run_one, job, stop),
+                     cancel=lambda running: self.cancel_all(), wait_some=wait_some)
+
+
+def schedule(jobs: list[Job], capacity: int, stop: threading.Event, on_start: Callback, on_end: ResultCallback,
+             submit: Callable[[Job], Any], cancel: Callable[[list], None],
+             wait_some: Callable[[list], list[tuple[Any, JobResult | None]]]) -> None:
+    """Keep up to `capacity` jobs running until all have ended: `submit(job)` starts one
+    and returns a handle, `wait_some(handles)` returns (handle, result) for those that
+    ended (waiting up to about half a second), `cancel(handles)` stops the running ones
+    once `stop` is set; the jobs not started then are dropped. A result of None means the
+    handle's job was cancelled."""
+    queue = list(jobs)
+    running: dict[Any, Job] = {}
+    while queue or running:
+        while queue and len(running) < capacity and not stop.is_set():
+            job = queue.pop(0)
+            on_start(job)
+            running[submit(job)] = job
+        if stop.is_set():
+            cancel(list(running))
+            queue.clear()
+        if not running:
+            break
+        for handle, result in wait_some(list(running)):
+            job = running.pop(handle)
+            on_end(result if result is not None else JobResult(job, "cancelled"))
 
 
 def _result_from(job: Job, code: int, log: Path) -> JobResult:
@@ -232,37 +252,71 @@ class RayExecutor:
             raise ConfigError("--executor ray needs Ray: pip install 'sltui[ray]' (or pip install ray)") from None
         self.runs_root, self.jobs, self.address, self.gpus_per_job = Path(runs_root), jobs, address, gpus_per_job
 
-    def run(self, jobs: list[Job], stop: threading.Event, on_start: Callback, on_end: ResultCallback) -> None:
+    def start(self) -> None:
+        """Connect to Ray (a cluster at `address`, or a new local instance). Call this
+        before installing signal handlers: ray.init installs its own. An address where
+        nothing answers is a one-line ConfigError, not a hang."""
         import ray
 
-        if not ray.is_initialized():
+        if self.address:
+            _check_reachable(self.address)
+        if ray.is_initialized():
+            return
+        try:
             if self.address:
                 ray.init(address=self.address, include_dashboard=False, log_to_driver=False)
             else:
                 ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False)
+        except ConfigError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - Ray's ConnectionError, RuntimeError, ...
+            where = f"--ray-address {self.address}" if self.address else "a local Ray instance"
+            raise ConfigError(f"{where}: Ray did not start ({type(exc).__name__}: "
+                              f"{str(exc).strip().splitlines()[0] if str(exc).strip() else 'no detail'})") from None
+
+    def run(self, jobs: list[Job], stop: threading.Event, on_start: Callback, on_end: ResultCallback) -> None:
+        import ray
+
+        self.start()
         threads = threads_per_job(self.jobs)
         task = ray.remote(num_cpus=threads, num_gpus=self.gpus_per_job, max_retries=0)(_ray_task)
-        queue, running = list(jobs), {}
-        while queue or running:
-            while queue and len(running) < self.jobs and not stop.is_set():
-                job = queue.pop(0)
-                on_start(job)
-                ref = task.remote(job.point.config.to_json(), job.run_id, str(self.runs_root), threads)
-                running[ref] = job
-            if stop.is_set():
-                for ref in running:
-                    ray.cancel(ref)
-                queue.clear()
-            if not running:
-                break
-            ready, _ = ray.wait(list(running), num_returns=1, timeout=0.5)
+        by_ref: dict[Any, Job] = {}
+
+        def submit(job: Job) -> Any:
+            ref = task.remote(job.point.config.to_json(), job.run_id, str(self.runs_root), threads)
+            by_ref[ref] = job
+            return ref
+
+        def cancel(running: list) -> None:
+            for ref in running:
+                ray.cancel(ref)
+
+        def wait_some(running: list) -> list[tuple[Any, JobResult | None]]:
+            ready, _ = ray.wait(running, num_returns=1, timeout=0.5)
+            ended = []
             for ref in ready:
-                job = running.pop(ref)
+                job = by_ref.pop(ref)
                 try:
                     status, error = ray.get(ref)
                 except Exception as exc:  # noqa: BLE001 - a cancelled or crashed task
                     status, error = ("cancelled", None) if stop.is_set() else ("failed", str(exc).splitlines()[0])
-                on_end(JobResult(job, status, error))
+                ended.append((ref, JobResult(job, status, error)))
+            return ended
+
+        schedule(jobs, self.jobs, stop, on_start, on_end, submit, cancel, wait_some)
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """host:port or ray://host:port must accept a TCP connection ("auto" and other forms
+    are left to Ray)."""
+    target = address[len("ray://"):] if address.startswith("ray://") else address
+    host, sep, port = target.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise ConfigError(f"--ray-address {address}: nothing answers there ({exc.strerror or exc})") from None
 
 
 def _ray_task(config_json: str, run_id: str, runs_root: str, threads: int) -> tuple[str, str | None]:

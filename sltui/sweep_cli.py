@@ -75,17 +75,21 @@ def register(app: typer.Typer, runs_app: typer.Typer, console: Any, default_runs
         if dry_run:
             print_plan(console, sweep.sweep_id(), points, done)
             return
+        runner: Any = None
+        if executor == "ray":
+            device = base.get("device", "auto")
+            share = gpus_per_job if gpus_per_job is not None else (min(1.0, 1.0 / jobs) if device == "cuda" else 0.0)
+            runner = RayExecutor(root, jobs, ray_address, share)
+            # Before the sweep file is written and before execute's signal handlers
+            # (ray.init installs its own); an unreachable address fails here, in one line.
+            runner.start()
         record = SweepFile(root, sweep, points)
         for key, run_id in done.items():
             record.mark(key, "completed", run_id)
         record.save()
         console.print(f"sweep [bold]{sweep.sweep_id()}[/]: {len(points)} runs, {len(done)} already done, "
                       f"{len(todo)} to run, {jobs} at once ({executor}) -> {record.path}", soft_wrap=True)
-        if executor == "ray":
-            device = base.get("device", "auto")
-            share = gpus_per_job if gpus_per_job is not None else (min(1.0, 1.0 / jobs) if device == "cuda" else 0.0)
-            runner: Any = RayExecutor(root, jobs, ray_address, share)
-        else:
+        if runner is None:
             runner = LocalExecutor(root, jobs, record.path.parent / record.doc["id"] / "logs")
         results = execute(runner, make_jobs(todo), record, store, console, len(points), len(done))
         summarize(console, record, results)

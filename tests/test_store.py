@@ -103,6 +103,23 @@ def test_running_file_with_dead_writer_reads_interrupted(tmp_path):
     assert json.loads(store.path("dead").read_text())["status"] == "running", "reading never rewrites"
 
 
+def test_a_killed_writers_temp_file_is_cleared_once_it_is_known_dead(tmp_path):
+    """SIGKILL in the middle of an atomic write leaves `.run-*.tmp` beside a whole run
+    file; listing removes it for a dead writer, never for a live one."""
+    import socket
+
+    store = RunStore(tmp_path)
+    base = {"created": "2024-01-01", "status": "running", "host": socket.gethostname(), "config": {}, "epochs": []}
+    store.save({**base, "id": "dead", "pid": dead_pid()})
+    store.save({**base, "id": "alive", "pid": os.getpid()})
+    for run_id in ("dead", "alive"):
+        (store.path(run_id).parent / ".run-half.tmp").write_text('{"status": "runn')
+    assert {e.run_id: e.status for e in store.entries()} == {"dead": "interrupted", "alive": "running"}
+    assert not (store.path("dead").parent / ".run-half.tmp").exists()
+    assert (store.path("alive").parent / ".run-half.tmp").exists()  # its writer may still rename it
+    assert store.load("dead")["id"] == "dead"
+
+
 def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
     path = tmp_path / "r" / "run.json"
     write_json_atomic(path, {"id": "r", "n": 1})

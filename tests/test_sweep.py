@@ -212,8 +212,53 @@ def test_report_of_an_unknown_sweep_is_one_line(sltui, tmp_path):
 def test_sweep_on_a_local_ray_instance(sltui, tmp_path):
     pytest.importorskip("ray")
     runs = tmp_path / "runs"
-    code, out, err = sltui("sweep", "--datasets", "synthetic", "--seeds", "1,2", *TINY, "--runs-dir", str(runs),
-                           "--jobs", "2", "--executor", "ray")
+    import ray
+
+    try:
+        code, out, err = sltui("sweep", "--datasets", "synthetic", "--seeds", "1,2", *TINY, "--runs-dir", str(runs),
+                               "--jobs", "2", "--executor", "ray")
+    finally:
+        ray.shutdown()  # the next test's sweep must start its own
     assert code == 0, out + err
     files = list(runs.rglob("run.json"))
     assert len(files) == 2 and {read_run_file(f)["status"] for f in files} == {"completed"}
+
+
+def test_an_unreachable_ray_address_is_one_line_and_writes_no_sweep_file(sltui, tmp_path):
+    pytest.importorskip("ray")
+    runs = tmp_path / "runs"
+    line = assert_one_line_error(*sltui("sweep", "--datasets", "synthetic", *TINY, "--runs-dir", str(runs),
+                                        "--executor", "ray", "--ray-address", "10.255.255.1:6379"))
+    assert "--ray-address 10.255.255.1:6379" in line and "nothing answers" in line
+    assert not list(runs.rglob("sweep-*.json"))
+
+
+def test_local_and_ray_executors_share_one_schedule():
+    """engine.sweep_exec.schedule: capacity respected, every job ended once, the rest
+    dropped (and the running ones cancelled) once stop is set."""
+    import threading
+
+    from engine.sweep_exec import JobResult, schedule
+
+    jobs = [f"job{i}" for i in range(5)]
+    stop = threading.Event()
+    started, ended, running_counts, cancelled = [], [], [], []
+    live: list = []
+
+    def submit(job):
+        live.append(job)
+        running_counts.append(len(live))
+        return job
+
+    def wait_some(handles):
+        job = handles[0]
+        live.remove(job)
+        if len(ended) == 2:
+            stop.set()
+        return [(job, JobResult(job, "completed"))]
+
+    schedule(jobs, 2, stop, started.append, ended.append, submit, cancelled.extend, wait_some)
+    assert max(running_counts) == 2
+    assert started == jobs[:4]  # two ended, two more started, then stop: job4 never starts
+    assert [r.status for r in ended] == ["completed"] * 4
+    assert cancelled  # the running ones were told to stop
