@@ -94,3 +94,18 @@ def test_bench_worker_processes(tmp_path):
     assert res["loops"] == ["plain", "plain-1t", "engine"]
     assert res["plain-1t"]["threads"] == 1 and res["engine"]["threads"] == 1
     assert set(res["ratio_vs"]) == {"plain", "plain-1t"}
+
+
+def test_kernel_microbenchmark_writes_its_results(tmp_path):
+    from bench.kernels import main as kernels_main
+    from engine import kernels
+
+    if not kernels.AVAILABLE:
+        pytest.skip("numba is not importable here")
+    out = tmp_path / "kernels.json"
+    assert kernels_main(["--reps", "1", "--inner", "1", "--out", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["threads"] == 1 and doc["device_name"]
+    ops = doc["median_ms_per_call"]
+    assert len(ops) == 3 and all(len(v) >= 2 and all(ms > 0 for ms in v.values()) for v in ops.values())
+    assert torch.get_num_threads() == 1  # the suite's setting, restored
