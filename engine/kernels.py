@@ -33,11 +33,23 @@ def _jit(func):
 
 
 @_jit
+def _window_max(v0, v1, v2, v3):  # pragma: no cover - compiled
+    # The max of a 2x2 window (v0 v1 / v2 v3) and which cell holds it, 0 top-left,
+    # 1 top-right, 2 bottom-left, 3 bottom-right. Like max_pool2d's scan (row by row, left
+    # to right; a cell wins if it is greater or NaN): ties keep the earlier cell, a NaN
+    # the later one.
+    right_top = v1 > v0 or v1 != v1
+    m_top = v1 if right_top else v0
+    right_bottom = v3 > v2 or v3 != v3
+    m_bottom = v3 if right_bottom else v2
+    if m_bottom > m_top or m_bottom != m_bottom:
+        return m_bottom, 2 + right_bottom
+    return m_top, 0 + right_top
+
+
+@_jit
 def _pool_forward(x, out, arg):  # pragma: no cover - compiled
-    # x (N, C, H, W); out and arg (N, C, H/2, W/2). arg: which of the window's four cells
-    # won, 0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right. Like max_pool2d's scan
-    # (row by row, left to right; a cell wins if it is greater or NaN): ties keep the
-    # earlier cell, a NaN the later one.
+    # x (N, C, H, W); out and arg (N, C, H/2, W/2); arg: the winning cell (_window_max).
     n, c, h, w = x.shape
     for b in range(n):
         for ch in range(c):
@@ -47,17 +59,7 @@ def _pool_forward(x, out, arg):  # pragma: no cover - compiled
                 o = out[b, ch, i]
                 a = arg[b, ch, i]
                 for j in range(w // 2):
-                    v0 = top[2 * j]
-                    v1 = top[2 * j + 1]
-                    v2 = bottom[2 * j]
-                    v3 = bottom[2 * j + 1]
-                    right_top = v1 > v0 or v1 != v1
-                    m_top = v1 if right_top else v0
-                    right_bottom = v3 > v2 or v3 != v3
-                    m_bottom = v3 if right_bottom else v2
-                    down = m_bottom > m_top or m_bottom != m_bottom
-                    o[j] = m_bottom if down else m_top
-                    a[j] = (2 + right_bottom) if down else right_top
+                    o[j], a[j] = _window_max(top[2 * j], top[2 * j + 1], bottom[2 * j], bottom[2 * j + 1])
 
 
 @_jit
@@ -70,13 +72,7 @@ def _pool_values(x, out):  # pragma: no cover - compiled
                 bottom = x[b, ch, 2 * i + 1]
                 o = out[b, ch, i]
                 for j in range(w // 2):
-                    v0 = top[2 * j]
-                    v1 = top[2 * j + 1]
-                    v2 = bottom[2 * j]
-                    v3 = bottom[2 * j + 1]
-                    m_top = v1 if v1 > v0 or v1 != v1 else v0
-                    m_bottom = v3 if v3 > v2 or v3 != v3 else v2
-                    o[j] = m_bottom if m_bottom > m_top or m_bottom != m_bottom else m_top
+                    o[j] = _window_max(top[2 * j], top[2 * j + 1], bottom[2 * j], bottom[2 * j + 1])[0]
 
 
 @_jit

@@ -81,6 +81,7 @@ def evaluate_tensors(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_s
     was_training = model.training
     model.eval()
     batches = [(x, y, start) for start in range(0, len(y), batch_size)]
+    n_clean = len(batches)
     if stamped is not None:
         batches += [(stamped, None, start) for start in range(0, len(stamped), batch_size)]
 
@@ -98,7 +99,6 @@ def evaluate_tensors(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_s
         results = map_batches(one, batches) if map_batches is not None else [one(b) for b in batches]
     finally:
         model.train(was_training)
-    n_clean = len(range(0, len(y), batch_size))
     loss = sum((r[0].item() for r in results[:n_clean]), 0.0)
     correct = sum(int(r[1]) for r in results[:n_clean])
     hits = sum(int(r[1]) for r in results[n_clean:])

@@ -16,8 +16,7 @@ from engine.protocol import train_epoch
 from engine.runner import build_context, evaluate_epoch, run
 from engine.streams import CpuStreams, streams_for
 from tests.conftest import tiny_config
-
-METRICS = ("train_loss", "train_loss_clean", "train_loss_malicious", "val_loss", "val_acc", "cda", "asr")
+from tests.test_options import METRICS
 
 
 @pytest.fixture
