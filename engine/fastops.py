@@ -182,9 +182,15 @@ class FastConvReLU(nn.Conv2d):
     conv whose input needs no gradient (LeNet's first layer), the stock conv + ReLU
     otherwise. The state_dict is the conv's, so weights load either way."""
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # Worked out once, as FastMaxPool2d does (the configuration is fixed).
+        self._unpadded_stride_one = (_pair(self.stride) == (1, 1) and _pair(self.padding) == (0, 0)
+                                     and _pair(self.dilation) == (1, 1) and self.groups == 1
+                                     and self.padding_mode == "zeros")
+
     def _compiled(self, x: torch.Tensor) -> bool:
-        return (_pair(self.stride) == (1, 1) and _pair(self.padding) == (0, 0) and _pair(self.dilation) == (1, 1)
-                and self.groups == 1 and self.padding_mode == "zeros" and not x.requires_grad
+        return (self._unpadded_stride_one and not x.requires_grad
                 and kernels.conv_relu_applies(x, self.weight, self.bias))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
