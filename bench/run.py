@@ -74,8 +74,13 @@ class EngineLoop:
     """The engine, epoch by epoch, exactly as engine.runner.run does it."""
 
     def __init__(self, cfg: RunConfig, options) -> None:
+        from engine.flush import set_flush
+        from engine.options import EngineOptions
         from engine.runner import build_context
 
+        # As engine.runner.run does: this worker's thread (and the intra-op workers it
+        # creates from now on) flush subnormals; build_context records whether they do.
+        set_flush((options or EngineOptions()).flush_subnormals)
         self.ctx = build_context(cfg, lambda e: None, None, options=options)
         self.ctx.attack.prepare(self.ctx)
         self.epoch = 0

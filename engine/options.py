@@ -72,13 +72,17 @@ class EngineOptions:
     compile: bool = False
     # CUDA only: bf16 autocast for forward passes. Off by default (changes rounding).
     bf16: bool = False
+    # Flush subnormal floats (below 1.2e-38) to zero on every thread that computes the run
+    # on the CPU (engine/flush.py): arithmetic on them is many times slower on x86, and
+    # converged models produce them. Only values below 1.2e-38 change.
+    flush_subnormals: bool = True
 
     @classmethod
     def reference(cls) -> "EngineOptions":
         """Every optimisation off: the plain tensor engine."""
         return cls(prenormalize=False, eval_batch_size=None, fast_pool=False, kernels=False, channels_last=False,
                    adam="loop", server_batch=False, streams=False, threads=None, malloc_tuning=False,
-                   compile=False, bf16=False)
+                   compile=False, bf16=False, flush_subnormals=False)
 
     def replace(self, **changes: Any) -> "EngineOptions":
         return dataclasses.replace(self, **changes)
@@ -102,15 +106,18 @@ class ResolvedOptions:
     malloc_tuning: bool
     compile: bool
     bf16: bool
+    # Whether the flush was found in force on the run's threads (not just asked for).
+    flush_subnormals: bool
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
 def resolve_options(options: EngineOptions | None, device: torch.device, model: str,
-                    eval_batch_size: int) -> ResolvedOptions:
+                    eval_batch_size: int, flushing: bool = False) -> ResolvedOptions:
     """Turn "auto" into concrete choices for `device` and `model` (threads are chosen
-    later, by timing, when asked for "auto")."""
+    later, by timing, when asked for "auto"). `flushing`: whether the calling thread and
+    its workers flush subnormals (engine/flush.py: set by the caller, checked there)."""
     o = options or EngineOptions()
     cuda = device.type == "cuda"
     fast_pool = (not cuda) if o.fast_pool == AUTO else bool(o.fast_pool)
@@ -127,6 +134,7 @@ def resolve_options(options: EngineOptions | None, device: torch.device, model: 
         channels_last=channels_last, adam=adam, server_batch=o.server_batch,
         streams=(not cuda) if o.streams == AUTO else bool(o.streams) and not cuda,
         threads=threads, malloc_tuning=o.malloc_tuning, compile=o.compile, bf16=o.bf16 and cuda,
+        flush_subnormals=o.flush_subnormals and flushing,
     )
 
 

@@ -23,6 +23,7 @@ from .config import RunConfig, lr_multiplier, resolve
 from .data import load_experiment_data
 from .device import environment, resolve_device
 from .events import EpochMetrics, Event, RunFailed, RunFinished, RunStarted, WeightsReady
+from .flush import call_with_flush, flushing_here, subnormals_survive
 from .metrics import Evaluation, evaluate
 from .models import build_split
 from .options import AUTO, EngineOptions, auto_eval_batch, resolve_options, tune_malloc
@@ -56,7 +57,8 @@ def build_context(cfg: RunConfig, emit: Callable[[Event], None], stop: threading
     engine/options.py. Raises ConfigError / DataError on bad input; no side effect on disk."""
     device = resolve_device(cfg.device)
     options = options if options is not None else EngineOptions()
-    resolved = resolve_options(options, device, cfg.model, cfg.eval_batch_size)
+    flushing = flushing_here() and subnormals_survive() == 0
+    resolved = resolve_options(options, device, cfg.model, cfg.eval_batch_size, flushing)
     if resolved.malloc_tuning:
         tune_malloc()
     if device.type == "cpu" and isinstance(options.threads, int):
@@ -78,7 +80,7 @@ def build_context(cfg: RunConfig, emit: Callable[[Event], None], stop: threading
     ctx.server_opt = ctx.make_adam(server.parameters())
     if device.type == "cpu" and options.threads == AUTO:
         ctx.options = dataclasses.replace(ctx.options, threads=choose_threads(ctx))
-    ctx.streams = streams_for(device, ctx.options.streams)
+    ctx.streams = streams_for(device, ctx.options.streams, flush=ctx.options.flush_subnormals)
     ctx.options = dataclasses.replace(ctx.options, streams=ctx.streams is not None)
     if options.eval_batch_size == AUTO:
         low = max(cfg.batch_size, 128)
@@ -132,6 +134,14 @@ def _set_lr(ctx: RunContext, lr: float) -> None:
 def run(config: RunConfig, emit: Callable[[Event], None] = lambda e: None,
         stop: threading.Event | None = None, run_id: str | None = None,
         options: EngineOptions | None = None) -> RunResult:
+    """The whole run, with subnormal floats flushed on its threads when the options say
+    so (engine/flush.py; on by default)."""
+    options = options if options is not None else EngineOptions()
+    return call_with_flush(lambda flushed: _run(config, emit, stop, run_id, options), options.flush_subnormals)
+
+
+def _run(config: RunConfig, emit: Callable[[Event], None], stop: threading.Event | None,
+         run_id: str | None, options: EngineOptions) -> RunResult:
     cfg = resolve(config)
     run_id = run_id or new_run_id(cfg)
     ctx = build_context(cfg, emit, stop, run_id, options)

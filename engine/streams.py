@@ -19,17 +19,26 @@ from typing import Callable, Iterator, Sequence, TypeVar
 
 import torch
 
+from .flush import set_flush
+
 T = TypeVar("T")
 
 
 class CpuStreams:
     """The calling thread plus one worker thread, each with torch threads // 2 intra-op
-    threads while a `parallel()` block runs. Use from one thread at a time."""
+    threads while a `parallel()` block runs. Use from one thread at a time. With `flush`,
+    the worker thread flushes subnormal floats like the run's thread (engine/flush.py):
+    it sets the switch before its first op, so its own intra-op workers inherit it."""
 
-    def __init__(self, threads: int) -> None:
+    def __init__(self, threads: int, flush: bool = False) -> None:
         self.threads_each = max(threads // 2, 1)
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="sltui-stream",
-                                          initializer=torch.set_num_threads, initargs=(self.threads_each,))
+                                          initializer=self._start_worker, initargs=(self.threads_each, flush))
+
+    @staticmethod
+    def _start_worker(threads: int, flush: bool) -> None:
+        set_flush(flush)
+        torch.set_num_threads(threads)
 
     @contextlib.contextmanager
     def parallel(self) -> Iterator["CpuStreams"]:
@@ -58,9 +67,9 @@ class CpuStreams:
         self._worker.shutdown(wait=True)
 
 
-def streams_for(device: torch.device, enabled: bool) -> CpuStreams | None:
+def streams_for(device: torch.device, enabled: bool, flush: bool = False) -> CpuStreams | None:
     """Two streams for a CPU run with at least two intra-op threads, when enabled."""
     threads = torch.get_num_threads()
     if not enabled or device.type != "cpu" or threads < 2:
         return None
-    return CpuStreams(threads)
+    return CpuStreams(threads, flush)

@@ -19,6 +19,7 @@ from .config import CIFAR_LIKE, ConfigError, RunConfig, resolve
 from .data import default_data_root, load_raw, table1_splits
 from .device import environment, resolve_device
 from .events import EpochMetrics, Event, RunFailed, RunFinished, RunStarted
+from .flush import call_with_flush
 from .local_training import fit
 from .metrics import evaluate
 from .models import build_split
@@ -57,6 +58,12 @@ def transfer_config(source: dict[str, Any], dataset: str, epochs: int, **overrid
 def run_transfer(source: dict[str, Any], weights: dict[str, Any], cfg: RunConfig,
                  emit: Callable[[Event], None] = lambda e: None, stop: threading.Event | None = None,
                  run_id: str = "") -> RunResult:
+    """The retraining as a run of its own, subnormal floats flushed (engine/flush.py)."""
+    return call_with_flush(lambda flushed: _run_transfer(source, weights, cfg, emit, stop, run_id), True)
+
+
+def _run_transfer(source: dict[str, Any], weights: dict[str, Any], cfg: RunConfig,
+                  emit: Callable[[Event], None], stop: threading.Event | None, run_id: str) -> RunResult:
     device = resolve_device(cfg.device)
     root = Path(cfg.data_root).expanduser() if cfg.data_root else default_data_root()
     raw, norm, classes = load_raw(cfg.dataset, root)
