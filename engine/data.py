@@ -283,16 +283,23 @@ def load_raw(dataset: str, root: Path) -> tuple[RawData, Normalization, int]:
     raise DataError(f"unknown dataset {dataset!r}")
 
 
-def table1_splits(dataset: str, raw: RawData, seed: int) -> tuple[Split, Split, Split]:
+EVAL_SPLIT_SEED = 0
+"""Seed of the fixed permutation that cuts CIFAR-10's test part into validation and test
+(SPEC section 2), and of the --eval-limit subsets: every run, whatever its seed, is
+validated and tested on the same images, so spread over seeds is training spread only.
+Recorded in each run file as ``env.eval_split_seed``."""
+
+
+def table1_splits(dataset: str, raw: RawData) -> tuple[Split, Split, Split]:
     """(train pool, validation, test) as Table 1 of the paper.
 
     MNIST-like: the train part's first images are the pool, the last 1/6 (10 000 of
     60 000) validation, the test part is the test set. CIFAR-10: the whole train part is
-    the pool; the test part is split by a seeded permutation into 5 000 validation and
-    5 000 test images (halves for other sizes)."""
+    the pool; the test part is split by a fixed permutation (seed EVAL_SPLIT_SEED, not the
+    run's) into 5 000 validation and 5 000 test images (halves for other sizes)."""
     n_train, n_test = len(raw.train_y), len(raw.test_y)
     if dataset.startswith("cifar10") or dataset == "synthetic-rgb":
-        perm = torch.randperm(n_test, generator=torch.Generator().manual_seed(seed))
+        perm = torch.randperm(n_test, generator=torch.Generator().manual_seed(EVAL_SPLIT_SEED))
         half = n_test // 2
         val_idx, test_idx = perm[:half], perm[half:]
         pool = Split(raw.train_x, raw.train_y)
@@ -327,14 +334,14 @@ def limit_split(split: Split, n: int | None, seed: int) -> Split:
 def load_experiment_data(cfg: RunConfig, device: torch.device) -> ExperimentData:
     root = Path(cfg.data_root).expanduser() if cfg.data_root else default_data_root()
     raw, norm, classes = load_raw(cfg.dataset, root)
-    pool, val, test = table1_splits(cfg.dataset, raw, cfg.seed)
+    pool, val, test = table1_splits(cfg.dataset, raw)
     pool = limit_split(pool, cfg.train_limit, cfg.seed)
     shares = make_shares(pool, cfg.clients + 1, cfg.seed)
     return ExperimentData(
         name=cfg.dataset,
         shares=[s.to(device) for s in shares],
-        val=limit_split(val, cfg.eval_limit, cfg.seed + 1).to(device),
-        test=limit_split(test, cfg.eval_limit, cfg.seed + 2).to(device),
+        val=limit_split(val, cfg.eval_limit, EVAL_SPLIT_SEED + 1).to(device),
+        test=limit_split(test, cfg.eval_limit, EVAL_SPLIT_SEED + 2).to(device),
         norm=norm,
         num_classes=classes,
     )
