@@ -250,6 +250,36 @@ def make_synthetic(channels: int, side: int, n_train: int = 3000, n_test: int = 
     return RawData(tx, ty, vx, vy)
 
 
+# ---------------------------------------------------------------- where files live
+DOWNLOADABLE = ("mnist", "mnist-10k", "fmnist", "fmnist-5", "cifar10", "emnist-letters-aj")
+"""Datasets torchvision downloads into the data root when they are missing (network needed)."""
+
+
+def dataset_folder(dataset: str, root: Path) -> Path:
+    """The folder under `root` that the loader of `dataset` reads (and downloads into)."""
+    folders = {"mnist": "MNIST/raw", "mnist-10k": "MNIST/raw", "fmnist": "FashionMNIST/raw",
+               "fmnist-5": "FashionMNIST/raw", "cifar10": "cifar-10-batches-py", "cifar10-jpeg": "CIFAR10-JPEG",
+               "emnist-letters-aj": "EMNIST/raw"}
+    if dataset not in folders:
+        raise DataError(f"{dataset!r} is generated, not read from files")
+    return root / folders[dataset]
+
+
+def missing_files(dataset: str, root: Path) -> list[str]:
+    """What the loader of `dataset` needs under `root` and does not find there ([] = all
+    found). Checks names only, so it is quick enough to run for every dataset."""
+    folder = dataset_folder(dataset, root)
+    if dataset.startswith(("mnist", "fmnist")):
+        return [stem for stem in _IDX_STEMS if _find_raw(folder, stem) is None]
+    if dataset == "cifar10":
+        names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+        return [name for name in names if not (folder / name).is_file()]
+    if dataset == "cifar10-jpeg":
+        return [part + "/" for part in ("train", "test") if not (folder / part).is_dir()]
+    names = [f"emnist-letters-{part}-{kind}-ubyte" for part in ("train", "test") for kind in ("images-idx3", "labels-idx1")]
+    return [name for name in names if not (folder / name).is_file()]
+
+
 # ---------------------------------------------------------------- Table 1
 def _take_classes(x: torch.Tensor, y: torch.Tensor, keep: int, offset: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     mask = (y >= offset) & (y < offset + keep)
