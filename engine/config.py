@@ -3,7 +3,8 @@
 Defaults follow ../shared/SPEC.md. Fields whose SPEC default depends on the dataset or
 model (epochs, patience, LR milestones, attack phase epochs, trigger column) are stored
 as ``None`` by the user and resolved by :func:`resolve`, so a stored config always holds
-the concrete values a run used.
+the concrete values a run used; :func:`resolved_fields` names the ones that were defaults,
+which a run file records so that a clone resolves them again (engine/clone.py).
 """
 from __future__ import annotations
 
