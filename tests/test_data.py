@@ -1,8 +1,6 @@
 """SPEC section 2: IDX files, Table 1 splits, K+1 shares, normalisation."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
