@@ -250,6 +250,36 @@ def make_synthetic(channels: int, side: int, n_train: int = 3000, n_test: int = 
     return RawData(tx, ty, vx, vy)
 
 
+# ---------------------------------------------------------------- where files live
+DOWNLOADABLE = ("mnist", "mnist-10k", "fmnist", "fmnist-5", "cifar10", "emnist-letters-aj")
+"""Datasets torchvision downloads into the data root when they are missing (network needed)."""
+
+
+def dataset_folder(dataset: str, root: Path) -> Path:
+    """The folder under `root` that the loader of `dataset` reads (and downloads into)."""
+    folders = {"mnist": "MNIST/raw", "mnist-10k": "MNIST/raw", "fmnist": "FashionMNIST/raw",
+               "fmnist-5": "FashionMNIST/raw", "cifar10": "cifar-10-batches-py", "cifar10-jpeg": "CIFAR10-JPEG",
+               "emnist-letters-aj": "EMNIST/raw"}
+    if dataset not in folders:
+        raise DataError(f"{dataset!r} is generated, not read from files")
+    return root / folders[dataset]
+
+
+def missing_files(dataset: str, root: Path) -> list[str]:
+    """What the loader of `dataset` needs under `root` and does not find there ([] = all
+    found). Checks names only, so it is quick enough to run for every dataset."""
+    folder = dataset_folder(dataset, root)
+    if dataset.startswith(("mnist", "fmnist")):
+        return [stem for stem in _IDX_STEMS if _find_raw(folder, stem) is None]
+    if dataset == "cifar10":
+        names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+        return [name for name in names if not (folder / name).is_file()]
+    if dataset == "cifar10-jpeg":
+        return [part + "/" for part in ("train", "test") if not (folder / part).is_dir()]
+    names = [f"emnist-letters-{part}-{kind}-ubyte" for part in ("train", "test") for kind in ("images-idx3", "labels-idx1")]
+    return [name for name in names if not (folder / name).is_file()]
+
+
 # ---------------------------------------------------------------- Table 1
 def _take_classes(x: torch.Tensor, y: torch.Tensor, keep: int, offset: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     mask = (y >= offset) & (y < offset + keep)
@@ -283,16 +313,23 @@ def load_raw(dataset: str, root: Path) -> tuple[RawData, Normalization, int]:
     raise DataError(f"unknown dataset {dataset!r}")
 
 
-def table1_splits(dataset: str, raw: RawData, seed: int) -> tuple[Split, Split, Split]:
+EVAL_SPLIT_SEED = 0
+"""Seed of the fixed permutation that cuts CIFAR-10's test part into validation and test
+(SPEC section 2), and of the --eval-limit subsets: every run, whatever its seed, is
+validated and tested on the same images, so spread over seeds is training spread only.
+Recorded in each run file as ``env.eval_split_seed``."""
+
+
+def table1_splits(dataset: str, raw: RawData) -> tuple[Split, Split, Split]:
     """(train pool, validation, test) as Table 1 of the paper.
 
     MNIST-like: the train part's first images are the pool, the last 1/6 (10 000 of
     60 000) validation, the test part is the test set. CIFAR-10: the whole train part is
-    the pool; the test part is split by a seeded permutation into 5 000 validation and
-    5 000 test images (halves for other sizes)."""
+    the pool; the test part is split by a fixed permutation (seed EVAL_SPLIT_SEED, not the
+    run's) into 5 000 validation and 5 000 test images (halves for other sizes)."""
     n_train, n_test = len(raw.train_y), len(raw.test_y)
     if dataset.startswith("cifar10") or dataset == "synthetic-rgb":
-        perm = torch.randperm(n_test, generator=torch.Generator().manual_seed(seed))
+        perm = torch.randperm(n_test, generator=torch.Generator().manual_seed(EVAL_SPLIT_SEED))
         half = n_test // 2
         val_idx, test_idx = perm[:half], perm[half:]
         pool = Split(raw.train_x, raw.train_y)
@@ -327,14 +364,14 @@ def limit_split(split: Split, n: int | None, seed: int) -> Split:
 def load_experiment_data(cfg: RunConfig, device: torch.device) -> ExperimentData:
     root = Path(cfg.data_root).expanduser() if cfg.data_root else default_data_root()
     raw, norm, classes = load_raw(cfg.dataset, root)
-    pool, val, test = table1_splits(cfg.dataset, raw, cfg.seed)
+    pool, val, test = table1_splits(cfg.dataset, raw)
     pool = limit_split(pool, cfg.train_limit, cfg.seed)
     shares = make_shares(pool, cfg.clients + 1, cfg.seed)
     return ExperimentData(
         name=cfg.dataset,
         shares=[s.to(device) for s in shares],
-        val=limit_split(val, cfg.eval_limit, cfg.seed + 1).to(device),
-        test=limit_split(test, cfg.eval_limit, cfg.seed + 2).to(device),
+        val=limit_split(val, cfg.eval_limit, EVAL_SPLIT_SEED + 1).to(device),
+        test=limit_split(test, cfg.eval_limit, EVAL_SPLIT_SEED + 2).to(device),
         norm=norm,
         num_classes=classes,
     )

@@ -19,8 +19,8 @@ from typing import Any, Callable
 import torch
 
 from .attacks import make_attack
-from .config import RunConfig, lr_multiplier, resolve
-from .data import load_experiment_data
+from .config import RunConfig, lr_multiplier, resolve, resolved_fields
+from .data import EVAL_SPLIT_SEED, load_experiment_data
 from .device import environment, resolve_device
 from .events import EpochMetrics, Event, RunFailed, RunFinished, RunStarted, WeightsReady
 from .flush import call_with_flush, flushing_here, subnormals_survive
@@ -146,8 +146,9 @@ def _run(config: RunConfig, emit: Callable[[Event], None], stop: threading.Event
     run_id = run_id or new_run_id(cfg)
     ctx = build_context(cfg, emit, stop, run_id, options)
     samples_per_epoch = sum(len(s) for s in ctx.data.shares[1:])
-    env = {**environment(ctx.device), "engine_options": ctx.options.to_dict()}
-    emit(RunStarted(run_id, cfg.to_dict(), env, cfg.epochs, samples_per_epoch))
+    env = {**environment(ctx.device), "engine_options": ctx.options.to_dict(), "eval_split_seed": EVAL_SPLIT_SEED}
+    emit(RunStarted(run_id, cfg.to_dict(), env, cfg.epochs, samples_per_epoch,
+                    config_resolved=resolved_fields(config)))
     result = RunResult(run_id, "running")
     try:
         ctx.attack.prepare(ctx)

@@ -213,6 +213,7 @@ def new_document(started: RunStarted) -> dict[str, Any]:
         "host": socket.gethostname(),
         "pid": os.getpid(),
         "config": started.config,
+        "config_resolved": started.config_resolved,
         "env": started.env,
         "total_epochs": started.total_epochs,
         "samples_per_epoch": started.samples_per_epoch,

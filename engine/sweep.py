@@ -63,6 +63,8 @@ class Sweep:
 class Point:
     key: str           # identity of the experiment (seed included)
     config: RunConfig  # resolved
+    given: RunConfig   # as the grid gave it: what a worker runs, so its run file records
+                       # which fields were resolved from dataset/model defaults
 
 
 def parse_list(axis: str, text: str | Iterable[Any]) -> tuple:
@@ -142,9 +144,10 @@ def expand(sweep: Sweep) -> list[Point]:
         if fields_.get("attack", "none") != "surrogate":
             fields_.pop("alpha", None)  # alpha means nothing without the surrogate: one run, not five
         try:
-            cfg = resolve(RunConfig.from_dict(fields_))
+            given = RunConfig.from_dict(fields_)
+            cfg = resolve(given)
         except ConfigError as exc:
             raise ConfigError(f"sweep point {fields_}: {exc}") from None
         key = experiment_key(cfg.to_dict())
-        points.setdefault(key, Point(key, cfg))
+        points.setdefault(key, Point(key, cfg, given))
     return list(points.values())

@@ -170,7 +170,7 @@ class LocalExecutor:
             return JobResult(job, "cancelled")
         self.logs.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "OMP_NUM_THREADS": str(threads_per_job(self.jobs))}
-        cmd = [sys.executable, "-m", "engine.sweep_worker", job.point.config.to_json(), job.run_id, str(self.runs_root)]
+        cmd = [sys.executable, "-m", "engine.sweep_worker", job.point.given.to_json(), job.run_id, str(self.runs_root)]
         with open(self.logs / f"{job.run_id}.log", "w") as log:
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
                                     preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
@@ -283,7 +283,7 @@ class RayExecutor:
         by_ref: dict[Any, Job] = {}
 
         def submit(job: Job) -> Any:
-            ref = task.remote(job.point.config.to_json(), job.run_id, str(self.runs_root), threads)
+            ref = task.remote(job.point.given.to_json(), job.run_id, str(self.runs_root), threads)
             by_ref[ref] = job
             return ref
 

@@ -67,7 +67,7 @@ def _run_transfer(source: dict[str, Any], weights: dict[str, Any], cfg: RunConfi
     device = resolve_device(cfg.device)
     root = Path(cfg.data_root).expanduser() if cfg.data_root else default_data_root()
     raw, norm, classes = load_raw(cfg.dataset, root)
-    pool, _, test = table1_splits(cfg.dataset, raw, cfg.seed)
+    pool, _, test = table1_splits(cfg.dataset, raw)
     if cfg.train_limit:
         pool = type(pool)(pool.x[:cfg.train_limit], pool.y[:cfg.train_limit])
     if cfg.eval_limit:

@@ -1,4 +1,4 @@
-"""The `sltui` command: the TUI by default, `run --headless`, `runs list|show`.
+"""The `sltui` command: the TUI by default, `run --headless`, `runs list|show`, `doctor`.
 
 User errors print one line on stderr and exit with code 2, never a traceback."""
 from __future__ import annotations
@@ -232,6 +232,10 @@ def runs_show(
 from .sweep_cli import register as _register_sweep  # noqa: E402 - needs app, runs_app and helpers above
 
 _register_sweep(app, runs_app, console, default_runs_dir)
+
+from .doctor_cli import register as _register_doctor  # noqa: E402 - needs app and helpers above
+
+_register_doctor(app, console, default_runs_dir, fail, RUNS_DIR_HELP)
 
 
 def _is_usage_error(exc: BaseException) -> bool:

@@ -10,6 +10,7 @@ from typing import Any, Callable, Optional
 
 import typer
 
+from engine.clone import user_config
 from engine.config import FIELD_HELP, ConfigError, RunConfig, parse_milestones
 
 
@@ -68,9 +69,10 @@ def load_config_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"--config {path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"--config {path} must hold a JSON object of field: value")
-    # A run file can be used as a config: take its "config" part.
+    # A run file can be used as a config: take the part of its "config" the user chose, so
+    # that fields resolved from its dataset/model defaults are resolved again for new flags.
     if "config" in data and "schema" in data and isinstance(data["config"], dict):
-        data = data["config"]
+        data = user_config(data)
     return data
 
 

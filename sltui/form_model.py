@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass, fields
 from typing import Any
 
+from engine.clone import user_config
 from engine.config import (AE_GRADS, ATTACKS, CUTS, DATASETS, DEVICES, FIELD_HELP, MODELS,
                            RR_GRANULARITIES, ConfigError, RunConfig, parse_milestones, validate)
 
@@ -149,6 +150,13 @@ def build(values: dict[str, Any]) -> tuple[RunConfig | None, dict[str, str]]:
     except TypeError as exc:  # a field left out entirely
         return None, {"": str(exc)}
     return cfg, {}
+
+
+def config_from_run(doc: dict[str, Any]) -> RunConfig | None:
+    """The config a clone of run document `doc` starts from: only the user's fields, the
+    ones resolved from dataset/model defaults left empty so the form resolves them again
+    for whatever dataset and model the user picks (engine.clone)."""
+    return config_from_dict(user_config(doc or {}))
 
 
 def config_from_dict(data: dict[str, Any]) -> RunConfig | None:

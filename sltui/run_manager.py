@@ -22,6 +22,7 @@ class RunState:
     """What the UI knows about one run it started: rebuilt from the events it drained."""
     run_id: str
     config: dict[str, Any]
+    config_resolved: list[str] | None = None  # fields filled from dataset/model defaults
     status: str = "starting"          # starting, running, completed, cancelled, failed
     total_epochs: int | None = None
     samples_per_epoch: int | None = None
@@ -65,6 +66,7 @@ class RunState:
         if isinstance(item, RunStarted):
             self.status = "running"
             self.config = item.config
+            self.config_resolved = item.config_resolved
             self.total_epochs = item.total_epochs
             self.samples_per_epoch = item.samples_per_epoch
         elif isinstance(item, PhaseProgress):

@@ -145,6 +145,8 @@ def test_sweep_runs_resumes_and_reports(sltui, tmp_path):
     assert code == 0, err
     files = sorted(runs.rglob("run.json"))
     assert len(files) == 4 and {read_run_file(f)["status"] for f in files} == {"completed"}
+    resolved = read_run_file(files[0])["config_resolved"]    # a clone re-resolves these, keeps --epochs
+    assert "patience" in resolved and "lr_milestones" in resolved and "epochs" not in resolved
     sweep_file = next((runs / "sweeps").glob("sweep-*.json"))
     doc = json.loads(sweep_file.read_text())
     assert [p["status"] for p in doc["points"]] == ["completed"] * 4 and doc["status"] == "completed"

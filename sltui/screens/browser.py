@@ -11,7 +11,7 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
-from ..form_model import config_from_dict
+from ..form_model import config_from_run
 from ..messages import RunsChanged
 from ..runs_model import BROWSER_COLUMNS, browser_row, fmt_cell, matches, sort_rows
 
@@ -220,7 +220,7 @@ class BrowserScreen(Screen[None]):
     def action_clone(self) -> None:
         row = self.current_row()
         entry = self.app.index.get(row["id"]) if row else None  # type: ignore[attr-defined]
-        cfg = config_from_dict((entry.doc or {}).get("config", {})) if entry and entry.doc else None
+        cfg = config_from_run(entry.doc) if entry and entry.doc else None
         if cfg is None:
             self.notify("no readable config to clone here", severity="warning", timeout=3)
             return

@@ -22,7 +22,8 @@ from ..widgets.charts import MetricChart
 def view_of_state(state: RunState) -> dict[str, Any]:
     eta = state.eta_seconds()
     return {
-        "id": state.run_id, "status": state.status, "config": state.config, "epochs": state.epochs,
+        "id": state.run_id, "status": state.status, "config": state.config,
+        "config_resolved": state.config_resolved, "epochs": state.epochs,
         "total_epochs": state.total_epochs or state.config.get("epochs"),
         "phase": (state.phase, state.phase_epoch, state.phase_epochs, state.phase_loss) if state.phase else None,
         "eta": eta, "error": state.error, "cancelling": state.cancel_requested and state.active,
@@ -43,7 +44,8 @@ def view_of_doc(doc: dict[str, Any]) -> dict[str, Any]:
     if status == "running" and epochs and total:
         mean = sum(e.get("seconds", 0.0) for e in epochs) / len(epochs)
         eta = max(0, total - epochs[-1].get("epoch", len(epochs))) * mean
-    return {"id": doc.get("id"), "status": status, "config": doc.get("config") or {}, "epochs": epochs,
+    return {"id": doc.get("id"), "status": status, "config": doc.get("config") or {},
+            "config_resolved": doc.get("config_resolved"), "epochs": epochs,
             "total_epochs": total, "phase": phase, "eta": eta, "error": doc.get("error"),
             "cancelling": False}
 
@@ -182,9 +184,9 @@ class LiveRunScreen(Screen[None]):
         switcher.current = "run-config" if switcher.current == "charts" else "charts"
 
     def action_clone(self) -> None:
-        from ..form_model import config_from_dict
+        from ..form_model import config_from_run
 
-        cfg = config_from_dict(self.view["config"] if self.view else {})
+        cfg = config_from_run(self.view or {})
         if cfg is None:
             self.notify("this run's config cannot be read back", severity="error")
             return
