@@ -1,6 +1,6 @@
 """EngineOptions: how the engine computes, never what it computes.
 
-Every field here changes speed or memory only: the protocol (SPEC), the batch size, the
+Every field here changes speed or memory only: the protocol (docs/protocol.md), the batch size, the
 models and the data are the same whatever the options, and every fast path gives the
 reference path's numbers up to float rounding (tests/test_options.py checks each one).
 ``EngineOptions.reference()`` switches every optimisation off.
