@@ -1,9 +1,9 @@
 """RunConfig: every setting of one experiment, validated, frozen and JSON-able.
 
-Defaults are the paper's protocol as docs/protocol.md describes it (its section 9 says
-what each field changes). Fields whose default depends on the dataset or model (epochs,
-patience, LR milestones, attack phase epochs, trigger column) are stored as ``None`` by
-the user and resolved by :func:`resolve`, so a stored config always holds
+Defaults are the paper's protocol as docs/protocol.md describes it (its "Run options"
+section says what each field changes). Fields whose default depends on the dataset or
+model (epochs, patience, LR milestones, attack phase epochs, trigger column) are stored
+as ``None`` by the user and resolved by :func:`resolve`, so a stored config always holds
 the concrete values a run used.
 """
 from __future__ import annotations

@@ -6,7 +6,7 @@ reference path's numbers up to float rounding (tests/test_options.py checks each
 ``EngineOptions.reference()`` switches every optimisation off.
 
 Defaults are "on" only where the metrics stay equal within noise and the path has been
-measured faster on that device (see README "Benchmark"); the choice made for a run is
+measured faster on that device (see docs/benchmark.md); the choice made for a run is
 recorded by ``resolve_options`` so a run file can say how it was computed.
 """
 from __future__ import annotations
