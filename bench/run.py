@@ -1,7 +1,11 @@
 """Side-by-side benchmark: the engine against a plain DataLoader split-learning loop.
 
-    python bench/run.py --data-root ../shared/data            # CPU: LeNet and StripNet settings
-    python bench/run.py --device cuda --data-root DATA         # adds ResNet9 CIFAR-10 (JPEG)
+    python bench/run.py                            # CPU: LeNet and StripNet settings (MNIST)
+    python bench/run.py --data-root DIR            # datasets already on disk, torchvision's layout
+    python bench/run.py --device cuda --data-root DIR   # adds ResNet9 on CIFAR-10 (the JPEG folder)
+
+--data-root defaults to the engine's data root ($SLTUI_DATA, else ~/.cache/sltui/data),
+where the engine downloads MNIST on first use when the machine has network.
 
 Both loops train the same setting (same config, seed, init, splits, hyperparameters and
 number of steps) and are evaluated the same way every epoch (validation loss/accuracy,
@@ -40,6 +44,8 @@ if str(ROOT) not in sys.path:  # `python bench/run.py` from a fresh clone
 import torch  # noqa: E402
 
 from engine.config import RunConfig, resolve  # noqa: E402
+from engine.data import default_data_root  # noqa: E402
+from engine.errors import ConfigError, DataError  # noqa: E402
 
 SAMPLES_DEFINITION = ("training samples (innocent clients' images) per wall-clock second of the whole "
                       "epoch including evaluation; train-only excludes evaluation")
@@ -406,7 +412,8 @@ def _git_commit() -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-root", default=os.environ.get("SLTUI_DATA", "../shared/data"))
+    p.add_argument("--data-root", default=str(default_data_root()),
+                   help="folder holding the datasets (default $SLTUI_DATA, else ~/.cache/sltui/data)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--settings", default=None,
                    help="comma-separated, from: " + ", ".join(SETTINGS) + " (default: all that fit the device)")
@@ -459,6 +466,9 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 plain_threads = tuple(int(t) for t in args.plain_threads.split(",") if t.strip())
             results.append(run_setting(setting, cfg, options, args.inline, plain_threads))
+    except (ConfigError, DataError) as exc:  # missing data, no network: one line, not a traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     finally:
         if tmp is not None:
             tmp.cleanup()

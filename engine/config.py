@@ -1,6 +1,7 @@
 """RunConfig: every setting of one experiment, validated, frozen and JSON-able.
 
-Defaults follow ../shared/SPEC.md. Fields whose SPEC default depends on the dataset or
+Defaults are the paper's protocol as docs/protocol.md describes it (its "Run options"
+section says what each field changes). Fields whose default depends on the dataset or
 model (epochs, patience, LR milestones, attack phase epochs, trigger column) are stored
 as ``None`` by the user and resolved by :func:`resolve`, so a stored config always holds
 the concrete values a run used; :func:`resolved_fields` names the ones that were defaults,
@@ -284,7 +285,7 @@ DEPENDENT_FIELDS: tuple[str, ...] = tuple(spec_defaults(RunConfig()))
 
 
 def resolve(cfg: RunConfig) -> RunConfig:
-    """Fill every None default with the concrete SPEC value for this dataset and model."""
+    """Fill every None default with the concrete default (docs/protocol.md) for this dataset and model."""
     validate(cfg)
     defaults = spec_defaults(cfg)
     return dataclasses.replace(cfg, **{k: v for k, v in defaults.items() if getattr(cfg, k) is None})

@@ -1,7 +1,7 @@
 """Datasets as tensors: loading, Table 1 splits, the K+1 i.i.d. shares, batching.
 
 Images stay uint8 (N, C, H, W) on the run's device for the whole run; a batch is a
-slice, normalised on the fly (SPEC section 2). No per-sample Python, no workers.
+slice, normalised on the fly (docs/protocol.md section 2). No per-sample Python, no workers.
 """
 from __future__ import annotations
 
@@ -104,16 +104,25 @@ def _find_raw(folder: Path, stem: str) -> Path | None:
 _IDX_STEMS = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
 
+def _reason(exc: Exception) -> str:
+    """The last non-empty line of an error: torchvision's download errors put the cause
+    (e.g. ``<urlopen error [Errno -3] Temporary failure in name resolution>``) last."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return (lines[-1] if lines else type(exc).__name__)[:160]
+
+
 def _download_hint(name: str, root: Path, exc: Exception | None) -> DataError:
-    why = f" and downloading failed ({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else 'no network?'})" if exc else ""
+    why = f" and could not be downloaded (no network? {_reason(exc)})" if exc else ""
     return DataError(
-        f"{name} not found under {root}{why}; pass --data-root (or set SLTUI_DATA) to a folder "
-        f"holding {name}/raw/*-ubyte[.gz], e.g. ../shared/data"
+        f"{name} not found under {root}{why}; pass --data-root DIR (or set SLTUI_DATA) to a folder "
+        f"holding {name}/raw/*-ubyte[.gz] in torchvision's layout"
     )
 
 
 def load_idx_dataset(root: Path, name: str, download: bool = True) -> RawData:
-    """MNIST / FashionMNIST from ROOT/<name>/raw in torchvision's layout (.gz or unpacked)."""
+    """MNIST / FashionMNIST from ROOT/<name>/raw in torchvision's layout (.gz or unpacked).
+    Missing files are downloaded there by torchvision when `download` is set (the first
+    run on a machine with network); without network the error is one line."""
     folder = root / name / "raw"
     paths = [_find_raw(folder, stem) for stem in _IDX_STEMS]
     if None in paths:
@@ -145,8 +154,9 @@ def load_cifar10(root: Path, download: bool = True) -> RawData:
         test = tvd.CIFAR10(str(root), train=False, download=download)
     except Exception as exc:
         raise DataError(
-            f"CIFAR-10 not found under {root} and not downloadable ({type(exc).__name__}); pass --data-root "
-            f"to a folder holding cifar-10-batches-py, or use --dataset cifar10-jpeg with ../shared/data"
+            f"CIFAR-10 not found under {root} and could not be downloaded (no network? {_reason(exc)}); "
+            f"pass --data-root DIR (or set SLTUI_DATA) to a folder holding cifar-10-batches-py, "
+            f"or use --dataset cifar10-jpeg with a folder holding CIFAR10-JPEG"
         ) from None
 
     def conv(ds) -> tuple[torch.Tensor, torch.Tensor]:
@@ -186,8 +196,8 @@ def load_image_folder_cifar(root: Path) -> RawData:
     base = root / "CIFAR10-JPEG"
     if not (base / "train").is_dir() or not (base / "test").is_dir():
         raise DataError(
-            f"CIFAR10-JPEG/train and /test not found under {root}; pass --data-root (or set SLTUI_DATA) "
-            f"to a folder holding CIFAR10-JPEG, e.g. ../shared/data"
+            f"CIFAR10-JPEG/train and /test not found under {root}; pass --data-root DIR (or set SLTUI_DATA) "
+            f"to a folder holding CIFAR10-JPEG/{{train,test}}/<class>/*.jpg (it is never downloaded)"
         )
     key = hashlib.sha1(str(base.resolve()).encode())
     for part in ("train", "test"):
@@ -221,8 +231,8 @@ def load_emnist_letters(root: Path, download: bool = True) -> RawData:
         test = tvd.EMNIST(str(root), split="letters", train=False, download=download)
     except Exception as exc:
         raise DataError(
-            f"EMNIST letters not found under {root}/EMNIST and not downloadable ({type(exc).__name__}); "
-            f"put torchvision's EMNIST files (EMNIST/raw/emnist-letters-*-ubyte) there"
+            f"EMNIST letters not found under {root}/EMNIST and could not be downloaded (no network? "
+            f"{_reason(exc)}); pass --data-root DIR to a folder holding EMNIST/raw/emnist-letters-*-ubyte"
         ) from None
     return RawData(train.data.transpose(1, 2).unsqueeze(1).contiguous(), train.targets.long(),
                    test.data.transpose(1, 2).unsqueeze(1).contiguous(), test.targets.long())

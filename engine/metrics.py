@@ -1,4 +1,4 @@
-"""Evaluation metrics (SPEC section 3): percentages like the paper."""
+"""Evaluation metrics (docs/protocol.md section 3): percentages like the paper."""
 from __future__ import annotations
 
 from dataclasses import dataclass

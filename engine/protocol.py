@@ -1,4 +1,4 @@
-"""Vanilla round-robin split learning (SPEC section 1).
+"""Vanilla round-robin split learning (docs/protocol.md section 1).
 
 One client network is handed round-robin from client to client (so "client k starts
 from the weights client k-1 left" holds by construction), while every client keeps its

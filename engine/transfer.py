@@ -1,4 +1,4 @@
-"""The transfer check (SPEC section 8, the paper's Appendix E).
+"""The transfer check (docs/protocol.md section 8, the paper's Appendix E).
 
 Join the client and server of a finished run into one network, freeze everything but
 the last linear layer (re-initialised for the new dataset's classes), retrain that

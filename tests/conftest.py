@@ -1,5 +1,5 @@
 """Shared fixtures. Tests run on the CPU with synthetic data and never touch the network
-or ../shared/data."""
+or any data folder."""
 from __future__ import annotations
 
 import os

@@ -1,4 +1,4 @@
-"""Attack 2: the injector autoencoder (SPEC section 7)."""
+"""Attack 2: the injector autoencoder (docs/protocol.md section 7)."""
 import pytest
 import torch
 import torch.nn.functional as F

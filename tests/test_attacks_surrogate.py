@@ -1,4 +1,4 @@
-"""Attack 1: the surrogate client (SPEC section 6)."""
+"""Attack 1: the surrogate client (docs/protocol.md section 6)."""
 import dataclasses
 
 import pytest

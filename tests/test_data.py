@@ -1,4 +1,4 @@
-"""SPEC section 2: IDX files, Table 1 splits, K+1 shares, normalisation."""
+"""docs/protocol.md section 2: IDX files, Table 1 splits, K+1 shares, normalisation."""
 from __future__ import annotations
 
 import numpy as np
@@ -48,6 +48,28 @@ def test_missing_files_without_network_fail_with_one_line(tmp_path):
     with pytest.raises(DataError) as err:
         load_raw("mnist", tmp_path)
     assert "MNIST not found" in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("name,dataset", [("MNIST", "mnist"), ("FashionMNIST", "fmnist")])
+def test_missing_files_are_downloaded_into_the_default_root(monkeypatch, name, dataset):
+    """With no --data-root and no files, torchvision is asked to download the dataset into
+    the default root ($SLTUI_DATA here), and the run then reads what it wrote there."""
+    import torchvision.datasets as tvd
+
+    calls = []
+
+    class FakeTorchvision:
+        def __init__(self, root, train=True, download=False):
+            calls.append((Path(root), download))
+            write_idx_dataset(Path(root), name, 12, 6, gz=True)
+
+    monkeypatch.setattr(tvd, name, FakeTorchvision)
+    cfg = RunConfig(dataset=dataset, clients=1)
+    data = load_experiment_data(cfg, torch.device("cpu"))
+    assert calls == [(D.default_data_root(), True)]
+    assert sum(len(s) for s in data.shares) == 10 and len(data.test) == 6
+    load_experiment_data(cfg, torch.device("cpu"))  # files now on disk: no second download
+    assert len(calls) == 1
 
 
 def fake_raw(n_train: int, n_test: int) -> RawData:

@@ -1,4 +1,4 @@
-"""SPEC section 3: CDA and ASR on hand-built cases."""
+"""docs/protocol.md section 3: CDA and ASR on hand-built cases."""
 from __future__ import annotations
 
 import math

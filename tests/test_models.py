@@ -1,4 +1,4 @@
-"""SPEC section 4: the three networks as stages, split at cuts 1-3."""
+"""docs/protocol.md section 4: the three networks as stages, split at cuts 1-3."""
 from __future__ import annotations
 
 import functools

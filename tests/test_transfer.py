@@ -1,4 +1,4 @@
-"""The transfer check (SPEC section 8) and its command."""
+"""The transfer check (docs/protocol.md section 8) and its command."""
 import subprocess
 import sys
 

@@ -1,4 +1,4 @@
-"""Attack 2, the injector autoencoder (SPEC section 7).
+"""Attack 2, the injector autoencoder (docs/protocol.md section 7).
 
 prepare() runs phases 1-3 on the attacker's share (share 0), emitting PhaseProgress:
   phase1-clean / phase1-backdoor: two single-client networks of the target architecture,

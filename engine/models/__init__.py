@@ -1,4 +1,4 @@
-"""The paper's three networks as ordered stages, split at a cut layer (SPEC section 4).
+"""The paper's three networks as ordered stages, split at a cut layer (docs/protocol.md section 4).
 
 Every builder returns four stages: stages[0:3] are the layers up to cut 1, 2 and 3,
 stages[3] is the rest. ``split(stages, cut)`` gives (client, server)."""
