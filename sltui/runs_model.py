@@ -14,6 +14,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from engine.aggregate import PER_RUN, aggregate
 from engine.store import RunEntry, RunStore, read_run_file, RunNotFound, RunUnreadable, summary_row
 
+from .format import fmt_cell, fmt_mean_std
 from .reference import lookup
 
 
@@ -37,34 +38,6 @@ BROWSER_COLUMNS: tuple[Column, ...] = (
     Column("seconds", "time", True),
     Column("id", "id"),
 )
-
-
-def fmt_duration(seconds: Any) -> str:
-    if not isinstance(seconds, (int, float)) or math.isnan(seconds):
-        return "-"
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-
-
-def fmt_pct(value: Any) -> str:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or math.isnan(value):
-        return "-"
-    return f"{value:.2f}"
-
-
-def fmt_cell(key: str, value: Any) -> str:
-    if key in ("cda", "asr", "best_cda", "best_asr", "paper_cda", "paper_asr",
-               "final_cda", "final_asr"):
-        return fmt_pct(value)
-    if key == "seconds":
-        return fmt_duration(value)
-    if value is None:
-        return "-"
-    return str(value)
 
 
 def browser_row(entry: RunEntry) -> dict[str, Any]:
@@ -202,8 +175,7 @@ def seed_summary(docs: Sequence[Mapping[str, Any]]) -> list[str]:
     diff = [f for f in differing_fields([d.get("config") or {} for d in docs]) if f not in PER_RUN]
 
     def pm(row: Mapping[str, Any], name: str) -> str:
-        mean, std = row[f"{name}_mean"], row[f"{name}_std"]
-        return "-" if mean is None else f"{mean:.2f} ± {std:.2f}"
+        return fmt_mean_std(row[f"{name}_mean"], row[f"{name}_std"])
     return [f"{', '.join(f'{f} {r.get(f)}' for f in diff) or 'same setting'} over seeds "
             f"{', '.join(map(str, r['seeds']))}: CDA {pm(r, 'cda')}  ASR {pm(r, 'asr')}" for r in rows]
 

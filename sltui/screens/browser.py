@@ -13,7 +13,8 @@ from textual.widgets import DataTable, Footer, Header, Input, Static
 
 from ..form_model import config_from_dict
 from ..messages import RunsChanged
-from ..runs_model import BROWSER_COLUMNS, browser_row, fmt_cell, matches, sort_rows
+from ..format import fmt_cell
+from ..runs_model import BROWSER_COLUMNS, browser_row, matches, sort_rows
 
 STATUS_STYLE = {"running": "bold", "completed": "", "cancelled": "italic", "failed": "reverse",
                 "interrupted": "italic", "unreadable": "reverse", "starting": "bold"}

@@ -16,7 +16,8 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
 from ..messages import RunsChanged
-from ..runs_model import COLUMN_LABELS, PAPER_COLUMNS, compare_rows, fmt_cell, seed_summary, series, write_csv
+from ..format import fmt_cell
+from ..runs_model import COLUMN_LABELS, PAPER_COLUMNS, compare_rows, seed_summary, series, write_csv
 from ..widgets.charts import MetricChart
 
 
