@@ -4,7 +4,6 @@ User errors print one line on stderr and exit with code 2, never a traceback."""
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 from pathlib import Path
@@ -12,12 +11,13 @@ from typing import Any, Optional
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from engine.errors import ConfigError, DataError
 from engine.store import RunNotFound, RunStore, RunUnreadable, summary_row
 
 from .config_flags import build_config, with_config_flags
+from .format import fmt_cell, fmt_num, fmt_pct
+from .tables import Column, print_table
 
 app = typer.Typer(add_completion=False, no_args_is_help=False, rich_markup_mode="rich",
                   help="Run, watch and compare server-side backdoor attacks on split learning.")
@@ -28,6 +28,7 @@ console = Console()
 err_console = Console(stderr=True)
 
 RUNS_DIR_HELP = "folder of run files (default $SLTUI_RUNS or ./runs)"
+WIDE_HELP = "show every column, however wide (by default columns are left out to fit the terminal)"
 
 
 class UserError(Exception):
@@ -147,24 +148,42 @@ def transfer_command(
         raise typer.Exit(1 if result.status == "failed" else 130)
 
 
-def _pct(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    return f"{value:.2f}"
-
-
 def print_result(result) -> None:
     console.print(f"run {result.run_id}: [bold]{result.status}[/] after {len(result.epochs)} epoch(s)")
     for label, metrics in (("final", result.final), ("best val", result.best)):
         if metrics:
-            console.print(f"  {label:8} epoch {metrics['epoch']:>3}  CDA {_pct(metrics['cda'])}%  "
-                          f"ASR {_pct(metrics['asr'])}%  val loss {metrics['val_loss']:.4f}")
+            console.print(f"  {label:8} epoch {metrics['epoch']:>3}  CDA {fmt_pct(metrics['cda'])}%  "
+                          f"ASR {fmt_pct(metrics['asr'])}%  val loss {metrics['val_loss']:.4f}")
+
+
+# The run list's columns in display order. Priorities: the id and status always; then the
+# metrics and what the id does not say (alpha, epochs, time); the config fields that a
+# generated id already spells out (dataset-model-c<cut>-k<K>-attack) go first.
+RUN_LIST_COLUMNS = (
+    Column("id", "id"), Column("status", "status"),
+    Column("dataset", "dataset", 7), Column("model", "model", 8),
+    Column("cut", "cut", 9, "right"), Column("clients", "K", 10, "right"),
+    Column("attack", "attack", 4), Column("alpha", "alpha", 3, "right"),
+    Column("epochs", "epochs", 5, "right"),
+    Column("cda", "CDA %", 1, "right"), Column("asr", "ASR %", 2, "right"),
+    Column("seconds", "time", 6, "right"),
+)
+# `runs show`: the per-epoch metrics.
+EPOCH_COLUMNS = (
+    Column("epoch", "epoch", 0, "right"), Column("train_loss", "train loss", 5, "right"),
+    Column("val_loss", "val loss", 4, "right"), Column("val_acc", "val acc", 6, "right"),
+    Column("cda", "CDA %", 1, "right"), Column("asr", "ASR %", 2, "right"),
+    Column("lr", "lr", 7, "right"), Column("seconds", "s", 3, "right"),
+    Column("samples_per_s", "samples/s", 8, "right"),
+)
+CONFIG_COLUMNS = (Column("key", "field"), Column("value", "value"))
 
 
 @runs_app.command("list")
 def runs_list(
     runs_dir: Optional[Path] = typer.Option(None, "--runs-dir", help=RUNS_DIR_HELP),
     as_json: bool = typer.Option(False, "--json", help="print JSON rows instead of a table"),
+    wide: bool = typer.Option(False, "--wide", help=WIDE_HELP),
 ) -> None:
     """A table of stored runs, newest first; unreadable files are listed and marked."""
     store = RunStore(default_runs_dir(runs_dir))
@@ -176,15 +195,20 @@ def runs_list(
     if as_json:
         print(json.dumps(rows, indent=1))
         return
-    table = Table(title=f"runs in {store.root}", title_justify="left")
-    columns = ["id", "status", "dataset", "model", "cut", "clients", "attack", "alpha", "epochs", "cda", "asr", "seconds"]
-    for name in columns:
-        table.add_column({"clients": "K", "cda": "CDA %", "asr": "ASR %", "seconds": "s"}.get(name, name),
-                         justify="right" if name in ("cut", "clients", "alpha", "epochs", "cda", "asr", "seconds") else "left")
-    for row in rows:
-        table.add_row(*[(_pct(row.get(c)) if c in ("cda", "asr") else ("-" if row.get(c) is None else str(row.get(c))))
-                        for c in columns])
-    console.print(table)
+    if not rows:
+        err_console.print(f"no runs in {store.root}", highlight=False, soft_wrap=True)
+        return
+    print_table(RUN_LIST_COLUMNS, [{c.key: fmt_cell(c.key, row.get(c.key)) for c in RUN_LIST_COLUMNS}
+                                   for row in rows], wide)
+
+
+def epoch_cells(epoch: dict[str, Any]) -> dict[str, str]:
+    """One row of the `runs show` epoch table."""
+    return {"epoch": str(epoch.get("epoch")), "train_loss": fmt_num(epoch.get("train_loss"), ".4f"),
+            "val_loss": fmt_num(epoch.get("val_loss"), ".4f"), "val_acc": fmt_pct(epoch.get("val_acc")),
+            "cda": fmt_pct(epoch.get("cda")), "asr": fmt_pct(epoch.get("asr")),
+            "lr": fmt_num(epoch.get("lr"), ".0e"), "seconds": fmt_num(epoch.get("seconds"), ".1f"),
+            "samples_per_s": fmt_num(epoch.get("samples_per_s"), ",.0f")}
 
 
 @runs_app.command("show")
@@ -192,6 +216,7 @@ def runs_show(
     run_id: str = typer.Argument(..., help="run id (a folder name under the runs dir)"),
     runs_dir: Optional[Path] = typer.Option(None, "--runs-dir", help=RUNS_DIR_HELP),
     as_json: bool = typer.Option(False, "--json", help="print the run file"),
+    wide: bool = typer.Option(False, "--wide", help=WIDE_HELP),
 ) -> None:
     """One run: its config, environment and per-epoch metrics."""
     store = RunStore(default_runs_dir(runs_dir))
@@ -204,30 +229,25 @@ def runs_show(
     if as_json:
         print(json.dumps(doc, indent=1))
         return
-    console.print(f"[bold]{doc['id']}[/]  status [bold]{doc['status']}[/]  created {doc.get('created')}")
+    print(doc["id"])
+    print(f"status {doc['status']}, created {doc.get('created')}")
     if doc.get("error"):
-        console.print(f"[red]error:[/] {str(doc['error']).splitlines()[0]}")
+        print(f"error: {str(doc['error']).splitlines()[0]}")
     env = doc.get("env") or {}
-    console.print("env: " + ", ".join(f"{k} {v}" for k, v in env.items()))
-    cfg = Table(title="config", show_header=False, title_justify="left")
-    for key, value in sorted(doc.get("config", {}).items()):
-        cfg.add_row(key, str(value))
-    console.print(cfg)
+    print("env: " + ", ".join(f"{k} {v}" for k, v in env.items()))
+    print("\nconfig")
+    print_table(CONFIG_COLUMNS, [{"key": k, "value": fmt_cell(k, v)} for k, v in sorted(doc.get("config", {}).items())],
+                wide, header=False)
     for name, phase in (doc.get("phases") or {}).items():
         info = {k: v for k, v in phase.items() if k != "history"}
-        console.print(f"phase {name}: " + ", ".join(f"{k} {v}" for k, v in info.items()))
-    epochs = Table(title="epochs", title_justify="left")
-    for col in ("epoch", "train loss", "val loss", "val acc", "CDA %", "ASR %", "lr", "s", "samples/s"):
-        epochs.add_column(col, justify="right")
-    for e in doc.get("epochs", []):
-        epochs.add_row(str(e.get("epoch")), f"{e.get('train_loss', float('nan')):.4f}", f"{e.get('val_loss', float('nan')):.4f}",
-                       _pct(e.get("val_acc")), _pct(e.get("cda")), _pct(e.get("asr")), f"{e.get('lr', 0):.0e}",
-                       f"{e.get('seconds', 0):.1f}", f"{e.get('samples_per_s', 0):,.0f}")
-    console.print(epochs)
+        print(f"phase {name}: " + ", ".join(f"{k} {v}" for k, v in info.items()))
+    if doc.get("epochs"):
+        print("\nepochs")
+        print_table(EPOCH_COLUMNS, [epoch_cells(e) for e in doc["epochs"]], wide)
     for label in ("final", "best"):
         if doc.get(label):
             m = doc[label]
-            console.print(f"{label}: epoch {m.get('epoch')}  CDA {_pct(m.get('cda'))}%  ASR {_pct(m.get('asr'))}%")
+            print(f"{label}: epoch {m.get('epoch')}  CDA {fmt_pct(m.get('cda'))}%  ASR {fmt_pct(m.get('asr'))}%")
 
 
 from .sweep_cli import register as _register_sweep  # noqa: E402 - needs app, runs_app and helpers above

@@ -19,6 +19,8 @@ from engine.events import EpochMetrics, PhaseProgress, RunFailed, RunFinished, R
 from engine.runner import RunResult, new_run_id, run
 from engine.store import RunStore, fanout
 
+from .format import fmt_num
+
 
 @dataclass
 class StartError:
@@ -61,10 +63,6 @@ def start_run_thread(cfg: RunConfig, store: RunStore, sink: "queue.Queue[Any]",
 
 def is_done(item: Any) -> bool:
     return item is _DONE
-
-
-def _fmt(value: float | None, spec: str = ".2f") -> str:
-    return "-" if value is None or value != value else format(value, spec)
 
 
 def run_headless(cfg: RunConfig, store: RunStore, console: Console) -> tuple[RunResult | None, BaseException | None]:
@@ -134,13 +132,13 @@ def _follow(epochs: int | None, store: RunStore, console: Console, thread: threa
                 console.print(f"run [bold]{item.run_id}[/] -> {store.path(item.run_id)}", soft_wrap=True)
                 progress.update(task, description="training", total=item.total_epochs, completed=0)
             elif isinstance(item, PhaseProgress):
-                stats = f"loss {_fmt(item.loss, '.4f')}"
+                stats = f"loss {fmt_num(item.loss, '.4f')}"
                 progress.update(task, description=item.phase, total=item.epochs, completed=item.epoch, stats=stats)
                 log_line(console, f"{item.phase} {item.epoch}/{item.epochs}  {stats}")
             elif isinstance(item, EpochMetrics):
                 if progress.tasks[task].description != "training":
                     progress.update(task, description="training", total=epochs)
-                stats = (f"loss {_fmt(item.train_loss, '.4f')}  CDA {_fmt(item.cda)}%  ASR {_fmt(item.asr)}%"
+                stats = (f"loss {fmt_num(item.train_loss, '.4f')}  CDA {fmt_num(item.cda)}%  ASR {fmt_num(item.asr)}%"
                          f"  {item.samples_per_s:,.0f} samples/s")
                 progress.update(task, completed=item.epoch, stats=stats)
                 log_line(console, f"epoch {item.epoch}/{epochs}  {stats}  {item.seconds:.1f}s")

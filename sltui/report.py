@@ -11,6 +11,7 @@ from typing import Any, Iterable, Mapping
 
 from engine.aggregate import aggregate
 
+from .format import fmt_mean_std
 from .reference import lookup
 
 MODEL_COLOURS = {"lenet": "tab:blue", "stripnet": "tab:orange", "resnet9": "tab:green"}
@@ -19,12 +20,6 @@ METRIC_LABELS = {"asr": "ASR (%)", "cda": "CDA (%)"}
 
 def _alpha_of(row: Mapping[str, Any]) -> float | None:
     return row.get("alpha") if row.get("attack") == "surrogate" else None
-
-
-def _fmt(mean: Any, std: Any) -> str:
-    if mean is None:
-        return "-"
-    return f"{mean:.2f} ± {std:.2f}" if std else f"{mean:.2f}"
 
 
 def write_report(docs: Iterable[Mapping[str, Any]], out: Path, title: str = "sweep") -> list[Path]:
@@ -96,6 +91,11 @@ def _panel(ax: Any, rows: list[Mapping[str, Any]], metric: str) -> None:
     ax.grid(alpha=0.3)
 
 
+def spread(row: Mapping[str, Any], metric: str) -> float | None:
+    """The std over seeds of an aggregate row's metric, None for a single run (nothing to show)."""
+    return row[f"{metric}_std"] if row.get("n", 0) > 1 else None
+
+
 def markdown_table(rows: list[Mapping[str, Any]], title: str) -> str:
     lines = [f"# {title}", "",
              "Mean ± sample std over seeds of the last epoch's metrics (n runs); paper: the authors' single run.", "",
@@ -107,6 +107,6 @@ def markdown_table(rows: list[Mapping[str, Any]], title: str) -> str:
         lines.append(
             f"| {r['dataset']} | {r['model']} | {r['cut']} | {r['clients']} | {r['attack']} | "
             f"{'-' if alpha is None else f'{alpha:g}'} | {r.get('epochs')} | {r['n']} | "
-            f"{_fmt(r['cda_mean'], r['cda_std'])} | {_fmt(r['asr_mean'], r['asr_std'])} | "
+            f"{fmt_mean_std(r['cda_mean'], spread(r, 'cda'))} | {fmt_mean_std(r['asr_mean'], spread(r, 'asr'))} | "
             f"{'-' if ref is None else f'{ref.cda:.2f}'} | {'-' if ref is None else f'{ref.asr:.2f}'} |")
     return "\n".join(lines) + "\n"

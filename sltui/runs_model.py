@@ -7,64 +7,70 @@ from __future__ import annotations
 import csv
 import math
 import os
-from dataclasses import dataclass
+import re
+from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from engine.aggregate import PER_RUN, aggregate
 from engine.store import RunEntry, RunStore, read_run_file, RunNotFound, RunUnreadable, summary_row
 
+from .form_model import visible
+from .format import fmt_cell, fmt_mean_std
 from .reference import lookup
+from .tables import Column, fit_columns
 
 
-@dataclass(frozen=True)
-class Column:
-    key: str
-    label: str
-    numeric: bool = False
-
-
+# The browser's columns in display order (sltui.tables.Column: key, header, priority, align).
+# The id and status always show; at narrow widths the rest go, least important first: the
+# metrics stay longest, then what the paper's grid varies (attack, dataset, alpha, cut, K).
 BROWSER_COLUMNS: tuple[Column, ...] = (
-    Column("status", "status"),
-    Column("dataset", "dataset"),
-    Column("model", "model"),
-    Column("cut", "cut", True),
-    Column("clients", "K", True),
-    Column("attack", "attack"),
-    Column("alpha", "alpha", True),
-    Column("cda", "CDA", True),
-    Column("asr", "ASR", True),
-    Column("seconds", "time", True),
     Column("id", "id"),
+    Column("status", "status"),
+    Column("dataset", "dataset", 3),
+    Column("model", "model", 7),
+    Column("cut", "cut", 5, "right"),
+    Column("clients", "K", 6, "right"),
+    Column("attack", "attack", 2),
+    Column("alpha", "alpha", 4, "right"),
+    Column("cda", "CDA", 1, "right"),
+    Column("asr", "ASR", 1, "right"),
+    Column("seconds", "time", 8, "right"),
 )
+# A DataTable cell has one space of padding each side, where a CLI table has a two-space gap.
+CELL_PADDING = 2
+# `<date>-<time>-<setting>-<4 hex>`, as engine.store.new_run_id writes them.
+GENERATED_ID = re.compile(r"^\d{4}(\d{4})-(\d{6})-.+-([0-9a-f]{4})$")
 
 
-def fmt_duration(seconds: Any) -> str:
-    if not isinstance(seconds, (int, float)) or math.isnan(seconds):
-        return "-"
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+def short_ids(ids: Iterable[str]) -> dict[str, str]:
+    """A shorter label for each run id, for tables too narrow for whole ids. A generated id
+    keeps what tells it apart, its month, day, time and random suffix (`1124-133627…8eac`):
+    the setting in between has columns of its own. Any other id stays whole, and so does
+    every id whose label another id would share: two runs never look the same."""
+    ids = list(dict.fromkeys(ids))
+    labels = {}
+    for run_id in ids:
+        m = GENERATED_ID.match(run_id)
+        labels[run_id] = f"{m.group(1)}-{m.group(2)}…{m.group(3)}" if m else run_id
+    counts = Counter(labels.values())
+    return {run_id: label if counts[label] == 1 else run_id for run_id, label in labels.items()}
 
 
-def fmt_pct(value: Any) -> str:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or math.isnan(value):
-        return "-"
-    return f"{value:.2f}"
+def table_columns(columns: Sequence[Column], cells: Sequence[Mapping[str, str]], width: int) -> list[Column]:
+    """The columns of a Textual DataTable `width` cells wide to show (sltui.tables.fit_columns,
+    with the DataTable's cell padding instead of the CLI's gap)."""
+    return fit_columns(columns, cells, width - CELL_PADDING)
 
 
-def fmt_cell(key: str, value: Any) -> str:
-    if key in ("cda", "asr", "best_cda", "best_asr", "paper_cda", "paper_asr",
-               "final_cda", "final_asr"):
-        return fmt_pct(value)
-    if key == "seconds":
-        return fmt_duration(value)
-    if value is None:
-        return "-"
-    return str(value)
+def browser_layout(rows: Sequence[Mapping[str, Any]], width: int) -> tuple[list[Column], list[dict[str, str]]]:
+    """(columns, cells) of the browser for a table `width` cells wide: whole ids when every
+    column fits with them, else short ids (short_ids) and columns left out by priority."""
+    cells = [{c.key: fmt_cell(c.key, row.get(c.key)) for c in BROWSER_COLUMNS} for row in rows]
+    if len(table_columns(BROWSER_COLUMNS, cells, width)) < len(BROWSER_COLUMNS):
+        labels = short_ids(cell["id"] for cell in cells)
+        cells = [{**cell, "id": labels[cell["id"]]} for cell in cells]
+    return table_columns(BROWSER_COLUMNS, cells, width), cells
 
 
 def browser_row(entry: RunEntry) -> dict[str, Any]:
@@ -157,6 +163,7 @@ COLUMN_LABELS = {
     "final_cda": "CDA", "final_asr": "ASR", "best_cda": "best CDA", "best_asr": "best ASR",
     "paper_cda": "paper CDA", "paper_asr": "paper ASR", "clients": "K",
 }
+PAPER_MARK = "*"
 
 
 def differing_fields(configs: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -188,9 +195,52 @@ def compare_rows(docs: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[dic
         row.update({k: cfg.get(k) for k in diff})
         row.update(final_cda=_metric(doc, "final", "cda"), final_asr=_metric(doc, "final", "asr"),
                    best_cda=_metric(doc, "best", "cda"), best_asr=_metric(doc, "best", "asr"),
-                   paper_cda=ref.cda if ref else None, paper_asr=ref.asr if ref else None)
+                   paper_cda=ref.cda if ref else None, paper_asr=ref.asr if ref else None,
+                   run_epochs=cfg.get("epochs"), paper_epochs=ref.epochs if ref else None)
         rows.append(row)
     return columns, rows
+
+
+def paper_differs(row: Mapping[str, Any]) -> bool:
+    """Whether a compare row has paper values from a run of another length than its own
+    (the paper trained 90 epochs, 140 on CIFAR-10): then they are not like for like."""
+    return row.get("paper_epochs") is not None and row.get("run_epochs") != row.get("paper_epochs")
+
+
+def paper_footnote(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The line that explains PAPER_MARK, '' where no row is marked."""
+    pairs = dict.fromkeys((r.get("paper_epochs"), r.get("run_epochs")) for r in rows if paper_differs(r))
+    if not pairs:
+        return ""
+    parts = [f"{paper} epochs, the run {run}" for paper, run in pairs]
+    return f"{PAPER_MARK} not like for like: the paper trained " + "; ".join(parts)
+
+
+# Short names in run labels, so a legend line fits a chart at 80 columns.
+LABEL_NAMES = {"clients": "K", "alpha": "α"}
+
+
+def _label_part(name: str, value: Any) -> str:
+    text = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+    return text if name == "attack" else f"{LABEL_NAMES.get(name, name)}={text}"
+
+
+def run_labels(docs: Sequence[Mapping[str, Any]]) -> list[str]:
+    """A label per run that says how it differs from the others: its values of the config
+    fields that differ between them (`cut=1 seed=2`; the attack by its name, K for clients,
+    α for alpha), leaving out fields its attack does not use. Runs that share every such
+    value get their short id after it, so no two labels are the same."""
+    configs = [d.get("config") or {} for d in docs]
+    diff = differing_fields(configs)
+    labels = [" ".join(_label_part(k, cfg.get(k)) for k in diff if visible(k, str(cfg.get("attack"))))
+              for cfg in configs]
+    ids = [str(d.get("id", "?")) for d in docs]
+    short = short_ids(ids)
+    counts = Counter(labels)
+    labels = [label if label and counts[label] == 1 else f"{label} {short[run_id]}".strip()
+              for label, run_id in zip(labels, ids)]
+    counts = Counter(labels)   # the same id selected twice, or two short ids alike: whole ids
+    return [label if counts[label] == 1 else f"{label} {run_id}".strip() for label, run_id in zip(labels, ids)]
 
 
 def seed_summary(docs: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -202,8 +252,7 @@ def seed_summary(docs: Sequence[Mapping[str, Any]]) -> list[str]:
     diff = [f for f in differing_fields([d.get("config") or {} for d in docs]) if f not in PER_RUN]
 
     def pm(row: Mapping[str, Any], name: str) -> str:
-        mean, std = row[f"{name}_mean"], row[f"{name}_std"]
-        return "-" if mean is None else f"{mean:.2f} ± {std:.2f}"
+        return fmt_mean_std(row[f"{name}_mean"], row[f"{name}_std"])
     return [f"{', '.join(f'{f} {r.get(f)}' for f in diff) or 'same setting'} over seeds "
             f"{', '.join(map(str, r['seeds']))}: CDA {pm(r, 'cda')}  ASR {pm(r, 'asr')}" for r in rows]
 

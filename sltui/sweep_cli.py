@@ -4,7 +4,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import threading
 from pathlib import Path
 from typing import Any, Optional
@@ -20,6 +19,8 @@ from engine.sweep_exec import (JobResult, LocalExecutor, RayExecutor, SweepFile,
                                make_jobs, pending, sweep_run_docs)
 
 from .config_flags import given_fields, with_config_flags
+from .format import fmt_cell, fmt_mean_std, fmt_pct
+from .tables import Column, print_table
 
 AXIS_FIELDS = tuple(AXES.values())
 AXIS_HELP = {
@@ -30,8 +31,24 @@ AXIS_HELP = {
 }
 
 
-def _fmt(value: Any, spec: str = ".2f") -> str:
-    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
+WIDE_HELP = "show every column, however wide (by default columns are left out to fit the terminal)"
+# `sweep --dry-run`: the setting of each run always; the id of a done run goes first.
+PLAN_COLUMNS = (
+    Column("n", "#", 0, "right"), Column("dataset", "dataset", 1), Column("model", "model", 1),
+    Column("cut", "cut", 1, "right"), Column("clients", "K", 1, "right"), Column("attack", "attack", 1),
+    Column("alpha", "alpha", 1, "right"), Column("seed", "seed", 1, "right"), Column("epochs", "epochs", 2, "right"),
+    Column("state", "state"), Column("run", "run", 3),
+)
+# `runs aggregate --format table`: the setting (epochs included: rows may differ by it alone)
+# always, then its metrics over seeds.
+AGGREGATE_COLUMNS = (
+    Column("dataset", "dataset"), Column("model", "model"), Column("cut", "cut", 0, "right"),
+    Column("clients", "K", 0, "right"), Column("attack", "attack"), Column("alpha", "alpha", 0, "right"),
+    Column("epochs", "epochs", 0, "right"), Column("n", "n", 2, "right"),
+    Column("cda", "CDA %", 1, "right"), Column("asr", "ASR %", 1, "right"),
+    Column("best_cda", "best CDA %", 4, "right"), Column("best_asr", "best ASR %", 4, "right"),
+    Column("seeds", "seeds", 5),
+)
 
 
 def register(app: typer.Typer, runs_app: typer.Typer, console: Any, default_runs_dir: Any) -> None:
@@ -53,6 +70,7 @@ def register(app: typer.Typer, runs_app: typer.Typer, console: Any, default_runs
         ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster address (default: a local instance)"),
         gpus_per_job: Optional[float] = typer.Option(None, "--gpus-per-job", help="Ray: GPU share per run (default 1/jobs with --device cuda, else 0)"),
         runs_dir: Optional[Path] = typer.Option(None, "--runs-dir", help="folder of run files (default $SLTUI_RUNS or ./runs)"),
+        wide: bool = typer.Option(False, "--wide", help="--dry-run: " + WIDE_HELP),
         **flags: Any,
     ) -> None:
         """Run a grid of settings x seeds; started again, it skips what is done and redoes the rest."""
@@ -73,7 +91,7 @@ def register(app: typer.Typer, runs_app: typer.Typer, console: Any, default_runs
         store = RunStore(root)
         todo, done = pending(points, store)
         if dry_run:
-            print_plan(console, sweep.sweep_id(), points, done)
+            print_plan(sweep.sweep_id(), points, done, wide)
             return
         runner: Any = None
         if executor == "ray":
@@ -100,19 +118,25 @@ def register(app: typer.Typer, runs_app: typer.Typer, console: Any, default_runs
     @runs_app.command("aggregate")
     def aggregate_command(
         sweep: Optional[str] = typer.Option(None, "--sweep", help="only the runs of this sweep (id or file)"),
-        fmt: str = typer.Option("csv", "--format", help="csv or json"),
+        fmt: str = typer.Option("csv", "--format", help="csv, json or table"),
         out: Optional[Path] = typer.Option(None, "--out", help="write to this file instead of stdout"),
         runs_dir: Optional[Path] = typer.Option(None, "--runs-dir", help="folder of run files (default $SLTUI_RUNS or ./runs)"),
+        wide: bool = typer.Option(False, "--wide", help="--format table: " + WIDE_HELP),
     ) -> None:
         """Mean, std and n of final and best CDA/ASR over seeds, one row per setting (completed runs)."""
-        if fmt not in ("csv", "json"):
-            raise ConfigError(f"--format must be csv or json (got {fmt!r})")
+        if fmt not in ("csv", "json", "table"):
+            raise ConfigError(f"--format must be csv, json or table (got {fmt!r})")
+        if fmt == "table" and out:
+            raise ConfigError("--format table is for reading on screen; write --format csv or json to --out")
         root = default_runs_dir(runs_dir)
         if sweep:
             docs = sweep_run_docs(root, load_sweep_doc(find_sweep(root, sweep)))
         else:
             docs = [{**e.doc, "status": e.status} for e in RunStore(root).entries() if e.doc is not None]
         rows = aggregate(docs)
+        if fmt == "table":
+            print_table(AGGREGATE_COLUMNS, [aggregate_cells(r) for r in rows], wide)
+            return
         text = json.dumps(rows, indent=1) if fmt == "json" else rows_to_csv(rows)
         if out:
             out.write_text(text)
@@ -140,18 +164,29 @@ def register(app: typer.Typer, runs_app: typer.Typer, console: Any, default_runs
             console.print(str(path_), highlight=False, soft_wrap=True)
 
 
-def print_plan(console: Any, sweep_id: str, points: list, done: dict[str, str]) -> None:
-    from rich.table import Table
-
-    table = Table(title=f"{sweep_id}: {len(points)} runs, {len(done)} done", title_justify="left")
-    for column in ("#", "dataset", "model", "cut", "K", "attack", "alpha", "seed", "epochs", "state"):
-        table.add_column(column)
+def print_plan(sweep_id: str, points: list, done: dict[str, str], wide: bool = False) -> None:
+    """The runs of a sweep and which of them are done (the run that did each), run nothing."""
+    print(f"{sweep_id}: {len(points)} runs, {len(done)} done")
+    rows = []
     for i, point in enumerate(points, 1):
         c = point.config
-        table.add_row(str(i), c.dataset, c.model, str(c.cut), str(c.clients), c.attack,
-                      str(c.alpha) if c.attack == "surrogate" else "-", str(c.seed), str(c.epochs),
-                      f"done {done[point.key]}" if point.key in done else "to run")
-    console.print(table)
+        rows.append({"n": str(i), "dataset": c.dataset, "model": c.model, "cut": str(c.cut),
+                     "clients": str(c.clients), "attack": c.attack,
+                     "alpha": str(c.alpha) if c.attack == "surrogate" else "-", "seed": str(c.seed),
+                     "epochs": str(c.epochs), "state": "done" if point.key in done else "to run",
+                     "run": done.get(point.key, "-")})
+    print_table(PLAN_COLUMNS, rows, wide)
+
+
+def aggregate_cells(row: dict[str, Any]) -> dict[str, str]:
+    """One `runs aggregate --format table` row: mean ± std over seeds where there are several."""
+    several = (row.get("n") or 0) > 1
+    cells = {key: fmt_cell(key, row.get(key)) for key in ("dataset", "model", "cut", "clients", "attack",
+                                                         "epochs", "n", "seeds")}
+    cells["alpha"] = fmt_cell("alpha", row.get("alpha") if row.get("attack") == "surrogate" else None)
+    for name in ("cda", "asr", "best_cda", "best_asr"):
+        cells[name] = fmt_mean_std(row.get(f"{name}_mean"), row.get(f"{name}_std") if several else None)
+    return cells
 
 
 def execute(runner: Any, jobs: list, record: SweepFile, store: RunStore, console: Any,
@@ -192,7 +227,7 @@ def result_line(result: JobResult, store: RunStore) -> str:
     if result.status == "completed":
         try:
             final = read_run_file(store.path(result.job.run_id)).get("final") or {}
-            line += f"  CDA {_fmt(final.get('cda'))}%  ASR {_fmt(final.get('asr'))}%"
+            line += f"  CDA {fmt_pct(final.get('cda'))}%  ASR {fmt_pct(final.get('asr'))}%"
         except Exception:  # noqa: BLE001 - the line is informative only
             pass
     elif result.error:

@@ -13,8 +13,12 @@ from textual.widgets import DataTable, Footer, Header, Input, Static
 
 from ..form_model import config_from_run
 from ..messages import RunsChanged
-from ..runs_model import BROWSER_COLUMNS, browser_row, fmt_cell, matches, sort_rows
+from ..runs_model import BROWSER_COLUMNS, browser_layout, browser_row, matches, sort_rows
 
+# Cells kept free at the right of the table for its vertical scrollbar, and taken by the
+# selection mark column (one character and its padding).
+SCROLLBAR = 2
+MARK_WIDTH = 3
 STATUS_STYLE = {"running": "bold", "completed": "", "cancelled": "italic", "failed": "reverse",
                 "interrupted": "italic", "unreadable": "reverse", "starting": "bold"}
 
@@ -62,14 +66,10 @@ class BrowserScreen(Screen[None]):
 
     def on_mount(self) -> None:
         self.title = "runs"
-        table = self.query_one("#runs", DataTable)
-        table.add_column(" ", key="sel", width=1)
-        for col in BROWSER_COLUMNS:
-            table.add_column(col.label, key=col.key)
         self.query_one("#filter").display = False
         self.refresh_runs()
         self.set_interval(getattr(self.app, "poll_interval", 1.0), self.refresh_runs)
-        table.focus()
+        self.query_one("#runs", DataTable).focus()
 
     # ---- data -------------------------------------------------------------
     def refresh_runs(self) -> None:
@@ -81,29 +81,41 @@ class BrowserScreen(Screen[None]):
         self.rows = sort_rows(rows, self.sort_key, self.sort_reverse)
         self._render_rows()
 
+    def on_resize(self) -> None:
+        self._render_rows()
+
     def _render_rows(self) -> None:
+        """Fill the table for the screen's width: which columns show and how ids are
+        written follow the width (runs_model.browser_layout); redrawn only on a change."""
         table = self.query_one("#runs", DataTable)
-        cells = tuple(
-            (row["id"], row["id"] in self.selected, tuple(fmt_cell(c.key, row.get(c.key)) for c in BROWSER_COLUMNS))
-            for row in self.rows)
-        if cells != self._shown:
+        width = (self.size.width or self.app.size.width) - SCROLLBAR - MARK_WIDTH
+        columns, cells = browser_layout(self.rows, width)
+        shown = (tuple(c.key for c in columns),
+                 tuple((row["id"], row["id"] in self.selected, tuple(cell[c.key] for c in columns))
+                       for row, cell in zip(self.rows, cells)))
+        if shown != self._shown:
             current = self.current_id()
-            self._shown = cells
-            table.clear()
-            for run_id, selected, values in cells:
+            keys_changed = shown[0] != (self._shown[0] if self._shown else None)
+            self._shown = shown
+            table.clear(columns=keys_changed)
+            if keys_changed:
+                table.add_column(" ", key="sel", width=1)
+                for col in columns:
+                    table.add_column(col.header, key=col.key)
+            for run_id, selected, values in shown[1]:
                 styled = [Text(v, style=STATUS_STYLE.get(v, "")) if c.key == "status" else
-                          Text(v, justify="right") if c.numeric else v
-                          for c, v in zip(BROWSER_COLUMNS, values)]
+                          Text(v, justify="right") if c.align == "right" else v
+                          for c, v in zip(columns, values)]
                 table.add_row("*" if selected else " ", *styled, key=run_id)
             if current is not None:
-                ids = [c[0] for c in cells]
+                ids = [c[0] for c in shown[1]]
                 if current in ids:
                     table.move_cursor(row=ids.index(current), animate=False)
         self._update_status()
 
     def _update_status(self) -> None:
         arrow = "desc" if self.sort_reverse else "asc"
-        label = next(c.label for c in BROWSER_COLUMNS if c.key == self.sort_key)
+        label = next(c.header for c in BROWSER_COLUMNS if c.key == self.sort_key)
         parts = [f"{len(self.rows)}/{getattr(self, 'all_count', 0)} runs", f"sort {label} {arrow}"]
         if self.query_text:
             parts.append(f"filter '{self.query_text}'")

@@ -1,5 +1,6 @@
-"""Compare runs: the config fields that differ, final and best metrics, the paper's value
-for the same setting (toggle), CDA and ASR curves overlaid, CSV export."""
+"""Compare runs: each labelled by the config fields that differ between them (`cut=1 seed=2`),
+final and best metrics, the paper's value for the same setting (toggle; marked where the
+paper trained longer or shorter than the run), CDA and ASR curves overlaid, CSV export."""
 from __future__ import annotations
 
 import datetime as _dt
@@ -16,13 +17,21 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
 from ..messages import RunsChanged
-from ..runs_model import COLUMN_LABELS, PAPER_COLUMNS, compare_rows, fmt_cell, seed_summary, series, write_csv
+from ..format import fmt_cell
+from ..runs_model import (COLUMN_LABELS, METRIC_COLUMNS, PAPER_COLUMNS, PAPER_MARK, compare_rows, paper_differs,
+                          paper_footnote, run_labels, seed_summary, series, table_columns, write_csv)
+from ..tables import Column
 from ..widgets.charts import MetricChart
 
-
-def short_id(run_id: str, width: int = 14) -> str:
-    """The distinguishing tail of a run id (its random suffix and the setting before it)."""
-    return run_id if len(run_id) <= width else "…" + run_id[-(width - 1):]
+SCROLLBAR = 2
+# The screen's table: the run's number (the charts' legend falls back to it where the labels
+# do not fit), label and status always; then final, paper and best values.
+TABLE_COLUMNS = (
+    Column("n", "#", 0, "right"), Column("run", "run"), Column("status", "status"),
+    Column("final_cda", COLUMN_LABELS["final_cda"], 1, "right"), Column("final_asr", COLUMN_LABELS["final_asr"], 1, "right"),
+    Column("best_cda", COLUMN_LABELS["best_cda"], 3, "right"), Column("best_asr", COLUMN_LABELS["best_asr"], 3, "right"),
+    Column("paper_cda", COLUMN_LABELS["paper_cda"], 2, "right"), Column("paper_asr", COLUMN_LABELS["paper_asr"], 2, "right"),
+)
 
 
 class CompareScreen(Screen[None]):
@@ -49,6 +58,7 @@ class CompareScreen(Screen[None]):
         self.docs: list[dict[str, Any]] = []
         self.columns: list[str] = []
         self.rows: list[dict[str, Any]] = []
+        self.labels: list[str] = []
         self.last_export: Path | None = None
 
     def compose(self) -> ComposeResult:
@@ -88,34 +98,55 @@ class CompareScreen(Screen[None]):
     def reload(self) -> None:
         self.docs = self._load_docs()
         self.columns, self.rows = compare_rows(self.docs)
+        self.labels = run_labels(self.docs)
         self._render_table()
-        labels = [short_id(d.get("id", "?")) for d in self.docs]
+        labels = self.labels
         self.query_one("#chart-cda", MetricChart).set_series(
             [(label, *series(d, "cda")) for label, d in zip(labels, self.docs)])
         self.query_one("#chart-asr", MetricChart).set_series(
             [(label, *series(d, "asr")) for label, d in zip(labels, self.docs)])
 
+    def on_resize(self) -> None:
+        if self.docs:
+            self._render_table()
+
+    def table_cells(self) -> list[dict[str, str]]:
+        """The table's cells: the run's label, its status and metrics; paper values carry
+        PAPER_MARK where the paper trained for another number of epochs than the run."""
+        cells = []
+        for n, (label, row) in enumerate(zip(self.labels, self.rows), 1):
+            cell = {"n": str(n), "run": label, "status": fmt_cell("status", row.get("status"))}
+            cell.update({k: fmt_cell(k, row.get(k)) for k in METRIC_COLUMNS})
+            mark = PAPER_MARK if paper_differs(row) else ""
+            cell.update({k: fmt_cell(k, row.get(k)) + (mark if row.get(k) is not None else "") for k in PAPER_COLUMNS})
+            cells.append(cell)
+        return cells
+
     def shown_columns(self) -> list[str]:
-        return [c for c in self.columns if self.show_paper or c not in PAPER_COLUMNS]
+        """The keys of the table's columns at the screen's width (paper values only when toggled on)."""
+        columns = [c for c in TABLE_COLUMNS if self.show_paper or c.key not in PAPER_COLUMNS]
+        width = (self.size.width or self.app.size.width) - SCROLLBAR
+        return [c.key for c in table_columns(columns, self.table_cells(), width)]
 
     def _render_table(self) -> None:
         table = self.query_one("#compare-table", DataTable)
         table.clear(columns=True)
-        columns = self.shown_columns()
-        for key in columns:
-            table.add_column(COLUMN_LABELS.get(key, key.replace("_", " ")), key=key)
-        for row in self.rows:
-            cells = []
-            for key in columns:
-                text = short_id(str(row[key])) if key == "id" else fmt_cell(key, row.get(key))
-                numeric = isinstance(row.get(key), (int, float)) and not isinstance(row.get(key), bool)
-                cells.append(Text(text, justify="right") if numeric else text)
-            table.add_row(*cells, key=str(row["id"]))
-        diff = [c for c in self.columns if c not in ("id", "status", "final_cda", "final_asr", "best_cda",
-                                                      "best_asr", *PAPER_COLUMNS)]
-        note = f"{len(self.rows)} runs; differing fields: {', '.join(diff) if diff else 'none'}"
+        keys = self.shown_columns()
+        columns = [c for c in TABLE_COLUMNS if c.key in keys]
+        for col in columns:
+            table.add_column(col.header, key=col.key)
+        for row, cell in zip(self.rows, self.table_cells()):
+            table.add_row(*[Text(cell[c.key], justify="right") if c.align == "right" else cell[c.key]
+                            for c in columns], key=str(row["id"]))
+        note = f"{len(self.rows)} runs"
+        hidden = len([c for c in TABLE_COLUMNS if self.show_paper or c.key not in PAPER_COLUMNS]) - len(columns)
+        if hidden:
+            note += f", {hidden} columns hidden"
         if self.show_paper:
-            note += "  |  paper: authors' single run, last epoch ('-' = no such setting)"
+            note += "  |  paper: authors' last epoch, - = none"
+            footnote = paper_footnote(self.rows)
+            if footnote:
+                note += "\n" + footnote
         self.query_one("#compare-note", Static).update(note)
         seeds = self.query_one("#compare-seeds", Static)
         lines = seed_summary(self.docs)

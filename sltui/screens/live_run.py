@@ -3,7 +3,6 @@ and its config. Works for runs this app started (live state from the run manager
 for any run file (re-read while it says running, e.g. a `--headless` run elsewhere)."""
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from textual import on
@@ -15,7 +14,8 @@ from textual.widgets import ContentSwitcher, DataTable, Footer, Header, Label, P
 
 from ..messages import RunsChanged
 from ..run_manager import RunState
-from ..runs_model import fmt_duration, fmt_pct, series
+from ..format import fmt_duration, fmt_num, fmt_pct
+from ..runs_model import series
 from ..widgets.charts import MetricChart
 
 
@@ -50,12 +50,6 @@ def view_of_doc(doc: dict[str, Any]) -> dict[str, Any]:
             "cancelling": False}
 
 
-def _num(value: Any, spec: str) -> str:
-    if not isinstance(value, (int, float)) or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    return format(value, spec)
-
-
 def stats_line(view: dict[str, Any]) -> str:
     epochs = view["epochs"]
     last = epochs[-1] if epochs else {}
@@ -63,8 +57,8 @@ def stats_line(view: dict[str, Any]) -> str:
     if view["eta"] is not None:
         parts.append(f"ETA {fmt_duration(view['eta'])}")
     if last:
-        parts += [f"{_num(last.get('samples_per_s'), ',.0f')} samples/s",
-                  f"loss {_num(last.get('train_loss'), '.4f')}/{_num(last.get('val_loss'), '.4f')}",
+        parts += [f"{fmt_num(last.get('samples_per_s'), ',.0f')} samples/s",
+                  f"loss {fmt_num(last.get('train_loss'), '.4f')}/{fmt_num(last.get('val_loss'), '.4f')}",
                   f"CDA {fmt_pct(last.get('cda'))}", f"ASR {fmt_pct(last.get('asr'))}"]
     return "  ".join(parts)
 
@@ -151,7 +145,7 @@ class LiveRunScreen(Screen[None]):
         phase_row.display = view["phase"] is not None
         if view["phase"] is not None:
             name, epoch, total, loss = view["phase"]
-            self.query_one("#phase-name", Label).update(f"{name} {epoch}/{total} loss {_num(loss, '.4f')}")
+            self.query_one("#phase-name", Label).update(f"{name} {epoch}/{total} loss {fmt_num(loss, '.4f')}")
             self.query_one("#phase-bar", ProgressBar).update(total=max(1, total or 1), progress=epoch)
         doc = {"epochs": view["epochs"]}
         self.query_one("#chart-loss", MetricChart).set_series(

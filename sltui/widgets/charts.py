@@ -7,6 +7,18 @@ from textual_plotext import PlotextPlot
 
 # Distinct markers keep overlaid lines apart without colour (NO_COLOR terminals).
 MARKERS = ("braille", "dot", "+", "x", "*", "o", "#", "@")
+# Cells of a chart's width that a legend line needs besides its text: the y-axis labels,
+# the frame and the marker. plotext leaves out the whole legend when a line is longer.
+LEGEND_MARGIN = 12
+
+
+def legend_names(names: Sequence[str], width: int) -> list[str]:
+    """The names to put in the legend of a chart `width` cells wide: as given where the
+    longest fits, else the series' numbers 1, 2, ... (a table beside the chart then says
+    which is which), so the curves are never left unlabelled."""
+    if not names or max(map(len, names)) <= width - LEGEND_MARGIN:
+        return list(names)
+    return [str(i) for i in range(1, len(names) + 1)]
 
 
 class MetricChart(PlotextPlot):
@@ -43,6 +55,9 @@ class MetricChart(PlotextPlot):
             self.theme = "clear"
         self._redraw()
 
+    def on_resize(self) -> None:
+        self._redraw()   # the legend's names depend on the width
+
     def _redraw(self) -> None:
         plt = self.plt
         plt.clear_data()
@@ -51,7 +66,8 @@ class MetricChart(PlotextPlot):
         if self.ylim is not None:
             plt.ylim(*self.ylim)
         drawn = 0
-        for i, (name, xs, ys) in enumerate(self._series):
+        names = legend_names([name for name, _, _ in self._series], self.size.width)
+        for i, ((_, xs, ys), name) in enumerate(zip(self._series, names)):
             if not xs:
                 continue
             plt.plot(xs, ys, label=name, marker=MARKERS[i % len(MARKERS)])
