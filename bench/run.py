@@ -71,10 +71,10 @@ SETTINGS = {
 
 # ------------------------------------------------------------------ the two loops
 class EngineLoop:
-    """The engine, epoch by epoch, exactly as engine.runner.run does it."""
+    """The engine, epoch by epoch, exactly as engine.training.runner.run does it."""
 
     def __init__(self, cfg: RunConfig, options) -> None:
-        from engine.runner import build_context
+        from engine.training.runner import build_context
 
         self.ctx = build_context(cfg, lambda e: None, None, options=options)
         self.ctx.attack.prepare(self.ctx)
@@ -83,8 +83,8 @@ class EngineLoop:
 
     def train_epoch(self) -> dict:
         from engine.config import lr_multiplier
-        from engine.protocol import train_epoch
-        from engine.runner import _set_lr
+        from engine.training.protocol import train_epoch
+        from engine.training.runner import _set_lr
 
         cfg = self.ctx.cfg
         lr = cfg.lr * lr_multiplier(cfg, self.epoch)
@@ -94,7 +94,7 @@ class EngineLoop:
         return {"loss": stats.loss, "samples": stats.samples, "lr": lr}
 
     def evaluate(self) -> dict:
-        from engine.runner import evaluate_epoch
+        from engine.training.runner import evaluate_epoch
 
         val, test = evaluate_epoch(self.ctx)
         return {"val_loss": val.loss, "val_acc": val.acc, "cda": test.acc, "asr": test.asr}
@@ -137,7 +137,7 @@ class Worker:
             self.loop = PlainLoop(cfg, self.device)
             self.info = {"threads": torch.get_num_threads()}
         else:
-            from engine.options import EngineOptions
+            from engine.speed.options import EngineOptions
 
             self.loop = EngineLoop(cfg, EngineOptions(**options_dict) if options_dict is not None else None)
             self.info = self.loop.describe()
@@ -253,7 +253,7 @@ def run_setting(setting: Setting, cfg: RunConfig, options_dict: dict | None, inl
                 plain_threads: tuple[int, ...] = (), log=print) -> dict:
     """Both loops (and the plain loop again at each of `plain_threads` intra-op threads,
     as a check on thread contention), epochs interleaved in rotating order."""
-    from engine.data import load_experiment_data
+    from engine.data.datasets import load_experiment_data
 
     data = load_experiment_data(cfg, torch.device("cpu"))  # sizes for the FLOP estimate only
     train_samples = sum(len(s) for s in data.shares[1:])
@@ -350,7 +350,7 @@ def table(results: list[dict]) -> str:
 
 def write_synthetic_mnist(root: Path, n_train: int = 1200, n_test: int = 400) -> Path:
     """A small MNIST look-alike in torchvision's layout (for tests and dry runs)."""
-    from engine.data import make_synthetic
+    from engine.data.datasets import make_synthetic
 
     raw = make_synthetic(1, 28, n_train, n_test, seed=0)
     folder = root / "MNIST" / "raw"

@@ -7,7 +7,7 @@ from engine.attacks.autoencoder import AutoencoderAttack
 from engine.attacks.injector import InjectorAutoencoder
 from engine.config import resolve
 from engine.models import build_split, smashed_shape
-from engine.runner import build_context, run
+from engine.training.runner import build_context, run
 from engine.store import RunStore
 
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from engine import data as D
+from engine.data import datasets as D
 from engine.config import RunConfig
-from engine.data import (CIFAR, HALF, TO_TENSOR, DataError, RawData, Split, load_experiment_data,
+from engine.data.datasets import (CIFAR, HALF, TO_TENSOR, DataError, RawData, Split, load_experiment_data,
                          load_idx_dataset, load_raw, make_shares, table1_splits)
 
 

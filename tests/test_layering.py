@@ -24,5 +24,5 @@ def test_engine_imports_no_ui():
                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"})
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout.strip().splitlines()[-1])
-    assert {"engine.runner", "engine.store", "engine.attacks.surrogate"} <= set(report["modules"])
+    assert {"engine.training.runner", "engine.store", "engine.attacks.surrogate"} <= set(report["modules"])
     assert report["ui"] == [], f"engine pulls in UI modules: {report['ui']}"

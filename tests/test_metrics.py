@@ -6,9 +6,9 @@ import math
 import torch
 from torch import nn
 
-from engine.data import TO_TENSOR, Split
-from engine.metrics import accuracy, attack_success_rate, evaluate
-from engine.trigger import make_trigger
+from engine.data.datasets import TO_TENSOR, Split
+from engine.training.metrics import accuracy, attack_success_rate, evaluate
+from engine.data.trigger import make_trigger
 
 
 def test_accuracy_known_case():

@@ -8,14 +8,14 @@ from torch import nn
 
 from engine.attacks.surrogate import PoisonedShare
 from engine.config import resolve
-from engine import kernels
-from engine.fastops import FastMaxPool2d, MaxPool2x2, max_pool2x2_values, per_sample, use_fast_layers
-from engine.metrics import evaluate
+from engine.speed import kernels
+from engine.speed.fastops import FastMaxPool2d, MaxPool2x2, max_pool2x2_values, per_sample, use_fast_layers
+from engine.training.metrics import evaluate
 from engine.models import build_split
-from engine.options import EngineOptions, resolve_options
-from engine.protocol import make_adam, train_epoch
-from engine.runner import build_context, evaluate_epoch, run
-from engine.trigger import stamp
+from engine.speed.options import EngineOptions, resolve_options
+from engine.training.protocol import make_adam, train_epoch
+from engine.training.runner import build_context, evaluate_epoch, run
+from engine.data.trigger import stamp
 from tests.conftest import tiny_config
 
 METRICS = ("train_loss", "train_loss_clean", "train_loss_malicious", "val_loss", "val_acc", "cda", "asr")
@@ -52,7 +52,7 @@ def test_fast_max_pool_matches_max_pool2d_values_and_gradients(channels_last):
 
 
 def test_fast_elu_matches_elu():
-    from engine.fastops import FastELU
+    from engine.speed.fastops import FastELU
 
     g = torch.Generator().manual_seed(1)
     x = torch.randn(4, 8, 6, 6, generator=g) * 3
@@ -233,7 +233,7 @@ def test_resolved_options_are_recorded_and_auto_resolves_per_device():
 
 
 def test_auto_eval_batch_keeps_activations_small():
-    from engine.options import auto_eval_batch
+    from engine.speed.options import auto_eval_batch
 
     lenet = nn.Sequential(*build_split("lenet", 1, (1, 28, 28), 10))
     stripnet = nn.Sequential(*build_split("stripnet", 1, (1, 28, 28), 10))

@@ -1,4 +1,4 @@
-"""Two CPU streams (engine/streams.py): the surrogate's half of each step and half of the
+"""Two CPU streams (engine/speed/streams.py): the surrogate's half of each step and half of the
 evaluation batches on a second thread. Same math as one stream, deterministic, and a
 failure on the second thread fails the run like any other."""
 from __future__ import annotations
@@ -11,10 +11,10 @@ import torch
 
 from engine.config import resolve
 from engine.events import RunFailed, RunFinished
-from engine.options import EngineOptions
-from engine.protocol import train_epoch
-from engine.runner import build_context, evaluate_epoch, run
-from engine.streams import CpuStreams, streams_for
+from engine.speed.options import EngineOptions
+from engine.training.protocol import train_epoch
+from engine.training.runner import build_context, evaluate_epoch, run
+from engine.speed.streams import CpuStreams, streams_for
 from tests.conftest import tiny_config
 from tests.test_options import METRICS
 

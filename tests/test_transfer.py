@@ -4,9 +4,9 @@ import sys
 
 import torch
 
-from engine.runner import run
+from engine.training.runner import run
 from engine.store import RunStore, load_weights
-from engine.transfer import last_linear, run_transfer, transfer_config
+from engine.training.transfer import last_linear, run_transfer, transfer_config
 
 
 def test_transfer_retrains_only_the_last_layer(tmp_path, tiny):

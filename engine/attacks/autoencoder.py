@@ -24,14 +24,14 @@ from torch import nn
 
 from ..config import lr_multiplier
 from ..events import PhaseProgress
-from ..local_training import fit
+from ..training.local_training import fit
 from ..models import build_split, smashed_shape
-from ..trigger import stamp_
+from ..data.trigger import stamp_
 from .base import Attack, StepLoss
 from .injector import InjectorAutoencoder
 
 if TYPE_CHECKING:
-    from ..protocol import RunContext
+    from ..training.protocol import RunContext
 
 PAIR_VAL_SHARE = 0.1
 

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 if TYPE_CHECKING:
-    from ..protocol import RunContext
+    from ..training.protocol import RunContext
 
 
 @dataclass
@@ -30,7 +30,7 @@ class StepLoss:
 @dataclass
 class ConcurrentHalf:
     """A part of every training step that does not depend on the innocent client's part,
-    so that it can run on a second CPU stream (engine/streams.py) at the same time.
+    so that it can run on a second CPU stream (engine/speed/streams.py) at the same time.
 
     `run()` does that part whole: its forwards, its backward (adding into the server's
     gradients, which the innocent part adds to as well) and its own optimizers' steps,

@@ -14,15 +14,15 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 
-from ..backward import backward
-from ..data import Split
-from ..fastops import per_sample
+from ..speed.backward import backward
+from ..data.datasets import Split
+from ..speed.fastops import per_sample
 from ..models import build_split
-from ..trigger import poison_, poison_mask
+from ..data.trigger import poison_, poison_mask
 from .base import Attack, ConcurrentHalf, StepLoss
 
 if TYPE_CHECKING:
-    from ..protocol import RunContext
+    from ..training.protocol import RunContext
 
 
 class PoisonedShare:

@@ -101,14 +101,14 @@ Starter = Callable[..., tuple[threading.Thread, str]]
 def default_starter(cfg: Any, store: Any, sink: "queue.Queue[Any]", stop: threading.Event,
                     run_id: str | None = None) -> tuple[threading.Thread, str]:
     """Start a real run: imports the engine (and torch) only now."""
-    from .headless import start_run_thread
+    from ..cli.headless import start_run_thread
 
     return start_run_thread(cfg, store, sink, stop, run_id)
 
 
 def default_share_threads(concurrent_runs: int) -> None:
     """Give each of the process's training runs its share of the cores (engine imported lazily)."""
-    from engine.device import share_cpu_threads
+    from engine.speed.device import share_cpu_threads
 
     share_cpu_threads(concurrent_runs)
 

@@ -5,7 +5,7 @@ import math
 import statistics
 from typing import Any, Iterable, Mapping
 
-from .sweep import NOT_EXPERIMENT, experiment_key
+from .grid import NOT_EXPERIMENT, experiment_key
 
 # (column prefix, where in the run document, metric)
 METRICS = (("cda", "final", "cda"), ("asr", "final", "asr"),

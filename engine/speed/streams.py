@@ -5,7 +5,7 @@ small ops scale poorly (1 -> 2 threads: about 1.5x). The surrogate attack's step
 independent halves, the innocent client's and the surrogate's (see
 engine/attacks/surrogate.py), and evaluation has independent batches; running them on two
 threads with one intra-op thread each keeps both cores on whole ops. torch releases the
-GIL inside its kernels, as do the compiled loops of engine/kernels.py.
+GIL inside its kernels, as do the compiled loops of engine/speed/kernels.py.
 
 Results do not depend on which thread finishes first: each half computes exactly what it
 would alone, gradients that two halves add into one parameter are a + b (commutative,

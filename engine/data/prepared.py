@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .data import ExperimentData
+from .datasets import ExperimentData
 from .trigger import Trigger, stamp_
 
 

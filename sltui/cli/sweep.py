@@ -12,11 +12,11 @@ from typing import Any, Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from engine.aggregate import aggregate
+from engine.sweeps.aggregate import aggregate
 from engine.errors import ConfigError
 from engine.store import RunStore, read_run_file
-from engine.sweep import AXES, expand, load_sweep_file, make_sweep
-from engine.sweep_exec import (JobResult, LocalExecutor, RayExecutor, SweepFile, find_sweep, load_sweep_doc,
+from engine.sweeps.grid import AXES, expand, load_sweep_file, make_sweep
+from engine.sweeps.executors import (JobResult, LocalExecutor, RayExecutor, SweepFile, find_sweep, load_sweep_doc,
                                make_jobs, pending, sweep_run_docs)
 
 from .config_flags import given_fields, with_config_flags

@@ -37,7 +37,7 @@ class EngineOptions:
     # MaxPool2d(2) as a custom op (forward and backward from strided maxima, first-max
     # tie-breaking like F.max_pool2d). "auto": on CPU only (cuDNN's pooling is fast).
     fast_pool: bool | str = AUTO
-    # numba-compiled loops (engine/kernels.py) for 2x2 max pooling and for a 1-channel conv
+    # numba-compiled loops (engine/speed/kernels.py) for 2x2 max pooling and for a 1-channel conv
     # with its ReLU (LeNet's first layer), taken by the fast layers (needs fast_pool).
     # "auto": on CPU when numba imports. Pooling is bit-identical; the conv's sums run in
     # another order (float rounding).
@@ -46,7 +46,7 @@ class EngineOptions:
     # models with wide convs and BatchNorm (StripNet, ResNet9: BatchNorm and the convs are
     # faster in it), off for LeNet (6 and 16 channels: measured slower).
     channels_last: bool | str = AUTO
-    # Adam implementation: "lean" (torch's fused kernel called directly, engine/adam.py),
+    # Adam implementation: "lean" (torch's fused kernel called directly, engine/speed/adam.py),
     # "fused", "foreach", "loop" (torch's for-loop) or "auto" (lean on CPU; fused on CUDA,
     # where lean has not been measured).
     adam: str = AUTO
@@ -55,7 +55,7 @@ class EngineOptions:
     # the same per-sample math, half the server calls. Servers with BatchNorm keep two
     # passes (their statistics are per batch).
     server_batch: bool = True
-    # Two CPU streams (engine/streams.py): the surrogate's half of each step and half of
+    # Two CPU streams (engine/speed/streams.py): the surrogate's half of each step and half of
     # the evaluation batches on a second thread, each thread with half the intra-op
     # threads. "auto": on CPU (it needs at least 2 threads when the run starts). Same math;
     # the server's gradient is summed from the two halves (float rounding).

@@ -9,9 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from engine.aggregate import aggregate
+from engine.sweeps.aggregate import aggregate
 
-from .reference import lookup
+from ..reference import lookup
 
 MODEL_COLOURS = {"lenet": "tab:blue", "stripnet": "tab:orange", "resnet9": "tab:green"}
 METRIC_LABELS = {"asr": "ASR (%)", "cda": "CDA (%)"}

@@ -6,7 +6,7 @@ import sys
 
 import torch
 
-from .config import ConfigError
+from ..config import ConfigError
 from .cores import available_cores, cpu_threads_for
 
 
@@ -25,7 +25,7 @@ def device_name(device: torch.device) -> str:
 
 
 def environment(device: torch.device) -> dict:
-    from . import __version__
+    from .. import __version__
 
     return {
         "python": sys.version.split()[0],

@@ -18,19 +18,19 @@ from typing import Any, Callable
 
 import torch
 
-from .attacks import make_attack
-from .config import RunConfig, lr_multiplier, resolve
-from .data import load_experiment_data
-from .device import environment, resolve_device
-from .events import EpochMetrics, Event, RunFailed, RunFinished, RunStarted, WeightsReady
+from ..attacks import make_attack
+from ..config import RunConfig, lr_multiplier, resolve
+from ..data.datasets import load_experiment_data
+from ..speed.device import environment, resolve_device
+from ..events import EpochMetrics, Event, RunFailed, RunFinished, RunStarted, WeightsReady
 from .metrics import Evaluation, evaluate
-from .models import build_split
-from .options import AUTO, EngineOptions, auto_eval_batch, resolve_options, tune_malloc
-from .prepared import prepare_data
+from ..models import build_split
+from ..speed.options import AUTO, EngineOptions, auto_eval_batch, resolve_options, tune_malloc
+from ..data.prepared import prepare_data
 from .protocol import Cancelled, RunContext, train_epoch
-from .streams import streams_for
-from .store import new_run_id  # noqa: F401 - re-exported: callers name a run before it starts
-from .trigger import trigger_for
+from ..speed.streams import streams_for
+from ..store import new_run_id  # noqa: F401 - re-exported: callers name a run before it starts
+from ..data.trigger import trigger_for
 
 
 @dataclass
@@ -53,7 +53,7 @@ def build_context(cfg: RunConfig, emit: Callable[[Event], None], stop: threading
                   run_id: str = "", options: EngineOptions | None = None) -> RunContext:
     """Resolve the device, load the data and build models, optimizers and the attack.
     `options` (default ``EngineOptions()``) say how to compute, never what: see
-    engine/options.py. Raises ConfigError / DataError on bad input; no side effect on disk."""
+    engine/speed/options.py. Raises ConfigError / DataError on bad input; no side effect on disk."""
     device = resolve_device(cfg.device)
     options = options if options is not None else EngineOptions()
     resolved = resolve_options(options, device, cfg.model, cfg.eval_batch_size)

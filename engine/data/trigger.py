@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .config import RunConfig
+from ..config import RunConfig
 
 
 @dataclass(frozen=True)

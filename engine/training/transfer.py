@@ -15,16 +15,16 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from .config import CIFAR_LIKE, ConfigError, RunConfig, resolve
-from .data import default_data_root, load_raw, table1_splits
-from .device import environment, resolve_device
-from .events import EpochMetrics, Event, RunFailed, RunFinished, RunStarted
+from ..config import CIFAR_LIKE, ConfigError, RunConfig, resolve
+from ..data.datasets import default_data_root, load_raw, table1_splits
+from ..speed.device import environment, resolve_device
+from ..events import EpochMetrics, Event, RunFailed, RunFinished, RunStarted
 from .local_training import fit
 from .metrics import evaluate
-from .models import build_split
+from ..models import build_split
 from .protocol import Cancelled
 from .runner import RunResult, seed_everything
-from .trigger import trigger_for
+from ..data.trigger import trigger_for
 
 TRANSFER_DATASETS = ("mnist", "emnist-letters-aj", "fmnist", "mnist-10k", "fmnist-5", "synthetic")
 

@@ -3,7 +3,7 @@
 A LeNet step updates three small optimizers (client, server, surrogate); torch's
 Optimizer.step spends about 40 us of Python per call on them (grouping tensors by device
 and dtype, state lookups, hooks) around a kernel of similar length, and on a CPU
-where two training streams share the GIL (engine/streams.py) that Python time is paid
+where two training streams share the GIL (engine/speed/streams.py) that Python time is paid
 by both. LeanAdam keeps the parameter and state lists of its one group and calls the
 same fused kernel the same way torch.optim.Adam(fused=True) does, so the update is
 bit-identical (tests/test_options.py); anything unusual (a closure, several groups, a

@@ -1,7 +1,7 @@
 """Compiled CPU loops (numba) for the ops that torch runs as several full passes.
 
 2x2/stride-2 max pooling as torch ops is a de-interleaving copy and four comparisons
-forward and four more passes backward (engine/fastops.py); one compiled loop does each
+forward and four more passes backward (engine/speed/fastops.py); one compiled loop does each
 direction in a single pass over the activation: forward+backward on LeNet's server input
 (256x6x24x24, one core) 1.3 ms, against 2.8 ms for the tensor ops and 5.6 ms for
 F.max_pool2d (bench/kernels.py). The loops release the GIL, so two training streams can run them at once.

@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import RunConfig
+from ..config import RunConfig
 
 
-from .errors import DataError  # noqa: F401  (re-exported)
+from ..errors import DataError  # noqa: F401  (re-exported)
 
 
 @dataclass(frozen=True)

@@ -16,17 +16,17 @@ from typing import Callable, Iterator
 import torch
 from torch import nn
 
-from .adam import LeanAdam
-from .attacks.base import Attack, ConcurrentHalf, StepLoss
-from .backward import backward
-from .config import RunConfig
-from .data import ExperimentData, Split, batch_order
-from .events import Event
-from .fastops import use_fast_layers
-from .options import EngineOptions, ResolvedOptions, resolve_options
-from .prepared import PreparedData
-from .streams import CpuStreams
-from .trigger import Trigger
+from ..speed.adam import LeanAdam
+from ..attacks.base import Attack, ConcurrentHalf, StepLoss
+from ..speed.backward import backward
+from ..config import RunConfig
+from ..data.datasets import ExperimentData, Split, batch_order
+from ..events import Event
+from ..speed.fastops import use_fast_layers
+from ..speed.options import EngineOptions, ResolvedOptions, resolve_options
+from ..data.prepared import PreparedData
+from ..speed.streams import CpuStreams
+from ..data.trigger import Trigger
 
 
 class Cancelled(Exception):
@@ -36,7 +36,7 @@ class Cancelled(Exception):
 def make_adam(params, cfg: RunConfig, impl: str = "loop") -> torch.optim.Adam:
     """Adam(lr, weight_decay) of the config. `impl` (EngineOptions.adam): "loop" is torch's
     per-parameter for-loop, "foreach" and "fused" the multi-tensor and fused kernels,
-    "lean" the fused kernel called directly (engine/adam.py): the same update up to float
+    "lean" the fused kernel called directly (engine/speed/adam.py): the same update up to float
     rounding ("fused" and "lean" bit-identical)."""
     if impl == "lean":
         return LeanAdam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)

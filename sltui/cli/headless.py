@@ -16,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from engine.config import RunConfig
 from engine.events import EpochMetrics, PhaseProgress, RunFailed, RunFinished, RunStarted
-from engine.runner import RunResult, new_run_id, run
+from engine.training.runner import RunResult, new_run_id, run
 from engine.store import RunStore, fanout
 
 
@@ -53,7 +53,7 @@ def start_job_thread(job: Job, store: RunStore, sink: "queue.Queue[Any]", stop: 
 
 def start_run_thread(cfg: RunConfig, store: RunStore, sink: "queue.Queue[Any]",
                      stop: threading.Event, run_id: str | None = None) -> tuple[threading.Thread, str]:
-    """Start `engine.runner.run` in a daemon thread writing the run file and feeding `sink`."""
+    """Start `engine.training.runner.run` in a daemon thread writing the run file and feeding `sink`."""
     run_id = run_id or new_run_id(cfg)
     thread = start_job_thread(lambda emit, stop_: run(cfg, emit, stop_, run_id), store, sink, stop, f"run-{run_id}")
     return thread, run_id

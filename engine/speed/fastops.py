@@ -5,13 +5,13 @@ float rounding where noted); tests/test_options.py compares them on random input
 
 * ``MaxPool2x2``: 2x2/stride-2 max pooling. PyTorch's CPU ``max_pool2d_with_indices``
   walks each window with index bookkeeping (about 1.2 ms for LeNet's 128x6x24x24 on one
-  core). Contiguous float CPU input goes to one compiled loop each way (engine/kernels.py,
+  core). Contiguous float CPU input goes to one compiled loop each way (engine/speed/kernels.py,
   numba); otherwise (channels_last, no numba) the forward is one de-interleaving copy
   plus four vectorised ops, and the backward routes the gradient with two saved 0/1
   masks. Ties go to the first maximum in scan order (row 0 before row 1, left before
   right) exactly as ``F.max_pool2d``, so outputs and input gradients are bit-identical.
 * ``FastConvReLU``: a 1-input-channel conv and the ReLU after it, the forward in one
-  compiled loop (engine/kernels.py), the backward aten's.
+  compiled loop (engine/speed/kernels.py), the backward aten's.
 * ``FastELU``: ELU with a vectorised exp.
 """
 from __future__ import annotations
@@ -118,7 +118,7 @@ def max_pool2x2_values(x: torch.Tensor, compiled: bool = False) -> torch.Tensor:
 
 
 def max_pool2x2(x: torch.Tensor, compiled: bool = False) -> torch.Tensor:
-    """`compiled`: take engine/kernels.py's loops where they apply."""
+    """`compiled`: take engine/speed/kernels.py's loops where they apply."""
     if torch.is_grad_enabled() and x.requires_grad:
         return CompiledMaxPool2x2.apply(x) if compiled and kernels.pool_applies(x) else MaxPool2x2.apply(x)
     return max_pool2x2_values(x, compiled)
@@ -131,7 +131,7 @@ def _pair(v) -> tuple[int, int]:
 class FastMaxPool2d(nn.MaxPool2d):
     """nn.MaxPool2d that takes the fast path for 2x2/stride-2 pooling of even-sized
     4-D inputs and falls back to the stock op otherwise. Same state_dict (none), same repr.
-    `compiled`: use engine/kernels.py's loops where they apply."""
+    `compiled`: use engine/speed/kernels.py's loops where they apply."""
 
     compiled = False
 
@@ -157,7 +157,7 @@ class FastMaxPool2d(nn.MaxPool2d):
 
 class ConvReLUFunction(torch.autograd.Function):
     """relu(conv2d(x, weight, bias)) for a 1-channel input that needs no gradient: the
-    forward in engine/kernels.py's compiled loop (the same function as the stock pair up
+    forward in engine/speed/kernels.py's compiled loop (the same function as the stock pair up
     to float rounding: the taps are summed in another order), the backward aten's own
     ReLU and convolution weight/bias gradients."""
 
@@ -241,7 +241,7 @@ class FastELU(nn.ELU):
 def use_fast_layers(module: nn.Module, compiled: bool = False) -> nn.Module:
     """Swap every stock nn.MaxPool2d / nn.ELU inside `module` for its fast twin, in place
     (no parameters, so the state_dict is unchanged). With `compiled` (and numba present),
-    pools use engine/kernels.py's loops and a 1-input-channel nn.Conv2d followed by an
+    pools use engine/speed/kernels.py's loops and a 1-input-channel nn.Conv2d followed by an
     nn.ReLU in a Sequential becomes one FastConvReLU (the ReLU's slot an nn.Identity)."""
     compiled = compiled and kernels.AVAILABLE
     children = list(module.named_children())

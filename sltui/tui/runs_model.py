@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from engine.aggregate import PER_RUN, aggregate
+from engine.sweeps.aggregate import PER_RUN, aggregate
 from engine.store import RunEntry, RunStore, read_run_file, RunNotFound, RunUnreadable, summary_row
 
-from .reference import lookup
+from ..reference import lookup
 
 
 @dataclass(frozen=True)
@@ -195,7 +195,7 @@ def compare_rows(docs: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[dic
 
 def seed_summary(docs: Sequence[Mapping[str, Any]]) -> list[str]:
     """One line per setting that several of the completed `docs` share apart from the seed:
-    mean ± sample std of their final CDA and ASR (engine.aggregate)."""
+    mean ± sample std of their final CDA and ASR (engine.sweeps.aggregate)."""
     rows = [r for r in aggregate(docs) if r["n"] > 1]
     if not rows:
         return []

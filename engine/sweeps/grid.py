@@ -18,8 +18,8 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-from .config import ATTACKS, CUTS, DATASETS, MODELS, RunConfig, resolve
-from .errors import ConfigError
+from ..config import ATTACKS, CUTS, DATASETS, MODELS, RunConfig, resolve
+from ..errors import ConfigError
 
 # The grid's axes: sweep key -> RunConfig field.
 AXES = {

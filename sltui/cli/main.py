@@ -18,6 +18,7 @@ from engine.errors import ConfigError, DataError
 from engine.store import RunNotFound, RunStore, RunUnreadable, summary_row
 
 from .config_flags import build_config, with_config_flags
+from .sweep import register as register_sweep
 
 app = typer.Typer(add_completion=False, no_args_is_help=False, rich_markup_mode="rich",
                   help="Run, watch and compare server-side backdoor attacks on split learning.")
@@ -57,7 +58,7 @@ def main_callback(
 
 def open_tui(runs_dir: Path, data_root: Optional[str], config: Any = None) -> None:
     try:
-        from .app import launch
+        from ..tui.app import launch
     except ImportError as exc:
         fail(f"the terminal UI is not available ({exc}); use `sltui run --headless`")
     launch(runs_dir=runs_dir, data_root=data_root, config=config)
@@ -113,7 +114,7 @@ def transfer_command(
     """SPEC 8: freeze a finished run's network but its last layer, retrain that on a clean
     dataset, report CDA and ASR there. Stored as a run linked to its source."""
     from engine.store import load_weights
-    from engine.transfer import run_transfer, transfer_config
+    from engine.training.transfer import run_transfer, transfer_config
 
     from .headless import follow_thread
 
@@ -229,9 +230,7 @@ def runs_show(
             console.print(f"{label}: epoch {m.get('epoch')}  CDA {_pct(m.get('cda'))}%  ASR {_pct(m.get('asr'))}%")
 
 
-from .sweep_cli import register as _register_sweep  # noqa: E402 - needs app, runs_app and helpers above
-
-_register_sweep(app, runs_app, console, default_runs_dir)
+register_sweep(app, runs_app, console, default_runs_dir)
 
 
 def _is_usage_error(exc: BaseException) -> bool:

@@ -1,4 +1,4 @@
-"""One sweep job in its own process: `python -m engine.sweep_worker CONFIG_JSON RUN_ID RUNS_DIR`.
+"""One sweep job in its own process: `python -m engine.sweeps.worker CONFIG_JSON RUN_ID RUNS_DIR`.
 
 Writes the run file like `sltui run --headless` does. SIGINT/SIGTERM end the run as
 cancelled. Exit code: 0 completed, 1 failed, 130 cancelled, 2 it could not start (bad
@@ -10,9 +10,9 @@ import signal
 import sys
 import threading
 
-from .config import RunConfig
-from .errors import ConfigError, DataError
-from .store import RunStore
+from ..config import RunConfig
+from ..errors import ConfigError, DataError
+from ..store import RunStore
 
 EXIT_CODES = {"completed": 0, "failed": 1, "cancelled": 130}
 
@@ -23,7 +23,7 @@ def run_point(config_json: str, run_id: str, runs_root: str, stop: threading.Eve
     Status 'error' means it never started (no run file)."""
     import torch
 
-    from .runner import run
+    from ..training.runner import run
 
     if threads:
         torch.set_num_threads(threads)
@@ -37,7 +37,7 @@ def run_point(config_json: str, run_id: str, runs_root: str, stop: threading.Eve
 
 def main(argv: list[str]) -> int:
     if len(argv) != 3:
-        print("usage: python -m engine.sweep_worker CONFIG_JSON RUN_ID RUNS_DIR", file=sys.stderr)
+        print("usage: python -m engine.sweeps.worker CONFIG_JSON RUN_ID RUNS_DIR", file=sys.stderr)
         return 2
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

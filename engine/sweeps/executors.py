@@ -1,10 +1,10 @@
 """Running a sweep: which grid points still need a run, the sweep file, and two executors.
 
-- `LocalExecutor`: N worker processes (`python -m engine.sweep_worker`), each one run file.
+- `LocalExecutor`: N worker processes (`python -m engine.sweeps.worker`), each one run file.
 - `RayExecutor`: the same runs as Ray tasks, each asking for its share of a GPU or CPUs.
 
 Resuming needs no bookkeeping of its own: a grid point is done when the runs folder holds a
-completed run with the same experiment key (engine.sweep.experiment_key), so a sweep killed
+completed run with the same experiment key (engine.sweeps.grid.experiment_key), so a sweep killed
 at any moment and started again redoes only the points without one. Torch-free.
 """
 from __future__ import annotations
@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from .cores import available_cores, cpu_threads_for
-from .errors import ConfigError
-from .store import RunStore, new_run_id, now_iso, write_json_atomic
-from .sweep import Point, Sweep, experiment_key
+from ..speed.cores import available_cores, cpu_threads_for
+from ..errors import ConfigError
+from ..store import RunStore, new_run_id, now_iso, write_json_atomic
+from .grid import Point, Sweep, experiment_key
 
 SWEEPS_DIR = "sweeps"
 SWEEP_SCHEMA = 1
@@ -170,7 +170,7 @@ class LocalExecutor:
             return JobResult(job, "cancelled")
         self.logs.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "OMP_NUM_THREADS": str(threads_per_job(self.jobs))}
-        cmd = [sys.executable, "-m", "engine.sweep_worker", job.point.config.to_json(), job.run_id, str(self.runs_root)]
+        cmd = [sys.executable, "-m", "engine.sweeps.worker", job.point.config.to_json(), job.run_id, str(self.runs_root)]
         with open(self.logs / f"{job.run_id}.log", "w") as log:
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
                                     preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
@@ -320,7 +320,7 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
 
 
 def _ray_task(config_json: str, run_id: str, runs_root: str, threads: int) -> tuple[str, str | None]:
-    from .sweep_worker import run_point
+    from .worker import run_point
 
     return run_point(config_json, run_id, runs_root, threads=threads)
 

@@ -1,7 +1,7 @@
 """The Textual app: screens, global keys, the queue-draining timer, and `launch`.
 
 The app never trains and never imports torch at module level: runs are threads owned by
-:class:`~sltui.run_manager.RunManager`, whose queues are drained here every 0.2 s.
+:class:`~sltui.tui.run_manager.RunManager`, whose queues are drained here every 0.2 s.
 """
 from __future__ import annotations
 
@@ -75,7 +75,7 @@ class SlTuiApp(App[None]):
         """Import the engine (and torch) in the background so Start does not stall the UI."""
         def load() -> None:
             try:
-                importlib.import_module("sltui.headless")
+                importlib.import_module("sltui.cli.headless")
             except Exception:  # noqa: BLE001 - reported when a run actually starts
                 pass
         threading.Thread(target=load, name="sltui-preload", daemon=True).start()

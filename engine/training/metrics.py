@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import Normalization, Split
-from .trigger import Trigger, stamp_
+from ..data.datasets import Normalization, Split
+from ..data.trigger import Trigger, stamp_
 
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
@@ -76,7 +76,7 @@ def evaluate_tensors(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_s
     the already-stamped images whose label is not the target (for the ASR). Sums stay
     on the device until the end (no per-batch sync); `prepare` maps each input batch
     (memory format); `map_batches(fn, batches)` runs the per-batch work (default: in
-    order, here; engine/streams.py: on two threads), the sums are then added in batch
+    order, here; engine/speed/streams.py: on two threads), the sums are then added in batch
     order. Same numbers as `evaluate` up to float rounding of the loss sum."""
     was_training = model.training
     model.eval()
