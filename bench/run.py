@@ -84,11 +84,11 @@ class EngineLoop:
     def train_epoch(self) -> dict:
         from engine.config import lr_multiplier
         from engine.training.protocol import train_epoch
-        from engine.training.runner import _set_lr
+        from engine.training.runner import set_epoch_lr
 
         cfg = self.ctx.cfg
         lr = cfg.lr * lr_multiplier(cfg, self.epoch)
-        _set_lr(self.ctx, lr)
+        set_epoch_lr(self.ctx, lr)
         stats = train_epoch(self.ctx)
         self.epoch += 1
         return {"loss": stats.loss, "samples": stats.samples, "lr": lr}
@@ -100,7 +100,7 @@ class EngineLoop:
         return {"val_loss": val.loss, "val_acc": val.acc, "cda": test.acc, "asr": test.asr}
 
     def describe(self) -> dict:
-        return {"engine_options": self.ctx.options.to_dict()}
+        return {"engine_options": self.ctx.speed.options.to_dict()}
 
 
 def _sync(device: torch.device) -> None:

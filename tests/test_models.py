@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.attacks.base import StepLoss
+from engine.training.context import StepLoss
 from engine.models import build_stages, smashed_shape, split
 from engine.training.protocol import wire_step
 

@@ -13,7 +13,8 @@ from engine.speed.fastops import FastMaxPool2d, MaxPool2x2, max_pool2x2_values, 
 from engine.training.metrics import evaluate
 from engine.models import build_split
 from engine.speed.options import EngineOptions, resolve_options
-from engine.training.protocol import make_adam, train_epoch
+from engine.speed.adam import make_adam
+from engine.training.protocol import train_epoch
 from engine.training.runner import build_context, evaluate_epoch, run
 from engine.data.trigger import stamp
 from tests.conftest import tiny_config
@@ -139,7 +140,7 @@ def test_prestamped_share_gives_the_same_batches(tiny):
 def test_prepared_data_and_fast_evaluation_match_the_reference(tiny):
     cfg = resolve(tiny.replace(eval_batch_size=64))
     ctx = build_context(cfg, lambda e: None, None)
-    data, p, t = ctx.data, ctx.prepared, ctx.trigger
+    data, p, t = ctx.data, ctx.speed.prepared, ctx.trigger
     assert p is not None
     assert torch.equal(p.test_x, data.norm.apply(data.test.x))
     keep = data.test.y != t.target
@@ -249,7 +250,7 @@ def test_auto_threads_chooses_and_records_a_thread_count(tiny):
     before = torch.get_num_threads()
     try:
         ctx = build_context(resolve(tiny), lambda e: None, None, options=EngineOptions(threads="auto"))
-        assert ctx.options.threads in (1, 2) and torch.get_num_threads() == ctx.options.threads
+        assert ctx.speed.options.threads in (1, 2) and torch.get_num_threads() == ctx.speed.options.threads
         train_epoch(ctx)
     finally:
         torch.set_num_threads(before)

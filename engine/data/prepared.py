@@ -17,10 +17,6 @@ class PreparedData:
     test_x: torch.Tensor
     asr_x: torch.Tensor  # the test images whose label is not the target, stamped
 
-    @property
-    def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in [*self.shares_x, self.val_x, self.test_x, self.asr_x])
-
 
 def prepare_data(data: ExperimentData, trigger: Trigger) -> PreparedData:
     norm = data.norm

@@ -15,6 +15,8 @@ from __future__ import annotations
 import torch
 from torch.optim import optimizer as _optimizer
 
+from ..config import RunConfig
+
 
 class LeanAdam(torch.optim.Adam):
     def __init__(self, params, lr: float, weight_decay: float = 0.0) -> None:
@@ -95,3 +97,20 @@ def _stock_step(opt: LeanAdam, closure):
 def _global_step_hooks() -> bool:
     return bool(getattr(_optimizer, "_global_optimizer_pre_hooks", None)
                 or getattr(_optimizer, "_global_optimizer_post_hooks", None))
+
+
+def make_adam(params, cfg: RunConfig, impl: str = "loop") -> torch.optim.Adam:
+    """Adam(lr, weight_decay) of the config. `impl` (EngineOptions.adam): "loop" is torch's
+    per-parameter for-loop, "foreach" and "fused" the multi-tensor and fused kernels,
+    "lean" the fused kernel called directly (LeanAdam above): the same update up to float
+    rounding ("fused" and "lean" bit-identical)."""
+    if impl == "lean":
+        return LeanAdam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    kwargs = {"fused": True} if impl == "fused" else {"foreach": impl == "foreach"}
+    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **kwargs)
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Set the learning rate of every parameter group (the per-epoch schedule)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr

@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..speed.adam import set_lr
+
 BatchFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
@@ -22,8 +24,7 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, n_samples: int, get_
     loss_mean = float("nan")
     for epoch in range(epochs):
         if lr_for_epoch is not None:
-            for group in optimizer.param_groups:
-                group["lr"] = lr_for_epoch(epoch)
+            set_lr(optimizer, lr_for_epoch(epoch))
         model.train()
         total = torch.zeros((), device=device)
         batches = 0

@@ -6,14 +6,13 @@ RunFinished (completed or cancelled) or RunFailed event.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import math
 import statistics
 import threading
 import time
-import traceback
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
@@ -21,26 +20,20 @@ import torch
 from ..attacks import make_attack
 from ..config import RunConfig, lr_multiplier, resolve
 from ..data.datasets import load_experiment_data
-from ..speed.device import environment, resolve_device
-from ..events import EpochMetrics, Event, RunFailed, RunFinished, RunStarted, WeightsReady
-from .metrics import Evaluation, evaluate
-from ..models import build_split
-from ..speed.options import AUTO, EngineOptions, auto_eval_batch, resolve_options, tune_malloc
 from ..data.prepared import prepare_data
-from .protocol import Cancelled, RunContext, train_epoch
+from ..data.trigger import trigger_for
+from ..events import EpochMetrics, Event, RunFinished, RunStarted, WeightsReady
+from ..models import build_split
+from ..speed.adam import set_lr
+from ..speed.device import environment, resolve_device
+from ..speed.options import AUTO, EngineOptions, auto_eval_batch, resolve_options, tune_malloc
+from ..speed.state import SpeedState
 from ..speed.streams import streams_for
 from ..store import new_run_id  # noqa: F401 - re-exported: callers name a run before it starts
-from ..data.trigger import trigger_for
-
-
-@dataclass
-class RunResult:
-    run_id: str
-    status: str
-    final: dict[str, Any] | None = None
-    best: dict[str, Any] | None = None
-    epochs: list[dict[str, Any]] = field(default_factory=list)
-    error: str | None = None
+from .context import RunContext
+from .lifecycle import RunResult, run_lifecycle
+from .metrics import Evaluation, evaluate
+from .protocol import train_epoch
 
 
 def seed_everything(seed: int) -> None:
@@ -69,23 +62,24 @@ def build_context(cfg: RunConfig, emit: Callable[[Event], None], stop: threading
         cfg=cfg, data=data, trigger=trigger, device=device,
         client=client, server=server, client_opts=[], server_opt=None,  # type: ignore[arg-type]
         attack=make_attack(cfg), generator=torch.Generator().manual_seed(cfg.seed),
-        run_id=run_id, emit=emit, stop=stop, options=resolved,
-        prepared=prepare_data(data, trigger) if resolved.prenormalize else None,
+        run_id=run_id, emit=emit, stop=stop,
+        speed=SpeedState(resolved, prepare_data(data, trigger) if resolved.prenormalize else None),
     )
     ctx.setup_module(client)
     ctx.setup_module(server)
     ctx.client_opts = [ctx.make_adam(client.parameters()) for _ in range(cfg.clients)]
     ctx.server_opt = ctx.make_adam(server.parameters())
+    speed = ctx.speed
     if device.type == "cpu" and options.threads == AUTO:
-        ctx.options = dataclasses.replace(ctx.options, threads=choose_threads(ctx))
-    ctx.streams = streams_for(device, ctx.options.streams)
-    ctx.options = dataclasses.replace(ctx.options, streams=ctx.streams is not None)
+        speed.options = dataclasses.replace(speed.options, threads=choose_threads(ctx))
+    speed.streams = streams_for(device, speed.options.streams)
+    speed.options = dataclasses.replace(speed.options, streams=speed.streams is not None)
     if options.eval_batch_size == AUTO:
         low = max(cfg.batch_size, 128)
         batch = auto_eval_batch(ctx.joined(), data.input_shape, device, low=low)
-        if ctx.streams is not None:  # enough batches for the two streams to share evenly
+        if speed.streams is not None:  # enough batches for the two streams to share evenly
             batch = max(min(batch, _power_of_two_at_most(max(len(data.val), len(data.test)) // 8)), low)
-        ctx.options = dataclasses.replace(ctx.options, eval_batch_size=batch)
+        speed.options = dataclasses.replace(speed.options, eval_batch_size=batch)
     return ctx
 
 
@@ -122,10 +116,10 @@ def choose_threads(ctx: RunContext, candidates: tuple[int, ...] = (1, 2), rounds
     return best
 
 
-def _set_lr(ctx: RunContext, lr: float) -> None:
+def set_epoch_lr(ctx: RunContext, lr: float) -> None:
+    """The epoch's learning rate for every client, the server and the attack."""
     for opt in [*ctx.client_opts, ctx.server_opt]:
-        for group in opt.param_groups:
-            group["lr"] = lr
+        set_lr(opt, lr)
     ctx.attack.set_lr(lr)
 
 
@@ -136,30 +130,25 @@ def run(config: RunConfig, emit: Callable[[Event], None] = lambda e: None,
     run_id = run_id or new_run_id(cfg)
     ctx = build_context(cfg, emit, stop, run_id, options)
     samples_per_epoch = sum(len(s) for s in ctx.data.shares[1:])
-    env = {**environment(ctx.device), "engine_options": ctx.options.to_dict()}
-    emit(RunStarted(run_id, cfg.to_dict(), env, cfg.epochs, samples_per_epoch))
-    result = RunResult(run_id, "running")
-    try:
+    env = {**environment(ctx.device), "engine_options": ctx.speed.options.to_dict()}
+
+    def work(result: RunResult) -> None:
         ctx.attack.prepare(ctx)
         _train(ctx, result)
-    except Cancelled:
-        result.status = "cancelled"
-        emit(RunFinished(run_id, "cancelled", result.final, result.best, attack_info=_attack_info(ctx)))
-    except Exception as exc:  # the run file must say what happened
-        result.status = "failed"
-        result.error = f"{type(exc).__name__}: {exc}"
-        emit(RunFailed(run_id, result.error + "\n" + traceback.format_exc()))
-    finally:
-        ctx.close()
-    return result
+
+    def finished(result: RunResult) -> RunFinished:
+        return RunFinished(run_id, result.status, result.final, result.best, result.stopped_early, _attack_info(ctx))
+
+    with contextlib.closing(ctx):
+        return run_lifecycle(RunStarted(run_id, cfg.to_dict(), env, cfg.epochs, samples_per_epoch), emit, work, finished)
 
 
 def _train(ctx: RunContext, result: RunResult) -> None:
     cfg, emit = ctx.cfg, ctx.emit
-    best_val, since_best, stopped_early = math.inf, 0, False
+    best_val, since_best = math.inf, 0
     for epoch in range(cfg.epochs):
         lr = cfg.lr * lr_multiplier(cfg, epoch)
-        _set_lr(ctx, lr)
+        set_epoch_lr(ctx, lr)
         started = time.perf_counter()
         stats = train_epoch(ctx)
         train_seconds = time.perf_counter() - started
@@ -180,22 +169,20 @@ def _train(ctx: RunContext, result: RunResult) -> None:
             since_best += 1
         emit(metrics)
         if cfg.patience and since_best >= cfg.patience:
-            stopped_early = True
+            result.stopped_early = True
             break
-    result.status = "completed"
     if cfg.save_weights:
         emit(WeightsReady(ctx.run_id, weights_state(ctx)))
-    emit(RunFinished(ctx.run_id, "completed", result.final, result.best, stopped_early, _attack_info(ctx)))
 
 
 def evaluate_epoch(ctx: RunContext) -> tuple[Evaluation, Evaluation]:
     """(validation, test with ASR) of the last client's weights with the server."""
-    joined, bs = ctx.joined(), ctx.options.eval_batch_size
-    data, p = ctx.data, ctx.prepared
+    joined, bs = ctx.joined(), ctx.speed.options.eval_batch_size
+    data, p = ctx.data, ctx.speed.prepared
     with ctx.autocast():
         if p is None:
             return evaluate(joined, data.val, data.norm, bs), evaluate(joined, data.test, data.norm, bs, ctx.trigger)
-        fast = {"prepare": ctx.batch_input, "map_batches": ctx.streams.map if ctx.streams is not None else None}
+        fast = {"prepare": ctx.batch_input, "map_batches": ctx.speed.map_batches()}
         val = evaluate(joined, data.val, data.norm, bs, x=p.val_x, **fast)
         test = evaluate(joined, data.test, data.norm, bs, ctx.trigger, x=p.test_x, stamped=p.asr_x, **fast)
     return val, test

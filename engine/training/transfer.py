@@ -1,4 +1,4 @@
-"""The transfer check (SPEC section 8, the paper's Appendix E).
+"""The transfer check (docs/protocol.md section 8, the paper's Appendix E).
 
 Join the client and server of a finished run into one network, freeze everything but
 the last linear layer (re-initialised for the new dataset's classes), retrain that
@@ -17,14 +17,15 @@ from torch import nn
 
 from ..config import CIFAR_LIKE, ConfigError, RunConfig, resolve
 from ..data.datasets import default_data_root, load_raw, table1_splits
+from ..data.trigger import trigger_for
+from ..events import EpochMetrics, Event, RunFinished, RunStarted
+from ..models import build_split
 from ..speed.device import environment, resolve_device
-from ..events import EpochMetrics, Event, RunFailed, RunFinished, RunStarted
+from .context import Cancelled
+from .lifecycle import RunResult, run_lifecycle
 from .local_training import fit
 from .metrics import evaluate
-from ..models import build_split
-from .protocol import Cancelled
-from .runner import RunResult, seed_everything
-from ..data.trigger import trigger_for
+from .runner import seed_everything
 
 TRANSFER_DATASETS = ("mnist", "emnist-letters-aj", "fmnist", "mnist-10k", "fmnist-5", "synthetic")
 
@@ -83,8 +84,6 @@ def run_transfer(source: dict[str, Any], weights: dict[str, Any], cfg: RunConfig
     head = getattr(parent, attr)
     trigger = trigger_for(cfg, int(test.x.shape[1]), device)
 
-    emit(RunStarted(run_id, cfg.to_dict(), environment(device), cfg.epochs, len(pool), source_run=source["id"]))
-    result = RunResult(run_id, "running")
     opt = torch.optim.Adam(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed)
 
@@ -103,32 +102,28 @@ def run_transfer(source: dict[str, Any], weights: dict[str, Any], cfg: RunConfig
             return self.net(x)
 
     model = _Frozen()
-    epoch_started = [time.perf_counter()]
-
-    def on_epoch(epoch: int, loss: float) -> None:
-        test_eval = evaluate(net, test, norm, cfg.eval_batch_size, trigger)
-        seconds = time.perf_counter() - epoch_started[0]
-        record = EpochMetrics(run_id, epoch, loss, loss, None, float("nan"), float("nan"), test_eval.acc,
-                              test_eval.asr if test_eval.asr is not None else float("nan"), cfg.lr, seconds,
-                              len(pool) / seconds if seconds > 0 else 0.0)
-        result.epochs.append({k: v for k, v in record.to_dict().items() if k != "run_id"})
-        result.final = result.epochs[-1]
-        emit(record)
-        epoch_started[0] = time.perf_counter()
 
     def check_stop() -> None:
         if stop is not None and stop.is_set():
             raise Cancelled()
 
-    try:
+    def work(result: RunResult) -> None:
+        epoch_started = time.perf_counter()
+
+        def on_epoch(epoch: int, loss: float) -> None:
+            nonlocal epoch_started
+            test_eval = evaluate(net, test, norm, cfg.eval_batch_size, trigger)
+            seconds = time.perf_counter() - epoch_started
+            record = EpochMetrics(run_id, epoch, loss, loss, None, float("nan"), float("nan"), test_eval.acc,
+                                  test_eval.asr if test_eval.asr is not None else float("nan"), cfg.lr, seconds,
+                                  len(pool) / seconds if seconds > 0 else 0.0)
+            result.epochs.append({k: v for k, v in record.to_dict().items() if k != "run_id"})
+            result.final = result.epochs[-1]
+            emit(record)
+            epoch_started = time.perf_counter()
+
         fit(model, opt, len(pool), lambda idx: (norm.apply(pool.x[idx]), pool.y[idx]), cfg.epochs, cfg.batch_size,
             gen, device, on_epoch=on_epoch, check_stop=check_stop)
-        result.status = "completed"
-    except Cancelled:
-        result.status = "cancelled"
-    except Exception as exc:
-        result.status, result.error = "failed", f"{type(exc).__name__}: {exc}"
-        emit(RunFailed(run_id, result.error))
-        return result
-    emit(RunFinished(run_id, result.status, result.final, result.final))
-    return result
+
+    started = RunStarted(run_id, cfg.to_dict(), environment(device), cfg.epochs, len(pool), source_run=source["id"])
+    return run_lifecycle(started, emit, work, lambda r: RunFinished(run_id, r.status, r.final, r.final))

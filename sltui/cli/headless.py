@@ -59,10 +59,6 @@ def start_run_thread(cfg: RunConfig, store: RunStore, sink: "queue.Queue[Any]",
     return thread, run_id
 
 
-def is_done(item: Any) -> bool:
-    return item is _DONE
-
-
 def _fmt(value: float | None, spec: str = ".2f") -> str:
     return "-" if value is None or value != value else format(value, spec)
 

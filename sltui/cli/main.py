@@ -31,10 +31,6 @@ err_console = Console(stderr=True)
 RUNS_DIR_HELP = "folder of run files (default $SLTUI_RUNS or ./runs)"
 
 
-class UserError(Exception):
-    """An error worth one line to the user and exit code 2."""
-
-
 def fail(message: str, code: int = 2) -> None:
     err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
@@ -245,7 +241,7 @@ def main() -> None:
     except typer.Abort:
         err_console.print("[bold red]aborted[/]", highlight=False)
         sys.exit(130)
-    except (ConfigError, DataError, UserError) as exc:
+    except (ConfigError, DataError) as exc:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except Exception as exc:
