@@ -72,8 +72,8 @@ def conv_variants() -> dict[str, Callable[[], object]]:
 
 
 def adam_variants() -> dict[str, Callable[[], object]]:
-    from engine.speed.adam import LeanAdam
     from engine.models import build_split
+    from engine.speed.adam import LeanAdam
 
     def server_with(make_opt):
         torch.manual_seed(0)

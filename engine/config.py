@@ -1,6 +1,6 @@
 """RunConfig: every setting of one experiment, validated, frozen and JSON-able.
 
-Defaults follow ../shared/SPEC.md. Fields whose SPEC default depends on the dataset or
+Defaults follow the paper (docs/protocol.md). Fields whose default depends on the dataset or
 model (epochs, patience, LR milestones, attack phase epochs, trigger column) are stored
 as ``None`` by the user and resolved by :func:`resolve`, so a stored config always holds
 the concrete values a run used.
@@ -265,7 +265,7 @@ def default_milestones(model: str) -> tuple[int, ...]:
 
 
 def resolve(cfg: RunConfig) -> RunConfig:
-    """Fill every None default with the concrete SPEC value for this dataset and model."""
+    """Fill every None default with the concrete default (docs/protocol.md) for this dataset and model."""
     validate(cfg)
     cifar = cfg.dataset in CIFAR_LIKE
     side = 32 if cifar else 28

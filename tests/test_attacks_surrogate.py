@@ -1,11 +1,9 @@
-"""Attack 1: the surrogate client (SPEC section 6)."""
-import dataclasses
-
+"""Attack 1: the surrogate client (docs/protocol.md section 6)."""
 import pytest
 import torch
 import torch.nn.functional as F
 
-from engine.attacks.surrogate import PoisonedShare, SurrogateAttack
+from engine.attacks.surrogate import PoisonedShare
 from engine.config import resolve
 from engine.training.protocol import wire_step
 from engine.training.runner import build_context, run

@@ -10,8 +10,8 @@ import torch
 
 from bench.plain import PlainLoop
 from bench.run import SETTINGS, main, write_synthetic_mnist
-from engine.training.runner import build_context
 from engine.data.trigger import trigger_for
+from engine.training.runner import build_context
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""SPEC section 2: IDX files, Table 1 splits, K+1 shares, normalisation."""
+"""docs/protocol.md section 2: IDX files, Table 1 splits, K+1 shares, normalisation."""
 from __future__ import annotations
 
 import gzip
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from engine.data import datasets as D
 from engine.config import RunConfig
+from engine.data import datasets as D
 from engine.data.datasets import (CIFAR, HALF, TO_TENSOR, DataError, RawData, Split, load_experiment_data,
                          load_idx_dataset, load_raw, make_shares, table1_splits)
 

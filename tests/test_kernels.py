@@ -7,10 +7,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engine.models import build_split
 from engine.speed import kernels
 from engine.speed.adam import LeanAdam
 from engine.speed.fastops import CompiledMaxPool2x2, FastConvReLU, FastMaxPool2d, max_pool2x2_values, use_fast_layers
-from engine.models import build_split
 from tests.test_options import pool_inputs
 
 pytestmark = pytest.mark.skipif(not kernels.AVAILABLE, reason="numba is not importable here")

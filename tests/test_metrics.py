@@ -1,12 +1,12 @@
-"""SPEC section 3: CDA and ASR on hand-built cases."""
+"""docs/protocol.md section 3: CDA and ASR on hand-built cases."""
 from __future__ import annotations
 
 import torch
 from torch import nn
 
 from engine.data.datasets import TO_TENSOR, Split
-from engine.training.metrics import evaluate
 from engine.data.trigger import make_trigger
+from engine.training.metrics import evaluate
 
 
 class ConstantIfTriggered(nn.Module):

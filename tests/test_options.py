@@ -8,15 +8,15 @@ from torch import nn
 
 from engine.attacks.surrogate import PoisonedShare
 from engine.config import resolve
-from engine.speed import kernels
-from engine.speed.fastops import FastMaxPool2d, MaxPool2x2, max_pool2x2_values, per_sample, use_fast_layers
-from engine.training.metrics import evaluate
+from engine.data.trigger import stamp
 from engine.models import build_split
-from engine.speed.options import EngineOptions, resolve_options
+from engine.speed import kernels
 from engine.speed.adam import make_adam
+from engine.speed.fastops import FastMaxPool2d, MaxPool2x2, max_pool2x2_values, per_sample, use_fast_layers
+from engine.speed.options import EngineOptions, resolve_options
+from engine.training.metrics import evaluate
 from engine.training.protocol import train_epoch
 from engine.training.runner import build_context, evaluate_epoch, run
-from engine.data.trigger import stamp
 from tests.conftest import tiny_config
 
 METRICS = ("train_loss", "train_loss_clean", "train_loss_malicious", "val_loss", "val_acc", "cda", "asr")

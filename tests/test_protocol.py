@@ -1,4 +1,4 @@
-"""SPEC section 1: the round-robin protocol and each client's own Adam state."""
+"""docs/protocol.md section 1: the round-robin protocol and each client's own Adam state."""
 from __future__ import annotations
 
 import math

@@ -7,10 +7,10 @@ import threading
 
 import pytest
 
-from engine.training import runner
 from engine.config import ConfigError
 from engine.data.datasets import DataError
 from engine.events import EpochMetrics, RunFailed, RunFinished, RunStarted
+from engine.training import runner
 from engine.training.runner import run
 from tests.conftest import tiny_config
 

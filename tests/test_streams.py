@@ -12,9 +12,9 @@ import torch
 from engine.config import resolve
 from engine.events import RunFailed, RunFinished
 from engine.speed.options import EngineOptions
+from engine.speed.streams import CpuStreams, streams_for
 from engine.training.protocol import train_epoch
 from engine.training.runner import build_context, evaluate_epoch, run
-from engine.speed.streams import CpuStreams, streams_for
 from tests.conftest import tiny_config
 from tests.test_options import METRICS
 

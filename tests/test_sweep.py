@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from engine.sweeps.aggregate import aggregate, mean_std
 from engine.config import RunConfig, resolve
 from engine.errors import ConfigError
 from engine.store import RunStore, read_run_file
-from engine.sweeps.grid import PAPER_GRID, expand, experiment_key, load_sweep_file, make_sweep
+from engine.sweeps.aggregate import aggregate, mean_std
 from engine.sweeps.executors import pending, threads_per_job
+from engine.sweeps.grid import PAPER_GRID, expand, experiment_key, load_sweep_file, make_sweep
 from sltui.cli.report import write_report
 
 from test_cli import assert_one_line_error, sltui  # noqa: F401 - the fixture

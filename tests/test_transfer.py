@@ -1,11 +1,11 @@
-"""The transfer check (SPEC section 8) and its command."""
+"""The transfer check (docs/protocol.md section 8) and its command."""
 import subprocess
 import sys
 
 import torch
 
-from engine.training.runner import run
 from engine.store import RunStore, load_weights
+from engine.training.runner import run
 from engine.training.transfer import last_linear, run_transfer, transfer_config
 
 

@@ -1,4 +1,4 @@
-"""SPEC section 3: the trigger patch, stamping and the poisoned share."""
+"""docs/protocol.md section 3: the trigger patch, stamping and the poisoned share."""
 from __future__ import annotations
 
 import pytest

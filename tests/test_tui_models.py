@@ -8,8 +8,8 @@ import pytest
 
 from engine.config import ConfigError, RunConfig
 from engine.events import RunFailed
-from sltui.tui import form_model
 from sltui import reference
+from sltui.tui import form_model
 from sltui.tui import runs_model
 from sltui.tui.run_manager import RunManager, RunState
 

@@ -1,4 +1,4 @@
-"""Attack 2, the injector autoencoder (SPEC section 7).
+"""Attack 2, the injector autoencoder (docs/protocol.md section 7).
 
 prepare() runs phases 1-3 on the attacker's share (share 0), emitting PhaseProgress:
   phase1-clean / phase1-backdoor: two single-client networks of the target architecture,
@@ -48,7 +48,6 @@ class AutoencoderAttack(Attack):
     # ---------------------------------------------------------------- phases 1-3
     def prepare(self, ctx: RunContext) -> None:
         cfg, data = ctx.cfg, ctx.data
-        share = data.shares[0]
         gen = torch.Generator().manual_seed(cfg.seed + 2)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed + 2)

@@ -1,4 +1,4 @@
-"""Attack 1, the surrogate client (SPEC section 6).
+"""Attack 1, the surrogate client (docs/protocol.md section 6).
 
 The server trains its own client network (same architecture, its own init and Adam) on
 its share, `poison_ratio` of which is triggered and relabelled once at the start. For

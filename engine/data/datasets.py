@@ -1,7 +1,7 @@
 """Datasets as tensors: loading, Table 1 splits, the K+1 i.i.d. shares, batching.
 
 Images stay uint8 (N, C, H, W) on the run's device for the whole run; a batch is a
-slice, normalised on the fly (SPEC section 2). No per-sample Python, no workers.
+slice, normalised on the fly (docs/protocol.md section 2). No per-sample Python, no workers.
 """
 from __future__ import annotations
 

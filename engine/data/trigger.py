@@ -1,4 +1,4 @@
-"""The backdoor trigger (SPEC section 3): a square of uniform [0, 1) values per channel,
+"""The backdoor trigger (docs/protocol.md section 3): a square of uniform [0, 1) values per channel,
 drawn once from its own seed, *replacing* pixels after normalisation."""
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """LeanAdam: torch's fused Adam, stepped without Optimizer.step's per-call bookkeeping.
 
 A LeNet step updates three small optimizers (client, server, surrogate); torch's
-Optimizer.step spends about 40 us of Python per call on them (grouping tensors by device
-and dtype, state lookups, hooks) around a kernel of similar length, and on a CPU
+Optimizer.step spends Python time on every call (grouping tensors by device and dtype,
+state lookups, hooks) around a kernel of similar length (see docs/benchmark.md), and on a CPU
 where two training streams share the GIL (engine/speed/streams.py) that Python time is paid
 by both. LeanAdam keeps the parameter and state lists of its one group and calls the
 same fused kernel the same way torch.optim.Adam(fused=True) does, so the update is
@@ -67,7 +67,7 @@ class LeanAdam(torch.optim.Adam):
 
     def step(self, closure=None):  # type: ignore[override]
         # torch.optim.Optimizer wraps every subclass's step in a profiler record and the
-        # step-hook calls (about 20 us a call) unless it is marked as wrapped already: here
+        # step-hook calls unless it is marked as wrapped already: here
         # the wrapped step runs only when some step hook is registered.
         if self._optimizer_step_pre_hooks or self._optimizer_step_post_hooks or _global_step_hooks():
             return self._hooked_step(closure)

@@ -2,8 +2,8 @@
 
 torch.autograd.backward validates and wraps its arguments (torch-function overrides,
 GradientEdges, _make_grads, a copy of the contextvars for compiled autograd, logging
-hooks) before it calls the C++ engine: about 25 us of Python a call, twice per stream
-and step, and on a CPU with two training streams (engine/speed/streams.py) Python time is
+hooks) before it calls the C++ engine: Python time on every call (see docs/benchmark.md),
+twice per stream and step, and on a CPU with two training streams (engine/speed/streams.py) Python time is
 GIL time both streams wait for. Our calls are always one plain tensor with one gradient
 (or a scalar loss), so this calls the engine the way torch.autograd.backward ends up
 calling it. Whether this torch's engine takes that call is tried once, on a throwaway

@@ -18,5 +18,5 @@ def available_cores() -> int:
 def cpu_threads_for(concurrent_runs: int, cores: int) -> int:
     """Intra-op threads for each of `concurrent_runs` runs training in one process on `cores`.
     Never more threads than cores in all: OpenMP's spinning barriers make an oversubscribed
-    run tens of times slower (measured: 296 against 15,000 samples/s on 2 cores)."""
+    run many times slower (see docs/benchmark.md)."""
     return max(1, cores // max(1, concurrent_runs))

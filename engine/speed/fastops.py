@@ -4,8 +4,8 @@ Each one computes the same function as the stock layer, with the same gradient (
 float rounding where noted); tests/test_options.py compares them on random input.
 
 * ``MaxPool2x2``: 2x2/stride-2 max pooling. PyTorch's CPU ``max_pool2d_with_indices``
-  walks each window with index bookkeeping (about 1.2 ms for LeNet's 128x6x24x24 on one
-  core). Contiguous float CPU input goes to one compiled loop each way (engine/speed/kernels.py,
+  walks each window with index bookkeeping, slow at LeNet's sizes (see docs/benchmark.md).
+  Contiguous float CPU input goes to one compiled loop each way (engine/speed/kernels.py,
   numba); otherwise (channels_last, no numba) the forward is one de-interleaving copy
   plus four vectorised ops, and the backward routes the gradient with two saved 0/1
   masks. Ties go to the first maximum in scan order (row 0 before row 1, left before
@@ -203,8 +203,8 @@ class FastConvReLU(nn.Conv2d):
 
 class ELUFunction(torch.autograd.Function):
     """ELU with exp(x) - 1 for the negative part instead of expm1(x): this torch build's
-    CPU expm1 is not vectorised (about 9 ns per element, 10x exp), which made ELU a fifth
-    of StripNet's step. exp(x) - 1 differs from expm1(x) by at most about one float32
+    CPU expm1 is not vectorised, which made ELU a large part of StripNet's step (see
+    docs/benchmark.md). exp(x) - 1 differs from expm1(x) by at most about one float32
     ulp of 1.0 (6e-8) in absolute terms. The backward is aten's own elu_backward on the
     saved input, so gradients are exactly the stock ones for the same input."""
 

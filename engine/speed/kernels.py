@@ -2,9 +2,9 @@
 
 2x2/stride-2 max pooling as torch ops is a de-interleaving copy and four comparisons
 forward and four more passes backward (engine/speed/fastops.py); one compiled loop does each
-direction in a single pass over the activation: forward+backward on LeNet's server input
-(256x6x24x24, one core) 1.3 ms, against 2.8 ms for the tensor ops and 5.6 ms for
-F.max_pool2d (bench/kernels.py). The loops release the GIL, so two training streams can run them at once.
+direction in a single pass over the activation, faster than both the tensor ops and
+F.max_pool2d (bench/kernels.py; see docs/benchmark.md). The loops release the GIL, so two
+training streams can run them at once.
 
 Semantics are exactly F.max_pool2d's: the first maximum in scan order wins a window
 (left before right, top row before bottom), so outputs and input gradients are
@@ -136,11 +136,11 @@ def max_pool2x2_backward(grad: torch.Tensor, arg: torch.Tensor) -> torch.Tensor:
 
 # ---------------------------------------------------------------- conv (1 channel) + ReLU
 # The forward of a 1-input-channel KxK convolution (stride 1, no padding) and its ReLU:
-# LeNet's first layer. oneDNN's conv and the ReLU take about 0.93 ms for 128x1x28x28 ->
-# 6x24x24 on one core (oneDNN is built for many channels; the ReLU is one more pass); the
-# loop below, generated for one (O, K, H, W) so that every offset and trip count is a
-# constant LLVM can vectorise and unroll, does both in about 0.47 ms (bench/kernels.py). (Compiled weight-gradient loops
-# measured slower than oneDNN's, so the backward stays with aten.)
+# LeNet's first layer. oneDNN is built for many channels, and the ReLU is one more pass;
+# the loop below, generated for one (O, K, H, W) so that every offset and trip count is a
+# constant LLVM can vectorise and unroll, does both in one pass, faster (bench/kernels.py;
+# see docs/benchmark.md). Compiled weight-gradient loops were slower than oneDNN's, so
+# the backward stays with aten.
 
 
 def _conv_relu_source(out_channels: int, k: int, h: int, w: int) -> str:

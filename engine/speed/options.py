@@ -1,12 +1,12 @@
 """EngineOptions: how the engine computes, never what it computes.
 
-Every field here changes speed or memory only: the protocol (SPEC), the batch size, the
+Every field here changes speed or memory only: the protocol (docs/protocol.md), the batch size, the
 models and the data are the same whatever the options, and every fast path gives the
 reference path's numbers up to float rounding (tests/test_options.py checks each one).
 ``EngineOptions.reference()`` switches every optimisation off.
 
 Defaults are "on" only where the metrics stay equal within noise and the path has been
-measured faster on that device (see README "Benchmark"); the choice made for a run is
+measured faster on that device (see docs/benchmark.md); the choice made for a run is
 recorded by ``resolve_options`` so a run file can say how it was computed.
 """
 from __future__ import annotations
@@ -163,8 +163,8 @@ _MALLOC_TUNED = False
 
 def tune_malloc() -> bool:
     """glibc only: no mmap for large blocks and no heap trimming, so freed activation
-    buffers are reused without page faults (about 1000 page faults per LeNet step
-    otherwise). Process-wide and harmless; returns whether it applied."""
+    buffers are reused without page faults (many on every step otherwise; see
+    docs/benchmark.md). Process-wide and harmless; returns whether it applied."""
     global _MALLOC_TUNED
     if _MALLOC_TUNED:
         return True

@@ -1,7 +1,7 @@
 """Two CPU streams: independent halves of the work on two threads, one core each.
 
 On a small CPU, torch's intra-op threads split each op of a LeNet step in two, and the
-small ops scale poorly (1 -> 2 threads: about 1.5x). The surrogate attack's step has two
+small ops scale poorly (see docs/benchmark.md). The surrogate attack's step has two
 independent halves, the innocent client's and the surrogate's (see
 engine/attacks/surrogate.py), and evaluation has independent batches; running them on two
 threads with one intra-op thread each keeps both cores on whole ops. torch releases the

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from ..speed.cores import available_cores, cpu_threads_for
 from ..errors import ConfigError
+from ..speed.cores import available_cores, cpu_threads_for
 from ..store import RunStore, new_run_id, now_iso, write_json_atomic
 from .grid import Point, Sweep, experiment_key
 

@@ -29,7 +29,7 @@ AXES = {
 # Fields that do not change the experiment's numbers: left out of its identity.
 NOT_EXPERIMENT = ("name", "device", "data_root", "save_weights", "eval_batch_size")
 
-# The paper's surrogate-attack grid (SPEC; the authors' results_{mnist,fmnist,cifar10}.csv hold
+# The paper's surrogate-attack grid (docs/protocol.md; the authors' results_{mnist,fmnist,cifar10}.csv hold
 # one run for each of these 3 x 3 x 3 x 4 x 5 = 540 settings).
 PAPER_GRID: dict[str, tuple] = {
     "datasets": ("mnist", "fmnist", "cifar10"),

@@ -16,8 +16,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from engine.config import RunConfig
 from engine.events import EpochMetrics, PhaseProgress, RunFailed, RunFinished, RunStarted
-from engine.training.runner import RunResult, new_run_id, run
 from engine.store import RunStore, fanout
+from engine.training.runner import RunResult, new_run_id, run
 
 
 @dataclass

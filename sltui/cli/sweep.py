@@ -12,9 +12,9 @@ from typing import Any, Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from engine.sweeps.aggregate import aggregate
 from engine.errors import ConfigError
 from engine.store import RunStore, read_run_file
+from engine.sweeps.aggregate import aggregate
 from engine.sweeps.grid import AXES, expand, load_sweep_file, make_sweep
 from engine.sweeps.executors import (JobResult, LocalExecutor, RayExecutor, SweepFile, find_sweep, load_sweep_doc,
                                make_jobs, pending, sweep_run_docs)
@@ -46,7 +46,7 @@ def register(app: typer.Typer, runs_app: typer.Typer, console: Any, default_runs
         attacks: Optional[str] = typer.Option(None, "--attacks", help=AXIS_HELP["attacks"]),
         seeds: Optional[str] = typer.Option(None, "--seeds", help=AXIS_HELP["seeds"]),
         grid_file: Optional[Path] = typer.Option(None, "--file", help="TOML or JSON file of axes and run fields"),
-        paper: bool = typer.Option(False, "--paper", help="the paper's grid (SPEC); other axes narrow it"),
+        paper: bool = typer.Option(False, "--paper", help="the paper's grid (docs/protocol.md); other axes narrow it"),
         dry_run: bool = typer.Option(False, "--dry-run", help="list the runs and what is already done; run nothing"),
         jobs: int = typer.Option(1, "--jobs", help="runs at once (several per GPU suit small models)"),
         executor: str = typer.Option("local", "--executor", help="local (worker processes) or ray"),

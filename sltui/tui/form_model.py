@@ -22,7 +22,7 @@ ATTACK_FIELDS: dict[str, tuple[str, ...]] = {
     "autoencoder": ("ae_share", "ae_grad", "ae_phase1_epochs", "ae_epochs"),
 }
 ATTACK_ONLY = {name: attack for attack, names in ATTACK_FIELDS.items() for name in names}
-# Fields whose empty text means "the SPEC default for this dataset/model".
+# Fields whose empty text means "the paper's default for this dataset/model".
 OPTIONAL = {f.name for f in fields(RunConfig) if "None" in str(f.type)}
 
 

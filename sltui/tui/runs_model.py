@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from engine.sweeps.aggregate import PER_RUN, aggregate
 from engine.store import RunEntry, RunStore, read_run_file, RunNotFound, RunUnreadable, summary_row
+from engine.sweeps.aggregate import PER_RUN, aggregate
 
 from ..reference import lookup
 
