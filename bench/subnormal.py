@@ -41,8 +41,8 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from engine.config import RunConfig, lr_multiplier, resolve  # noqa: E402
-from engine.flush import set_flush, subnormals_survive  # noqa: E402
-from engine.options import EngineOptions  # noqa: E402
+from engine.speed.flush import set_flush, subnormals_survive  # noqa: E402
+from engine.speed.options import EngineOptions  # noqa: E402
 
 SETTING = dict(dataset="mnist", model="lenet", cut=3, clients=1, attack="surrogate", alpha=0.09, seed=2, device="cpu")
 TINY = torch.finfo(torch.float32).tiny  # smallest normal float32, about 1.18e-38
@@ -72,7 +72,7 @@ def _write(doc: dict, out: Path) -> None:
 # ------------------------------------------------------------------ run: two whole runs
 def one_run(flush: bool, epochs: int, data_root: str | None, runs_dir: str) -> int:
     """A worker process: the setting for `epochs` epochs into `runs_dir` (its run file)."""
-    from engine.runner import run
+    from engine.training.runner import run
     from engine.store import RunStore
 
     from engine.events import EpochMetrics, RunStarted
@@ -152,8 +152,8 @@ def _subnormal_count(tensors) -> tuple[int, int]:
 
 
 def mode_replay(args) -> int:
-    from engine.protocol import train_epoch
-    from engine.runner import _set_lr, build_context
+    from engine.training.protocol import train_epoch
+    from engine.training.runner import build_context, set_epoch_lr
 
     run_dir = Path(args.run_dir)
     record = json.loads((run_dir / "run.json").read_text())
@@ -171,7 +171,7 @@ def mode_replay(args) -> int:
             ctx.client.load_state_dict(weights["client"])
             ctx.server.load_state_dict(weights["server"])
             ctx.attack.prepare(ctx)
-            _set_lr(ctx, lr)
+            set_epoch_lr(ctx, lr)
             assert ctx.options.flush_subnormals == (name == "on") and (subnormals_survive() == 0) == (name == "on")
             started = time.perf_counter()
             stats = train_epoch(ctx)

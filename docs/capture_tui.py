@@ -18,8 +18,8 @@ RUNS = "examples/runs"  # relative: the browser shows the folder it reads
 
 
 async def capture(size: tuple[int, int], out: Path) -> None:
-    from sltui.app import SlTuiApp
-    from sltui.screens.browser import BrowserScreen
+    from sltui.tui.app import SlTuiApp
+    from sltui.tui.screens.browser import BrowserScreen
     from textual.widgets import DataTable
 
     app = SlTuiApp(runs_dir=RUNS, poll_interval=3600)

@@ -267,7 +267,7 @@ def default_milestones(model: str) -> tuple[int, ...]:
 
 
 def spec_defaults(cfg: RunConfig) -> dict[str, Any]:
-    """The SPEC value of every field whose default depends on the dataset, the model or the
+    """The protocol's value (docs/protocol.md) of every field whose default depends on the dataset, the model or the
     trigger size: the one table that :func:`resolve` fills from and a clone re-resolves."""
     cifar = cfg.dataset in CIFAR_LIKE
     side = 32 if cifar else 28

@@ -7,7 +7,7 @@ a visible GPU, or the trial training step fails). The caller prints them and exi
 when any is an error.
 
 With an explicit device the doctor also trains one epoch of a tiny synthetic run on it
-through :func:`engine.runner.run`, into a temporary runs folder: the same code path as a
+through :func:`engine.training.runner.run`, into a temporary runs folder: the same code path as a
 real run, so a broken CUDA setup shows up here rather than an hour into a queue job.
 
 Torch is imported inside the checks, so a torch that fails to load (a CUDA library
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from .cores import available_cores
+from .speed.cores import available_cores
 
 DATASETS = ("mnist", "fmnist", "cifar10", "cifar10-jpeg", "emnist-letters-aj")
 """The datasets on disk the doctor looks for (the variants mnist-10k, fmnist-5 read the same files)."""
@@ -92,7 +92,7 @@ def check_threads() -> Iterator[Finding]:
 
 
 def check_numba() -> Iterator[Finding]:
-    from . import kernels
+    from .speed import kernels
 
     if kernels.AVAILABLE:
         yield Finding("ok", "numba", f"{kernels.numba.__version__}: the compiled CPU kernels are on")
@@ -102,7 +102,7 @@ def check_numba() -> Iterator[Finding]:
 
 
 def data_root_and_source(data_root: str | None) -> tuple[Path, str]:
-    from .data import default_data_root
+    from .data.datasets import default_data_root
 
     if data_root:
         return Path(data_root).expanduser(), "--data-root"
@@ -112,7 +112,7 @@ def data_root_and_source(data_root: str | None) -> tuple[Path, str]:
 def check_datasets(data_root: str | None) -> Iterator[Finding]:
     """Each dataset found or not under the data root, and where it would be downloaded.
     A missing dataset is a warning: torchvision downloads most of them on first use."""
-    from .data import DOWNLOADABLE, dataset_folder, missing_files
+    from .data.datasets import DOWNLOADABLE, dataset_folder, missing_files
 
     root, source = data_root_and_source(data_root)
     if root.is_dir():
@@ -164,7 +164,7 @@ def check_training_step(device: str) -> Iterator[Finding]:
     """One epoch of a tiny synthetic run on `device` through the engine's run path."""
     from .config import RunConfig
     from .errors import ConfigError, DataError
-    from .runner import run
+    from .training.runner import run
     from .store import RunStore
 
     cfg = RunConfig(dataset="synthetic", model="lenet", clients=1, epochs=1, batch_size=64, train_limit=256,
@@ -205,7 +205,7 @@ def diagnose(data_root: str | None, runs_dir: Path, device: str | None = None) -
 
 
 def _device_label(device: str) -> str:
-    from .device import device_name, resolve_device
+    from .speed.device import device_name, resolve_device
 
     resolved: Any = resolve_device(device)
     return f"{resolved} ({device_name(resolved)})" if resolved.type == "cuda" else "cpu"

@@ -13,7 +13,7 @@ import socket
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from .events import EpochMetrics, Event, PhaseProgress, RunFailed, RunFinished, RunStarted, WeightsReady
 
@@ -293,9 +293,3 @@ def summary_row(entry: RunEntry) -> dict[str, Any]:
         "best_asr": best.get("asr"),
         "seconds": round(sum(e.get("seconds", 0.0) for e in epochs), 1),
     }
-
-
-def to_dataframe(entries: Iterable[RunEntry]):
-    import pandas as pd
-
-    return pd.DataFrame([summary_row(e) for e in entries])

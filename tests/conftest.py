@@ -7,7 +7,7 @@ import socket
 
 # The suite shares 2 cores with other work: one intra-op thread is several times faster
 # there than two threads spinning against each other. (Set before torch starts OpenMP;
-# engine.device.available_cores reads it too, so the TUI's thread sharing keeps to it.)
+# engine.speed.device.available_cores reads it too, so the TUI's thread sharing keeps to it.)
 os.environ["OMP_NUM_THREADS"] = "1"
 
 import pytest

@@ -5,10 +5,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from engine.attacks.surrogate import PoisonedShare, SurrogateAttack
+from engine.attacks.surrogate import PoisonedShare
 from engine.config import resolve
-from engine.protocol import wire_step
-from engine.runner import build_context, run
+from engine.training.protocol import wire_step
+from engine.training.runner import build_context, run
 
 
 def metrics_without_timing(result):

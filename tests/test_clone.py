@@ -10,7 +10,8 @@ from textual.widgets import Select
 
 from engine.clone import resolved_in, user_config
 from engine.config import DEPENDENT_FIELDS, RunConfig, default_milestones, resolve, spec_defaults
-from sltui import cli, form_model
+from sltui.cli import commands as cli
+from sltui.tui import form_model
 
 from fake_data import write_idx_dataset
 from test_cli import sltui  # noqa: F401 - the fixture
@@ -77,8 +78,8 @@ def test_tui_form_clone_resolves_defaults_again(mnist_run):
 
 async def test_clone_key_in_the_browser_resolves_defaults_again(mnist_run):
     from test_tui_app import SIZE, make_app, table_ids, wait_for
-    from sltui.screens.browser import BrowserScreen
-    from sltui.screens.new_run import NewRunScreen
+    from sltui.tui.screens.browser import BrowserScreen
+    from sltui.tui.screens.new_run import NewRunScreen
 
     app = make_app(mnist_run.parent.parent)
     async with app.run_test(size=SIZE) as pilot:

@@ -1,13 +1,15 @@
 """docs/protocol.md section 2: IDX files, Table 1 splits, K+1 shares, normalisation."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
-from engine import data as D
 from engine.config import RunConfig
-from engine.data import (CIFAR, HALF, TO_TENSOR, DataError, RawData, Split, load_experiment_data,
+from engine.data import datasets as D
+from engine.data.datasets import (CIFAR, HALF, TO_TENSOR, DataError, RawData, Split, load_experiment_data,
                          load_idx_dataset, load_raw, make_shares, table1_splits)
 
 from fake_data import write_idx_dataset

@@ -70,11 +70,11 @@ def test_a_bad_device_is_a_one_line_usage_error(sltui, tmp_path):
 
 
 def test_device_cpu_trains_one_step_through_the_run_path(sltui, tmp_path, monkeypatch):
-    import engine.runner
+    import engine.training.runner
 
     seen = []
-    real_run = engine.runner.run
-    monkeypatch.setattr(engine.runner, "run", lambda cfg, emit, *a, **k: real_run(
+    real_run = engine.training.runner.run
+    monkeypatch.setattr(engine.training.runner, "run", lambda cfg, emit, *a, **k: real_run(
         cfg, lambda e: (seen.append(e), emit(e)), *a, **k))
     code, out, err = sltui("doctor", "--device", "cpu", "--data-root", str(tmp_path), "--runs-dir", str(tmp_path))
     assert code == 0, out + err
@@ -87,8 +87,8 @@ def test_device_cpu_trains_one_step_through_the_run_path(sltui, tmp_path, monkey
 
 @pytest.mark.parametrize("how", ["fails to start", "fails while training"])
 def test_a_failing_training_step_is_one_error_line(sltui, tmp_path, monkeypatch, how):
-    import engine.runner
-    from engine.runner import RunResult
+    import engine.training.runner
+    from engine.training.runner import RunResult
 
     message = "CUDA error: no kernel image is available for execution on the device\nmore detail"
 
@@ -97,7 +97,7 @@ def test_a_failing_training_step_is_one_error_line(sltui, tmp_path, monkeypatch,
             raise RuntimeError(message)
         return RunResult("doctor", "failed", error="RuntimeError: " + message)
 
-    monkeypatch.setattr(engine.runner, "run", broken)
+    monkeypatch.setattr(engine.training.runner, "run", broken)
     code, out, err = sltui("doctor", "--device", "cpu", "--data-root", str(tmp_path), "--runs-dir", str(tmp_path))
     assert code != 0 and "Traceback" not in out + err
     [line] = lines_of("error", out)

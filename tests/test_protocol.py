@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from engine.config import resolve
-from engine.protocol import train_epoch
-from engine.runner import build_context
+from engine.training.protocol import train_epoch
+from engine.training.runner import build_context
 from tests.conftest import tiny_config
 
 

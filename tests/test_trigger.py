@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from engine.config import RunConfig, resolve
-from engine.trigger import make_trigger, poison_, poison_mask, stamp, stamp_, trigger_for
+from engine.data.trigger import make_trigger, poison_, poison_mask, stamp, stamp_, trigger_for
 
 
 @pytest.mark.parametrize("channels,side", [(1, 28), (3, 32)])

@@ -17,16 +17,15 @@ from textual.css.query import NoMatches
 from textual.widgets import DataTable, Input, Select, Static
 
 from engine.config import RunConfig
-from sltui.app import SlTuiApp
-from sltui.run_manager import RunManager
-from sltui.runs_model import RunIndex
-from sltui.screens.browser import BrowserScreen
-from sltui.runs_model import BROWSER_COLUMNS
-from sltui.screens.compare import CompareScreen
-from sltui.screens.help import ConfirmQuit, HelpScreen
-from sltui.screens.live_run import LiveRunScreen
-from sltui.screens.new_run import NewRunScreen
-from sltui.widgets.charts import MetricChart
+from sltui.tui.app import SlTuiApp
+from sltui.tui.run_manager import RunManager
+from sltui.tui.runs_model import BROWSER_COLUMNS, RunIndex
+from sltui.tui.screens.browser import BrowserScreen
+from sltui.tui.screens.compare import CompareScreen
+from sltui.tui.screens.help import ConfirmQuit, HelpScreen
+from sltui.tui.screens.live_run import LiveRunScreen
+from sltui.tui.screens.new_run import NewRunScreen
+from sltui.tui.widgets.charts import MetricChart
 
 from tui_helpers import IdleThread, epoch_metrics, prefilled_queue, write_run
 
@@ -357,8 +356,8 @@ async def test_no_color(tmp_path, monkeypatch):
 
 
 def test_ui_modules_do_not_import_torch():
-    code = ("import sys, sltui.app, sltui.run_manager, sltui.reference, sltui.runs_model, sltui.form_model; "
-            "import sltui.screens.live_run, sltui.screens.compare; "
+    code = ("import sys, sltui.tui.app, sltui.tui.run_manager, sltui.reference, sltui.tui.runs_model, sltui.tui.form_model; "
+            "import sltui.tui.screens.live_run, sltui.tui.screens.compare; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=str(__import__("pathlib").Path(__file__).parents[1]))
 
@@ -385,7 +384,7 @@ def test_sighup_cancels_runs_and_exits(tmp_path):
 import os, signal, sys, threading
 sys.path[:0] = [{str(here.parent)!r}, {str(here)!r}]
 from engine.config import RunConfig
-from sltui import app as appmod
+from sltui.tui import app as appmod
 from tui_helpers import IdleThread
 stops = []
 def starter(cfg, store, sink, stop, run_id=None):

@@ -8,8 +8,10 @@ import pytest
 
 from engine.config import ConfigError, RunConfig
 from engine.events import RunFailed
-from sltui import form_model, reference, runs_model
-from sltui.run_manager import RunManager, RunState
+from sltui import reference
+from sltui.tui import form_model
+from sltui.tui import runs_model
+from sltui.tui.run_manager import RunManager, RunState
 
 from tui_helpers import IdleThread, prefilled_queue, write_run
 
@@ -40,7 +42,7 @@ def test_finish_failure_and_start_error():
     state.apply(RunFailed(run_id="r", error="boom"))
     assert state.status == "failed" and state.error == "boom" and not state.active
 
-    class StartError:  # the shape of sltui.headless.StartError
+    class StartError:  # the shape of sltui.cli.headless.StartError
         def __init__(self, error):
             self.error = error
     state = RunState("s", {})
@@ -104,7 +106,7 @@ def test_concurrent_runs_share_the_cores_and_get_them_back():
 
 
 def test_cpu_threads_never_outnumber_the_cores():
-    from engine.device import cpu_threads_for
+    from engine.speed.device import cpu_threads_for
 
     assert [cpu_threads_for(runs, cores=8) for runs in (1, 2, 3, 8, 9)] == [8, 4, 2, 1, 1]
     assert cpu_threads_for(2, cores=2) == 1 and cpu_threads_for(1, cores=2) == 2
@@ -278,7 +280,7 @@ def test_paper_values_marked_when_the_epochs_differ(tmp_path):
 
 
 def test_chart_legend_numbers_the_series_when_names_do_not_fit():
-    from sltui.widgets.charts import legend_names
+    from sltui.tui.widgets.charts import legend_names
     names = ["cut=1 seed=2", "cut=3 seed=2 surrogate α=0.5 poison_ratio=0.3"]
     assert legend_names(names[:1], 40) == names[:1]
     assert legend_names(names, 40) == ["1", "2"]

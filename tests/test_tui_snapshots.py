@@ -8,10 +8,10 @@ import pytest
 from textual.css.query import NoMatches
 from textual.widgets import Input
 
-from sltui.app import SlTuiApp
-from sltui.run_manager import RunManager
-from sltui.runs_model import RunIndex
-from sltui.screens.browser import BrowserScreen
+from sltui.tui.app import SlTuiApp
+from sltui.tui.run_manager import RunManager
+from sltui.tui.runs_model import RunIndex
+from sltui.tui.screens.browser import BrowserScreen
 
 from tui_helpers import prefilled_queue, write_run
 

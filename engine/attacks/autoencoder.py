@@ -16,22 +16,20 @@ through the injector (`through`).
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..config import lr_multiplier
+from ..data.trigger import stamp_
 from ..events import PhaseProgress
-from ..local_training import fit
 from ..models import build_split, smashed_shape
-from ..trigger import stamp_
-from .base import Attack, StepLoss
+from ..training.context import RunContext, StepLoss
+from ..training.local_training import fit
+from .base import Attack
 from .injector import InjectorAutoencoder
-
-if TYPE_CHECKING:
-    from ..protocol import RunContext
 
 PAIR_VAL_SHARE = 0.1
 
@@ -48,9 +46,8 @@ class AutoencoderAttack(Attack):
         self.info: dict[str, Any] = {}
 
     # ---------------------------------------------------------------- phases 1-3
-    def prepare(self, ctx: "RunContext") -> None:
+    def prepare(self, ctx: RunContext) -> None:
         cfg, data = ctx.cfg, ctx.data
-        share = data.shares[0]
         gen = torch.Generator().manual_seed(cfg.seed + 2)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed + 2)
@@ -65,7 +62,7 @@ class AutoencoderAttack(Attack):
         self.through = cfg.ae_grad == "through"
         self.batch_gen = torch.Generator().manual_seed(cfg.seed + 3)
 
-    def _train_phase1(self, ctx: "RunContext", phase: str, poisoned_copy: bool,
+    def _train_phase1(self, ctx: RunContext, phase: str, poisoned_copy: bool,
                       generator: torch.Generator) -> nn.Sequential:
         cfg, data = ctx.cfg, ctx.data
         share = data.shares[0]
@@ -93,7 +90,7 @@ class AutoencoderAttack(Attack):
         return net.eval()
 
     @torch.inference_mode()
-    def _collect_pairs(self, ctx: "RunContext", clean_net: nn.Sequential,
+    def _collect_pairs(self, ctx: RunContext, clean_net: nn.Sequential,
                        backdoor_net: nn.Sequential) -> tuple[torch.Tensor, torch.Tensor]:
         data, share = ctx.data, ctx.data.shares[0]
         inputs, targets = [], []
@@ -116,7 +113,7 @@ class AutoencoderAttack(Attack):
                 f"raise --ae-phase1-epochs")
         return clean_in.clone(), bd_out.clone()
 
-    def _train_injector(self, ctx: "RunContext", clean_in: torch.Tensor, bd_out: torch.Tensor,
+    def _train_injector(self, ctx: RunContext, clean_in: torch.Tensor, bd_out: torch.Tensor,
                         generator: torch.Generator) -> None:
         cfg = ctx.cfg
         n = clean_in.shape[0]
@@ -173,7 +170,7 @@ class AutoencoderAttack(Attack):
         new_labels = torch.where(mask, torch.full_like(labels, target), labels)
         return server_in, new_labels, mask
 
-    def server_loss(self, ctx: "RunContext", wire: torch.Tensor, labels: torch.Tensor) -> StepLoss:
+    def server_loss(self, ctx: RunContext, wire: torch.Tensor, labels: torch.Tensor) -> StepLoss:
         server_in, new_labels, mask = self.inject(wire, labels, ctx.trigger.target)
         per_sample = F.cross_entropy(ctx.server(server_in), new_labels, reduction="none")
         clean = per_sample[~mask].mean() if (~mask).any() else per_sample.new_zeros(())

@@ -4,11 +4,11 @@ Every builder returns four stages: stages[0:3] are the layers up to cut 1, 2 and
 stages[3] is the rest. ``split(stages, cut)`` gives (client, server)."""
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from .lenet import lenet_stages
 from .resnet9 import resnet9_stages
+from .shapes import dry_run
 from .stripnet import stripnet_stages
 
 BUILDERS = {"lenet": lenet_stages, "stripnet": stripnet_stages, "resnet9": resnet9_stages}
@@ -31,20 +31,4 @@ def build_split(model: str, cut: int, input_shape: tuple[int, int, int], num_cla
 
 def smashed_shape(client: nn.Module, input_shape: tuple[int, int, int]) -> tuple[int, ...]:
     """The shape of one sample's smashed data, found by a dry run on the meta device."""
-    return tuple(_dry_run(client, input_shape).shape[1:])
-
-
-def _dry_run(module: nn.Module, input_shape: tuple[int, ...]) -> torch.Tensor:
-    was_training = module.training
-    module.eval()
-    try:
-        with torch.no_grad():
-            return module(torch.zeros(2, *input_shape))
-    finally:
-        module.train(was_training)
-
-
-def flat_features(layers: list[nn.Module], input_shape: tuple[int, ...]) -> int:
-    """Number of features after running `layers` on one input: linear sizes are computed."""
-    out = _dry_run(nn.Sequential(*layers), input_shape)
-    return int(out[0].numel())
+    return tuple(dry_run(client, input_shape).shape[1:])
