@@ -38,6 +38,17 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def load_run(runs_dir: Optional[Path], run_id: str) -> tuple[RunStore, dict[str, Any]]:
+    """(the store, run `run_id`'s file), or one line and exit 2 when it is missing or unreadable."""
+    store = RunStore(default_runs_dir(runs_dir))
+    try:
+        return store, store.load(run_id)
+    except RunNotFound:
+        fail(f"no run {run_id!r} in {store.root}; `sltui runs list` shows the ids")
+    except RunUnreadable as exc:
+        fail(f"run {run_id!r} is unreadable: {exc}")
+
+
 def default_runs_dir(runs_dir: Optional[Path]) -> Path:
     return runs_dir or Path(os.environ.get("SLTUI_RUNS") or "runs")
 
@@ -117,13 +128,7 @@ def transfer_command(
 
     from .headless import follow_thread
 
-    store = RunStore(default_runs_dir(runs_dir))
-    try:
-        source = store.load(run_id)
-    except RunNotFound:
-        fail(f"no run {run_id!r} in {store.root}; `sltui runs list` shows the ids")
-    except RunUnreadable as exc:
-        fail(f"run {run_id!r} is unreadable: {exc}")
+    store, source = load_run(runs_dir, run_id)
     if source.get("status") != "completed":
         fail(f"run {run_id!r} is {source.get('status')}, not completed: only a finished run can be checked")
     if not source.get("weights") or not store.weights_path(run_id).is_file():
@@ -217,13 +222,7 @@ def runs_show(
     wide: bool = typer.Option(False, "--wide", help=WIDE_HELP),
 ) -> None:
     """One run: its config, environment and per-epoch metrics."""
-    store = RunStore(default_runs_dir(runs_dir))
-    try:
-        doc = store.load(run_id)
-    except RunNotFound:
-        fail(f"no run {run_id!r} in {store.root}; `sltui runs list` shows the ids")
-    except RunUnreadable as exc:
-        fail(f"run {run_id!r} is unreadable: {exc}")
+    store, doc = load_run(runs_dir, run_id)
     if as_json:
         print(json.dumps(doc, indent=1))
         return
