@@ -90,7 +90,7 @@ def evaluate_tensors(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_s
         with torch.inference_mode():  # per thread
             logits = model(prepare(images[start:start + batch_size]))
             if labels is None:  # stamped: ASR hits
-                return torch.zeros((), dtype=torch.float64), (logits.argmax(1) == target).sum()
+                return logits.new_zeros((), dtype=torch.float64), (logits.argmax(1) == target).sum()
             yb = labels[start:start + batch_size]
             return (F.cross_entropy(logits.float(), yb, reduction="sum").double(),
                     (logits.argmax(1) == yb).sum())

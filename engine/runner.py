@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 import torch
 
+from . import determinism, device_check
 from .attacks import make_attack
 from .config import RunConfig, lr_multiplier, resolve
 from .data import load_experiment_data
@@ -26,6 +27,7 @@ from .events import EpochMetrics, Event, RunFailed, RunFinished, RunStarted, Wei
 from .flush import call_with_flush, flushing_here, subnormals_survive
 from .metrics import Evaluation, evaluate
 from .models import build_split
+from .models.seeded import GLOBAL_RNG_LOCK
 from .options import AUTO, EngineOptions, auto_eval_batch, resolve_options, tune_malloc
 from .prepared import prepare_data
 from .protocol import Cancelled, RunContext, train_epoch
@@ -45,9 +47,15 @@ class RunResult:
 
 
 def seed_everything(seed: int) -> None:
-    torch.manual_seed(seed)
-    if torch.cuda.is_available():
-        torch.cuda.manual_seed_all(seed)
+    """Seed torch's global CPU and CUDA generators: the only global seeding a run does,
+    once, before its networks are built. The engine's own random draws (initial
+    weights, batch orders, poisoned rows, the trigger) come from generators of their
+    own (engine/models/seeded.py), so this is for randomness in code that takes no
+    generator (a layer such as dropout, were a model to add one)."""
+    with GLOBAL_RNG_LOCK:
+        torch.manual_seed(seed)
+        if torch.cuda.is_available():
+            torch.cuda.manual_seed_all(seed)
 
 
 def build_context(cfg: RunConfig, emit: Callable[[Event], None], stop: threading.Event | None,
@@ -66,11 +74,12 @@ def build_context(cfg: RunConfig, emit: Callable[[Event], None], stop: threading
     data = load_experiment_data(cfg, device)
     trigger = trigger_for(cfg, data.input_shape[0], device)
     seed_everything(cfg.seed)
-    client, server = build_split(cfg.model, cfg.cut, data.input_shape, data.num_classes)
+    client, server = build_split(cfg.model, cfg.cut, data.input_shape, data.num_classes, device=device,
+                                 generator=torch.Generator(device="cpu").manual_seed(cfg.seed))
     ctx = RunContext(
         cfg=cfg, data=data, trigger=trigger, device=device,
         client=client, server=server, client_opts=[], server_opt=None,  # type: ignore[arg-type]
-        attack=make_attack(cfg), generator=torch.Generator().manual_seed(cfg.seed),
+        attack=make_attack(cfg), generator=torch.Generator(device="cpu").manual_seed(cfg.seed),
         run_id=run_id, emit=emit, stop=stop, options=resolved,
         prepared=prepare_data(data, trigger) if resolved.prenormalize else None,
     )
@@ -80,7 +89,8 @@ def build_context(cfg: RunConfig, emit: Callable[[Event], None], stop: threading
     ctx.server_opt = ctx.make_adam(server.parameters())
     if device.type == "cpu" and options.threads == AUTO:
         ctx.options = dataclasses.replace(ctx.options, threads=choose_threads(ctx))
-    ctx.streams = streams_for(device, ctx.options.streams, flush=ctx.options.flush_subnormals)
+    ctx.streams = streams_for(device, ctx.options.streams, flush=ctx.options.flush_subnormals,
+                              check_devices=device_check.active())
     ctx.options = dataclasses.replace(ctx.options, streams=ctx.streams is not None)
     if options.eval_batch_size == AUTO:
         low = max(cfg.batch_size, 128)
@@ -135,23 +145,32 @@ def run(config: RunConfig, emit: Callable[[Event], None] = lambda e: None,
         stop: threading.Event | None = None, run_id: str | None = None,
         options: EngineOptions | None = None) -> RunResult:
     """The whole run, with subnormal floats flushed on its threads when the options say
-    so (engine/flush.py; on by default)."""
+    so (engine/flush.py; on by default), deterministic on CUDA unless the options say
+    otherwise (engine/determinism.py), and with the device check when the environment
+    asks for it (engine/device_check.py)."""
     options = options if options is not None else EngineOptions()
     return call_with_flush(lambda flushed: _run(config, emit, stop, run_id, options), options.flush_subnormals)
 
 
 def _run(config: RunConfig, emit: Callable[[Event], None], stop: threading.Event | None,
          run_id: str | None, options: EngineOptions) -> RunResult:
+    with device_check.checking() as checking_devices:
+        return _checked_run(config, emit, stop, run_id, options, checking_devices)
+
+
+def _checked_run(config: RunConfig, emit: Callable[[Event], None], stop: threading.Event | None,
+                 run_id: str | None, options: EngineOptions, checking_devices: bool) -> RunResult:
     cfg = resolve(config)
     run_id = run_id or new_run_id(cfg)
     ctx = build_context(cfg, emit, stop, run_id, options)
     samples_per_epoch = sum(len(s) for s in ctx.data.shares[1:])
-    env = {**environment(ctx.device), "engine_options": ctx.options.to_dict()}
+    env = {**environment(ctx.device), "device_check": checking_devices, "engine_options": ctx.options.to_dict()}
     emit(RunStarted(run_id, cfg.to_dict(), env, cfg.epochs, samples_per_epoch))
     result = RunResult(run_id, "running")
     try:
-        ctx.attack.prepare(ctx)
-        _train(ctx, result)
+        with determinism.for_run(ctx.device, ctx.options.deterministic):
+            ctx.attack.prepare(ctx)
+            _train(ctx, result)
     except Cancelled:
         result.status = "cancelled"
         emit(RunFinished(run_id, "cancelled", result.final, result.best, attack_info=_attack_info(ctx)))

@@ -9,6 +9,7 @@ from torch import nn
 
 from .lenet import lenet_stages
 from .resnet9 import resnet9_stages
+from .seeded import built
 from .stripnet import stripnet_stages
 
 BUILDERS = {"lenet": lenet_stages, "stripnet": stripnet_stages, "resnet9": resnet9_stages}
@@ -25,13 +26,28 @@ def split(stages: list[nn.Module], cut: int) -> tuple[nn.Sequential, nn.Sequenti
     return nn.Sequential(*stages[:cut]), nn.Sequential(*stages[cut:])
 
 
-def build_split(model: str, cut: int, input_shape: tuple[int, int, int], num_classes: int) -> tuple[nn.Sequential, nn.Sequential]:
-    return split(build_stages(model, input_shape, num_classes), cut)
+def build_split(model: str, cut: int, input_shape: tuple[int, int, int], num_classes: int, *,
+                device: torch.device | str = "cpu", generator: torch.Generator | None = None,
+                ) -> tuple[nn.Sequential, nn.Sequential]:
+    """(client, server) of `model` on `device`, built on the CPU with initial weights
+    drawn from `generator` (engine/models/seeded.py; default: the global CPU generator)."""
+    stages = built(lambda: nn.Sequential(*build_stages(model, input_shape, num_classes)), device, generator)
+    return split(list(stages), cut)
 
 
 def smashed_shape(client: nn.Module, input_shape: tuple[int, int, int]) -> tuple[int, ...]:
-    """The shape of one sample's smashed data, found by a dry run on the meta device."""
+    """The shape of one sample's smashed data, found by a dry run of two zero images
+    on the client's own device."""
     return tuple(_dry_run(client, input_shape).shape[1:])
+
+
+def module_device(module: nn.Module) -> torch.device:
+    """Where `module`'s weights live (the CPU for a module without any)."""
+    for tensor in module.parameters():
+        return tensor.device
+    for tensor in module.buffers():
+        return tensor.device
+    return torch.device("cpu")
 
 
 def _dry_run(module: nn.Module, input_shape: tuple[int, ...]) -> torch.Tensor:
@@ -39,7 +55,7 @@ def _dry_run(module: nn.Module, input_shape: tuple[int, ...]) -> torch.Tensor:
     module.eval()
     try:
         with torch.no_grad():
-            return module(torch.zeros(2, *input_shape))
+            return module(torch.zeros(2, *input_shape, device=module_device(module)))
     finally:
         module.train(was_training)
 
