@@ -11,8 +11,10 @@ run's torch ops (the run's own thread and the second CPU stream's, engine/stream
   that sees every torch function and tensor method call with its arguments and raises
   ``MixedDeviceError``, naming the op, when tensor arguments sit on different devices.
   0-dim CPU tensors are left aside (torch takes them as scalars on any device), and so
-  is ``Tensor.copy_``, the way a tensor moves between devices (a ``meta`` source fails
-  there by itself: it has no data).
+  are the ops that move tensors between devices by design: ``Tensor.copy_`` and
+  ``Tensor.to`` (a ``meta`` source fails there by itself: it has no data) and
+  ``torch._has_compatible_shallow_copy_type``, the check ``Module.to`` makes between a
+  parameter and its moved copy.
 
 The default device alone is not enough: a convolution of a ``meta`` input with CPU
 weights quietly succeeds (on ``meta``). With both, on a CPU run, a tensor made without
@@ -33,7 +35,7 @@ from torch.overrides import TorchFunctionMode
 
 ENV_VAR = "SLTUI_CHECK_DEVICES"
 # Ops whose tensor arguments may sit on different devices by design.
-_TRANSFERS = frozenset({"copy_"})
+_TRANSFERS = frozenset({"copy_", "to", "_has_compatible_shallow_copy_type"})
 
 _thread = threading.local()
 

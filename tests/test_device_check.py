@@ -61,6 +61,8 @@ def test_mode_names_the_op_that_mixes_devices():
         # 0-dim CPU tensors are scalars to torch on any device; a copy is how tensors move.
         assert (torch.ones(3, device="meta") * torch.tensor(2.0, device="cpu")).device.type == "meta"
         assert torch.empty(2, 3, device="meta").copy_(cpu).device.type == "meta"
+        moved = nn.Sequential(nn.Conv2d(1, 2, 3, device="cpu"), nn.BatchNorm2d(2, device="cpu")).to("meta")
+        assert {p.device.type for p in moved.parameters()} == {"meta"}
         assert torch.equal(cpu * 2, torch.full((2, 3), 2.0, device="cpu"))
 
 

@@ -174,7 +174,7 @@ class AutoencoderAttack(Attack):
         rows = wire.index_select(0, idx)
         injected = self.injector(rows) if self.through else straight_through(rows, self.injector(rows))
         # Replaced rows get their gradient only through `injected`.
-        server_in = wire.index_copy(0, idx, injected)
+        server_in = wire.index_copy(0, idx, injected.to(wire.dtype))
         new_labels = torch.where(mask, target, labels)
         return server_in, new_labels, mask
 
