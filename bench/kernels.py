@@ -45,7 +45,7 @@ def time_variants(variants: dict[str, Callable[[], object]], reps: int, inner: i
 
 
 def pool_variants() -> dict[str, Callable[[], object]]:
-    from engine.fastops import CompiledMaxPool2x2, MaxPool2x2
+    from engine.speed.fastops import CompiledMaxPool2x2, MaxPool2x2
 
     x = torch.relu(torch.randn(256, 6, 24, 24, generator=torch.Generator().manual_seed(0)))
     grad = torch.randn(256, 6, 12, 12, generator=torch.Generator().manual_seed(1))
@@ -62,7 +62,7 @@ def pool_variants() -> dict[str, Callable[[], object]]:
 
 
 def conv_variants() -> dict[str, Callable[[], object]]:
-    from engine import kernels
+    from engine.speed import kernels
 
     g = torch.Generator().manual_seed(2)
     x = torch.rand(128, 1, 28, 28, generator=g)
@@ -72,8 +72,8 @@ def conv_variants() -> dict[str, Callable[[], object]]:
 
 
 def adam_variants() -> dict[str, Callable[[], object]]:
-    from engine.adam import LeanAdam
     from engine.models import build_split
+    from engine.speed.adam import LeanAdam
 
     def server_with(make_opt):
         torch.manual_seed(0)
@@ -89,7 +89,7 @@ def adam_variants() -> dict[str, Callable[[], object]]:
 
 def main(argv: list[str] | None = None) -> int:
     from bench.run import _device_name, _git_commit
-    from engine import kernels
+    from engine.speed import kernels
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--reps", type=int, default=15)
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     if not kernels.AVAILABLE:
         print("error: numba is not importable here; the compiled kernels cannot be measured", file=sys.stderr)
         return 2
-    from engine.options import tune_malloc
+    from engine.speed.options import tune_malloc
 
     tune_malloc()  # as the engine does by default (EngineOptions.malloc_tuning)
     before = torch.get_num_threads()

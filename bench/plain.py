@@ -6,7 +6,7 @@ shuffled, default ``num_workers=0``), separate client and server ``nn.Module``s 
 client module per client; round-robin by ``load_state_dict``), standard Adam, the
 surrogate attack written plainly, evaluation through DataLoaders too.
 
-Same protocol as the engine (SPEC): same splits and shares, same init seeds, same
+Same protocol as the engine (docs/protocol.md): same splits and shares, same init seeds, same
 hyperparameters and LR schedule; only the shuffling order differs.
 """
 from __future__ import annotations
@@ -124,7 +124,7 @@ class PlainLoop:
         self.cfg, self.device = cfg, device
         train, test = load_datasets(cfg)
         n_train, n_test = len(train), len(test)
-        # Table 1 splits, as the engine (SPEC 2).
+        # Table 1 splits, as the engine (docs/protocol.md section 2).
         if cfg.dataset.startswith("cifar10"):
             perm = torch.randperm(n_test, generator=torch.Generator().manual_seed(cfg.seed)).tolist()
             pool = list(range(n_train))

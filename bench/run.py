@@ -1,7 +1,11 @@
 """Side-by-side benchmark: the engine against a plain DataLoader split-learning loop.
 
-    python bench/run.py --data-root ../shared/data            # CPU: LeNet and StripNet settings
-    python bench/run.py --device cuda --data-root DATA         # adds ResNet9 CIFAR-10 (JPEG)
+    python bench/run.py                            # CPU: LeNet and StripNet settings (MNIST)
+    python bench/run.py --data-root DIR            # datasets already on disk, torchvision's layout
+    python bench/run.py --device cuda --data-root DIR   # adds ResNet9 on CIFAR-10 (the JPEG folder)
+
+--data-root defaults to the engine's data root ($SLTUI_DATA, else ~/.cache/sltui/data),
+where the engine downloads MNIST on first use when the machine has network.
 
 Both loops train the same setting (same config, seed, init, splits, hyperparameters and
 number of steps) and are evaluated the same way every epoch (validation loss/accuracy,
@@ -40,6 +44,8 @@ if str(ROOT) not in sys.path:  # `python bench/run.py` from a fresh clone
 import torch  # noqa: E402
 
 from engine.config import RunConfig, resolve  # noqa: E402
+from engine.data.datasets import default_data_root  # noqa: E402
+from engine.errors import ConfigError, DataError  # noqa: E402
 
 SAMPLES_DEFINITION = ("training samples (innocent clients' images) per wall-clock second of the whole "
                       "epoch including evaluation; train-only excludes evaluation")
@@ -71,14 +77,14 @@ SETTINGS = {
 
 # ------------------------------------------------------------------ the two loops
 class EngineLoop:
-    """The engine, epoch by epoch, exactly as engine.runner.run does it."""
+    """The engine, epoch by epoch, exactly as engine.training.runner.run does it."""
 
     def __init__(self, cfg: RunConfig, options) -> None:
-        from engine.flush import set_flush
-        from engine.options import EngineOptions
-        from engine.runner import build_context
+        from engine.speed.flush import set_flush
+        from engine.speed.options import EngineOptions
+        from engine.training.runner import build_context
 
-        # As engine.runner.run does: this worker's thread (and the intra-op workers it
+        # As engine.training.runner.run does: this worker's thread (and the intra-op workers it
         # creates from now on) flush subnormals; build_context records whether they do.
         set_flush((options or EngineOptions()).flush_subnormals)
         self.ctx = build_context(cfg, lambda e: None, None, options=options)
@@ -88,24 +94,24 @@ class EngineLoop:
 
     def train_epoch(self) -> dict:
         from engine.config import lr_multiplier
-        from engine.protocol import train_epoch
-        from engine.runner import _set_lr
+        from engine.training.protocol import train_epoch
+        from engine.training.runner import set_epoch_lr
 
         cfg = self.ctx.cfg
         lr = cfg.lr * lr_multiplier(cfg, self.epoch)
-        _set_lr(self.ctx, lr)
+        set_epoch_lr(self.ctx, lr)
         stats = train_epoch(self.ctx)
         self.epoch += 1
         return {"loss": stats.loss, "samples": stats.samples, "lr": lr}
 
     def evaluate(self) -> dict:
-        from engine.runner import evaluate_epoch
+        from engine.training.runner import evaluate_epoch
 
         val, test = evaluate_epoch(self.ctx)
         return {"val_loss": val.loss, "val_acc": val.acc, "cda": test.acc, "asr": test.asr}
 
     def describe(self) -> dict:
-        return {"engine_options": self.ctx.options.to_dict()}
+        return {"engine_options": self.ctx.speed.options.to_dict()}
 
 
 def _sync(device: torch.device) -> None:
@@ -142,7 +148,7 @@ class Worker:
             self.loop = PlainLoop(cfg, self.device)
             self.info = {"threads": torch.get_num_threads()}
         else:
-            from engine.options import EngineOptions
+            from engine.speed.options import EngineOptions
 
             self.loop = EngineLoop(cfg, EngineOptions(**options_dict) if options_dict is not None else None)
             self.info = self.loop.describe()
@@ -258,7 +264,7 @@ def run_setting(setting: Setting, cfg: RunConfig, options_dict: dict | None, inl
                 plain_threads: tuple[int, ...] = (), log=print) -> dict:
     """Both loops (and the plain loop again at each of `plain_threads` intra-op threads,
     as a check on thread contention), epochs interleaved in rotating order."""
-    from engine.data import load_experiment_data
+    from engine.data.datasets import load_experiment_data
 
     data = load_experiment_data(cfg, torch.device("cpu"))  # sizes for the FLOP estimate only
     train_samples = sum(len(s) for s in data.shares[1:])
@@ -355,7 +361,7 @@ def table(results: list[dict]) -> str:
 
 def write_synthetic_mnist(root: Path, n_train: int = 1200, n_test: int = 400) -> Path:
     """A small MNIST look-alike in torchvision's layout (for tests and dry runs)."""
-    from engine.data import make_synthetic
+    from engine.data.datasets import make_synthetic
 
     raw = make_synthetic(1, 28, n_train, n_test, seed=0)
     folder = root / "MNIST" / "raw"
@@ -406,7 +412,8 @@ def _git_commit() -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-root", default=os.environ.get("SLTUI_DATA", "../shared/data"))
+    p.add_argument("--data-root", default=str(default_data_root()),
+                   help="folder holding the datasets (default $SLTUI_DATA, else ~/.cache/sltui/data)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--settings", default=None,
                    help="comma-separated, from: " + ", ".join(SETTINGS) + " (default: all that fit the device)")
@@ -459,6 +466,9 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 plain_threads = tuple(int(t) for t in args.plain_threads.split(",") if t.strip())
             results.append(run_setting(setting, cfg, options, args.inline, plain_threads))
+    except (ConfigError, DataError) as exc:  # missing data, no network: one line, not a traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     finally:
         if tmp is not None:
             tmp.cleanup()

@@ -7,8 +7,9 @@
 `run` trains LeNet MNIST cut 3, K=1, surrogate alpha 0.09, seed 2 (the setting where the
 slowdown was found) twice at the same time, one intra-op thread each, so both see the
 same machine load: once with EngineOptions.flush_subnormals on (the default) and once
-off. It stores every epoch's seconds and reports, for each, the median of epochs 2-5 and
-every later epoch's ratio to it. The "on" run keeps its weights for `replay`.
+off. It stores every epoch's wall seconds and CPU seconds (the process's, one thread:
+not inflated when other work shares the cores) and reports, for each, the median of
+epochs 2-5 and every later epoch's ratio to it. The "on" run keeps its weights for `replay`.
 `replay` loads a finished run's final weights and times training steps at the run's last
 learning rate with the flush on and off (interleaved rounds, one thread), and counts the
 subnormal values in the gradients and Adam's second moments.
@@ -40,8 +41,8 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from engine.config import RunConfig, lr_multiplier, resolve  # noqa: E402
-from engine.flush import set_flush, subnormals_survive  # noqa: E402
-from engine.options import EngineOptions  # noqa: E402
+from engine.speed.flush import set_flush, subnormals_survive  # noqa: E402
+from engine.speed.options import EngineOptions  # noqa: E402
 
 SETTING = dict(dataset="mnist", model="lenet", cut=3, clients=1, attack="surrogate", alpha=0.09, seed=2, device="cpu")
 TINY = torch.finfo(torch.float32).tiny  # smallest normal float32, about 1.18e-38
@@ -71,12 +72,32 @@ def _write(doc: dict, out: Path) -> None:
 # ------------------------------------------------------------------ run: two whole runs
 def one_run(flush: bool, epochs: int, data_root: str | None, runs_dir: str) -> int:
     """A worker process: the setting for `epochs` epochs into `runs_dir` (its run file)."""
-    from engine.runner import run
+    from engine.training.runner import run
     from engine.store import RunStore
+
+    from engine.events import EpochMetrics, RunStarted
 
     cfg = RunConfig(**SETTING, epochs=epochs, data_root=data_root, save_weights=flush,
                     name=f"subnormal bench, flush {'on' if flush else 'off'}")
-    result = run(cfg, RunStore(runs_dir).recorder(), options=EngineOptions(flush_subnormals=flush))
+    record = RunStore(runs_dir).recorder()
+    cpu_seconds: list[float] = []
+    last = [0.0]
+    run_dir: list[Path] = []
+
+    def emit(event) -> None:
+        # CPU seconds of this one-thread process per epoch: unlike wall time, not
+        # inflated by other work sharing the cores.
+        now = time.process_time()
+        if isinstance(event, RunStarted):
+            run_dir.append(Path(runs_dir) / event.run_id)
+        if isinstance(event, EpochMetrics):
+            cpu_seconds.append(now - last[0])
+        last[0] = time.process_time() if isinstance(event, (RunStarted, EpochMetrics)) else last[0]
+        record(event)
+        if run_dir and isinstance(event, EpochMetrics):
+            (run_dir[0] / "cpu_seconds.json").write_text(json.dumps(cpu_seconds))
+
+    result = run(cfg, emit, options=EngineOptions(flush_subnormals=flush))
     return 0 if result.status == "completed" else 1
 
 
@@ -104,13 +125,18 @@ def mode_run(args) -> int:
         record = json.loads(run_file.read_text())
         flush = record["env"]["engine_options"]["flush_subnormals"]
         seconds = [e["seconds"] for e in record["epochs"]]
+        cpu_seconds = json.loads((run_file.parent / "cpu_seconds.json").read_text())
         doc["runs"]["on" if flush else "off"] = {
-            "run_id": record["id"], "status": record["status"], "epochs": len(seconds), "seconds": seconds,
+            "run_id": record["id"], "status": record["status"], "epochs": len(seconds),
             "cda": [e["cda"] for e in record["epochs"]], "asr": [e["asr"] for e in record["epochs"]],
-            **summarise(seconds)}
+            "wall": {"seconds": seconds, **summarise(seconds)},
+            "cpu": {"seconds": cpu_seconds, **summarise(cpu_seconds)}}
     for name, r in doc["runs"].items():
-        print(f"flush {name}: {r['epochs']} epochs, {r['total_s']:.0f} s, median epochs 2-5 {r['median_epochs_2_5_s']:.2f} s, "
-              f"slowest later epoch {r['max_ratio_after_5']:.2f}x, final CDA {r['cda'][-1]:.2f} ASR {r['asr'][-1]:.2f}")
+        for clock in ("wall", "cpu"):
+            c = r[clock]
+            print(f"flush {name} ({clock}): {r['epochs']} epochs, {c['total_s']:.0f} s, median epochs 2-5 "
+                  f"{c['median_epochs_2_5_s']:.2f} s, slowest later epoch {c['max_ratio_after_5']:.2f}x")
+        print(f"flush {name}: final CDA {r['cda'][-1]:.2f} ASR {r['asr'][-1]:.2f}")
     _write(doc, _out_path("run", args.out))
     return 0 if all(c == 0 for c in codes.values()) else 1
 
@@ -126,8 +152,8 @@ def _subnormal_count(tensors) -> tuple[int, int]:
 
 
 def mode_replay(args) -> int:
-    from engine.protocol import train_epoch
-    from engine.runner import _set_lr, build_context
+    from engine.training.protocol import train_epoch
+    from engine.training.runner import build_context, set_epoch_lr
 
     run_dir = Path(args.run_dir)
     record = json.loads((run_dir / "run.json").read_text())
@@ -145,7 +171,7 @@ def mode_replay(args) -> int:
             ctx.client.load_state_dict(weights["client"])
             ctx.server.load_state_dict(weights["server"])
             ctx.attack.prepare(ctx)
-            _set_lr(ctx, lr)
+            set_epoch_lr(ctx, lr)
             assert ctx.options.flush_subnormals == (name == "on") and (subnormals_survive() == 0) == (name == "on")
             started = time.perf_counter()
             stats = train_epoch(ctx)

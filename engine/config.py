@@ -1,9 +1,11 @@
 """RunConfig: every setting of one experiment, validated, frozen and JSON-able.
 
-Defaults follow ../shared/SPEC.md. Fields whose SPEC default depends on the dataset or
+Defaults are the paper's protocol as docs/protocol.md describes it (its "Run options"
+section says what each field changes). Fields whose default depends on the dataset or
 model (epochs, patience, LR milestones, attack phase epochs, trigger column) are stored
 as ``None`` by the user and resolved by :func:`resolve`, so a stored config always holds
-the concrete values a run used.
+the concrete values a run used; :func:`resolved_fields` names the ones that were defaults,
+which a run file records so that a clone resolves them again (engine/clone.py).
 """
 from __future__ import annotations
 
@@ -116,7 +118,7 @@ FIELD_HELP: dict[str, str] = {
     "lr_milestones": "epochs where the LR is multiplied by lr-gamma, e.g. 25,40,55,70 (default per model; 'none' = constant)",
     "lr_gamma": "LR multiplier at each milestone",
     "patience": "early-stopping patience on validation loss, epochs (default 70, 90 for CIFAR-10; 0 = off)",
-    "seed": "seed for data split, init and shuffling",
+    "seed": "seed for the clients' shares, init and shuffling (validation and test are fixed)",
     "trigger_size": "trigger square side, pixels",
     "trigger_row": "trigger top row",
     "trigger_col": "trigger left column (default: upper middle, W//2 - size//2)",
@@ -132,7 +134,7 @@ FIELD_HELP: dict[str, str] = {
     "device": "device: auto, cpu or cuda",
     "data_root": "folder holding the datasets (default $SLTUI_DATA or ~/.cache/sltui/data)",
     "train_limit": "use only N images of the train pool, drawn at random with the seed (quick runs)",
-    "eval_limit": "use only N validation and N test images, drawn at random with the seed (quick runs)",
+    "eval_limit": "use only N validation and N test images, drawn at random by a fixed seed, the same for every run (quick runs)",
     "eval_batch_size": "batch size for evaluation",
     "save_weights": "store the final client and server weights (model.pt) beside the run file",
     "name": "free label for this run",
@@ -264,20 +266,36 @@ def default_milestones(model: str) -> tuple[int, ...]:
     return (20, 30, 40, 50) if model == "resnet9" else (25, 40, 55, 70)
 
 
-def resolve(cfg: RunConfig) -> RunConfig:
-    """Fill every None default with the concrete SPEC value for this dataset and model."""
-    validate(cfg)
+def spec_defaults(cfg: RunConfig) -> dict[str, Any]:
+    """The protocol's value (docs/protocol.md) of every field whose default depends on the dataset, the model or the
+    trigger size: the one table that :func:`resolve` fills from and a clone re-resolves."""
     cifar = cfg.dataset in CIFAR_LIKE
     side = 32 if cifar else 28
-    return dataclasses.replace(
-        cfg,
-        epochs=cfg.epochs if cfg.epochs is not None else default_epochs(cfg.dataset),
-        patience=cfg.patience if cfg.patience is not None else default_patience(cfg.dataset),
-        lr_milestones=cfg.lr_milestones if cfg.lr_milestones is not None else default_milestones(cfg.model),
-        trigger_col=cfg.trigger_col if cfg.trigger_col is not None else side // 2 - cfg.trigger_size // 2,
-        ae_phase1_epochs=cfg.ae_phase1_epochs if cfg.ae_phase1_epochs is not None else (100 if cifar else 70),
-        ae_epochs=cfg.ae_epochs if cfg.ae_epochs is not None else (180 if cifar else 100),
-    )
+    return {
+        "epochs": default_epochs(cfg.dataset),
+        "patience": default_patience(cfg.dataset),
+        "lr_milestones": default_milestones(cfg.model),
+        "trigger_col": side // 2 - cfg.trigger_size // 2,
+        "ae_phase1_epochs": 100 if cifar else 70,
+        "ae_epochs": 180 if cifar else 100,
+    }
+
+
+DEPENDENT_FIELDS: tuple[str, ...] = tuple(spec_defaults(RunConfig()))
+
+
+def resolve(cfg: RunConfig) -> RunConfig:
+    """Fill every None default with the concrete default (docs/protocol.md) for this dataset and model."""
+    validate(cfg)
+    defaults = spec_defaults(cfg)
+    return dataclasses.replace(cfg, **{k: v for k, v in defaults.items() if getattr(cfg, k) is None})
+
+
+def resolved_fields(cfg: RunConfig) -> list[str]:
+    """The fields :func:`resolve` fills in for `cfg` (those left None). A run file records
+    them (``config_resolved``) so that a clone on another dataset or model resolves them
+    again instead of keeping values that were only the old dataset's defaults."""
+    return [name for name in DEPENDENT_FIELDS if getattr(cfg, name) is None]
 
 
 def lr_multiplier(cfg: RunConfig, epoch: int) -> float:

@@ -17,11 +17,14 @@ class Event:
 
 @dataclass(frozen=True)
 class RunStarted(Event):
+    """``config`` is resolved (concrete values); ``config_resolved`` names the fields that
+    were filled from dataset/model defaults rather than chosen (None: not known)."""
     config: dict[str, Any]
     env: dict[str, Any]
     total_epochs: int
     samples_per_epoch: int
     source_run: str | None = None
+    config_resolved: list[str] | None = None
 
 
 @dataclass(frozen=True)

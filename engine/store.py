@@ -13,7 +13,7 @@ import socket
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from .events import EpochMetrics, Event, PhaseProgress, RunFailed, RunFinished, RunStarted, WeightsReady
 
@@ -213,6 +213,7 @@ def new_document(started: RunStarted) -> dict[str, Any]:
         "host": socket.gethostname(),
         "pid": os.getpid(),
         "config": started.config,
+        "config_resolved": started.config_resolved,
         "env": started.env,
         "total_epochs": started.total_epochs,
         "samples_per_epoch": started.samples_per_epoch,
@@ -292,9 +293,3 @@ def summary_row(entry: RunEntry) -> dict[str, Any]:
         "best_asr": best.get("asr"),
         "seconds": round(sum(e.get("seconds", 0.0) for e in epochs), 1),
     }
-
-
-def to_dataframe(entries: Iterable[RunEntry]):
-    import pandas as pd
-
-    return pd.DataFrame([summary_row(e) for e in entries])

@@ -2,7 +2,7 @@
 
 One row per (architecture, dataset, clients K, cut, alpha for the surrogate attack):
 TEST_ACCURACY is the CDA, BD_TEST_ACCURACY the ASR, both last-epoch percentages.
-Pure Python: no Textual, no pandas, no torch.
+Pure Python: no Textual, no pandas, no torch (engine.config is plain Python too).
 """
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
+
+from engine.config import default_epochs
 
 REFERENCE_DIR = Path(__file__).with_name("reference")
 # Our dataset names -> the authors'. The Appendix D variants and synthetic data have none.
@@ -23,6 +25,8 @@ class Reference:
     cda: float
     asr: float
     source: str    # the CSV file the numbers come from
+    epochs: int    # how long the authors trained (90 epochs, 140 for CIFAR-10): a shorter run
+                   # is not expected to reach these numbers
 
 
 def csv_for(attack: str, dataset: str) -> str | None:
@@ -65,7 +69,8 @@ def lookup(config: Mapping[str, Any]) -> Reference | None:
                 and _same_number(row.get("CUT_LAYER"), config.get("cut"))
                 and (attack != "surrogate" or _same_number(row.get("ALPHA"), config.get("alpha")))):
             try:
-                return Reference(float(row["TEST_ACCURACY"]), float(row["BD_TEST_ACCURACY"]), filename)
+                return Reference(float(row["TEST_ACCURACY"]), float(row["BD_TEST_ACCURACY"]), filename,
+                                 default_epochs(dataset))
             except (KeyError, TypeError, ValueError):
                 return None
     return None

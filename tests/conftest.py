@@ -1,5 +1,5 @@
 """Shared fixtures. Tests run on the CPU with synthetic data and never touch the network
-or ../shared/data."""
+or any data folder."""
 from __future__ import annotations
 
 import os
@@ -7,7 +7,7 @@ import socket
 
 # The suite shares 2 cores with other work: one intra-op thread is several times faster
 # there than two threads spinning against each other. (Set before torch starts OpenMP;
-# engine.device.available_cores reads it too, so the TUI's thread sharing keeps to it.)
+# engine.speed.device.available_cores reads it too, so the TUI's thread sharing keeps to it.)
 os.environ["OMP_NUM_THREADS"] = "1"
 
 import pytest

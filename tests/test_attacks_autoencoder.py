@@ -1,14 +1,13 @@
-"""Attack 2: the injector autoencoder (SPEC section 7)."""
+"""Attack 2: the injector autoencoder (docs/protocol.md section 7)."""
 import pytest
 import torch
 import torch.nn.functional as F
 
 from engine.attacks.autoencoder import AutoencoderAttack
 from engine.attacks.injector import InjectorAutoencoder
-from engine.config import resolve
 from engine.models import build_split, smashed_shape
-from engine.runner import build_context, run
 from engine.store import RunStore
+from engine.training.runner import run
 
 
 @pytest.mark.parametrize("model", ["lenet", "stripnet", "resnet9"])

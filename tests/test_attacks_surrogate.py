@@ -1,14 +1,14 @@
-"""Attack 1: the surrogate client (SPEC section 6)."""
+"""Attack 1: the surrogate client (docs/protocol.md section 6)."""
 import dataclasses
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from engine.attacks.surrogate import PoisonedShare, SurrogateAttack
+from engine.attacks.surrogate import PoisonedShare
 from engine.config import resolve
-from engine.protocol import wire_step
-from engine.runner import build_context, run
+from engine.training.protocol import wire_step
+from engine.training.runner import build_context, run
 
 
 def metrics_without_timing(result):

@@ -10,8 +10,8 @@ import torch
 
 from bench.plain import PlainLoop
 from bench.run import SETTINGS, main, write_synthetic_mnist
-from engine.runner import build_context
-from engine.trigger import trigger_for
+from engine.data.trigger import trigger_for
+from engine.training.runner import build_context
 
 
 @pytest.fixture
@@ -98,7 +98,7 @@ def test_bench_worker_processes(tmp_path):
 
 def test_kernel_microbenchmark_writes_its_results(tmp_path):
     from bench.kernels import main as kernels_main
-    from engine import kernels
+    from engine.speed import kernels
 
     if not kernels.AVAILABLE:
         pytest.skip("numba is not importable here")

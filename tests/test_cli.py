@@ -251,3 +251,17 @@ def test_runs_list_and_show_survive_wrongly_shaped_files(sltui, tmp_path, doc):
     assert json.loads(out)[0]["status"] == "unreadable"
     line = assert_one_line_error(*sltui("runs", "show", "x", "--runs-dir", str(tmp_path)))
     assert "unreadable" in line
+
+
+def test_example_runs_load(sltui):
+    """examples/runs (what the README points a newcomer at) lists every example run as
+    readable, with its config and metrics, and no run file there names a local data folder."""
+    examples = ROOT / "examples" / "runs"
+    code, out, err = sltui("runs", "list", "--json", "--runs-dir", str(examples))
+    assert code == 0, err
+    rows = json.loads(out)
+    assert len(rows) == len(run_files(examples)) > 0
+    assert all(row["status"] != "unreadable" for row in rows)
+    assert any(row["status"] == "completed" and row["cda"] is not None for row in rows)
+    for path in run_files(examples):
+        assert json.loads(path.read_text())["config"]["data_root"] is None, path

@@ -1,4 +1,4 @@
-"""RunConfig: validation with one-line messages, JSON round-trip, SPEC defaults."""
+"""RunConfig: validation with one-line messages, JSON round-trip, the paper's defaults."""
 from __future__ import annotations
 
 import dataclasses

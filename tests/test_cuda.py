@@ -18,16 +18,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine import device_check
 from engine.config import RunConfig, resolve
-from engine.device_check import MixedDeviceError
 from engine.events import EpochMetrics
 from engine.models import build_split
 from engine.models.seeded import drawing_from
-from engine.options import EngineOptions
-from engine.runner import build_context, run
+from engine.speed import device_check
+from engine.speed.device_check import MixedDeviceError
+from engine.speed.options import EngineOptions
 from engine.store import RunStore, load_weights
-from engine.transfer import run_transfer, transfer_config
+from engine.training.runner import build_context, run
+from engine.training.transfer import run_transfer, transfer_config
 from tests.test_runner import metrics_of, same
 
 pytestmark = [pytest.mark.cuda,
@@ -138,7 +138,7 @@ def test_cuda_and_cpu_start_identical_and_agree_after_an_epoch(float32_everywher
         cpu_state, cuda_state = (ctx.joined().state_dict() for ctx in contexts)
         assert all(torch.equal(cpu_state[k], cuda_state[k].cpu()) for k in cpu_state)
         # The first forward pass differs by summation order only.
-        first = [torch.nn.functional.cross_entropy(ctx.joined()(ctx.prepared.val_x[:256]), ctx.data.val.y[:256])
+        first = [torch.nn.functional.cross_entropy(ctx.joined()(ctx.speed.prepared.val_x[:256]), ctx.data.val.y[:256])
                  for ctx in contexts]
         assert first[1].item() == pytest.approx(first[0].item(), rel=1e-4)
     finally:
@@ -213,9 +213,9 @@ def test_cli_headless_run_on_cuda_writes_a_complete_run_file(tmp_path):
 
 
 async def test_tui_run_path_on_cuda(tmp_path):
-    from sltui.screens.live_run import LiveRunScreen
-    from sltui.screens.new_run import NewRunScreen
-    from sltui.widgets.charts import MetricChart
+    from sltui.tui.screens.live_run import LiveRunScreen
+    from sltui.tui.screens.new_run import NewRunScreen
+    from sltui.tui.widgets.charts import MetricChart
     from tests.test_tui_app import SIZE, make_app, wait_for
 
     app = make_app(tmp_path, config=RunConfig(dataset="synthetic", epochs=2, train_limit=600, eval_limit=200,

@@ -1,43 +1,18 @@
-"""SPEC section 2: IDX files, Table 1 splits, K+1 shares, normalisation."""
+"""docs/protocol.md section 2: IDX files, Table 1 splits, K+1 shares, normalisation."""
 from __future__ import annotations
 
-import gzip
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from engine import data as D
 from engine.config import RunConfig
-from engine.data import (CIFAR, HALF, TO_TENSOR, DataError, RawData, Split, load_experiment_data,
+from engine.data import datasets as D
+from engine.data.datasets import (CIFAR, HALF, TO_TENSOR, DataError, RawData, Split, load_experiment_data,
                          load_idx_dataset, load_raw, make_shares, table1_splits)
 
-
-def idx_bytes(array: np.ndarray) -> bytes:
-    """An IDX file of unsigned bytes, as the MNIST distribution ships them."""
-    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
-    return header + array.astype(np.uint8).tobytes()
-
-
-def write_idx_dataset(root: Path, name: str, n_train: int, n_test: int, gz: bool, seed: int = 0) -> dict:
-    """ROOT/<name>/raw/*-ubyte[.gz] in torchvision's layout; returns the arrays written."""
-    rng = np.random.default_rng(seed)
-    arrays = {
-        "train-images-idx3-ubyte": rng.integers(0, 256, (n_train, 28, 28)),
-        "train-labels-idx1-ubyte": np.arange(n_train) % 10,
-        "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, 28, 28)),
-        "t10k-labels-idx1-ubyte": (np.arange(n_test) * 3) % 10,
-    }
-    raw = root / name / "raw"
-    raw.mkdir(parents=True)
-    for stem, array in arrays.items():
-        blob = idx_bytes(array)
-        if gz:
-            (raw / (stem + ".gz")).write_bytes(gzip.compress(blob))
-        else:
-            (raw / stem).write_bytes(blob)
-    return arrays
+from fake_data import write_idx_dataset
 
 
 @pytest.mark.parametrize("gz", [True, False], ids=["gz", "plain"])
@@ -77,6 +52,28 @@ def test_missing_files_without_network_fail_with_one_line(tmp_path):
     assert "MNIST not found" in str(err.value) and "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize("name,dataset", [("MNIST", "mnist"), ("FashionMNIST", "fmnist")])
+def test_missing_files_are_downloaded_into_the_default_root(monkeypatch, name, dataset):
+    """With no --data-root and no files, torchvision is asked to download the dataset into
+    the default root ($SLTUI_DATA here), and the run then reads what it wrote there."""
+    import torchvision.datasets as tvd
+
+    calls = []
+
+    class FakeTorchvision:
+        def __init__(self, root, train=True, download=False):
+            calls.append((Path(root), download))
+            write_idx_dataset(Path(root), name, 12, 6, gz=True)
+
+    monkeypatch.setattr(tvd, name, FakeTorchvision)
+    cfg = RunConfig(dataset=dataset, clients=1)
+    data = load_experiment_data(cfg, torch.device("cpu"))
+    assert calls == [(D.default_data_root(), True)]
+    assert sum(len(s) for s in data.shares) == 10 and len(data.test) == 6
+    load_experiment_data(cfg, torch.device("cpu"))  # files now on disk: no second download
+    assert len(calls) == 1
+
+
 def fake_raw(n_train: int, n_test: int) -> RawData:
     """Tiny 1x2x2 images; the label is the image's index, so every split is traceable."""
     return RawData(torch.zeros(n_train, 1, 2, 2, dtype=torch.uint8), torch.arange(n_train),
@@ -85,24 +82,25 @@ def fake_raw(n_train: int, n_test: int) -> RawData:
 
 @pytest.mark.parametrize("dataset", ["mnist", "fmnist"])
 def test_table1_mnist_like(dataset):
-    pool, val, test = table1_splits(dataset, fake_raw(60000, 10000), seed=47)
+    pool, val, test = table1_splits(dataset, fake_raw(60000, 10000))
     assert torch.equal(pool.y, torch.arange(50000)), "the first 50 000 train images"
     assert torch.equal(val.y, torch.arange(50000, 60000)), "the other 10 000"
     assert torch.equal(test.y, torch.arange(10000) + 10**6), "the 10 000 test images"
 
 
 def test_table1_cifar():
-    pool, val, test = table1_splits("cifar10", fake_raw(50000, 10000), seed=47)
+    pool, val, test = table1_splits("cifar10", fake_raw(50000, 10000))
     assert torch.equal(pool.y, torch.arange(50000))
     assert len(val) == 5000 and len(test) == 5000
     assert set(val.y.tolist()).isdisjoint(test.y.tolist())
     assert sorted(val.y.tolist() + test.y.tolist()) == list(range(10**6, 10**6 + 10000))
-    again = table1_splits("cifar10", fake_raw(50000, 10000), seed=47)[1]
-    assert torch.equal(again.y, val.y), "the val/test split is seeded"
+    perm = torch.randperm(10000, generator=torch.Generator().manual_seed(D.EVAL_SPLIT_SEED))
+    assert torch.equal(val.y, perm[:5000] + 10**6) and torch.equal(test.y, perm[5000:] + 10**6), \
+        "the halves of a fixed permutation of its own seed"
 
 
 def test_table1_mnist_10k_pool():
-    pool, val, _ = table1_splits("mnist-10k", fake_raw(60000, 10000), seed=47)
+    pool, val, _ = table1_splits("mnist-10k", fake_raw(60000, 10000))
     assert torch.equal(pool.y, torch.arange(10000)) and len(val) == 10000
 
 
@@ -168,6 +166,24 @@ def test_experiment_data_on_synthetic():
     assert len(data.shares) == 4 and all(len(s) == 1001 // 4 for s in data.shares)
     assert len(data.val) == 300 and len(data.test) == 300
     assert data.shares[0].x.dtype == torch.uint8
+
+
+def test_validation_and_test_do_not_depend_on_the_run_seed(monkeypatch):
+    # CIFAR-like data whose test labels are the image indices, so the split is traceable.
+    n_test = 400
+    raw = D.make_synthetic(3, 32, 200, n_test, seed=0)
+    raw = RawData(raw.train_x, raw.train_y, raw.test_x, torch.arange(n_test))
+    monkeypatch.setattr(D, "load_raw", lambda dataset, root: (raw, CIFAR, 10))
+    perm = torch.randperm(n_test, generator=torch.Generator().manual_seed(0))
+    for limit in (None, 50):
+        got = [load_experiment_data(RunConfig(dataset="synthetic-rgb", seed=seed, eval_limit=limit), torch.device("cpu"))
+               for seed in (1, 2)]
+        assert torch.equal(got[0].val.y, got[1].val.y) and torch.equal(got[0].test.y, got[1].test.y)
+        assert not torch.equal(got[0].shares[1].y, got[1].shares[1].y), "the run seed still draws the shares"
+        if limit is None:
+            assert torch.equal(got[0].val.y, perm[:n_test // 2]) and torch.equal(got[0].test.y, perm[n_test // 2:])
+        else:
+            assert set(got[0].val.y.tolist()) <= set(perm[:n_test // 2].tolist()) and len(got[0].val) == limit
 
 
 def test_limits_draw_from_every_class_of_a_class_sorted_folder():

@@ -1,4 +1,4 @@
-"""Determinism (engine/determinism.py) and the attacks' own generators: the switches
+"""Determinism (engine/speed/determinism.py) and the attacks' own generators: the switches
 are set and restored process-wide, CPU runs compute the same under them, and no attack
 reseeds or advances torch's global random state."""
 from __future__ import annotations
@@ -11,12 +11,12 @@ import threading
 import pytest
 import torch
 
-from engine import determinism
 from engine.config import resolve
 from engine.models import build_split
-from engine.options import EngineOptions
-from engine.protocol import train_epoch
-from engine.runner import build_context, run
+from engine.speed import determinism
+from engine.speed.options import EngineOptions
+from engine.training.protocol import train_epoch
+from engine.training.runner import build_context, run
 from tests.conftest import tiny_config
 from tests.test_runner import metrics_of, same
 
@@ -71,7 +71,7 @@ def test_off_or_on_the_cpu_the_switches_are_left_alone():
 
 
 def test_cublas_workspace_set_at_import_unless_the_user_set_it():
-    code = "import os, engine.runner; print(os.environ.get('CUBLAS_WORKSPACE_CONFIG'))"
+    code = "import os, engine.training.runner; print(os.environ.get('CUBLAS_WORKSPACE_CONFIG'))"
     env = {k: v for k, v in os.environ.items() if k != "CUBLAS_WORKSPACE_CONFIG"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.strip() == ":4096:8"

@@ -1,4 +1,4 @@
-"""Device-check mode (engine/device_check.py): a tensor made without a device is caught
+"""Device-check mode (engine/speed/device_check.py): a tensor made without a device is caught
 on the CPU, and every attack with every model, the transfer check and the CLI run in it."""
 from __future__ import annotations
 
@@ -13,14 +13,15 @@ import pytest
 import torch
 from torch import nn
 
-from engine import device_check, models
+from engine import models
 from engine.config import RunConfig
-from engine.device_check import MixedDeviceError, checking
-from engine.options import EngineOptions
-from engine.runner import run
+from engine.speed import device_check
+from engine.speed.device_check import MixedDeviceError, checking
+from engine.speed.options import EngineOptions
+from engine.speed.streams import CpuStreams
 from engine.store import RunStore, load_weights
-from engine.streams import CpuStreams
-from engine.transfer import run_transfer, transfer_config
+from engine.training.runner import run
+from engine.training.transfer import run_transfer, transfer_config
 
 ROOT = Path(__file__).resolve().parents[1]
 

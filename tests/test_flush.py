@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from engine.config import resolve
-from engine.flush import call_with_flush, flushing_here, set_flush, subnormals_survive
-from engine.options import EngineOptions
-from engine.runner import build_context, run
+from engine.speed.flush import call_with_flush, flushing_here, set_flush, subnormals_survive
+from engine.speed.options import EngineOptions
+from engine.training.runner import build_context, run
 from engine.events import EpochMetrics, RunStarted
-from engine.streams import CpuStreams
+from engine.speed.streams import CpuStreams
 from tests.conftest import tiny_config
 
 pytestmark = pytest.mark.skipif(not torch.set_flush_denormal(False), reason="this CPU has no flush-to-zero switch")
@@ -94,7 +94,7 @@ def test_a_run_context_built_flushing_gives_its_stream_the_flush():
         ctx = build_context(resolve(tiny_config(attack="surrogate", alpha=0.5)), lambda e: None, None,
                             options=EngineOptions(streams=True))
         try:
-            return ctx.options.flush_subnormals, ctx.streams is not None, ctx.streams.submit(probe).result()
+            return ctx.speed.options.flush_subnormals, ctx.speed.streams is not None, ctx.speed.streams.submit(probe).result()
         finally:
             ctx.close()
 

@@ -1,5 +1,5 @@
-"""The numba-compiled loops (engine/kernels.py) and the layers that use them
-(engine/fastops.py): the stock ops' numbers, the stock path wherever they do not apply."""
+"""The numba-compiled loops (engine/speed/kernels.py) and the layers that use them
+(engine/speed/fastops.py): the stock ops' numbers, the stock path wherever they do not apply."""
 from __future__ import annotations
 
 import pytest
@@ -7,10 +7,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine import kernels
-from engine.adam import LeanAdam
-from engine.fastops import CompiledMaxPool2x2, FastConvReLU, FastMaxPool2d, max_pool2x2_values, use_fast_layers
 from engine.models import build_split
+from engine.speed import kernels
+from engine.speed.adam import LeanAdam
+from engine.speed.fastops import CompiledMaxPool2x2, FastConvReLU, FastMaxPool2d, max_pool2x2_values, use_fast_layers
 from tests.test_options import pool_inputs
 
 pytestmark = pytest.mark.skipif(not kernels.AVAILABLE, reason="numba is not importable here")
@@ -150,7 +150,7 @@ def test_fast_max_pool_module_uses_the_compiled_loop_only_when_asked():
 
 @pytest.mark.parametrize("direct", [True, False])
 def test_backward_accumulates_like_tensor_backward(direct, monkeypatch):
-    from engine import backward as backward_module
+    from engine.speed import backward as backward_module
 
     if direct and not backward_module._engine_takes_direct_calls():
         pytest.skip("this torch's autograd engine does not take the direct call")

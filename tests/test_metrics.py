@@ -1,31 +1,12 @@
-"""SPEC section 3: CDA and ASR on hand-built cases."""
+"""docs/protocol.md section 3: CDA and ASR on hand-built cases."""
 from __future__ import annotations
-
-import math
 
 import torch
 from torch import nn
 
-from engine.data import TO_TENSOR, Split
-from engine.metrics import accuracy, attack_success_rate, evaluate
-from engine.trigger import make_trigger
-
-
-def test_accuracy_known_case():
-    logits = torch.tensor([[2.0, 1.0, 0.0], [0.0, 3.0, 1.0], [0.0, 1.0, 5.0], [9.0, 0.0, 0.0]])
-    labels = torch.tensor([0, 1, 1, 2])
-    assert accuracy(logits, labels) == 50.0
-    assert math.isnan(accuracy(logits[:0], labels[:0]))
-
-
-def test_asr_leaves_out_target_class_images():
-    target = 0
-    true = torch.tensor([0, 0, 1, 2, 3, 4])
-    pred = torch.tensor([0, 0, 0, 0, 3, 1])  # target images predicted target: not counted
-    assert attack_success_rate(pred, true, target) == 50.0  # 2 of the 4 non-target images
-    # Target images predicted as something else do not count either.
-    assert attack_success_rate(torch.tensor([5, 5, 0, 0, 0, 0]), true, target) == 100.0
-    assert math.isnan(attack_success_rate(torch.tensor([0, 1]), torch.tensor([0, 0]), target))
+from engine.data.datasets import TO_TENSOR, Split
+from engine.data.trigger import make_trigger
+from engine.training.metrics import evaluate
 
 
 class ConstantIfTriggered(nn.Module):

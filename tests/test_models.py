@@ -1,4 +1,4 @@
-"""SPEC section 4: the three networks as stages, split at cuts 1-3."""
+"""docs/protocol.md section 4: the three networks as stages, split at cuts 1-3."""
 from __future__ import annotations
 
 import functools
@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.attacks.base import StepLoss
 from engine.models import build_stages, smashed_shape, split
-from engine.protocol import wire_step
+from engine.training.context import StepLoss
+from engine.training.protocol import wire_step
 
 MODELS = ("lenet", "stripnet", "resnet9")
 CUTS = (1, 2, 3)

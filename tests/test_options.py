@@ -8,14 +8,15 @@ from torch import nn
 
 from engine.attacks.surrogate import PoisonedShare
 from engine.config import resolve
-from engine import kernels
-from engine.fastops import FastMaxPool2d, MaxPool2x2, max_pool2x2_values, per_sample, use_fast_layers
-from engine.metrics import evaluate
+from engine.data.trigger import stamp
 from engine.models import build_split
-from engine.options import EngineOptions, resolve_options
-from engine.protocol import make_adam, train_epoch
-from engine.runner import build_context, evaluate_epoch, run
-from engine.trigger import stamp
+from engine.speed import kernels
+from engine.speed.adam import make_adam
+from engine.speed.fastops import FastMaxPool2d, MaxPool2x2, max_pool2x2_values, per_sample, use_fast_layers
+from engine.speed.options import EngineOptions, resolve_options
+from engine.training.metrics import evaluate
+from engine.training.protocol import train_epoch
+from engine.training.runner import build_context, evaluate_epoch, run
 from tests.conftest import tiny_config
 
 METRICS = ("train_loss", "train_loss_clean", "train_loss_malicious", "val_loss", "val_acc", "cda", "asr")
@@ -52,7 +53,7 @@ def test_fast_max_pool_matches_max_pool2d_values_and_gradients(channels_last):
 
 
 def test_fast_elu_matches_elu():
-    from engine.fastops import FastELU
+    from engine.speed.fastops import FastELU
 
     g = torch.Generator().manual_seed(1)
     x = torch.randn(4, 8, 6, 6, generator=g) * 3
@@ -139,7 +140,7 @@ def test_prestamped_share_gives_the_same_batches(tiny):
 def test_prepared_data_and_fast_evaluation_match_the_reference(tiny):
     cfg = resolve(tiny.replace(eval_batch_size=64))
     ctx = build_context(cfg, lambda e: None, None)
-    data, p, t = ctx.data, ctx.prepared, ctx.trigger
+    data, p, t = ctx.data, ctx.speed.prepared, ctx.trigger
     assert p is not None
     assert torch.equal(p.test_x, data.norm.apply(data.test.x))
     keep = data.test.y != t.target
@@ -233,7 +234,7 @@ def test_resolved_options_are_recorded_and_auto_resolves_per_device():
 
 
 def test_auto_eval_batch_keeps_activations_small():
-    from engine.options import auto_eval_batch
+    from engine.speed.options import auto_eval_batch
 
     lenet = nn.Sequential(*build_split("lenet", 1, (1, 28, 28), 10))
     stripnet = nn.Sequential(*build_split("stripnet", 1, (1, 28, 28), 10))
@@ -249,7 +250,7 @@ def test_auto_threads_chooses_and_records_a_thread_count(tiny):
     before = torch.get_num_threads()
     try:
         ctx = build_context(resolve(tiny), lambda e: None, None, options=EngineOptions(threads="auto"))
-        assert ctx.options.threads in (1, 2) and torch.get_num_threads() == ctx.options.threads
+        assert ctx.speed.options.threads in (1, 2) and torch.get_num_threads() == ctx.speed.options.threads
         train_epoch(ctx)
     finally:
         torch.set_num_threads(before)

@@ -1,4 +1,4 @@
-"""SPEC section 1: the round-robin protocol and each client's own Adam state."""
+"""docs/protocol.md section 1: the round-robin protocol and each client's own Adam state."""
 from __future__ import annotations
 
 import math
@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from engine.config import resolve
-from engine.protocol import train_epoch
-from engine.runner import build_context
+from engine.training.protocol import train_epoch
+from engine.training.runner import build_context
 from tests.conftest import tiny_config
 
 

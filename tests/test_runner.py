@@ -1,4 +1,4 @@
-"""engine.runner.run: reproducibility, events, cancel and failure."""
+"""engine.training.runner.run: reproducibility, events, cancel and failure."""
 from __future__ import annotations
 
 import dataclasses
@@ -7,11 +7,11 @@ import threading
 
 import pytest
 
-from engine import runner
 from engine.config import ConfigError
-from engine.data import DataError
+from engine.data.datasets import DataError
 from engine.events import EpochMetrics, RunFailed, RunFinished, RunStarted
-from engine.runner import run
+from engine.training import runner
+from engine.training.runner import run
 from tests.conftest import tiny_config
 
 TIMING = {"seconds", "samples_per_s", "run_id"}
@@ -99,7 +99,7 @@ def test_exception_in_training_fails_the_run(monkeypatch):
 
 
 def test_early_stopping_on_patience(monkeypatch):
-    from engine.metrics import Evaluation
+    from engine.training.metrics import Evaluation
 
     monkeypatch.setattr(runner, "evaluate", lambda *a, **k: Evaluation(1.0, 50.0, 0.0))
     result = run(tiny_config(epochs=6, patience=2))

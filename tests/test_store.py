@@ -10,11 +10,11 @@ import threading
 
 import pytest
 
-from engine import runner
 from engine.config import RunConfig, resolve
 from engine.events import EpochMetrics
-from engine.runner import run
 from engine.store import RunNotFound, RunStore, fanout, summary_row, write_json_atomic
+from engine.training import runner
+from engine.training.runner import run
 from tests.conftest import tiny_config
 
 

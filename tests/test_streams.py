@@ -1,4 +1,4 @@
-"""Two CPU streams (engine/streams.py): the surrogate's half of each step and half of the
+"""Two CPU streams (engine/speed/streams.py): the surrogate's half of each step and half of the
 evaluation batches on a second thread. Same math as one stream, deterministic, and a
 failure on the second thread fails the run like any other."""
 from __future__ import annotations
@@ -11,10 +11,10 @@ import torch
 
 from engine.config import resolve
 from engine.events import RunFailed, RunFinished
-from engine.options import EngineOptions
-from engine.protocol import train_epoch
-from engine.runner import build_context, evaluate_epoch, run
-from engine.streams import CpuStreams, streams_for
+from engine.speed.options import EngineOptions
+from engine.speed.streams import CpuStreams, streams_for
+from engine.training.protocol import train_epoch
+from engine.training.runner import build_context, evaluate_epoch, run
 from tests.conftest import tiny_config
 from tests.test_options import METRICS
 
@@ -67,7 +67,7 @@ def test_concurrent_step_is_the_sequential_steps_math(two_threads):
     for streams in (False, True):
         ctx = build_context(cfg, lambda e: None, None, options=EngineOptions(streams=streams))
         ctx.attack.prepare(ctx)
-        assert (ctx.streams is not None) == streams and ctx.options.streams == streams
+        assert (ctx.speed.streams is not None) == streams and ctx.speed.options.streams == streams
         contexts[streams] = (ctx, train_epoch(ctx))
     (one, one_stats), (two, two_stats) = contexts[False], contexts[True]
     assert two_stats.samples == one_stats.samples
@@ -87,9 +87,9 @@ def test_concurrent_step_is_the_sequential_steps_math(two_threads):
 def test_concurrent_evaluation_equals_one_stream(two_threads):
     cfg = surrogate_config(eval_batch_size=64)
     ctx = build_context(cfg, lambda e: None, None, options=EngineOptions(eval_batch_size=None))
-    assert ctx.streams is not None
+    assert ctx.speed.streams is not None
     val2, test2 = evaluate_epoch(ctx)
-    streams, ctx.streams = ctx.streams, None
+    streams, ctx.speed.streams = ctx.speed.streams, None
     val1, test1 = evaluate_epoch(ctx)
     streams.close()
     assert (val2.acc, test2.acc, test2.asr) == (val1.acc, test1.acc, test1.asr)

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from engine.aggregate import aggregate, mean_std
 from engine.config import RunConfig, resolve
 from engine.errors import ConfigError
 from engine.store import RunStore, read_run_file
-from engine.sweep import PAPER_GRID, expand, experiment_key, load_sweep_file, make_sweep
-from engine.sweep_exec import pending, threads_per_job
-from sltui.report import write_report
+from engine.sweeps.aggregate import aggregate, mean_std
+from engine.sweeps.executors import pending, threads_per_job
+from engine.sweeps.grid import PAPER_GRID, expand, experiment_key, load_sweep_file, make_sweep
+from sltui.cli.report import write_report
 
 from test_cli import assert_one_line_error, sltui  # noqa: F401 - the fixture
 from tui_helpers import write_run
@@ -145,6 +145,8 @@ def test_sweep_runs_resumes_and_reports(sltui, tmp_path):
     assert code == 0, err
     files = sorted(runs.rglob("run.json"))
     assert len(files) == 4 and {read_run_file(f)["status"] for f in files} == {"completed"}
+    resolved = read_run_file(files[0])["config_resolved"]    # a clone re-resolves these, keeps --epochs
+    assert "patience" in resolved and "lr_milestones" in resolved and "epochs" not in resolved
     sweep_file = next((runs / "sweeps").glob("sweep-*.json"))
     doc = json.loads(sweep_file.read_text())
     assert [p["status"] for p in doc["points"]] == ["completed"] * 4 and doc["status"] == "completed"
@@ -234,11 +236,11 @@ def test_an_unreachable_ray_address_is_one_line_and_writes_no_sweep_file(sltui, 
 
 
 def test_local_and_ray_executors_share_one_schedule():
-    """engine.sweep_exec.schedule: capacity respected, every job ended once, the rest
+    """engine.sweeps.executors.schedule: capacity respected, every job ended once, the rest
     dropped (and the running ones cancelled) once stop is set."""
     import threading
 
-    from engine.sweep_exec import JobResult, schedule
+    from engine.sweeps.executors import JobResult, schedule
 
     jobs = [f"job{i}" for i in range(5)]
     stop = threading.Event()

@@ -1,12 +1,15 @@
-"""The transfer check (SPEC section 8) and its command."""
+"""The transfer check (docs/protocol.md section 8) and its command."""
 import subprocess
 import sys
+import threading
 
 import torch
 
-from engine.runner import run
+from engine.events import EpochMetrics, RunFailed, RunFinished, RunStarted
 from engine.store import RunStore, load_weights
-from engine.transfer import last_linear, run_transfer, transfer_config
+from engine.training import transfer
+from engine.training.runner import run
+from engine.training.transfer import last_linear, run_transfer, transfer_config
 
 
 def test_transfer_retrains_only_the_last_layer(tmp_path, tiny):
@@ -20,6 +23,39 @@ def test_transfer_retrains_only_the_last_layer(tmp_path, tiny):
     linked = store.load("t1")
     assert linked["source_run"] == source.run_id and len(linked["epochs"]) == 2
     assert 0 <= linked["final"]["cda"] <= 100 and 0 <= linked["final"]["asr"] <= 100
+
+
+def test_transfer_ends_like_a_run_when_cancelled_or_broken(tmp_path, tiny, monkeypatch):
+    """The transfer check has a training run's lifecycle: RunStarted, then exactly one
+    RunFinished (cancelled) or RunFailed (with the traceback)."""
+    store = RunStore(tmp_path)
+    source = run(tiny, store.recorder())
+    doc = store.load(source.run_id)
+    weights = load_weights(store.weights_path(source.run_id))
+    cfg = transfer_config(doc, "synthetic", epochs=3, eval_limit=100, train_limit=200)
+
+    stop, events = threading.Event(), []
+
+    def emit(event):
+        events.append(event)
+        if isinstance(event, EpochMetrics):
+            stop.set()
+
+    result = run_transfer(doc, weights, cfg, emit, stop, run_id="cancelled")
+    assert result.status == "cancelled" and len(result.epochs) == 1
+    assert isinstance(events[0], RunStarted) and events[0].source_run == source.run_id
+    assert isinstance(events[-1], RunFinished) and events[-1].status == "cancelled"
+    assert sum(isinstance(e, (RunFinished, RunFailed)) for e in events) == 1
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("retraining broke")
+
+    monkeypatch.setattr(transfer, "fit", broken)
+    events.clear()
+    result = run_transfer(doc, weights, cfg, events.append, run_id="failed")
+    assert result.status == "failed" and "retraining broke" in result.error
+    assert [type(e) for e in events] == [RunStarted, RunFailed]
+    assert "Traceback" in events[-1].error
 
 
 def test_last_linear_is_found():

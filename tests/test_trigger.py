@@ -1,11 +1,11 @@
-"""SPEC section 3: the trigger patch, stamping and the poisoned share."""
+"""docs/protocol.md section 3: the trigger patch, stamping and the poisoned share."""
 from __future__ import annotations
 
 import pytest
 import torch
 
 from engine.config import RunConfig, resolve
-from engine.trigger import make_trigger, poison_, poison_mask, stamp, stamp_, trigger_for
+from engine.data.trigger import make_trigger, poison_, poison_mask, stamp, stamp_, trigger_for
 
 
 @pytest.mark.parametrize("channels,side", [(1, 28), (3, 32)])

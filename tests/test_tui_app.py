@@ -12,19 +12,20 @@ import time
 from pathlib import Path
 
 import pytest
+from textual.coordinate import Coordinate
 from textual.css.query import NoMatches
 from textual.widgets import DataTable, Input, Select, Static
 
 from engine.config import RunConfig
-from sltui.app import SlTuiApp
-from sltui.run_manager import RunManager
-from sltui.runs_model import RunIndex
-from sltui.screens.browser import BrowserScreen
-from sltui.screens.compare import CompareScreen
-from sltui.screens.help import ConfirmQuit, HelpScreen
-from sltui.screens.live_run import LiveRunScreen
-from sltui.screens.new_run import NewRunScreen
-from sltui.widgets.charts import MetricChart
+from sltui.tui.app import SlTuiApp
+from sltui.tui.run_manager import RunManager
+from sltui.tui.runs_model import BROWSER_COLUMNS, RunIndex
+from sltui.tui.screens.browser import BrowserScreen
+from sltui.tui.screens.compare import CompareScreen
+from sltui.tui.screens.help import ConfirmQuit, HelpScreen
+from sltui.tui.screens.live_run import LiveRunScreen
+from sltui.tui.screens.new_run import NewRunScreen
+from sltui.tui.widgets.charts import MetricChart
 
 from tui_helpers import IdleThread, epoch_metrics, prefilled_queue, write_run
 
@@ -230,6 +231,26 @@ async def test_clone_fills_the_form_with_a_runs_config(tmp_path):
         assert form.query_one("#f-clients", Input).value == "5"
 
 
+async def test_browser_fits_its_columns_to_the_width(tmp_path):
+    ids = ["20261124-133627-mnist-lenet-c3-k1-surrogate-8eac", "20261124-133541-mnist-lenet-c1-k1-none-1f2e"]
+    for run_id in ids:
+        write_run(tmp_path, run_id)
+    app = make_app(tmp_path)
+    async with app.run_test(size=(200, 30)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, BrowserScreen) and len(table_ids(app)) == 2)
+        table = app.screen.query_one("#runs", DataTable)
+        assert len(table.columns) == 1 + len(BROWSER_COLUMNS)
+        assert sorted(str(table.get_cell(run_id, "id")) for run_id in ids) == sorted(ids)
+        assert str(table.get_cell(ids[0], "seconds")) == "6s"               # 3 epochs of 2 s, with the unit
+        await pilot.resize_terminal(80, 24)
+        await wait_for(pilot, lambda: len(table.columns) < 1 + len(BROWSER_COLUMNS))
+        keys = [str(c.value) for c in table.columns]
+        assert keys[:3] == ["sel", "id", "status"]
+        assert sum(c.get_render_width(table) for c in table.columns.values()) <= 80 - 2
+        shown = [str(table.get_cell(run_id, "id")) for run_id in ids]
+        assert len(set(shown)) == 2 and all(s.endswith(run_id[-4:]) for s, run_id in zip(shown, ids))
+
+
 # ---- compare ----------------------------------------------------------------------
 async def test_compare_selected_runs_and_export_csv(tmp_path):
     write_run(tmp_path, "r1", model="lenet", cut=2, clients=3, attack="surrogate", alpha=0.2)
@@ -248,11 +269,17 @@ async def test_compare_selected_runs_and_export_csv(tmp_path):
         await wait_for(pilot, lambda: isinstance(app.screen, CompareScreen))
         compare = app.screen
         table = compare.query_one("#compare-table", DataTable)
-        assert [str(c.value) for c in table.columns] == ["id", "status", "alpha", "final_cda", "final_asr",
+        assert [str(c.value) for c in table.columns] == ["n", "run", "status", "final_cda", "final_asr",
                                                         "best_cda", "best_asr"]
+        # Rows and curves are named by what differs (alpha), not by ids.
+        assert [str(table.get_cell_at(Coordinate(i, 1))) for i in range(2)] == ["α=0.5", "α=0.2"]
+        assert [name for name, _, _ in compare.query_one("#chart-cda", MetricChart).series] == ["α=0.5", "α=0.2"]
         assert compare.query_one("#chart-cda", MetricChart).points == 6
         await pilot.press("p")
-        assert [str(c.value) for c in table.columns][-2:] == ["paper_cda", "paper_asr"]
+        assert {"paper_cda", "paper_asr"} <= {str(c.value) for c in table.columns}
+        # 3-epoch runs against the paper's 90: the paper values are marked and the mark explained.
+        assert str(table.get_cell("r1", "paper_cda")) == "98.99*"
+        assert "paper trained 90 epochs, the run 3" in str(compare.query_one("#compare-note", Static).render())
         await pilot.press("e")
         path = compare.last_export
         assert path is not None and path.parent == tmp_path
@@ -329,8 +356,8 @@ async def test_no_color(tmp_path, monkeypatch):
 
 
 def test_ui_modules_do_not_import_torch():
-    code = ("import sys, sltui.app, sltui.run_manager, sltui.reference, sltui.runs_model, sltui.form_model; "
-            "import sltui.screens.live_run, sltui.screens.compare; "
+    code = ("import sys, sltui.tui.app, sltui.tui.run_manager, sltui.reference, sltui.tui.runs_model, sltui.tui.form_model; "
+            "import sltui.tui.screens.live_run, sltui.tui.screens.compare; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=str(__import__("pathlib").Path(__file__).parents[1]))
 
@@ -357,7 +384,7 @@ def test_sighup_cancels_runs_and_exits(tmp_path):
 import os, signal, sys, threading
 sys.path[:0] = [{str(here.parent)!r}, {str(here)!r}]
 from engine.config import RunConfig
-from sltui import app as appmod
+from sltui.tui import app as appmod
 from tui_helpers import IdleThread
 stops = []
 def starter(cfg, store, sink, stop, run_id=None):

@@ -8,8 +8,10 @@ import pytest
 
 from engine.config import ConfigError, RunConfig
 from engine.events import RunFailed
-from sltui import form_model, reference, runs_model
-from sltui.run_manager import RunManager, RunState
+from sltui import reference
+from sltui.tui import form_model
+from sltui.tui import runs_model
+from sltui.tui.run_manager import RunManager, RunState
 
 from tui_helpers import IdleThread, prefilled_queue, write_run
 
@@ -40,7 +42,7 @@ def test_finish_failure_and_start_error():
     state.apply(RunFailed(run_id="r", error="boom"))
     assert state.status == "failed" and state.error == "boom" and not state.active
 
-    class StartError:  # the shape of sltui.headless.StartError
+    class StartError:  # the shape of sltui.cli.headless.StartError
         def __init__(self, error):
             self.error = error
     state = RunState("s", {})
@@ -104,7 +106,7 @@ def test_concurrent_runs_share_the_cores_and_get_them_back():
 
 
 def test_cpu_threads_never_outnumber_the_cores():
-    from engine.device import cpu_threads_for
+    from engine.speed.device import cpu_threads_for
 
     assert [cpu_threads_for(runs, cores=8) for runs in (1, 2, 3, 8, 9)] == [8, 4, 2, 1, 1]
     assert cpu_threads_for(2, cores=2) == 1 and cpu_threads_for(1, cores=2) == 2
@@ -220,3 +222,66 @@ def test_several_runs_at_once_are_drained_independently():
     assert manager.drain() == {"a", "b"}
     assert [s.run_id for s in manager.active()] == ["a"]
     assert manager.get("b").status == "completed" and len(manager.get("a").epochs) == 2
+
+
+# ---- narrow tables and labels ---------------------------------------------------------
+GENERATED = ["20261124-133627-mnist-lenet-c3-k1-surrogate-8eac", "20261124-133627-mnist-lenet-c1-k1-none-1f2e",
+             "20251124-133627-fmnist-lenet-c1-k1-none-8eac", "my-own-name"]
+
+
+def test_short_ids_keep_what_tells_runs_apart():
+    labels = runs_model.short_ids(GENERATED)
+    assert labels[GENERATED[1]] == "1124-133627…1f2e" and labels["my-own-name"] == "my-own-name"
+    # A year apart with the same suffix would look alike: both stay whole.
+    assert labels[GENERATED[0]] == GENERATED[0] and labels[GENERATED[2]] == GENERATED[2]
+    assert len(set(labels.values())) == len(GENERATED)
+
+
+def test_browser_layout_fits_the_width_and_never_cuts_ids():
+    rows = [{"id": run_id, "status": "interrupted", "dataset": "mnist", "model": "lenet", "cut": 1, "clients": 1,
+             "attack": "surrogate", "alpha": 0.09, "cda": 98.1, "asr": 60.5, "seconds": 28.0} for run_id in GENERATED]
+    every = [c.key for c in runs_model.BROWSER_COLUMNS]
+    columns, cells = runs_model.browser_layout(rows, 400)
+    assert [c.key for c in columns] == every and [c["id"] for c in cells] == GENERATED
+    assert {c["seconds"] for c in cells} == {"28s"}
+    for width in (75, 60, 30):
+        columns, cells = runs_model.browser_layout(rows, width)
+        keys = [c.key for c in columns]
+        assert keys[:2] == ["id", "status"] and len(keys) < len(every)
+        assert len({c["id"] for c in cells}) == len(GENERATED)                 # never two alike
+        assert all(c["id"] == runs_model.short_ids(GENERATED)[r] for c, r in zip(cells, GENERATED))
+        dropped = [c for c in runs_model.BROWSER_COLUMNS if c.key not in keys]
+        assert min(c.priority for c in dropped) >= max(c.priority for c in columns)
+
+
+def test_run_labels_name_what_differs():
+    docs = [{"id": "a", "config": {"cut": 1, "seed": 2, "attack": "surrogate", "alpha": 0.5}},
+            {"id": "b", "config": {"cut": 3, "seed": 2, "attack": "surrogate", "alpha": 0.5}},
+            {"id": "c", "config": {"cut": 1, "seed": 1, "attack": "none", "alpha": 0.09}}]
+    # alpha differs, but the clean run does not use it; the attack is named by its value.
+    assert runs_model.run_labels(docs) == ["cut=1 seed=2 surrogate α=0.5", "cut=3 seed=2 surrogate α=0.5",
+                                           "cut=1 seed=1 none"]
+    same = [{"id": GENERATED[0], "config": {"cut": 1}}, {"id": GENERATED[1], "config": {"cut": 1}}]
+    assert runs_model.run_labels(same) == ["1124-133627…8eac", "1124-133627…1f2e"]
+    twins = [{"id": "x", "config": {"cut": 1, "seed": 1}}, {"id": "y", "config": {"cut": 1, "seed": 1}},
+             {"id": "z", "config": {"cut": 3, "seed": 1}}]
+    assert runs_model.run_labels(twins) == ["cut=1 x", "cut=1 y", "cut=3"]
+
+
+def test_paper_values_marked_when_the_epochs_differ(tmp_path):
+    write_run(tmp_path, "short", epochs=3, cut=2, clients=3, attack="surrogate", alpha=0.2)
+    write_run(tmp_path, "full", epochs=90, cut=2, clients=3, attack="surrogate", alpha=0.2)
+    docs = sorted((e.doc for e in runs_model.RunIndex(tmp_path).scan()), key=lambda d: d["id"])
+    _, rows = runs_model.compare_rows(docs)
+    assert [runs_model.paper_differs(r) for r in rows] == [False, True]          # full, short
+    assert runs_model.paper_footnote(rows) == f"{runs_model.PAPER_MARK} not like for like: the paper trained 90 epochs, the run 3"
+    assert runs_model.paper_footnote(rows[:1]) == ""
+    assert reference.lookup(dict(dataset="cifar10", model="resnet9", clients=1, cut=1, attack="none")).epochs == 140
+
+
+def test_chart_legend_numbers_the_series_when_names_do_not_fit():
+    from sltui.tui.widgets.charts import legend_names
+    names = ["cut=1 seed=2", "cut=3 seed=2 surrogate α=0.5 poison_ratio=0.3"]
+    assert legend_names(names[:1], 40) == names[:1]
+    assert legend_names(names, 40) == ["1", "2"]
+    assert legend_names(names, 200) == names

@@ -8,22 +8,27 @@ import pytest
 from textual.css.query import NoMatches
 from textual.widgets import Input
 
-from sltui.app import SlTuiApp
-from sltui.run_manager import RunManager
-from sltui.runs_model import RunIndex
-from sltui.screens.browser import BrowserScreen
+from sltui.tui.app import SlTuiApp
+from sltui.tui.run_manager import RunManager
+from sltui.tui.runs_model import RunIndex
+from sltui.tui.screens.browser import BrowserScreen
 
 from tui_helpers import prefilled_queue, write_run
 
 
+RUN_IDS = ("20250101-090000-mnist-lenet-c1-k1-none-a1b2", "20250102-090000-mnist-lenet-c2-k3-surrogate-c3d4",
+           "20250103-090000-fmnist-stripnet-c3-k5-autoencoder-e5f6")
+
+
 @pytest.fixture
 def runs(tmp_path, monkeypatch):
-    """A runs folder at the fixed relative path 'runs' (the browser shows the path)."""
+    """A runs folder at the fixed relative path 'runs' (the browser shows the path), with ids
+    as the engine writes them (store.new_run_id), so the pictures show what a user sees."""
     monkeypatch.chdir(tmp_path)
     root = tmp_path / "runs"
-    write_run(root, "20250101-0900-mnist-lenet-c1", cut=1, clients=1)
-    write_run(root, "20250102-0900-mnist-lenet-c2", cut=2, clients=3, attack="surrogate", alpha=0.2, cda0=70)
-    write_run(root, "20250103-0900-fmnist-stripnet", dataset="fmnist", model="stripnet", cut=3, clients=5,
+    write_run(root, RUN_IDS[0], cut=1, clients=1)
+    write_run(root, RUN_IDS[1], cut=2, clients=3, attack="surrogate", alpha=0.2, cda0=70)
+    write_run(root, RUN_IDS[2], dataset="fmnist", model="stripnet", cut=3, clients=5,
               attack="autoencoder", status="running", epochs=2)
     (root / "20250104-broken").mkdir()
     (root / "20250104-broken" / "run.json").write_text("{")
@@ -99,13 +104,23 @@ def test_live_run_attack_phase(runs, snap_compare):
 
 
 def test_compare_with_paper_values(runs, snap_compare):
+    """80x24: runs labelled by what differs between them, paper values marked (3-epoch runs)."""
     async def run_before(pilot):
         await settle(pilot, BrowserScreen)
         await pilot.press("down", "down", "space", "space", "c")
         await settle(pilot)
         await pilot.press("p")
         await pilot.pause(0.3)
-    assert snap_compare(app_for(), terminal_size=(100, 30), run_before=run_before)
+    assert snap_compare(app_for(), terminal_size=(80, 24), run_before=run_before)
+
+
+def test_finished_run_from_its_file(runs, snap_compare):
+    async def run_before(pilot):
+        await settle(pilot, BrowserScreen)
+        pilot.app.action_open_run(RUN_IDS[1])
+        await settle(pilot)
+        await pilot.pause(0.5)
+    assert snap_compare(app_for(), terminal_size=(80, 24), run_before=run_before)
 
 
 def test_help(runs, snap_compare):

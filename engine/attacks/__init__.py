@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..config import RunConfig
-from .base import Attack, StepLoss
+from .base import Attack
 
 
 def make_attack(cfg: RunConfig) -> Attack:
@@ -19,4 +19,4 @@ def make_attack(cfg: RunConfig) -> Attack:
     raise ValueError(f"unknown attack {cfg.attack!r}")
 
 
-__all__ = ["Attack", "StepLoss", "make_attack"]
+__all__ = ["Attack", "make_attack"]

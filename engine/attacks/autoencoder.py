@@ -1,4 +1,4 @@
-"""Attack 2, the injector autoencoder (SPEC section 7).
+"""Attack 2, the injector autoencoder (docs/protocol.md section 7).
 
 prepare() runs phases 1-3 on the attacker's share (share 0), emitting PhaseProgress:
   phase1-clean / phase1-backdoor: two single-client networks of the target architecture,
@@ -16,23 +16,21 @@ through the injector (`through`).
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..config import lr_multiplier
+from ..data.trigger import poison_, stamp_
 from ..events import PhaseProgress
-from ..local_training import fit
 from ..models import build_split, smashed_shape
 from ..models.seeded import built
-from ..trigger import poison_, stamp_
-from .base import Attack, StepLoss
+from ..training.context import RunContext, StepLoss
+from ..training.local_training import fit
+from .base import Attack
 from .injector import InjectorAutoencoder
-
-if TYPE_CHECKING:
-    from ..protocol import RunContext
 
 PAIR_VAL_SHARE = 0.1
 
@@ -49,7 +47,7 @@ class AutoencoderAttack(Attack):
         self.info: dict[str, Any] = {}
 
     # ---------------------------------------------------------------- phases 1-3
-    def prepare(self, ctx: "RunContext") -> None:
+    def prepare(self, ctx: RunContext) -> None:
         cfg, data = ctx.cfg, ctx.data
         # Two generators of its own, both from seed + 2: one for the initial weights of
         # its three networks, one for data orders and the pair split; a third (seed + 3)
@@ -67,7 +65,7 @@ class AutoencoderAttack(Attack):
         self.through = cfg.ae_grad == "through"
         self.batch_gen = torch.Generator(device="cpu").manual_seed(cfg.seed + 3)
 
-    def _train_phase1(self, ctx: "RunContext", phase: str, poisoned_copy: bool,
+    def _train_phase1(self, ctx: RunContext, phase: str, poisoned_copy: bool,
                       generator: torch.Generator, init: torch.Generator) -> nn.Sequential:
         cfg, data = ctx.cfg, ctx.data
         share = data.shares[0]
@@ -91,7 +89,7 @@ class AutoencoderAttack(Attack):
         return net.eval()
 
     @torch.inference_mode()
-    def _collect_pairs(self, ctx: "RunContext", clean_net: nn.Sequential,
+    def _collect_pairs(self, ctx: RunContext, clean_net: nn.Sequential,
                        backdoor_net: nn.Sequential) -> tuple[torch.Tensor, torch.Tensor]:
         data, share = ctx.data, ctx.data.shares[0]
         inputs, targets = [], []
@@ -114,7 +112,7 @@ class AutoencoderAttack(Attack):
                 f"raise --ae-phase1-epochs")
         return clean_in.clone(), bd_out.clone()
 
-    def _train_injector(self, ctx: "RunContext", clean_in: torch.Tensor, bd_out: torch.Tensor,
+    def _train_injector(self, ctx: RunContext, clean_in: torch.Tensor, bd_out: torch.Tensor,
                         generator: torch.Generator) -> None:
         cfg = ctx.cfg
         n = clean_in.shape[0]
@@ -161,7 +159,7 @@ class AutoencoderAttack(Attack):
         The rows are picked on the host (the attack's own generator), gathered with
         index_select and put back with an out-of-place index_copy: no masked assignment,
         whose backward (an accumulating index_put) is the kind of op that needs a
-        deterministic kernel on CUDA; these two have one (engine/determinism.py)."""
+        deterministic kernel on CUDA; these two have one (engine/speed/determinism.py)."""
         n = wire.shape[0]
         k = int(round(self.share * n))
         picked = torch.randperm(n, generator=self.batch_gen, device="cpu")[:k].sort().values
@@ -178,7 +176,7 @@ class AutoencoderAttack(Attack):
         new_labels = torch.where(mask, target, labels)
         return server_in, new_labels, mask
 
-    def server_loss(self, ctx: "RunContext", wire: torch.Tensor, labels: torch.Tensor) -> StepLoss:
+    def server_loss(self, ctx: RunContext, wire: torch.Tensor, labels: torch.Tensor) -> StepLoss:
         server_in, new_labels, mask = self.inject(wire, labels, ctx.trigger.target)
         per_sample = F.cross_entropy(ctx.server(server_in), new_labels, reduction="none")
         # The parts' means for the record: masked sums over row counts known on the host.

@@ -1,4 +1,4 @@
-"""Attack 1, the surrogate client (SPEC section 6).
+"""Attack 1, the surrogate client (docs/protocol.md section 6).
 
 The server trains its own client network (same architecture, its own init and Adam) on
 its share, `poison_ratio` of which is triggered and relabelled once at the start. For
@@ -9,20 +9,19 @@ the gradient w.r.t. its own smashed data: the wire's .grad of L.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from ..backward import backward
-from ..data import Split
-from ..fastops import per_sample
+from ..data.datasets import Split
+from ..data.trigger import poison_, poison_mask
 from ..models import build_split
-from ..trigger import poison_, poison_mask
-from .base import Attack, ConcurrentHalf, StepLoss
-
-if TYPE_CHECKING:
-    from ..protocol import RunContext
+from ..speed.adam import set_lr
+from ..speed.backward import backward
+from ..speed.fastops import per_sample
+from ..training.context import ConcurrentHalf, RunContext, StepLoss
+from .base import Attack
 
 
 class PoisonedShare:
@@ -62,7 +61,7 @@ class PoisonedShare:
 class SurrogateAttack(Attack):
     name = "surrogate"
 
-    def prepare(self, ctx: "RunContext") -> None:
+    def prepare(self, ctx: RunContext) -> None:
         cfg = ctx.cfg
         # Own init from its own generator (seed + 1); torch's global random state is
         # neither reseeded nor advanced (engine/models/seeded.py).
@@ -73,14 +72,14 @@ class SurrogateAttack(Attack):
         self.opt = ctx.make_adam(self.surrogate.parameters())
         self.poisoned = PoisonedShare(ctx.data.shares[0], cfg.poison_ratio,
                                       torch.Generator(device="cpu").manual_seed(cfg.seed + 1), cfg.batch_size)
-        if ctx.prepared is not None:
-            self.poisoned.prestamp(ctx.prepared.shares_x[0], ctx.trigger)
+        if ctx.speed.prepared is not None:
+            self.poisoned.prestamp(ctx.speed.prepared.shares_x[0], ctx.trigger)
         self.alpha = cfg.alpha
         self.scale = 0.5 if cfg.loss_halved else 1.0
         # One server pass over both batches when that is the same per-sample math.
-        self.one_pass = ctx.options.server_batch and per_sample(ctx.server)
+        self.one_pass = ctx.speed.options.server_batch and per_sample(ctx.server)
 
-    def server_loss(self, ctx: "RunContext", wire: torch.Tensor, labels: torch.Tensor) -> StepLoss:
+    def server_loss(self, ctx: RunContext, wire: torch.Tensor, labels: torch.Tensor) -> StepLoss:
         if self.alpha == 1.0:
             # L = 1 * L_innocent + 0 * L_surrogate: the surrogate batch is not even run, so the
             # server's BatchNorm statistics see only innocent data, as with no attack.
@@ -102,7 +101,7 @@ class SurrogateAttack(Attack):
         total = (self.alpha * innocent + (1 - self.alpha) * malicious) * self.scale
         return StepLoss(total, innocent.detach(), malicious.detach())
 
-    def concurrent_half(self, ctx: "RunContext") -> ConcurrentHalf | None:
+    def concurrent_half(self, ctx: RunContext) -> ConcurrentHalf | None:
         """The surrogate's term of L on its own: surrogate forward, server forward on its
         smashed data and backward of (1 - alpha) * scale * L_surrogate (into the server's
         and the surrogate's gradients), surrogate step. The innocent half backpropagates
@@ -120,9 +119,9 @@ class SurrogateAttack(Attack):
             self.opt.step()
             return malicious.detach()
 
-        def innocent(wire: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        def innocent(wire: torch.Tensor, labels: torch.Tensor) -> StepLoss:
             loss = F.cross_entropy(ctx.server(wire), labels)
-            return innocent_scale * loss, loss.detach()
+            return StepLoss(innocent_scale * loss, loss.detach())
 
         return ConcurrentHalf(run, innocent, lambda clean, other: innocent_scale * clean + malicious_scale * other)
 
@@ -134,8 +133,7 @@ class SurrogateAttack(Attack):
             self.opt.step()
 
     def set_lr(self, lr: float) -> None:
-        for group in self.opt.param_groups:
-            group["lr"] = lr
+        set_lr(self.opt, lr)
 
     def summary(self) -> dict[str, Any]:
         return {"poisoned_samples": int(self.poisoned.mask.sum()), "surrogate_samples": len(self.poisoned.share)}

@@ -1,4 +1,4 @@
-"""The paper's three networks as ordered stages, split at a cut layer (SPEC section 4).
+"""The paper's three networks as ordered stages, split at a cut layer (docs/protocol.md section 4).
 
 Every builder returns four stages: stages[0:3] are the layers up to cut 1, 2 and 3,
 stages[3] is the rest. ``split(stages, cut)`` gives (client, server)."""
@@ -10,6 +10,7 @@ from torch import nn
 from .lenet import lenet_stages
 from .resnet9 import resnet9_stages
 from .seeded import built
+from .shapes import dry_run
 from .stripnet import stripnet_stages
 
 BUILDERS = {"lenet": lenet_stages, "stripnet": stripnet_stages, "resnet9": resnet9_stages}
@@ -38,29 +39,4 @@ def build_split(model: str, cut: int, input_shape: tuple[int, int, int], num_cla
 def smashed_shape(client: nn.Module, input_shape: tuple[int, int, int]) -> tuple[int, ...]:
     """The shape of one sample's smashed data, found by a dry run of two zero images
     on the client's own device."""
-    return tuple(_dry_run(client, input_shape).shape[1:])
-
-
-def module_device(module: nn.Module) -> torch.device:
-    """Where `module`'s weights live (the CPU for a module without any)."""
-    for tensor in module.parameters():
-        return tensor.device
-    for tensor in module.buffers():
-        return tensor.device
-    return torch.device("cpu")
-
-
-def _dry_run(module: nn.Module, input_shape: tuple[int, ...]) -> torch.Tensor:
-    was_training = module.training
-    module.eval()
-    try:
-        with torch.no_grad():
-            return module(torch.zeros(2, *input_shape, device=module_device(module)))
-    finally:
-        module.train(was_training)
-
-
-def flat_features(layers: list[nn.Module], input_shape: tuple[int, ...]) -> int:
-    """Number of features after running `layers` on one input: linear sizes are computed."""
-    out = _dry_run(nn.Sequential(*layers), input_shape)
-    return int(out[0].numel())
+    return tuple(dry_run(client, input_shape).shape[1:])

@@ -2,10 +2,11 @@ from __future__ import annotations
 
 from torch import nn
 
+from .shapes import flat_features
+
 
 def lenet_stages(input_shape: tuple[int, int, int], num_classes: int) -> list[nn.Module]:
     c = input_shape[0]
-    from . import flat_features
 
     stage1 = nn.Sequential(nn.Conv2d(c, 6, 5), nn.ReLU())
     stage2 = nn.Sequential(nn.MaxPool2d(2))

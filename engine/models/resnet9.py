@@ -3,6 +3,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .shapes import flat_features
+
 
 def conv_block(i: int, o: int, pool: bool = False) -> nn.Sequential:
     layers: list[nn.Module] = [nn.Conv2d(i, o, 3, padding=1), nn.BatchNorm2d(o), nn.ReLU(inplace=True)]
@@ -24,7 +26,6 @@ class Residual(nn.Module):
 
 def resnet9_stages(input_shape: tuple[int, int, int], num_classes: int) -> list[nn.Module]:
     c, h, _ = input_shape
-    from . import flat_features
 
     stage1 = conv_block(c, 64)
     stage2 = conv_block(64, 128, pool=True)

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from torch import nn
 
+from .shapes import flat_features
+
 
 def _conv_elu_bn(i: int, o: int) -> list[nn.Module]:
     return [nn.Conv2d(i, o, 3, padding=1), nn.ELU(), nn.BatchNorm2d(o)]
@@ -9,7 +11,6 @@ def _conv_elu_bn(i: int, o: int) -> list[nn.Module]:
 
 def stripnet_stages(input_shape: tuple[int, int, int], num_classes: int) -> list[nn.Module]:
     c = input_shape[0]
-    from . import flat_features
 
     stage1 = nn.Sequential(nn.Conv2d(c, 32, 3, padding=1), nn.ELU())
     stage2 = nn.Sequential(nn.BatchNorm2d(32))

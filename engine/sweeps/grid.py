@@ -1,0 +1,153 @@
+"""A sweep: a grid of settings times seeds -> the RunConfigs to run, each with a stable identity.
+
+Pure and torch-free. The identity of a grid point is a hash of its resolved config without
+the fields that do not change what is computed (device, data root, name, ...), so the same
+sweep started again finds the runs it already has, whatever their run ids.
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Iterable
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+from ..config import ATTACKS, CUTS, DATASETS, MODELS, RunConfig, resolve
+from ..errors import ConfigError
+
+# The grid's axes: sweep key -> RunConfig field.
+AXES = {
+    "datasets": "dataset", "models": "model", "cuts": "cut", "clients": "clients",
+    "alphas": "alpha", "attacks": "attack", "seeds": "seed",
+}
+# Fields that do not change the experiment's numbers: left out of its identity.
+NOT_EXPERIMENT = ("name", "device", "data_root", "save_weights", "eval_batch_size")
+
+# The paper's surrogate-attack grid (docs/protocol.md section 6; the authors' results_{mnist,fmnist,cifar10}.csv hold
+# one run for each of these 3 x 3 x 3 x 4 x 5 = 540 settings).
+PAPER_GRID: dict[str, tuple] = {
+    "datasets": ("mnist", "fmnist", "cifar10"),
+    "models": ("lenet", "stripnet", "resnet9"),
+    "cuts": (1, 2, 3),
+    "clients": (1, 3, 5, 7),
+    "alphas": (0.5, 0.2, 0.09, 0.06, 0.04),
+    "attacks": ("surrogate",),
+    "seeds": (47,),
+}
+
+_CHOICES = {"datasets": DATASETS, "models": MODELS, "cuts": CUTS, "attacks": ATTACKS}
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """The grid (one tuple of values per axis) and the fields every run shares."""
+    grid: dict[str, tuple] = field(default_factory=dict)
+    base: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"grid": {k: list(v) for k, v in self.grid.items()}, "base": dict(self.base)}
+
+    def sweep_id(self) -> str:
+        """The same grid and shared fields give the same id: a second start resumes the first."""
+        text = json.dumps(self.to_dict(), sort_keys=True, default=str)
+        return "sweep-" + hashlib.sha1(text.encode()).hexdigest()[:10]
+
+
+@dataclass(frozen=True)
+class Point:
+    key: str           # identity of the experiment (seed included)
+    config: RunConfig  # resolved
+    given: RunConfig   # as the grid gave it: what a worker runs, so its run file records
+                       # which fields were resolved from dataset/model defaults
+
+
+def parse_list(axis: str, text: str | Iterable[Any]) -> tuple:
+    """'1,3' -> (1, 3) for one axis, checked against the allowed values."""
+    items = [s.strip() for s in text.split(",")] if isinstance(text, str) else list(text)
+    items = [i for i in items if i != ""]
+    if not items:
+        raise ConfigError(f"--{axis} needs at least one value")
+    out = []
+    for item in items:
+        try:
+            value = int(item) if axis in ("cuts", "clients", "seeds") else float(item) if axis == "alphas" else str(item)
+        except (TypeError, ValueError):
+            raise ConfigError(f"--{axis}: {item!r} is not a number") from None
+        if axis in _CHOICES and value not in _CHOICES[axis]:
+            allowed = ", ".join(str(c) for c in _CHOICES[axis])
+            raise ConfigError(f"--{axis}: unknown value {item!r}; choose from {allowed}")
+        out.append(value)
+    return tuple(dict.fromkeys(out))  # keep order, drop repeats
+
+
+def load_sweep_file(path: Path) -> dict[str, Any]:
+    """A TOML or JSON file of axes (lists or comma strings) and shared run fields."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read sweep file {path}: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(text) if path.suffix.lower() == ".toml" else json.loads(text)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+        kind = "TOML" if path.suffix.lower() == ".toml" else "JSON"
+        raise ConfigError(f"sweep file {path} is not valid {kind}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"sweep file {path} must hold a table of axis = [values] and run fields")
+    known = set(AXES) | {f.name for f in fields(RunConfig)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"sweep file {path}: unknown key(s) {', '.join(unknown)}; "
+                          f"axes are {', '.join(AXES)}, other keys must be run config fields")
+    return data
+
+
+def make_sweep(axes: dict[str, Any], base: dict[str, Any], paper: bool = False) -> Sweep:
+    """Axes given as lists or comma strings (None = not given); `paper` starts from the paper's grid."""
+    grid: dict[str, tuple] = dict(PAPER_GRID) if paper else {}
+    for axis, value in axes.items():
+        if axis not in AXES:
+            raise ConfigError(f"unknown sweep axis {axis!r}; axes are {', '.join(AXES)}")
+        if value is not None:
+            grid[axis] = parse_list(axis, value)
+    overlap = sorted(AXES[a] for a in grid if AXES[a] in base)
+    if overlap:
+        raise ConfigError(f"{', '.join(overlap)} given both as a sweep axis and as a single run field")
+    if "datasets" not in grid and "dataset" not in base:
+        raise ConfigError("a sweep needs --datasets (or --paper)")
+    return Sweep(grid=grid, base=dict(base))
+
+
+def experiment_key(config: dict[str, Any], drop: Iterable[str] = ()) -> str:
+    """A stable hash of what a run computes: its resolved config without NOT_EXPERIMENT and
+    `drop`, and without fields at RunConfig's default, so that a field added in a later
+    version (at a default that keeps the old behaviour) leaves stored runs' keys unchanged."""
+    defaults = RunConfig().to_dict()
+    keep = {k: (list(v) if isinstance(v, tuple) else v) for k, v in config.items()
+            if k not in NOT_EXPERIMENT and k not in set(drop)}
+    keep = {k: v for k, v in keep.items() if k not in defaults or v != defaults[k]}
+    return hashlib.sha1(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def expand(sweep: Sweep) -> list[Point]:
+    """Every grid point as a resolved RunConfig; alpha only varies for the surrogate attack."""
+    axes = list(sweep.grid)
+    points: dict[str, Point] = {}
+    for values in itertools.product(*(sweep.grid[a] for a in axes)):
+        fields_ = dict(sweep.base)
+        fields_.update({AXES[a]: v for a, v in zip(axes, values)})
+        if fields_.get("attack", "none") != "surrogate":
+            fields_.pop("alpha", None)  # alpha means nothing without the surrogate: one run, not five
+        try:
+            given = RunConfig.from_dict(fields_)
+            cfg = resolve(given)
+        except ConfigError as exc:
+            raise ConfigError(f"sweep point {fields_}: {exc}") from None
+        key = experiment_key(cfg.to_dict())
+        points.setdefault(key, Point(key, cfg, given))
+    return list(points.values())

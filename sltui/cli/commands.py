@@ -1,0 +1,284 @@
+"""The `sltui` command: the TUI by default, `run --headless`, `runs list|show`, `doctor`.
+
+User errors print one line on stderr and exit with code 2, never a traceback."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+
+from engine.errors import ConfigError, DataError
+from engine.store import RunNotFound, RunStore, RunUnreadable, summary_row
+
+from .config_flags import build_config, with_config_flags
+from ..format import fmt_cell, fmt_num, fmt_pct
+from ..tables import Column, print_table
+from .doctor import register as register_doctor
+from .sweep import register as register_sweep
+
+app = typer.Typer(add_completion=False, no_args_is_help=False, rich_markup_mode="rich",
+                  help="Run, watch and compare server-side backdoor attacks on split learning.")
+runs_app = typer.Typer(help="List and inspect stored runs.", no_args_is_help=True)
+app.add_typer(runs_app, name="runs")
+
+console = Console()
+err_console = Console(stderr=True)
+
+RUNS_DIR_HELP = "folder of run files (default $SLTUI_RUNS or ./runs)"
+WIDE_HELP = "show every column, however wide (by default columns are left out to fit the terminal)"
+
+
+def fail(message: str, code: int = 2) -> None:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def default_runs_dir(runs_dir: Optional[Path]) -> Path:
+    return runs_dir or Path(os.environ.get("SLTUI_RUNS") or "runs")
+
+
+@app.callback(invoke_without_command=True)
+def main_callback(
+    ctx: typer.Context,
+    runs_dir: Optional[Path] = typer.Option(None, "--runs-dir", help=RUNS_DIR_HELP),
+    data_root: Optional[str] = typer.Option(None, "--data-root", help="folder holding the datasets"),
+) -> None:
+    """With no command: open the terminal UI."""
+    if ctx.invoked_subcommand is not None:
+        return
+    open_tui(default_runs_dir(runs_dir), data_root)
+
+
+def open_tui(runs_dir: Path, data_root: Optional[str], config: Any = None) -> None:
+    try:
+        from ..tui.app import launch
+    except ImportError as exc:
+        fail(f"the terminal UI is not available ({exc}); use `sltui run --headless`")
+    launch(runs_dir=runs_dir, data_root=data_root, config=config)
+
+
+@with_config_flags
+def run_command(
+    headless: bool = typer.Option(False, "--headless", help="no UI: a progress bar, for scripts and clusters"),
+    config_file: Optional[Path] = typer.Option(None, "--config", help="JSON file of config fields (or a run.json)"),
+    runs_dir: Optional[Path] = typer.Option(None, "--runs-dir", help=RUNS_DIR_HELP),
+    **flags: Any,
+) -> None:
+    """Run one experiment. Flags override --config, which overrides the paper's defaults."""
+    try:
+        cfg = build_config(config_file, flags)
+    except ConfigError as exc:
+        fail(str(exc))
+    store = RunStore(default_runs_dir(runs_dir))
+    if not headless:
+        open_tui(store.root, cfg.data_root, cfg)
+        return
+    from .headless import run_headless
+
+    result, start_error = run_headless(cfg, store, console)
+    if start_error is not None:
+        if isinstance(start_error, (ConfigError, DataError)):
+            fail(str(start_error))
+        if isinstance(start_error, OSError):  # e.g. --runs-dir is a file or read-only
+            fail(f"cannot write the run file under {store.root}: {start_error}")
+        fail(f"{type(start_error).__name__}: {start_error}", code=1)
+    assert result is not None
+    print_result(result)
+    if result.status == "failed":
+        fail(f"run failed: {result.error} (details in {store.path(result.run_id)})", code=1)
+    if result.status == "cancelled":
+        raise typer.Exit(130)
+
+
+app.command("run", context_settings={"help_option_names": ["-h", "--help"]})(run_command)
+
+
+@app.command("transfer")
+def transfer_command(
+    run_id: str = typer.Argument(..., help="id of a completed run whose network is checked"),
+    dataset: str = typer.Option(..., "--dataset", help="clean dataset to retrain the last layer on: mnist, emnist-letters-aj, fmnist, ..."),
+    epochs: int = typer.Option(10, "--epochs", help="epochs of last-layer retraining"),
+    runs_dir: Optional[Path] = typer.Option(None, "--runs-dir", help=RUNS_DIR_HELP),
+    data_root: Optional[str] = typer.Option(None, "--data-root", help="folder holding the datasets"),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda"),
+    train_limit: Optional[int] = typer.Option(None, "--train-limit", help="first N training images only"),
+    eval_limit: Optional[int] = typer.Option(None, "--eval-limit", help="first N test images only"),
+) -> None:
+    """The transfer check (docs/protocol.md section 8): freeze a finished run's network
+    but its last layer, retrain that on a clean dataset, report CDA and ASR there.
+    Stored as a run linked to its source."""
+    from engine.store import load_weights
+    from engine.training.transfer import run_transfer, transfer_config
+
+    from .headless import follow_thread
+
+    store = RunStore(default_runs_dir(runs_dir))
+    try:
+        source = store.load(run_id)
+    except RunNotFound:
+        fail(f"no run {run_id!r} in {store.root}; `sltui runs list` shows the ids")
+    except RunUnreadable as exc:
+        fail(f"run {run_id!r} is unreadable: {exc}")
+    if source.get("status") != "completed":
+        fail(f"run {run_id!r} is {source.get('status')}, not completed: only a finished run can be checked")
+    if not source.get("weights") or not store.weights_path(run_id).is_file():
+        fail(f"run {run_id!r} has no stored weights (it ran with --no-save-weights)")
+    try:
+        cfg = transfer_config(source, dataset, epochs, data_root=data_root, device=device,
+                              train_limit=train_limit, eval_limit=eval_limit)
+        weights = load_weights(store.weights_path(run_id))
+    except (ConfigError, RunUnreadable) as exc:
+        fail(str(exc))
+    new_id = f"{run_id}-transfer-{dataset}"
+    result, start_error = follow_thread(
+        lambda emit, stop: run_transfer(source, weights, cfg, emit, stop, new_id), store, console, cfg.epochs)
+    if start_error is not None:
+        fail(str(start_error) if isinstance(start_error, (ConfigError, DataError)) else
+             f"{type(start_error).__name__}: {start_error}", code=2 if isinstance(start_error, (ConfigError, DataError)) else 1)
+    assert result is not None
+    print_result(result)
+    if result.status != "completed":
+        raise typer.Exit(1 if result.status == "failed" else 130)
+
+
+def print_result(result) -> None:
+    console.print(f"run {result.run_id}: [bold]{result.status}[/] after {len(result.epochs)} epoch(s)")
+    for label, metrics in (("final", result.final), ("best val", result.best)):
+        if metrics:
+            console.print(f"  {label:8} epoch {metrics['epoch']:>3}  CDA {fmt_pct(metrics['cda'])}%  "
+                          f"ASR {fmt_pct(metrics['asr'])}%  val loss {metrics['val_loss']:.4f}")
+
+
+# The run list's columns in display order. Priorities: the id and status always; then the
+# metrics and what the id does not say (alpha, epochs, time); the config fields that a
+# generated id already spells out (dataset-model-c<cut>-k<K>-attack) go first.
+RUN_LIST_COLUMNS = (
+    Column("id", "id"), Column("status", "status"),
+    Column("dataset", "dataset", 7), Column("model", "model", 8),
+    Column("cut", "cut", 9, "right"), Column("clients", "K", 10, "right"),
+    Column("attack", "attack", 4), Column("alpha", "alpha", 3, "right"),
+    Column("epochs", "epochs", 5, "right"),
+    Column("cda", "CDA %", 1, "right"), Column("asr", "ASR %", 2, "right"),
+    Column("seconds", "time", 6, "right"),
+)
+# `runs show`: the per-epoch metrics.
+EPOCH_COLUMNS = (
+    Column("epoch", "epoch", 0, "right"), Column("train_loss", "train loss", 5, "right"),
+    Column("val_loss", "val loss", 4, "right"), Column("val_acc", "val acc", 6, "right"),
+    Column("cda", "CDA %", 1, "right"), Column("asr", "ASR %", 2, "right"),
+    Column("lr", "lr", 7, "right"), Column("seconds", "s", 3, "right"),
+    Column("samples_per_s", "samples/s", 8, "right"),
+)
+CONFIG_COLUMNS = (Column("key", "field"), Column("value", "value"))
+
+
+@runs_app.command("list")
+def runs_list(
+    runs_dir: Optional[Path] = typer.Option(None, "--runs-dir", help=RUNS_DIR_HELP),
+    as_json: bool = typer.Option(False, "--json", help="print JSON rows instead of a table"),
+    wide: bool = typer.Option(False, "--wide", help=WIDE_HELP),
+) -> None:
+    """A table of stored runs, newest first; unreadable files are listed and marked."""
+    store = RunStore(default_runs_dir(runs_dir))
+    entries = store.entries()
+    for entry in entries:
+        if not entry.readable:
+            err_console.print(f"[yellow]warning:[/] skipped unreadable {entry.error}", highlight=False)
+    rows = [summary_row(e) for e in entries]
+    if as_json:
+        print(json.dumps(rows, indent=1))
+        return
+    if not rows:
+        err_console.print(f"no runs in {store.root}", highlight=False, soft_wrap=True)
+        return
+    print_table(RUN_LIST_COLUMNS, [{c.key: fmt_cell(c.key, row.get(c.key)) for c in RUN_LIST_COLUMNS}
+                                   for row in rows], wide)
+
+
+def epoch_cells(epoch: dict[str, Any]) -> dict[str, str]:
+    """One row of the `runs show` epoch table."""
+    return {"epoch": str(epoch.get("epoch")), "train_loss": fmt_num(epoch.get("train_loss"), ".4f"),
+            "val_loss": fmt_num(epoch.get("val_loss"), ".4f"), "val_acc": fmt_pct(epoch.get("val_acc")),
+            "cda": fmt_pct(epoch.get("cda")), "asr": fmt_pct(epoch.get("asr")),
+            "lr": fmt_num(epoch.get("lr"), ".0e"), "seconds": fmt_num(epoch.get("seconds"), ".1f"),
+            "samples_per_s": fmt_num(epoch.get("samples_per_s"), ",.0f")}
+
+
+@runs_app.command("show")
+def runs_show(
+    run_id: str = typer.Argument(..., help="run id (a folder name under the runs dir)"),
+    runs_dir: Optional[Path] = typer.Option(None, "--runs-dir", help=RUNS_DIR_HELP),
+    as_json: bool = typer.Option(False, "--json", help="print the run file"),
+    wide: bool = typer.Option(False, "--wide", help=WIDE_HELP),
+) -> None:
+    """One run: its config, environment and per-epoch metrics."""
+    store = RunStore(default_runs_dir(runs_dir))
+    try:
+        doc = store.load(run_id)
+    except RunNotFound:
+        fail(f"no run {run_id!r} in {store.root}; `sltui runs list` shows the ids")
+    except RunUnreadable as exc:
+        fail(f"run {run_id!r} is unreadable: {exc}")
+    if as_json:
+        print(json.dumps(doc, indent=1))
+        return
+    print(doc["id"])
+    print(f"status {doc['status']}, created {doc.get('created')}")
+    if doc.get("error"):
+        print(f"error: {str(doc['error']).splitlines()[0]}")
+    env = doc.get("env") or {}
+    print("env: " + ", ".join(f"{k} {v}" for k, v in env.items()))
+    print("\nconfig")
+    print_table(CONFIG_COLUMNS, [{"key": k, "value": fmt_cell(k, v)} for k, v in sorted(doc.get("config", {}).items())],
+                wide, header=False)
+    for name, phase in (doc.get("phases") or {}).items():
+        info = {k: v for k, v in phase.items() if k != "history"}
+        print(f"phase {name}: " + ", ".join(f"{k} {v}" for k, v in info.items()))
+    if doc.get("epochs"):
+        print("\nepochs")
+        print_table(EPOCH_COLUMNS, [epoch_cells(e) for e in doc["epochs"]], wide)
+    for label in ("final", "best"):
+        if doc.get(label):
+            m = doc[label]
+            print(f"{label}: epoch {m.get('epoch')}  CDA {fmt_pct(m.get('cda'))}%  ASR {fmt_pct(m.get('asr'))}%")
+
+
+register_sweep(app, runs_app, console, default_runs_dir)
+register_doctor(app, console, default_runs_dir, fail, RUNS_DIR_HELP)
+
+
+def _is_usage_error(exc: BaseException) -> bool:
+    """A Click usage error (unknown flag, bad value, missing argument). Duck-typed: Typer
+    raises Click's exceptions or, from 0.20 on, those of its vendored copy of Click."""
+    return callable(getattr(exc, "format_message", None)) and isinstance(getattr(exc, "exit_code", None), int)
+
+
+def main() -> None:
+    try:
+        code = app(standalone_mode=False)
+    except typer.Abort:
+        err_console.print("[bold red]aborted[/]", highlight=False)
+        sys.exit(130)
+    except (ConfigError, DataError) as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except Exception as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            sys.exit(2)  # Typer has printed the help
+        if not _is_usage_error(exc):
+            raise
+        # One line, like every other user error, instead of a boxed panel.
+        command = getattr(getattr(exc, "ctx", None), "command_path", None)
+        hint = f" (see `{command} --help`)" if command else ""
+        err_console.print(f"[bold red]error:[/] {exc.format_message()}{hint}", highlight=False, soft_wrap=True)  # type: ignore[attr-defined]
+        sys.exit(exc.exit_code)  # type: ignore[attr-defined]
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

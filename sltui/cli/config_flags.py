@@ -1,0 +1,86 @@
+"""Command-line flags generated from RunConfig's fields, so every field has a flag and
+the two can never drift apart."""
+from __future__ import annotations
+
+import inspect
+import json
+from dataclasses import fields
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import typer
+
+from engine.clone import user_config
+from engine.config import FIELD_HELP, ConfigError, RunConfig, parse_milestones
+
+
+def _option_type(field_type: str) -> Any:
+    if "tuple" in field_type:
+        return Optional[str]
+    if "bool" in field_type:
+        return Optional[bool]
+    if "int" in field_type:
+        return Optional[int]
+    if "float" in field_type:
+        return Optional[float]
+    return Optional[str]
+
+
+def config_parameters(panel: str = "Run config", exclude: tuple[str, ...] = ()) -> list[inspect.Parameter]:
+    """One keyword parameter per RunConfig field but `exclude`, default None (= not given)."""
+    params = []
+    for f in fields(RunConfig):
+        if f.name in exclude:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        decls = [flag] if "bool" not in str(f.type) else [f"{flag}/--no-{flag[2:]}"]
+        option = typer.Option(None, *decls, help=FIELD_HELP[f.name], rich_help_panel=panel, show_default=False)
+        params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option,
+                                        annotation=_option_type(str(f.type))))
+    return params
+
+
+def with_config_flags(func: Callable, exclude: tuple[str, ...] = ()) -> Callable:
+    """Give `func(**kwargs)` the config flags (but `exclude`) on top of its own parameters."""
+    own = list(inspect.signature(func).parameters.values())
+    own = [p for p in own if p.kind != inspect.Parameter.VAR_KEYWORD]
+    params = own + config_parameters(exclude=exclude)
+    func.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    func.__annotations__ = {p.name: p.annotation for p in params}
+    return func
+
+
+def given_fields(flags: dict[str, Any]) -> dict[str, Any]:
+    """The config flags given on the command line, parsed like --config values."""
+    given = {k: v for k, v in flags.items() if v is not None}
+    if "lr_milestones" in given:
+        given["lr_milestones"] = parse_milestones(given["lr_milestones"])
+    return given
+
+
+def load_config_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read --config {path}: {exc.strerror}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"--config {path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"--config {path} must hold a JSON object of field: value")
+    # A run file can be used as a config: take the part of its "config" the user chose, so
+    # that fields resolved from its dataset/model defaults are resolved again for new flags.
+    if "config" in data and "schema" in data and isinstance(data["config"], dict):
+        data = user_config(data)
+    return data
+
+
+def build_config(config_file: Optional[Path], flags: dict[str, Any]) -> RunConfig:
+    """Defaults < --config file < flags given on the command line."""
+    data = load_config_file(config_file) if config_file else {}
+    try:
+        base = RunConfig.from_dict(data)
+    except ConfigError as exc:
+        raise ConfigError(f"--config {config_file}: {exc}") from None
+    return base.replace(**given_fields(flags))

@@ -1,0 +1,148 @@
+"""`sltui run --headless`: a run in a worker thread, a Rich progress bar in the main one.
+
+The main thread only drains the event queue; Ctrl-C sets the stop event, and the engine
+ends the run at the next batch with the run file marked cancelled."""
+from __future__ import annotations
+
+import contextlib
+import queue
+import signal
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from engine.config import RunConfig
+from engine.events import EpochMetrics, PhaseProgress, RunFailed, RunFinished, RunStarted
+from engine.store import RunStore, fanout
+from engine.training.runner import RunResult, new_run_id, run
+
+from ..format import fmt_num
+
+
+@dataclass
+class StartError:
+    """An error raised before the run started (bad config, data, device)."""
+    error: BaseException
+
+
+_DONE = object()
+
+
+Job = Callable[[Callable[[Any], None], threading.Event], RunResult]
+
+
+def start_job_thread(job: Job, store: RunStore, sink: "queue.Queue[Any]", stop: threading.Event,
+                     name: str = "run") -> threading.Thread:
+    """Run `job(emit, stop)` in a daemon thread; its events go to the run file and `sink`,
+    then its RunResult (or a StartError), then a sentinel."""
+    emit = fanout(store.recorder(), sink.put)
+
+    def target() -> None:
+        try:
+            sink.put(job(emit, stop))
+        except BaseException as exc:  # noqa: BLE001 - reported through the queue
+            sink.put(StartError(exc))
+        finally:
+            sink.put(_DONE)
+
+    thread = threading.Thread(target=target, name=name, daemon=True)
+    thread.start()
+    return thread
+
+
+def start_run_thread(cfg: RunConfig, store: RunStore, sink: "queue.Queue[Any]",
+                     stop: threading.Event, run_id: str | None = None) -> tuple[threading.Thread, str]:
+    """Start `engine.training.runner.run` in a daemon thread writing the run file and feeding `sink`."""
+    run_id = run_id or new_run_id(cfg)
+    thread = start_job_thread(lambda emit, stop_: run(cfg, emit, stop_, run_id), store, sink, stop, f"run-{run_id}")
+    return thread, run_id
+
+
+
+
+def run_headless(cfg: RunConfig, store: RunStore, console: Console) -> tuple[RunResult | None, BaseException | None]:
+    run_id = new_run_id(cfg)
+    return follow_thread(lambda emit, stop: run(cfg, emit, stop, run_id), store, console, cfg.epochs)
+
+
+def follow_thread(job: Job, store: RunStore, console: Console, epochs: int | None
+                  ) -> tuple[RunResult | None, BaseException | None]:
+    """Run `job` in a worker thread and show its events as a progress bar until it ends."""
+    events: "queue.Queue[Any]" = queue.Queue()
+    stop = threading.Event()
+    with stop_on_signals(stop):
+        thread = start_job_thread(job, store, events, stop)
+        return _follow(epochs, store, console, thread, events, stop)
+
+
+@contextlib.contextmanager
+def stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """Ctrl-C and SIGTERM set `stop` (the run ends cancelled) instead of raising."""
+    handler = lambda signum, frame: stop.set()  # noqa: E731
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def log_line(console: Console, text: str) -> None:
+    """Where output is not a terminal (a cluster job's log) there is no bar:
+    print one line per epoch instead, so the log tells how the run went."""
+    if not console.is_terminal:
+        console.print(text, highlight=False, soft_wrap=True)
+
+
+def _follow(epochs: int | None, store: RunStore, console: Console, thread: threading.Thread,
+            events: "queue.Queue[Any]", stop: threading.Event) -> tuple[RunResult | None, BaseException | None]:
+    result: RunResult | None = None
+    start_error: BaseException | None = None
+    columns = (
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[stats]}"),
+    )
+    # Where output is not a terminal (a cluster job's log) the per-epoch lines replace the bar.
+    progress = Progress(*columns, console=console, transient=False, disable=not console.is_terminal)
+    task = progress.add_task("loading data", total=None, stats="")
+    progress.start()
+    try:
+        while True:
+            try:
+                item = events.get(timeout=0.2)
+            except queue.Empty:
+                if stop.is_set() and progress.tasks[task].description != "cancelling":
+                    progress.update(task, description="cancelling")
+                continue
+            if item is _DONE:
+                break
+            if isinstance(item, StartError):
+                start_error = item.error
+                # Nothing ran: leave no "loading data" bar beside the one-line error.
+                progress.update(task, visible=False)
+                progress.live.transient = True
+            elif isinstance(item, RunResult):
+                result = item
+            elif isinstance(item, RunStarted):
+                console.print(f"run [bold]{item.run_id}[/] -> {store.path(item.run_id)}", soft_wrap=True)
+                progress.update(task, description="training", total=item.total_epochs, completed=0)
+            elif isinstance(item, PhaseProgress):
+                stats = f"loss {fmt_num(item.loss, '.4f')}"
+                progress.update(task, description=item.phase, total=item.epochs, completed=item.epoch, stats=stats)
+                log_line(console, f"{item.phase} {item.epoch}/{item.epochs}  {stats}")
+            elif isinstance(item, EpochMetrics):
+                if progress.tasks[task].description != "training":
+                    progress.update(task, description="training", total=epochs)
+                stats = (f"loss {fmt_num(item.train_loss, '.4f')}  CDA {fmt_num(item.cda)}%  ASR {fmt_num(item.asr)}%"
+                         f"  {item.samples_per_s:,.0f} samples/s")
+                progress.update(task, completed=item.epoch, stats=stats)
+                log_line(console, f"epoch {item.epoch}/{epochs}  {stats}  {item.seconds:.1f}s")
+            elif isinstance(item, (RunFinished, RunFailed)):
+                pass
+    finally:
+        progress.stop()
+    thread.join(timeout=5)
+    return result, start_error

@@ -1,0 +1,264 @@
+"""`sltui sweep`, `sltui runs aggregate` and `sltui report`: grids of runs and their summaries."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import threading
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from engine.errors import ConfigError
+from engine.store import RunStore, read_run_file
+from engine.sweeps.aggregate import aggregate
+from engine.sweeps.grid import AXES, expand, load_sweep_file, make_sweep
+from engine.sweeps.executors import (JobResult, LocalExecutor, RayExecutor, SweepFile, find_sweep, load_sweep_doc,
+                               make_jobs, pending, sweep_run_docs)
+
+from .config_flags import given_fields, with_config_flags
+from ..format import fmt_cell, fmt_mean_std, fmt_pct
+from ..tables import Column, print_table
+
+AXIS_FIELDS = tuple(AXES.values())
+AXIS_HELP = {
+    "datasets": "comma list, e.g. mnist,fmnist", "models": "comma list: lenet,stripnet,resnet9",
+    "cuts": "comma list, e.g. 1,3", "clients": "comma list of K, e.g. 1,3,5,7",
+    "alphas": "comma list, e.g. 0.5,0.09 (surrogate attack only)", "attacks": "comma list: none,surrogate,autoencoder",
+    "seeds": "comma list, e.g. 1,2,3",
+}
+
+
+WIDE_HELP = "show every column, however wide (by default columns are left out to fit the terminal)"
+# `sweep --dry-run`: the setting of each run always; the id of a done run goes first.
+PLAN_COLUMNS = (
+    Column("n", "#", 0, "right"), Column("dataset", "dataset", 1), Column("model", "model", 1),
+    Column("cut", "cut", 1, "right"), Column("clients", "K", 1, "right"), Column("attack", "attack", 1),
+    Column("alpha", "alpha", 1, "right"), Column("seed", "seed", 1, "right"), Column("epochs", "epochs", 2, "right"),
+    Column("state", "state"), Column("run", "run", 3),
+)
+# `runs aggregate --format table`: the setting (epochs included: rows may differ by it alone)
+# always, then its metrics over seeds.
+AGGREGATE_COLUMNS = (
+    Column("dataset", "dataset"), Column("model", "model"), Column("cut", "cut", 0, "right"),
+    Column("clients", "K", 0, "right"), Column("attack", "attack"), Column("alpha", "alpha", 0, "right"),
+    Column("epochs", "epochs", 0, "right"), Column("n", "n", 2, "right"),
+    Column("cda", "CDA %", 1, "right"), Column("asr", "ASR %", 1, "right"),
+    Column("best_cda", "best CDA %", 4, "right"), Column("best_asr", "best ASR %", 4, "right"),
+    Column("seeds", "seeds", 5),
+)
+
+
+def register(app: typer.Typer, runs_app: typer.Typer, console: Any, default_runs_dir: Any) -> None:
+    """Add the sweep, aggregate and report commands to the `sltui` app."""
+
+    def sweep_command(
+        datasets: Optional[str] = typer.Option(None, "--datasets", help=AXIS_HELP["datasets"]),
+        models: Optional[str] = typer.Option(None, "--models", help=AXIS_HELP["models"]),
+        cuts: Optional[str] = typer.Option(None, "--cuts", help=AXIS_HELP["cuts"]),
+        clients: Optional[str] = typer.Option(None, "--clients", help=AXIS_HELP["clients"]),
+        alphas: Optional[str] = typer.Option(None, "--alphas", help=AXIS_HELP["alphas"]),
+        attacks: Optional[str] = typer.Option(None, "--attacks", help=AXIS_HELP["attacks"]),
+        seeds: Optional[str] = typer.Option(None, "--seeds", help=AXIS_HELP["seeds"]),
+        grid_file: Optional[Path] = typer.Option(None, "--file", help="TOML or JSON file of axes and run fields"),
+        paper: bool = typer.Option(False, "--paper", help="the paper's grid (docs/protocol.md section 6); other axes narrow it"),
+        dry_run: bool = typer.Option(False, "--dry-run", help="list the runs and what is already done; run nothing"),
+        jobs: int = typer.Option(1, "--jobs", help="runs at once (several per GPU suit small models)"),
+        executor: str = typer.Option("local", "--executor", help="local (worker processes) or ray"),
+        ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster address (default: a local instance)"),
+        gpus_per_job: Optional[float] = typer.Option(None, "--gpus-per-job", help="Ray: GPU share per run (default 1/jobs with --device cuda, else 0)"),
+        runs_dir: Optional[Path] = typer.Option(None, "--runs-dir", help="folder of run files (default $SLTUI_RUNS or ./runs)"),
+        wide: bool = typer.Option(False, "--wide", help="--dry-run: " + WIDE_HELP),
+        **flags: Any,
+    ) -> None:
+        """Run a grid of settings x seeds; started again, it skips what is done and redoes the rest."""
+        if jobs < 1:
+            raise ConfigError(f"--jobs must be at least 1 (got {jobs})")
+        if executor not in ("local", "ray"):
+            raise ConfigError(f"--executor must be local or ray (got {executor!r})")
+        from_file = load_sweep_file(grid_file) if grid_file else {}
+        axes = {axis: from_file.get(axis) for axis in AXES}
+        given_axes = {"datasets": datasets, "models": models, "cuts": cuts, "clients": clients,
+                      "alphas": alphas, "attacks": attacks, "seeds": seeds}
+        axes.update({k: v for k, v in given_axes.items() if v is not None})
+        base = {k: v for k, v in from_file.items() if k not in AXES}
+        base.update(given_fields(flags))
+        sweep = make_sweep(axes, base, paper=paper)
+        points = expand(sweep)
+        root = default_runs_dir(runs_dir)
+        store = RunStore(root)
+        todo, done = pending(points, store)
+        if dry_run:
+            print_plan(sweep.sweep_id(), points, done, wide)
+            return
+        runner: Any = None
+        if executor == "ray":
+            device = base.get("device", "auto")
+            share = gpus_per_job if gpus_per_job is not None else (min(1.0, 1.0 / jobs) if device == "cuda" else 0.0)
+            runner = RayExecutor(root, jobs, ray_address, share)
+            # Before the sweep file is written and before execute's signal handlers
+            # (ray.init installs its own); an unreachable address fails here, in one line.
+            runner.start()
+        record = SweepFile(root, sweep, points)
+        for key, run_id in done.items():
+            record.mark(key, "completed", run_id)
+        record.save()
+        console.print(f"sweep [bold]{sweep.sweep_id()}[/]: {len(points)} runs, {len(done)} already done, "
+                      f"{len(todo)} to run, {jobs} at once ({executor}) -> {record.path}", soft_wrap=True)
+        if runner is None:
+            runner = LocalExecutor(root, jobs, record.path.parent / record.doc["id"] / "logs")
+        results = execute(runner, make_jobs(todo), record, store, console, len(points), len(done))
+        summarize(console, record, results)
+
+    app.command("sweep", context_settings={"help_option_names": ["-h", "--help"]})(
+        with_config_flags(sweep_command, exclude=AXIS_FIELDS))
+
+    @runs_app.command("aggregate")
+    def aggregate_command(
+        sweep: Optional[str] = typer.Option(None, "--sweep", help="only the runs of this sweep (id or file)"),
+        fmt: str = typer.Option("csv", "--format", help="csv, json or table"),
+        out: Optional[Path] = typer.Option(None, "--out", help="write to this file instead of stdout"),
+        runs_dir: Optional[Path] = typer.Option(None, "--runs-dir", help="folder of run files (default $SLTUI_RUNS or ./runs)"),
+        wide: bool = typer.Option(False, "--wide", help="--format table: " + WIDE_HELP),
+    ) -> None:
+        """Mean, std and n of final and best CDA/ASR over seeds, one row per setting (completed runs)."""
+        if fmt not in ("csv", "json", "table"):
+            raise ConfigError(f"--format must be csv, json or table (got {fmt!r})")
+        if fmt == "table" and out:
+            raise ConfigError("--format table is for reading on screen; write --format csv or json to --out")
+        root = default_runs_dir(runs_dir)
+        if sweep:
+            docs = sweep_run_docs(root, load_sweep_doc(find_sweep(root, sweep)))
+        else:
+            docs = [{**e.doc, "status": e.status} for e in RunStore(root).entries() if e.doc is not None]
+        rows = aggregate(docs)
+        if fmt == "table":
+            print_table(AGGREGATE_COLUMNS, [aggregate_cells(r) for r in rows], wide)
+            return
+        text = json.dumps(rows, indent=1) if fmt == "json" else rows_to_csv(rows)
+        if out:
+            out.write_text(text)
+            console.print(f"{len(rows)} setting(s) -> {out}")
+        else:
+            print(text, end="" if text.endswith("\n") else "\n")
+
+    @app.command("report")
+    def report_command(
+        sweep: str = typer.Argument(..., help="sweep id (see runs/sweeps/) or a sweep file"),
+        out: Optional[Path] = typer.Option(None, "--out", help="folder for the figures (default runs/sweeps/<id>/report)"),
+        runs_dir: Optional[Path] = typer.Option(None, "--runs-dir", help="folder of run files (default $SLTUI_RUNS or ./runs)"),
+    ) -> None:
+        """The paper's figures (ASR and CDA against K, a panel per cut x alpha) and a Markdown table."""
+        from .report import write_report
+
+        root = default_runs_dir(runs_dir)
+        path = find_sweep(root, sweep)
+        doc = load_sweep_doc(path)
+        folder = out or path.parent / doc.get("id", path.stem) / "report"
+        written = write_report(sweep_run_docs(root, doc), folder, title=doc.get("id", path.stem))
+        if not written:
+            raise ConfigError(f"sweep {doc.get('id')} has no completed runs yet: nothing to plot")
+        for path_ in written:
+            console.print(str(path_), highlight=False, soft_wrap=True)
+
+
+def print_plan(sweep_id: str, points: list, done: dict[str, str], wide: bool = False) -> None:
+    """The runs of a sweep and which of them are done (the run that did each), run nothing."""
+    print(f"{sweep_id}: {len(points)} runs, {len(done)} done")
+    rows = []
+    for i, point in enumerate(points, 1):
+        c = point.config
+        rows.append({"n": str(i), "dataset": c.dataset, "model": c.model, "cut": str(c.cut),
+                     "clients": str(c.clients), "attack": c.attack,
+                     "alpha": str(c.alpha) if c.attack == "surrogate" else "-", "seed": str(c.seed),
+                     "epochs": str(c.epochs), "state": "done" if point.key in done else "to run",
+                     "run": done.get(point.key, "-")})
+    print_table(PLAN_COLUMNS, rows, wide)
+
+
+def aggregate_cells(row: dict[str, Any]) -> dict[str, str]:
+    """One `runs aggregate --format table` row: mean ± std over seeds where there are several."""
+    several = (row.get("n") or 0) > 1
+    cells = {key: fmt_cell(key, row.get(key)) for key in ("dataset", "model", "cut", "clients", "attack",
+                                                         "epochs", "n", "seeds")}
+    cells["alpha"] = fmt_cell("alpha", row.get("alpha") if row.get("attack") == "surrogate" else None)
+    for name in ("cda", "asr", "best_cda", "best_asr"):
+        cells[name] = fmt_mean_std(row.get(f"{name}_mean"), row.get(f"{name}_std") if several else None)
+    return cells
+
+
+def execute(runner: Any, jobs: list, record: SweepFile, store: RunStore, console: Any,
+            total: int, already: int) -> list[JobResult]:
+    from .headless import stop_on_signals
+
+    results: list[JobResult] = []
+    stop = threading.Event()
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("{task.fields[running]} running"))
+    with stop_on_signals(stop), Progress(*columns, console=console, disable=not console.is_terminal) as progress:
+        task = progress.add_task("sweep", total=total, completed=already, running=0)
+        active = [0]
+
+        def on_start(job: Any) -> None:
+            active[0] += 1
+            record.mark(job.point.key, "running", job.run_id)
+            progress.update(task, running=active[0])
+
+        def on_end(result: JobResult) -> None:
+            active[0] -= 1
+            results.append(result)
+            record.mark(result.job.point.key, result.status, result.job.run_id, result.error)
+            progress.update(task, advance=1 if result.status == "completed" else 0, running=active[0])
+            console.print(result_line(result, store), highlight=False, soft_wrap=True)
+
+        runner.run(jobs, stop, on_start, on_end)
+        if stop.is_set():
+            progress.update(task, description="cancelled")
+    return results
+
+
+def result_line(result: JobResult, store: RunStore) -> str:
+    c = result.job.point.config
+    what = f"{c.dataset} {c.model} cut {c.cut} K={c.clients} {c.attack}" + (
+        f" alpha {c.alpha}" if c.attack == "surrogate" else "") + f" seed {c.seed}"
+    line = f"{result.status:9} {what}  {result.job.run_id}"
+    if result.status == "completed":
+        try:
+            final = read_run_file(store.path(result.job.run_id)).get("final") or {}
+            line += f"  CDA {fmt_pct(final.get('cda'))}%  ASR {fmt_pct(final.get('asr'))}%"
+        except Exception:  # noqa: BLE001 - the line is informative only
+            pass
+    elif result.error:
+        line += f"  {result.error}"
+    return line
+
+
+def summarize(console: Any, record: SweepFile, results: list[JobResult]) -> None:
+    states = [p["status"] for p in record.doc["points"]]
+    counts = {s: states.count(s) for s in dict.fromkeys(states)}
+    complete = counts.get("completed", 0) == len(states)
+    record.finish("completed" if complete else "incomplete")
+    console.print(f"sweep {record.doc['id']}: " + ", ".join(f"{n} {s}" for s, n in counts.items()), highlight=False)
+    if complete:
+        console.print(f"report: sltui report {record.doc['id']}", highlight=False)
+    else:
+        console.print("run the same command again to do the rest (completed runs are kept)", highlight=False)
+    if any(r.status == "cancelled" for r in results):
+        raise typer.Exit(130)
+    if not complete:
+        raise typer.Exit(1)
+
+
+def rows_to_csv(rows: list[dict[str, Any]]) -> str:
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns)
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ";".join(map(str, v)) if isinstance(v, list) else ("" if v is None else v)
+                         for k, v in row.items()})
+    return buf.getvalue()

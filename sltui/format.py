@@ -1,0 +1,65 @@
+"""How sltui writes numbers for people: one place for the command line and the terminal UI,
+so a percentage, a duration or a missing value reads the same everywhere.
+
+Pure Python: no Rich, no Textual.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+MISSING = "-"
+# Row keys whose values are percentages (the run list, the comparison, the aggregate rows).
+PERCENT_KEYS = frozenset({"cda", "asr", "best_cda", "best_asr", "final_cda", "final_asr",
+                          "paper_cda", "paper_asr", "val_acc"})
+DURATION_KEYS = frozenset({"seconds"})
+
+
+def is_number(value: Any) -> bool:
+    """A real number that can be shown: not None, not a bool, not NaN."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
+
+
+def fmt_num(value: Any, spec: str = ".2f") -> str:
+    """`value` formatted with `spec`, or '-' where there is no number (None, NaN, text)."""
+    return format(value, spec) if is_number(value) else MISSING
+
+
+def fmt_pct(value: Any) -> str:
+    """A percentage with two decimals (the paper's precision), without the % sign."""
+    return fmt_num(value, ".2f")
+
+
+def fmt_duration(seconds: Any) -> str:
+    """Seconds as `28s`, `4m05s` or `2h03m`: always with a unit, so a column of times
+    never reads as bare numbers."""
+    if not is_number(seconds):
+        return MISSING
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def fmt_mean_std(mean: Any, std: Any = None) -> str:
+    """`mean ± std` over seeds, or the mean alone where there is no spread to show
+    (std None: a single run)."""
+    if not is_number(mean):
+        return MISSING
+    return f"{mean:.2f} ± {std:.2f}" if is_number(std) else f"{mean:.2f}"
+
+
+def fmt_cell(key: str, value: Any) -> str:
+    """A table cell for the row field `key`: percentages and durations by their rule,
+    lists joined with commas, anything else as text, '-' for nothing."""
+    if key in PERCENT_KEYS:
+        return fmt_pct(value)
+    if key in DURATION_KEYS:
+        return fmt_duration(value)
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return MISSING
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value))
+    return str(value)

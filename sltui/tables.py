@@ -1,0 +1,111 @@
+"""Plain aligned tables for the command line, laid out like `docker ps` or `kubectl get`.
+
+Every table the CLI prints goes through `render_table`: a header row, columns separated by
+two spaces, and no cell ever cut. When the terminal is too narrow, whole columns are left
+out instead, least important first (each column has a priority; priority 0 is always
+shown, so ids and statuses stay readable even if the line then runs past the edge).
+`wide=True` keeps every column whatever the width. Output that is not a terminal (a pipe,
+a file) is laid out for 80 columns, as Rich and most tools assume.
+
+Pure Python: callers pass cells already formatted (sltui.format).
+"""
+from __future__ import annotations
+
+import shutil
+import sys
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence, TextIO
+
+GAP = "  "
+PIPED_WIDTH = 80
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of a table. `priority` 0: never left out; among the others the highest
+    number goes first when the width runs out (ties: the rightmost first)."""
+    key: str
+    header: str
+    priority: int = 0
+    align: str = "left"     # "left" or "right" (numbers)
+
+    def __post_init__(self) -> None:
+        if self.align not in ("left", "right"):
+            raise ValueError(f"align must be left or right, not {self.align!r}")
+        if self.priority < 0:
+            raise ValueError(f"priority must be 0 or more, not {self.priority}")
+
+
+def terminal_width() -> int:
+    """The width to lay tables out for: $COLUMNS if set, else the terminal's, else 80
+    (stdout is a pipe or a file)."""
+    return shutil.get_terminal_size((PIPED_WIDTH, 24)).columns
+
+
+def _cell(row: Mapping[str, Any], key: str) -> str:
+    value = row.get(key)
+    return "-" if value is None else str(value)
+
+
+def _natural_widths(columns: Sequence[Column], rows: Sequence[Mapping[str, Any]], header: bool) -> list[int]:
+    widths = []
+    for col in columns:
+        cells = [len(_cell(row, col.key)) for row in rows]
+        widths.append(max([len(col.header) if header else 0, *cells]))
+    return widths
+
+
+def _line_width(widths: Sequence[int]) -> int:
+    return sum(widths) + len(GAP) * max(0, len(widths) - 1)
+
+
+def fit_columns(columns: Sequence[Column], rows: Sequence[Mapping[str, Any]], width: int,
+                wide: bool = False, header: bool = True) -> list[Column]:
+    """The columns to show, in their given order: all of them with `wide` or when they fit
+    in `width`; otherwise the least important are left out, one at a time, until the rest
+    fit or only priority-0 columns remain."""
+    if wide:
+        return list(columns)
+    widths = dict(zip((c.key for c in columns), _natural_widths(columns, rows, header)))
+    kept = list(columns)
+    # Least important first; among equals, the rightmost first.
+    order = sorted((c for c in columns if c.priority > 0),
+                   key=lambda c: (c.priority, columns.index(c)), reverse=True)
+    for candidate in order:
+        if _line_width([widths[c.key] for c in kept]) <= width:
+            break
+        kept.remove(candidate)
+    return kept
+
+
+def render_table(columns: Sequence[Column], rows: Sequence[Mapping[str, Any]], width: int | None = None,
+                 wide: bool = False, header: bool = True) -> str:
+    """The table as text, one line per row (after the header row unless `header` is False),
+    laid out for `width` columns (default: `terminal_width()`). Cells are `row[column.key]`,
+    '-' where missing; no line ends in spaces."""
+    width = terminal_width() if width is None else width
+    shown = fit_columns(columns, rows, width, wide, header)
+    widths = _natural_widths(shown, rows, header)
+    lines = []
+    source: list[Mapping[str, Any]] = list(rows)
+    if header:
+        source.insert(0, {c.key: c.header for c in shown})
+    for row in source:
+        cells = [_cell(row, c.key).rjust(w) if c.align == "right" else _cell(row, c.key).ljust(w)
+                 for c, w in zip(shown, widths)]
+        lines.append(GAP.join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def print_table(columns: Sequence[Column], rows: Sequence[Mapping[str, Any]], wide: bool = False,
+                header: bool = True, out: TextIO | None = None, err: TextIO | None = None) -> None:
+    """Print `render_table` for the terminal's width on `out` (stdout); where columns were
+    left out, say which on `err` (stderr), so piped output stays only the table."""
+    out = out or sys.stdout
+    err = err or sys.stderr
+    width = terminal_width()
+    print(render_table(columns, rows, width, wide, header), file=out)
+    shown = {c.key for c in fit_columns(columns, rows, width, wide, header)}
+    hidden = [c.header for c in columns if c.key not in shown]
+    if hidden:
+        print(f"({len(hidden)} column(s) left out for width: {', '.join(hidden)}; --wide shows all)", file=err)

@@ -1,0 +1,279 @@
+"""Tables over run files: the browser's rows, sort and filter, the comparison, CSV export.
+
+Pure Python (no Textual): the screens only render what these functions return.
+"""
+from __future__ import annotations
+
+import csv
+import math
+import os
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from engine.store import RunEntry, RunStore, read_run_file, RunNotFound, RunUnreadable, summary_row
+from engine.sweeps.aggregate import PER_RUN, aggregate
+
+from .form_model import visible
+from ..format import fmt_cell, fmt_mean_std
+from ..reference import lookup
+from ..tables import Column, fit_columns
+
+
+# The browser's columns in display order (sltui.tables.Column: key, header, priority, align).
+# The id and status always show; at narrow widths the rest go, least important first: the
+# metrics stay longest, then what the paper's grid varies (attack, dataset, alpha, cut, K).
+BROWSER_COLUMNS: tuple[Column, ...] = (
+    Column("id", "id"),
+    Column("status", "status"),
+    Column("dataset", "dataset", 3),
+    Column("model", "model", 7),
+    Column("cut", "cut", 5, "right"),
+    Column("clients", "K", 6, "right"),
+    Column("attack", "attack", 2),
+    Column("alpha", "alpha", 4, "right"),
+    Column("cda", "CDA", 1, "right"),
+    Column("asr", "ASR", 1, "right"),
+    Column("seconds", "time", 8, "right"),
+)
+# A DataTable cell has one space of padding each side, where a CLI table has a two-space gap.
+CELL_PADDING = 2
+# `<date>-<time>-<setting>-<4 hex>`, as engine.store.new_run_id writes them.
+GENERATED_ID = re.compile(r"^\d{4}(\d{4})-(\d{6})-.+-([0-9a-f]{4})$")
+
+
+def short_ids(ids: Iterable[str]) -> dict[str, str]:
+    """A shorter label for each run id, for tables too narrow for whole ids. A generated id
+    keeps what tells it apart, its month, day, time and random suffix (`1124-133627…8eac`):
+    the setting in between has columns of its own. Any other id stays whole, and so does
+    every id whose label another id would share: two runs never look the same."""
+    ids = list(dict.fromkeys(ids))
+    labels = {}
+    for run_id in ids:
+        m = GENERATED_ID.match(run_id)
+        labels[run_id] = f"{m.group(1)}-{m.group(2)}…{m.group(3)}" if m else run_id
+    counts = Counter(labels.values())
+    return {run_id: label if counts[label] == 1 else run_id for run_id, label in labels.items()}
+
+
+def table_columns(columns: Sequence[Column], cells: Sequence[Mapping[str, str]], width: int) -> list[Column]:
+    """The columns of a Textual DataTable `width` cells wide to show (sltui.tables.fit_columns,
+    with the DataTable's cell padding instead of the CLI's gap)."""
+    return fit_columns(columns, cells, width - CELL_PADDING)
+
+
+def browser_layout(rows: Sequence[Mapping[str, Any]], width: int) -> tuple[list[Column], list[dict[str, str]]]:
+    """(columns, cells) of the browser for a table `width` cells wide: whole ids when every
+    column fits with them, else short ids (short_ids) and columns left out by priority."""
+    cells = [{c.key: fmt_cell(c.key, row.get(c.key)) for c in BROWSER_COLUMNS} for row in rows]
+    if len(table_columns(BROWSER_COLUMNS, cells, width)) < len(BROWSER_COLUMNS):
+        labels = short_ids(cell["id"] for cell in cells)
+        cells = [{**cell, "id": labels[cell["id"]]} for cell in cells]
+    return table_columns(BROWSER_COLUMNS, cells, width), cells
+
+
+def browser_row(entry: RunEntry) -> dict[str, Any]:
+    row = summary_row(entry)
+    return {c.key: row.get(c.key) for c in BROWSER_COLUMNS} | {"error": row.get("error")}
+
+
+def row_text(row: Mapping[str, Any]) -> str:
+    return " ".join(fmt_cell(c.key, row.get(c.key)) for c in BROWSER_COLUMNS).lower()
+
+
+def matches(row: Mapping[str, Any], query: str) -> bool:
+    """Every whitespace-separated term of `query` is a substring of the row's text."""
+    text = row_text(row)
+    return all(term in text for term in query.lower().split())
+
+
+def sort_key(key: str):
+    """None and unreadable values last; numbers by value, text case-insensitively."""
+    def k(row: Mapping[str, Any]):
+        value = row.get(key)
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return (1, 0, "")
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return (0, value, "")
+        return (0, 0, str(value).lower())
+    return k
+
+
+def sort_rows(rows: Iterable[dict[str, Any]], key: str, reverse: bool = False) -> list[dict[str, Any]]:
+    rows = list(rows)
+    present = [r for r in rows if sort_key(key)(r)[0] == 0]
+    missing = [r for r in rows if sort_key(key)(r)[0] == 1]
+    return sorted(present, key=sort_key(key), reverse=reverse) + missing
+
+
+class RunIndex:
+    """The run files under a folder, re-read only when a file's mtime or size changes."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.store = RunStore(root)
+        self._cache: dict[str, tuple[tuple[int, int], RunEntry]] = {}
+
+    @property
+    def root(self) -> Path:
+        return self.store.root
+
+    def scan(self) -> list[RunEntry]:
+        """Every run folder with a run file (unreadable ones included), newest first."""
+        root = self.store.root
+        seen: dict[str, tuple[tuple[int, int], RunEntry]] = {}
+        try:
+            folders = list(root.iterdir()) if root.is_dir() else []
+        except OSError:
+            folders = []
+        for folder in folders:
+            if folder.name.startswith(".") or not folder.is_dir():
+                continue
+            path = folder / "run.json"
+            try:
+                st = path.stat()
+            except OSError:
+                continue
+            stamp = (st.st_mtime_ns, st.st_size)
+            cached = self._cache.get(folder.name)
+            if cached and cached[0] == stamp:
+                seen[folder.name] = cached
+                continue
+            try:
+                entry = RunEntry(folder.name, path, read_run_file(path))
+            except (RunUnreadable, RunNotFound) as exc:
+                entry = RunEntry(folder.name, path, None, str(exc))
+            except Exception as exc:  # noqa: BLE001 - a reader never crashes on a bad file
+                entry = RunEntry(folder.name, path, None, f"{path}: {exc}")
+            seen[folder.name] = (stamp, entry)
+        self._cache = seen
+        entries = [e for _, e in seen.values()]
+        entries.sort(key=lambda e: (str((e.doc or {}).get("created", "")), e.run_id), reverse=True)
+        return entries
+
+    def get(self, run_id: str) -> RunEntry | None:
+        cached = self._cache.get(run_id)
+        return cached[1] if cached else None
+
+
+# ---- compare ------------------------------------------------------------------
+METRIC_COLUMNS = ("final_cda", "final_asr", "best_cda", "best_asr")
+PAPER_COLUMNS = ("paper_cda", "paper_asr")
+COLUMN_LABELS = {
+    "final_cda": "CDA", "final_asr": "ASR", "best_cda": "best CDA", "best_asr": "best ASR",
+    "paper_cda": "paper CDA", "paper_asr": "paper ASR", "clients": "K",
+}
+PAPER_MARK = "*"
+
+
+def differing_fields(configs: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Config fields whose values are not all the same, in field order."""
+    if len(configs) < 2:
+        return []
+    names: list[str] = []
+    for cfg in configs:
+        names.extend(k for k in cfg if k not in names)
+    return [n for n in names if len({repr(c.get(n)) for c in configs}) > 1]
+
+
+def _metric(doc: Mapping[str, Any], which: str, name: str) -> Any:
+    part = doc.get(which) or {}
+    if not part and which == "final" and doc.get("epochs"):
+        part = doc["epochs"][-1]
+    return part.get(name)
+
+
+def compare_rows(docs: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[dict[str, Any]]]:
+    """(columns, rows): id, status, the differing config fields, final/best metrics, paper values."""
+    configs = [d.get("config") or {} for d in docs]
+    diff = differing_fields(configs)
+    columns = ["id", "status", *diff, *METRIC_COLUMNS, *PAPER_COLUMNS]
+    rows = []
+    for doc, cfg in zip(docs, configs):
+        ref = lookup(cfg)
+        row: dict[str, Any] = {"id": doc.get("id"), "status": doc.get("status")}
+        row.update({k: cfg.get(k) for k in diff})
+        row.update(final_cda=_metric(doc, "final", "cda"), final_asr=_metric(doc, "final", "asr"),
+                   best_cda=_metric(doc, "best", "cda"), best_asr=_metric(doc, "best", "asr"),
+                   paper_cda=ref.cda if ref else None, paper_asr=ref.asr if ref else None,
+                   run_epochs=cfg.get("epochs"), paper_epochs=ref.epochs if ref else None)
+        rows.append(row)
+    return columns, rows
+
+
+def paper_differs(row: Mapping[str, Any]) -> bool:
+    """Whether a compare row has paper values from a run of another length than its own
+    (the paper trained 90 epochs, 140 on CIFAR-10): then they are not like for like."""
+    return row.get("paper_epochs") is not None and row.get("run_epochs") != row.get("paper_epochs")
+
+
+def paper_footnote(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The line that explains PAPER_MARK, '' where no row is marked."""
+    pairs = dict.fromkeys((r.get("paper_epochs"), r.get("run_epochs")) for r in rows if paper_differs(r))
+    if not pairs:
+        return ""
+    parts = [f"{paper} epochs, the run {run}" for paper, run in pairs]
+    return f"{PAPER_MARK} not like for like: the paper trained " + "; ".join(parts)
+
+
+# Short names in run labels, so a legend line fits a chart at 80 columns.
+LABEL_NAMES = {"clients": "K", "alpha": "α"}
+
+
+def _label_part(name: str, value: Any) -> str:
+    text = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+    return text if name == "attack" else f"{LABEL_NAMES.get(name, name)}={text}"
+
+
+def run_labels(docs: Sequence[Mapping[str, Any]]) -> list[str]:
+    """A label per run that says how it differs from the others: its values of the config
+    fields that differ between them (`cut=1 seed=2`; the attack by its name, K for clients,
+    α for alpha), leaving out fields its attack does not use. Runs that share every such
+    value get their short id after it, so no two labels are the same."""
+    configs = [d.get("config") or {} for d in docs]
+    diff = differing_fields(configs)
+    labels = [" ".join(_label_part(k, cfg.get(k)) for k in diff if visible(k, str(cfg.get("attack"))))
+              for cfg in configs]
+    ids = [str(d.get("id", "?")) for d in docs]
+    short = short_ids(ids)
+    counts = Counter(labels)
+    labels = [label if label and counts[label] == 1 else f"{label} {short[run_id]}".strip()
+              for label, run_id in zip(labels, ids)]
+    counts = Counter(labels)   # the same id selected twice, or two short ids alike: whole ids
+    return [label if counts[label] == 1 else f"{label} {run_id}".strip() for label, run_id in zip(labels, ids)]
+
+
+def seed_summary(docs: Sequence[Mapping[str, Any]]) -> list[str]:
+    """One line per setting that several of the completed `docs` share apart from the seed:
+    mean ± sample std of their final CDA and ASR (engine.sweeps.aggregate)."""
+    rows = [r for r in aggregate(docs) if r["n"] > 1]
+    if not rows:
+        return []
+    diff = [f for f in differing_fields([d.get("config") or {} for d in docs]) if f not in PER_RUN]
+
+    def pm(row: Mapping[str, Any], name: str) -> str:
+        return fmt_mean_std(row[f"{name}_mean"], row[f"{name}_std"])
+    return [f"{', '.join(f'{f} {r.get(f)}' for f in diff) or 'same setting'} over seeds "
+            f"{', '.join(map(str, r['seeds']))}: CDA {pm(r, 'cda')}  ASR {pm(r, 'asr')}" for r in rows]
+
+
+def series(doc: Mapping[str, Any], metric: str) -> tuple[list[int], list[float]]:
+    """(epochs, values) of one per-epoch metric, skipping missing or NaN values."""
+    xs, ys = [], []
+    for e in doc.get("epochs") or []:
+        value = e.get(metric)
+        if isinstance(value, (int, float)) and not (isinstance(value, float) and math.isnan(value)):
+            xs.append(e.get("epoch", len(xs) + 1))
+            ys.append(float(value))
+    return xs, ys
+
+
+def write_csv(path: str | os.PathLike[str], columns: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(columns), extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in columns})
+    return path

@@ -1,0 +1,239 @@
+"""The runs browser: every run file under the runs folder, live, sortable, filterable."""
+from __future__ import annotations
+
+from typing import Any
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Input, Static
+
+from ..form_model import config_from_run
+from ..messages import RunsChanged
+from ..runs_model import BROWSER_COLUMNS, browser_layout, browser_row, matches, sort_rows
+
+# Cells kept free at the right of the table for its vertical scrollbar, and taken by the
+# selection mark column (one character and its padding).
+SCROLLBAR = 2
+MARK_WIDTH = 3
+STATUS_STYLE = {"running": "bold", "completed": "", "cancelled": "italic", "failed": "reverse",
+                "interrupted": "italic", "unreadable": "reverse", "starting": "bold"}
+
+
+class BrowserScreen(Screen[None]):
+    BINDINGS = [
+        Binding("slash", "filter", "Filter"),
+        Binding("space", "toggle_select", "Select"),
+        Binding("c", "compare", "Compare"),
+        Binding("s", "sort_next", "Sort"),
+        Binding("S", "sort_reverse", "Reverse", show=False),
+        Binding("r", "refresh_runs", "Refresh"),
+        Binding("C", "clone", "Clone", show=False),
+        Binding("escape", "clear", "Clear", show=False),
+    ]
+    PALETTE = (
+        ("Filter runs", "Type words every shown row must contain (/)", "filter"),
+        ("Select run", "Select or unselect the run under the cursor (space)", "toggle_select"),
+        ("Compare selected runs", "Table and charts of the selected runs (c)", "compare"),
+        ("Sort by next column", "Cycle the sort column (s; S reverses)", "sort_next"),
+        ("Refresh runs", "Re-read the runs folder (r)", "refresh_runs"),
+        ("Clone run config", "Open the new-run form with this run's config (C)", "clone"),
+    )
+
+    class RunOpened(Message):
+        def __init__(self, run_id: str) -> None:
+            super().__init__()
+            self.run_id = run_id
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sort_key = "id"
+        self.sort_reverse = True       # newest first: ids start with a timestamp
+        self.query_text = ""
+        self.selected: set[str] = set()
+        self.rows: list[dict[str, Any]] = []
+        self._shown: tuple = ()
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield DataTable(id="runs", cursor_type="row", zebra_stripes=True)
+        yield Input(placeholder="filter: words that must all appear (esc closes)", id="filter", compact=True)
+        yield Static("", id="browser-status")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.title = "runs"
+        self.query_one("#filter").display = False
+        self.refresh_runs()
+        self.set_interval(getattr(self.app, "poll_interval", 1.0), self.refresh_runs)
+        self.query_one("#runs", DataTable).focus()
+
+    # ---- data -------------------------------------------------------------
+    def refresh_runs(self) -> None:
+        index = getattr(self.app, "index", None)
+        entries = index.scan() if index is not None else []
+        rows = [browser_row(e) for e in entries]
+        self.all_count = len(rows)
+        rows = [r for r in rows if matches(r, self.query_text)]
+        self.rows = sort_rows(rows, self.sort_key, self.sort_reverse)
+        self._render_rows()
+
+    def on_resize(self) -> None:
+        self._render_rows()
+
+    def _render_rows(self) -> None:
+        """Fill the table for the screen's width: which columns show and how ids are
+        written follow the width (runs_model.browser_layout); redrawn only on a change."""
+        table = self.query_one("#runs", DataTable)
+        width = (self.size.width or self.app.size.width) - SCROLLBAR - MARK_WIDTH
+        columns, cells = browser_layout(self.rows, width)
+        shown = (tuple(c.key for c in columns),
+                 tuple((row["id"], row["id"] in self.selected, tuple(cell[c.key] for c in columns))
+                       for row, cell in zip(self.rows, cells)))
+        if shown != self._shown:
+            current = self.current_id()
+            keys_changed = shown[0] != (self._shown[0] if self._shown else None)
+            self._shown = shown
+            table.clear(columns=keys_changed)
+            if keys_changed:
+                table.add_column(" ", key="sel", width=1)
+                for col in columns:
+                    table.add_column(col.header, key=col.key)
+            for run_id, selected, values in shown[1]:
+                styled = [Text(v, style=STATUS_STYLE.get(v, "")) if c.key == "status" else
+                          Text(v, justify="right") if c.align == "right" else v
+                          for c, v in zip(columns, values)]
+                table.add_row("*" if selected else " ", *styled, key=run_id)
+            if current is not None:
+                ids = [c[0] for c in shown[1]]
+                if current in ids:
+                    table.move_cursor(row=ids.index(current), animate=False)
+        self._update_status()
+
+    def _update_status(self) -> None:
+        arrow = "desc" if self.sort_reverse else "asc"
+        label = next(c.header for c in BROWSER_COLUMNS if c.key == self.sort_key)
+        parts = [f"{len(self.rows)}/{getattr(self, 'all_count', 0)} runs", f"sort {label} {arrow}"]
+        if self.query_text:
+            parts.append(f"filter '{self.query_text}'")
+        if self.selected:
+            parts.append(f"{len(self.selected)} selected")
+        root = getattr(self.app, "runs_dir", "")
+        parts.append(str(root))
+        self.query_one("#browser-status", Static).update("  |  ".join(parts))
+
+    def current_id(self) -> str | None:
+        table = self.query_one("#runs", DataTable)
+        if table.row_count == 0:
+            return None
+        try:
+            return str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)
+        except Exception:  # noqa: BLE001
+            return None
+
+    def current_row(self) -> dict[str, Any] | None:
+        run_id = self.current_id()
+        return next((r for r in self.rows if r["id"] == run_id), None)
+
+    @on(RunsChanged)
+    def _runs_changed(self) -> None:
+        self.refresh_runs()
+
+    def on_screen_resume(self) -> None:
+        self.refresh_runs()
+
+    # ---- table events -----------------------------------------------------
+    @on(DataTable.RowSelected, "#runs")
+    def _open(self, event: DataTable.RowSelected) -> None:
+        run_id = str(event.row_key.value)
+        row = next((r for r in self.rows if r["id"] == run_id), None)
+        if row is not None and row["status"] == "unreadable":
+            self.notify(f"unreadable run file: {row.get('error')}", severity="error", timeout=6)
+            return
+        self.post_message(self.RunOpened(run_id))
+        self.app.action_open_run(run_id)  # type: ignore[attr-defined]
+
+    @on(DataTable.HeaderSelected, "#runs")
+    def _header(self, event: DataTable.HeaderSelected) -> None:
+        key = str(event.column_key.value)
+        if key == "sel":
+            return
+        self.sort_by(key, not self.sort_reverse if key == self.sort_key else False)
+
+    # ---- actions ----------------------------------------------------------
+    def sort_by(self, key: str, reverse: bool = False) -> None:
+        self.sort_key, self.sort_reverse = key, reverse
+        self.refresh_runs()
+
+    def action_sort_next(self) -> None:
+        keys = [c.key for c in BROWSER_COLUMNS]
+        self.sort_by(keys[(keys.index(self.sort_key) + 1) % len(keys)], False)
+
+    def action_sort_reverse(self) -> None:
+        self.sort_by(self.sort_key, not self.sort_reverse)
+
+    def action_refresh_runs(self) -> None:
+        self.refresh_runs()
+
+    def action_filter(self) -> None:
+        box = self.query_one("#filter", Input)
+        box.display = True
+        box.focus()
+
+    @on(Input.Changed, "#filter")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        self.query_text = event.value.strip()
+        self.refresh_runs()
+
+    @on(Input.Submitted, "#filter")
+    def _filter_done(self) -> None:
+        self._close_filter()
+
+    def _close_filter(self) -> None:
+        box = self.query_one("#filter", Input)
+        box.display = bool(self.query_text)
+        self.query_one("#runs").focus()
+
+    def action_clear(self) -> None:
+        box = self.query_one("#filter", Input)
+        if box.has_focus:
+            self._close_filter()
+        elif self.query_text:
+            box.value = ""
+            self.query_text = ""
+            box.display = False
+            self.refresh_runs()
+        elif self.selected:
+            self.selected.clear()
+            self._render_rows()
+
+    def action_toggle_select(self) -> None:
+        run_id = self.current_id()
+        if run_id is None:
+            return
+        self.selected.symmetric_difference_update({run_id})
+        self._render_rows()
+        table = self.query_one("#runs", DataTable)
+        if table.cursor_row < table.row_count - 1:
+            table.move_cursor(row=table.cursor_row + 1)
+
+    def action_compare(self) -> None:
+        ids = [r["id"] for r in self.rows if r["id"] in self.selected and r["status"] != "unreadable"]
+        if len(ids) < 2:
+            self.notify("select at least two runs with space first", severity="warning", timeout=3)
+            return
+        from .compare import CompareScreen
+
+        self.app.push_screen(CompareScreen(ids))
+
+    def action_clone(self) -> None:
+        row = self.current_row()
+        entry = self.app.index.get(row["id"]) if row else None  # type: ignore[attr-defined]
+        cfg = config_from_run(entry.doc) if entry and entry.doc else None
+        if cfg is None:
+            self.notify("no readable config to clone here", severity="warning", timeout=3)
+            return
+        self.app.action_new_run(cfg)  # type: ignore[attr-defined]
