@@ -23,9 +23,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import lr_multiplier
-from ..data.trigger import stamp_
+from ..data.trigger import poison_, stamp_
 from ..events import PhaseProgress
 from ..models import build_split, smashed_shape
+from ..models.seeded import built
 from ..training.context import RunContext, StepLoss
 from ..training.local_training import fit
 from .base import Attack
@@ -48,26 +49,29 @@ class AutoencoderAttack(Attack):
     # ---------------------------------------------------------------- phases 1-3
     def prepare(self, ctx: RunContext) -> None:
         cfg, data = ctx.cfg, ctx.data
-        gen = torch.Generator().manual_seed(cfg.seed + 2)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(cfg.seed + 2)
-            clean_net = self._train_phase1(ctx, "phase1-clean", poisoned_copy=False, generator=gen)
-            backdoor_net = self._train_phase1(ctx, "phase1-backdoor", poisoned_copy=True, generator=gen)
-            clean_in, bd_out = self._collect_pairs(ctx, clean_net, backdoor_net)
-            shape = smashed_shape(clean_net[0], data.input_shape)
-            self.injector = InjectorAutoencoder(shape).to(ctx.device)  # type: ignore[arg-type]
-            self._train_injector(ctx, clean_in, bd_out, gen)
+        # Two generators of its own, both from seed + 2: one for the initial weights of
+        # its three networks, one for data orders and the pair split; a third (seed + 3)
+        # picks the injected rows. torch's global random state is left alone.
+        init = torch.Generator(device="cpu").manual_seed(cfg.seed + 2)
+        gen = torch.Generator(device="cpu").manual_seed(cfg.seed + 2)
+        clean_net = self._train_phase1(ctx, "phase1-clean", poisoned_copy=False, generator=gen, init=init)
+        backdoor_net = self._train_phase1(ctx, "phase1-backdoor", poisoned_copy=True, generator=gen, init=init)
+        clean_in, bd_out = self._collect_pairs(ctx, clean_net, backdoor_net)
+        shape = smashed_shape(clean_net[0], data.input_shape)
+        self.injector = built(lambda: InjectorAutoencoder(shape), ctx.device, init)  # type: ignore[arg-type]
+        self._train_injector(ctx, clean_in, bd_out, gen)
         self.injector.eval().requires_grad_(False)
         self.share = cfg.ae_share
         self.through = cfg.ae_grad == "through"
-        self.batch_gen = torch.Generator().manual_seed(cfg.seed + 3)
+        self.batch_gen = torch.Generator(device="cpu").manual_seed(cfg.seed + 3)
 
     def _train_phase1(self, ctx: RunContext, phase: str, poisoned_copy: bool,
-                      generator: torch.Generator) -> nn.Sequential:
+                      generator: torch.Generator, init: torch.Generator) -> nn.Sequential:
         cfg, data = ctx.cfg, ctx.data
         share = data.shares[0]
-        client, server = build_split(cfg.model, cfg.cut, data.input_shape, data.num_classes)
-        net = nn.Sequential(client, server).to(ctx.device)
+        client, server = build_split(cfg.model, cfg.cut, data.input_shape, data.num_classes,
+                                     device=ctx.device, generator=init)
+        net = nn.Sequential(client, server)
         opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         n = len(share)
 
@@ -75,12 +79,7 @@ class AutoencoderAttack(Attack):
             # Indices >= n are the triggered, target-labelled copies of samples idx - n.
             copy = idx >= n
             src = torch.where(copy, idx - n, idx)
-            x = data.norm.apply(share.x[src])
-            y = share.y[src].clone()
-            if copy.any():
-                x[copy] = stamp_(x[copy], ctx.trigger)
-                y[copy] = ctx.trigger.target
-            return x, y
+            return poison_(data.norm.apply(share.x[src]), share.y[src].clone(), copy, ctx.trigger)
 
         epochs = cfg.ae_phase1_epochs
         fit(net, opt, 2 * n if poisoned_copy else n, get_batch, epochs, cfg.batch_size, generator, ctx.device,
@@ -117,7 +116,7 @@ class AutoencoderAttack(Attack):
                         generator: torch.Generator) -> None:
         cfg = ctx.cfg
         n = clean_in.shape[0]
-        perm = torch.randperm(n, generator=generator).to(ctx.device)
+        perm = torch.randperm(n, generator=generator, device="cpu").to(ctx.device)
         n_val = max(1, int(n * PAIR_VAL_SHARE))
         val_idx, train_idx = perm[:n_val], perm[n_val:]
         opt = torch.optim.Adam(self.injector.parameters(), lr=cfg.lr)
@@ -127,7 +126,7 @@ class AutoencoderAttack(Attack):
         for epoch in range(epochs):
             self.injector.train()
             total, batches = torch.zeros((), device=ctx.device), 0
-            order = train_idx[torch.randperm(len(train_idx), generator=generator).to(ctx.device)]
+            order = train_idx[torch.randperm(len(train_idx), generator=generator, device="cpu").to(ctx.device)]
             for idx in order.split(cfg.batch_size):
                 ctx.check_stop()
                 loss = F.mse_loss(self.injector(clean_in[idx]), bd_out[idx])
@@ -155,27 +154,37 @@ class AutoencoderAttack(Attack):
     # ---------------------------------------------------------------- phase 4
     def inject(self, wire: torch.Tensor, labels: torch.Tensor, target: int
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The server's input and labels for one batch, and the mask of injected rows."""
+        """The server's input and labels for one batch, and the mask of injected rows.
+
+        The rows are picked on the host (the attack's own generator), gathered with
+        index_select and put back with an out-of-place index_copy: no masked assignment,
+        whose backward (an accumulating index_put) is the kind of op that needs a
+        deterministic kernel on CUDA; these two have one (engine/speed/determinism.py)."""
         n = wire.shape[0]
         k = int(round(self.share * n))
-        mask = torch.zeros(n, dtype=torch.bool)
-        mask[torch.randperm(n, generator=self.batch_gen)[:k]] = True
+        picked = torch.randperm(n, generator=self.batch_gen, device="cpu")[:k].sort().values
+        mask = torch.zeros(n, dtype=torch.bool, device="cpu")
+        mask[picked] = True
         mask = mask.to(wire.device)
         if k == 0:
             return wire, labels, mask
-        rows = wire[mask]
+        idx = picked.to(wire.device)
+        rows = wire.index_select(0, idx)
         injected = self.injector(rows) if self.through else straight_through(rows, self.injector(rows))
-        server_in = wire.clone()
-        server_in[mask] = injected  # overwritten rows get their gradient only through `injected`
-        new_labels = torch.where(mask, torch.full_like(labels, target), labels)
+        # Replaced rows get their gradient only through `injected`.
+        server_in = wire.index_copy(0, idx, injected.to(wire.dtype))
+        new_labels = torch.where(mask, target, labels)
         return server_in, new_labels, mask
 
     def server_loss(self, ctx: RunContext, wire: torch.Tensor, labels: torch.Tensor) -> StepLoss:
         server_in, new_labels, mask = self.inject(wire, labels, ctx.trigger.target)
         per_sample = F.cross_entropy(ctx.server(server_in), new_labels, reduction="none")
-        clean = per_sample[~mask].mean() if (~mask).any() else per_sample.new_zeros(())
-        malicious = per_sample[mask].mean() if mask.any() else per_sample.new_zeros(())
-        return StepLoss(per_sample.mean(), clean.detach(), malicious.detach())
+        # The parts' means for the record: masked sums over row counts known on the host.
+        n, k = int(mask.shape[0]), int(round(self.share * mask.shape[0]))
+        values = per_sample.detach()
+        clean = values.masked_fill(mask, 0.0).sum() / (n - k) if k < n else values.new_zeros(())
+        malicious = values.masked_fill(~mask, 0.0).sum() / k if k else values.new_zeros(())
+        return StepLoss(per_sample.mean(), clean, malicious)
 
     def summary(self) -> dict[str, Any]:
         return dict(self.info)

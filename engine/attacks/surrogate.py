@@ -45,7 +45,7 @@ class PoisonedShare:
 
     def next_indices(self) -> torch.Tensor:
         if not self._order:
-            perm = torch.randperm(len(self.share), generator=self.generator).to(self.share.y.device)
+            perm = torch.randperm(len(self.share), generator=self.generator, device="cpu").to(self.share.y.device)
             self._order = list(perm.split(self.batch_size))
         return self._order.pop(0)
 
@@ -63,14 +63,15 @@ class SurrogateAttack(Attack):
 
     def prepare(self, ctx: RunContext) -> None:
         cfg = ctx.cfg
-        # Own init, from its own seed, leaving the global RNG (dropout) as it was.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(cfg.seed + 1)
-            self.surrogate, _ = build_split(cfg.model, cfg.cut, ctx.data.input_shape, ctx.data.num_classes)
+        # Own init from its own generator (seed + 1); torch's global random state is
+        # neither reseeded nor advanced (engine/models/seeded.py).
+        self.surrogate, _ = build_split(cfg.model, cfg.cut, ctx.data.input_shape, ctx.data.num_classes,
+                                        device=ctx.device,
+                                        generator=torch.Generator(device="cpu").manual_seed(cfg.seed + 1))
         ctx.setup_module(self.surrogate).train()
         self.opt = ctx.make_adam(self.surrogate.parameters())
         self.poisoned = PoisonedShare(ctx.data.shares[0], cfg.poison_ratio,
-                                      torch.Generator().manual_seed(cfg.seed + 1), cfg.batch_size)
+                                      torch.Generator(device="cpu").manual_seed(cfg.seed + 1), cfg.batch_size)
         if ctx.speed.prepared is not None:
             self.poisoned.prestamp(ctx.speed.prepared.shares_x[0], ctx.trigger)
         self.alpha = cfg.alpha

@@ -160,7 +160,8 @@ def load_cifar10(root: Path, download: bool = True) -> RawData:
         ) from None
 
     def conv(ds) -> tuple[torch.Tensor, torch.Tensor]:
-        return torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(ds.targets, dtype=torch.long)
+        return (torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous(),
+                torch.tensor(ds.targets, dtype=torch.long, device="cpu"))
 
     (tx, ty), (vx, vy) = conv(train), conv(test)
     return RawData(tx, ty, vx, vy)
@@ -184,7 +185,7 @@ def _decode_image_folder(folder: Path) -> tuple[torch.Tensor, torch.Tensor]:
             labels.append(label)
     if not images:
         raise DataError(f"no images under {folder}")
-    return torch.stack(images), torch.tensor(labels, dtype=torch.long)
+    return torch.stack(images), torch.tensor(labels, dtype=torch.long, device="cpu")
 
 
 def load_image_folder_cifar(root: Path) -> RawData:
@@ -206,7 +207,7 @@ def load_image_folder_cifar(root: Path) -> RawData:
     cache = _cache_dir() / f"cifar10-jpeg-{key.hexdigest()[:16]}.pt"
     if cache.is_file():
         try:
-            blob = torch.load(cache, weights_only=True)
+            blob = torch.load(cache, map_location="cpu", weights_only=True)
             return RawData(blob["train_x"], blob["train_y"], blob["test_x"], blob["test_y"])
         except Exception:
             pass  # a broken cache is rebuilt below
@@ -240,14 +241,15 @@ def load_emnist_letters(root: Path, download: bool = True) -> RawData:
 
 def make_synthetic(channels: int, side: int, n_train: int = 3000, n_test: int = 1000, seed: int = 0) -> RawData:
     """A small learnable 10-class image set for tests: each class is a bright bar at its
-    own place and angle on noise. Deterministic in `seed`; no files needed."""
-    g = torch.Generator().manual_seed(seed)
+    own place and angle on noise. Deterministic in `seed`; no files needed. Made on the
+    host, like every dataset (the run moves it to its device)."""
+    g = torch.Generator(device="cpu").manual_seed(seed)
 
     def draw(n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        y = torch.randint(0, 10, (n,), generator=g)
-        x = torch.rand(n, channels, side, side, generator=g) * 90
-        rows = torch.arange(side).view(1, side, 1)
-        cols = torch.arange(side).view(1, 1, side)
+        y = torch.randint(0, 10, (n,), generator=g, device="cpu")
+        x = torch.rand(n, channels, side, side, generator=g, device="cpu") * 90
+        rows = torch.arange(side, device="cpu").view(1, side, 1)
+        cols = torch.arange(side, device="cpu").view(1, 1, side)
         cls = y.view(n, 1, 1)
         horizontal = (rows - (8 + 2 * (cls % 5))).abs() < 2
         vertical = (cols - (6 + 3 * (cls % 5))).abs() < 2
@@ -291,6 +293,11 @@ def missing_files(dataset: str, root: Path) -> list[str]:
 
 
 # ---------------------------------------------------------------- Table 1
+def host_generator(seed: int) -> torch.Generator:
+    """A CPU generator seeded with `seed`: splits and subsets are drawn on the host."""
+    return torch.Generator(device="cpu").manual_seed(seed)
+
+
 def _take_classes(x: torch.Tensor, y: torch.Tensor, keep: int, offset: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     mask = (y >= offset) & (y < offset + keep)
     return x[mask], y[mask] - offset
@@ -339,7 +346,7 @@ def table1_splits(dataset: str, raw: RawData) -> tuple[Split, Split, Split]:
     run's) into 5 000 validation and 5 000 test images (halves for other sizes)."""
     n_train, n_test = len(raw.train_y), len(raw.test_y)
     if dataset.startswith("cifar10") or dataset == "synthetic-rgb":
-        perm = torch.randperm(n_test, generator=torch.Generator().manual_seed(EVAL_SPLIT_SEED))
+        perm = torch.randperm(n_test, generator=host_generator(EVAL_SPLIT_SEED), device="cpu")
         half = n_test // 2
         val_idx, test_idx = perm[:half], perm[half:]
         pool = Split(raw.train_x, raw.train_y)
@@ -358,7 +365,7 @@ def make_shares(pool: Split, parts: int, seed: int) -> list[Split]:
     size = len(pool) // parts
     if size == 0:
         raise DataError(f"the train pool has {len(pool)} images, too few for {parts} shares")
-    perm = torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed))
+    perm = torch.randperm(len(pool), generator=host_generator(seed), device="cpu")
     return [Split(pool.x[perm[i * size:(i + 1) * size]], pool.y[perm[i * size:(i + 1) * size]]) for i in range(parts)]
 
 
@@ -367,7 +374,7 @@ def limit_split(split: Split, n: int | None, seed: int) -> Split:
     an image folder lists its files class by class, and its first 5 000 are all airplanes."""
     if n is None or n >= len(split):
         return split
-    keep = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))[:n].sort().values
+    keep = torch.randperm(len(split), generator=host_generator(seed), device="cpu")[:n].sort().values
     return Split(split.x[keep], split.y[keep])
 
 
@@ -389,6 +396,7 @@ def load_experiment_data(cfg: RunConfig, device: torch.device) -> ExperimentData
 
 # ---------------------------------------------------------------- batching
 def batch_order(n: int, batch_size: int, generator: torch.Generator, device: torch.device) -> list[torch.Tensor]:
-    """A shuffled epoch as a list of index tensors (the last batch may be smaller)."""
-    perm = torch.randperm(n, generator=generator).to(device)
+    """A shuffled epoch as a list of index tensors on `device` (the last batch may be
+    smaller), drawn on the host from the CPU `generator`: the same order on every device."""
+    perm = torch.randperm(n, generator=generator, device="cpu").to(device)
     return list(perm.split(batch_size))

@@ -25,8 +25,9 @@ class Trigger:
 
 
 def make_trigger(channels: int, size: int, row: int, col: int, seed: int, target: int) -> Trigger:
-    g = torch.Generator().manual_seed(seed)
-    return Trigger(torch.rand(channels, size, size, generator=g), row, col, target)
+    """The trigger drawn on the host from its own seed (the same on every device)."""
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    return Trigger(torch.rand(channels, size, size, generator=g, device="cpu"), row, col, target)
 
 
 def trigger_for(cfg: RunConfig, channels: int, device: torch.device) -> Trigger:
@@ -47,16 +48,19 @@ def stamp(x: torch.Tensor, trigger: Trigger) -> torch.Tensor:
 
 
 def poison_(x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, trigger: Trigger) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stamp and relabel the rows of (x, y) where `mask` is true, in place."""
-    if mask.any():
-        x[mask] = stamp(x[mask], trigger)
-        y[mask] = trigger.target
+    """Stamp and relabel the rows of (x, y) where `mask` is true, in place. Elementwise
+    selections (torch.where) rather than masked assignment: deterministic on every
+    device and no host sync to count the rows."""
+    s = trigger.size
+    region = x[:, :, trigger.row:trigger.row + s, trigger.col:trigger.col + s]
+    region.copy_(torch.where(mask.view(-1, 1, 1, 1), trigger.patch, region))
+    y.copy_(torch.where(mask, trigger.target, y))
     return x, y
 
 
 def poison_mask(n: int, ratio: float, generator: torch.Generator) -> torch.Tensor:
     """Exactly round(ratio * n) of n samples chosen at random (seeded)."""
     k = int(round(ratio * n))
-    mask = torch.zeros(n, dtype=torch.bool)
-    mask[torch.randperm(n, generator=generator)[:k]] = True
+    mask = torch.zeros(n, dtype=torch.bool, device="cpu")
+    mask[torch.randperm(n, generator=generator, device="cpu")[:k]] = True
     return mask

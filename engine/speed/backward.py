@@ -26,9 +26,9 @@ def _run(tensor: torch.Tensor, grad: torch.Tensor) -> None:
 def _engine_takes_direct_calls() -> bool:
     if _engine is None or not hasattr(_engine, "run_backward"):
         return False
-    leaf = torch.zeros(2, requires_grad=True)
+    leaf = torch.zeros(2, requires_grad=True, device="cpu")
     try:
-        _run((leaf * 3).sum(), torch.ones(()))
+        _run((leaf * 3).sum(), torch.ones((), device="cpu"))
     except (TypeError, RuntimeError):
         return False
     return leaf.grad is not None and bool((leaf.grad == 3).all())

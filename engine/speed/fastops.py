@@ -265,9 +265,11 @@ def use_fast_layers(module: nn.Module, compiled: bool = False) -> nn.Module:
 
 
 def _fused_conv_relu(conv: nn.Conv2d) -> FastConvReLU:
+    # Made on the meta device, so its own (discarded) initial weights draw no random
+    # numbers, then given the conv's Parameters themselves.
     fused = FastConvReLU(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
                          conv.dilation, conv.groups, conv.bias is not None, conv.padding_mode,
-                         device=conv.weight.device, dtype=conv.weight.dtype)
+                         device="meta", dtype=conv.weight.dtype)
     fused.weight, fused.bias = conv.weight, conv.bias  # the same Parameters
     return fused
 

@@ -110,7 +110,7 @@ def max_pool2x2_forward(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(max_pool2d(x, 2), the winning cell of each window as uint8) for pool_applies(x)."""
     n, c, h, w = x.shape
     out = x.new_empty((n, c, h // 2, w // 2))
-    arg = torch.empty((n, c, h // 2, w // 2), dtype=torch.uint8)
+    arg = torch.empty((n, c, h // 2, w // 2), dtype=torch.uint8, device=x.device)
     if n and c:
         _pool_forward(x.detach().numpy(), out.numpy(), arg.numpy())
     return out, arg

@@ -76,6 +76,12 @@ class EngineOptions:
     # on the CPU (engine/speed/flush.py): arithmetic on them is many times slower on x86, and
     # converged models produce them. Only values below 1.2e-38 change.
     flush_subnormals: bool = True
+    # CUDA: deterministic algorithms, cuDNN deterministic, no cuDNN benchmark
+    # (engine/speed/determinism.py), so the same config and seed on the same GPU give the same
+    # metrics. Off: torch may pick faster kernels whose sums vary from run to run. The
+    # switches are process-wide while such a run is active. CPU runs are deterministic
+    # either way: there the option is only recorded.
+    deterministic: bool = True
 
     @classmethod
     def reference(cls) -> "EngineOptions":
@@ -108,6 +114,7 @@ class ResolvedOptions:
     bf16: bool
     # Whether the flush was found in force on the run's threads (not just asked for).
     flush_subnormals: bool
+    deterministic: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -134,7 +141,7 @@ def resolve_options(options: EngineOptions | None, device: torch.device, model: 
         channels_last=channels_last, adam=adam, server_batch=o.server_batch,
         streams=(not cuda) if o.streams == AUTO else bool(o.streams) and not cuda,
         threads=threads, malloc_tuning=o.malloc_tuning, compile=o.compile, bf16=o.bf16 and cuda,
-        flush_subnormals=o.flush_subnormals and flushing,
+        flush_subnormals=o.flush_subnormals and flushing, deterministic=o.deterministic,
     )
 
 

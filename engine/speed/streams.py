@@ -19,6 +19,7 @@ from typing import Callable, Iterator, Sequence, TypeVar
 
 import torch
 
+from . import device_check
 from .flush import set_flush
 
 T = TypeVar("T")
@@ -28,17 +29,21 @@ class CpuStreams:
     """The calling thread plus one worker thread, each with torch threads // 2 intra-op
     threads while a `parallel()` block runs. Use from one thread at a time. With `flush`,
     the worker thread flushes subnormal floats like the run's thread (engine/speed/flush.py):
-    it sets the switch before its first op, so its own intra-op workers inherit it."""
+    it sets the switch before its first op, so its own intra-op workers inherit it.
+    With `check_devices`, the worker thread runs under the device check like the run's
+    thread (engine/speed/device_check.py)."""
 
-    def __init__(self, threads: int, flush: bool = False) -> None:
+    def __init__(self, threads: int, flush: bool = False, check_devices: bool = False) -> None:
         self.threads_each = max(threads // 2, 1)
-        self._worker = ThreadPoolExecutor(1, thread_name_prefix="sltui-stream",
-                                          initializer=self._start_worker, initargs=(self.threads_each, flush))
+        self._worker = ThreadPoolExecutor(1, thread_name_prefix="sltui-stream", initializer=self._start_worker,
+                                          initargs=(self.threads_each, flush, check_devices))
 
     @staticmethod
-    def _start_worker(threads: int, flush: bool) -> None:
+    def _start_worker(threads: int, flush: bool, check_devices: bool) -> None:
         set_flush(flush)
         torch.set_num_threads(threads)
+        if check_devices:
+            device_check.check_this_thread()
 
     @contextlib.contextmanager
     def parallel(self) -> Iterator["CpuStreams"]:
@@ -67,9 +72,10 @@ class CpuStreams:
         self._worker.shutdown(wait=True)
 
 
-def streams_for(device: torch.device, enabled: bool, flush: bool = False) -> CpuStreams | None:
+def streams_for(device: torch.device, enabled: bool, flush: bool = False,
+                check_devices: bool = False) -> CpuStreams | None:
     """Two streams for a CPU run with at least two intra-op threads, when enabled."""
     threads = torch.get_num_threads()
     if not enabled or device.type != "cpu" or threads < 2:
         return None
-    return CpuStreams(threads, flush)
+    return CpuStreams(threads, flush, check_devices)

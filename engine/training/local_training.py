@@ -20,7 +20,8 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, n_samples: int, get_
         on_epoch: Callable[[int, float], None] = lambda epoch, loss: None,
         check_stop: Callable[[], None] = lambda: None) -> float:
     """Cross-entropy training for `epochs` shuffled passes over `n_samples` indices;
-    `get_batch(indices)` returns (inputs, labels). Returns the last epoch's mean loss."""
+    `get_batch(indices)` returns (inputs, labels); the indices are drawn on the host from
+    the CPU `generator` and moved to `device`. Returns the last epoch's mean loss."""
     loss_mean = float("nan")
     for epoch in range(epochs):
         if lr_for_epoch is not None:
@@ -28,7 +29,7 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, n_samples: int, get_
         model.train()
         total = torch.zeros((), device=device)
         batches = 0
-        for idx in torch.randperm(n_samples, generator=generator).to(device).split(batch_size):
+        for idx in torch.randperm(n_samples, generator=generator, device="cpu").to(device).split(batch_size):
             check_stop()
             x, y = get_batch(idx)
             loss = F.cross_entropy(model(x), y)

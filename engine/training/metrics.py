@@ -74,7 +74,7 @@ def _evaluate_batches(model: nn.Module, batches: list[Batch], n: int, eligible: 
             images, labels = batch()
             logits = model(prepare(images))
             if labels is None:  # stamped: ASR hits
-                return torch.zeros((), dtype=torch.float64), (logits.argmax(1) == target).sum(), False
+                return logits.new_zeros((), dtype=torch.float64), (logits.argmax(1) == target).sum(), False
             return (F.cross_entropy(logits.float(), labels, reduction="sum").double(),
                     (logits.argmax(1) == labels).sum(), True)
 

@@ -24,6 +24,8 @@ from ..data.prepared import prepare_data
 from ..data.trigger import trigger_for
 from ..events import EpochMetrics, Event, RunFinished, RunStarted, WeightsReady
 from ..models import build_split
+from ..models.seeded import GLOBAL_RNG_LOCK
+from ..speed import determinism, device_check
 from ..speed.adam import set_lr
 from ..speed.device import environment, resolve_device
 from ..speed.flush import call_with_flush, flushing_here, subnormals_survive
@@ -38,9 +40,15 @@ from .protocol import train_epoch
 
 
 def seed_everything(seed: int) -> None:
-    torch.manual_seed(seed)
-    if torch.cuda.is_available():
-        torch.cuda.manual_seed_all(seed)
+    """Seed torch's global CPU and CUDA generators: the only global seeding a run does,
+    once, before its networks are built. The engine's own random draws (initial
+    weights, batch orders, poisoned rows, the trigger) come from generators of their
+    own (engine/models/seeded.py), so this is for randomness in code that takes no
+    generator (a layer such as dropout, were a model to add one)."""
+    with GLOBAL_RNG_LOCK:
+        torch.manual_seed(seed)
+        if torch.cuda.is_available():
+            torch.cuda.manual_seed_all(seed)
 
 
 def build_context(cfg: RunConfig, emit: Callable[[Event], None], stop: threading.Event | None,
@@ -59,11 +67,12 @@ def build_context(cfg: RunConfig, emit: Callable[[Event], None], stop: threading
     data = load_experiment_data(cfg, device)
     trigger = trigger_for(cfg, data.input_shape[0], device)
     seed_everything(cfg.seed)
-    client, server = build_split(cfg.model, cfg.cut, data.input_shape, data.num_classes)
+    client, server = build_split(cfg.model, cfg.cut, data.input_shape, data.num_classes, device=device,
+                                 generator=torch.Generator(device="cpu").manual_seed(cfg.seed))
     ctx = RunContext(
         cfg=cfg, data=data, trigger=trigger, device=device,
         client=client, server=server, client_opts=[], server_opt=None,  # type: ignore[arg-type]
-        attack=make_attack(cfg), generator=torch.Generator().manual_seed(cfg.seed),
+        attack=make_attack(cfg), generator=torch.Generator(device="cpu").manual_seed(cfg.seed),
         run_id=run_id, emit=emit, stop=stop,
         speed=SpeedState(resolved, prepare_data(data, trigger) if resolved.prenormalize else None),
     )
@@ -74,7 +83,8 @@ def build_context(cfg: RunConfig, emit: Callable[[Event], None], stop: threading
     speed = ctx.speed
     if device.type == "cpu" and options.threads == AUTO:
         speed.options = dataclasses.replace(speed.options, threads=choose_threads(ctx))
-    speed.streams = streams_for(device, speed.options.streams, flush=speed.options.flush_subnormals)
+    speed.streams = streams_for(device, speed.options.streams, flush=speed.options.flush_subnormals,
+                                check_devices=device_check.active())
     speed.options = dataclasses.replace(speed.options, streams=speed.streams is not None)
     if options.eval_batch_size == AUTO:
         low = max(cfg.batch_size, 128)
@@ -129,22 +139,32 @@ def run(config: RunConfig, emit: Callable[[Event], None] = lambda e: None,
         stop: threading.Event | None = None, run_id: str | None = None,
         options: EngineOptions | None = None) -> RunResult:
     """The whole run, with subnormal floats flushed on its threads when the options say
-    so (engine/speed/flush.py; on by default)."""
+    so (engine/speed/flush.py; on by default), deterministic on CUDA unless the options
+    say otherwise (engine/speed/determinism.py), and with the device check when the
+    environment asks for it (engine/speed/device_check.py)."""
     options = options if options is not None else EngineOptions()
     return call_with_flush(lambda flushed: _run(config, emit, stop, run_id, options), options.flush_subnormals)
 
 
 def _run(config: RunConfig, emit: Callable[[Event], None], stop: threading.Event | None,
          run_id: str | None, options: EngineOptions) -> RunResult:
+    with device_check.checking() as checking_devices:
+        return _checked_run(config, emit, stop, run_id, options, checking_devices)
+
+
+def _checked_run(config: RunConfig, emit: Callable[[Event], None], stop: threading.Event | None,
+                 run_id: str | None, options: EngineOptions, checking_devices: bool) -> RunResult:
     cfg = resolve(config)
     run_id = run_id or new_run_id(cfg)
     ctx = build_context(cfg, emit, stop, run_id, options)
     samples_per_epoch = sum(len(s) for s in ctx.data.shares[1:])
-    env = {**environment(ctx.device), "engine_options": ctx.speed.options.to_dict(), "eval_split_seed": EVAL_SPLIT_SEED}
+    env = {**environment(ctx.device), "device_check": checking_devices,
+           "engine_options": ctx.speed.options.to_dict(), "eval_split_seed": EVAL_SPLIT_SEED}
 
     def work(result: RunResult) -> None:
-        ctx.attack.prepare(ctx)
-        _train(ctx, result)
+        with determinism.for_run(ctx.device, ctx.speed.options.deterministic):
+            ctx.attack.prepare(ctx)
+            _train(ctx, result)
 
     def finished(result: RunResult) -> RunFinished:
         return RunFinished(run_id, result.status, result.final, result.best, result.stopped_early, _attack_info(ctx))

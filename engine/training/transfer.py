@@ -20,6 +20,8 @@ from ..data.datasets import default_data_root, load_raw, table1_splits
 from ..data.trigger import trigger_for
 from ..events import EpochMetrics, Event, RunFinished, RunStarted
 from ..models import build_split
+from ..models.seeded import built
+from ..speed import determinism, device_check
 from ..speed.device import environment, resolve_device
 from ..speed.flush import call_with_flush
 from .context import Cancelled
@@ -59,13 +61,22 @@ def transfer_config(source: dict[str, Any], dataset: str, epochs: int, **overrid
 def run_transfer(source: dict[str, Any], weights: dict[str, Any], cfg: RunConfig,
                  emit: Callable[[Event], None] = lambda e: None, stop: threading.Event | None = None,
                  run_id: str = "") -> RunResult:
-    """The retraining as a run of its own, subnormal floats flushed (engine/speed/flush.py)."""
+    """The retraining as a run of its own, subnormal floats flushed (engine/speed/flush.py),
+    deterministic on CUDA (engine/speed/determinism.py), with the device check when the
+    environment asks for it (engine/speed/device_check.py)."""
     return call_with_flush(lambda flushed: _run_transfer(source, weights, cfg, emit, stop, run_id), True)
 
 
 def _run_transfer(source: dict[str, Any], weights: dict[str, Any], cfg: RunConfig,
                   emit: Callable[[Event], None], stop: threading.Event | None, run_id: str) -> RunResult:
-    device = resolve_device(cfg.device)
+    with device_check.checking() as checking_devices:
+        device = resolve_device(cfg.device)
+        with determinism.for_run(device, True):
+            return _retrain(source, weights, cfg, emit, stop, run_id, device, checking_devices)
+
+
+def _retrain(source: dict[str, Any], weights: dict[str, Any], cfg: RunConfig, emit: Callable[[Event], None],
+             stop: threading.Event | None, run_id: str, device: torch.device, checking_devices: bool) -> RunResult:
     root = Path(cfg.data_root).expanduser() if cfg.data_root else default_data_root()
     raw, norm, classes = load_raw(cfg.dataset, root)
     pool, _, test = table1_splits(cfg.dataset, raw)
@@ -80,19 +91,23 @@ def _run_transfer(source: dict[str, Any], weights: dict[str, Any], cfg: RunConfi
     seed_everything(cfg.seed)
     src_cfg = RunConfig.from_dict(source["config"])
     src_classes = 5 if src_cfg.dataset == "fmnist-5" else 10
-    client, server = build_split(src_cfg.model, src_cfg.cut, tuple(test.x.shape[1:]), src_classes)
+    # The new head's initial weights come from a generator of the run's own (after the
+    # source network's draws, whose weights are then replaced by the source run's).
+    init = torch.Generator(device="cpu").manual_seed(cfg.seed)
+    client, server = build_split(src_cfg.model, src_cfg.cut, tuple(test.x.shape[1:]), src_classes,
+                                 device=device, generator=init)
     client.load_state_dict(weights["client"])
     server.load_state_dict(weights["server"])
-    net = nn.Sequential(client, server).to(device)
+    net = nn.Sequential(client, server)
     net.requires_grad_(False)
     parent, attr = last_linear(net)
     old = getattr(parent, attr)
-    setattr(parent, attr, nn.Linear(old.in_features, classes).to(device))
+    setattr(parent, attr, built(lambda: nn.Linear(old.in_features, classes), device, init))
     head = getattr(parent, attr)
     trigger = trigger_for(cfg, int(test.x.shape[1]), device)
 
     opt = torch.optim.Adam(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    gen = torch.Generator().manual_seed(cfg.seed)
+    gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
 
     class _Frozen(nn.Module):
         """Everything but the head stays in eval mode (BatchNorm statistics frozen too)."""
@@ -132,5 +147,6 @@ def _run_transfer(source: dict[str, Any], weights: dict[str, Any], cfg: RunConfi
         fit(model, opt, len(pool), lambda idx: (norm.apply(pool.x[idx]), pool.y[idx]), cfg.epochs, cfg.batch_size,
             gen, device, on_epoch=on_epoch, check_stop=check_stop)
 
-    started = RunStarted(run_id, cfg.to_dict(), environment(device), cfg.epochs, len(pool), source_run=source["id"])
+    env = {**environment(device), "device_check": checking_devices}
+    started = RunStarted(run_id, cfg.to_dict(), env, cfg.epochs, len(pool), source_run=source["id"])
     return run_lifecycle(started, emit, work, lambda r: RunFinished(run_id, r.status, r.final, r.final))
