@@ -11,7 +11,7 @@ from typing import Any
 
 from engine.clone import user_config
 from engine.config import (AE_GRADS, ATTACKS, CUTS, DATASETS, DEVICES, FIELD_HELP, MODELS,
-                           RR_GRANULARITIES, ConfigError, RunConfig, parse_milestones, validate)
+                           RR_GRANULARITIES, ConfigError, RunConfig, parse_defenses, parse_milestones, validate)
 
 CHOICES: dict[str, tuple] = {
     "dataset": DATASETS, "model": MODELS, "cut": CUTS, "attack": ATTACKS,
@@ -30,7 +30,7 @@ OPTIONAL = {f.name for f in fields(RunConfig) if "None" in str(f.type)}
 @dataclass(frozen=True)
 class FieldSpec:
     name: str
-    kind: str            # select, bool, int, float, str, milestones
+    kind: str            # select, bool, int, float, str, milestones, names
     help: str
     attack: str | None   # shown only for this attack, or always (None)
 
@@ -46,6 +46,8 @@ class FieldSpec:
 def _kind(name: str, type_text: str) -> str:
     if name in CHOICES:
         return "select"
+    if "tuple[str" in type_text:
+        return "names"
     if "tuple" in type_text:
         return "milestones"
     for kind in ("bool", "int", "float"):
@@ -86,6 +88,8 @@ def to_text(cfg: RunConfig) -> dict[str, Any]:
             out[spec.name] = ""
         elif spec.kind == "milestones":
             out[spec.name] = ",".join(map(str, value)) if value else "none"
+        elif spec.kind == "names":
+            out[spec.name] = ",".join(value)
         else:
             out[spec.name] = str(value)
     return out
@@ -101,6 +105,8 @@ def parse(name: str, raw: Any) -> Any:
         return None
     if spec.kind == "milestones":
         return parse_milestones(text)
+    if spec.kind == "names":
+        return parse_defenses(text)
     if spec.kind == "int":
         try:
             return int(text)

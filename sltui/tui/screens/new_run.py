@@ -27,6 +27,7 @@ PLACEHOLDERS = {
     "train_limit": "all",
     "eval_limit": "all",
     "name": "free label",
+    "defenses": "none; e.g. splitguard,scrutinizer,splitout",
 }
 
 
