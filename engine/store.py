@@ -304,4 +304,16 @@ def summary_row(entry: RunEntry) -> dict[str, Any]:
         "best_cda": best.get("cda"),
         "best_asr": best.get("asr"),
         "seconds": round(sum(e.get("seconds", 0.0) for e in epochs), 1),
+        "detected": detected(doc),
     }
+
+
+def detected(doc: dict[str, Any]) -> list[str] | None:
+    """`NAME@EPOCH` for each detector of the run that flagged the server, ["none"] if it
+    ran detectors that never did, None if it ran none."""
+    defenses = doc.get("defenses") or {}
+    if not isinstance(defenses, dict) or not defenses:
+        return None
+    flags = [f"{name}@{entry['flagged_at'].get('epoch')}" for name, entry in defenses.items()
+             if isinstance(entry, dict) and isinstance(entry.get("flagged_at"), dict)]
+    return flags or ["none"]

@@ -150,9 +150,9 @@ def test_splitout_lof_flags_a_planted_outlier_window():
     assert detector.epoch_score() == 1.0
     planted = torch.full((16,), 25.0)
     assert detector.lof.predict(planted.double().numpy()[None])[0] == -1
-    flags = [detector.observe(observation(g)) for g in [planted, planted, planted, inliers[0]]]
-    assert flags == [False, False, False, True]
-    assert detector.epoch_score() == pytest.approx(0.25)
+    flags = [detector.observe(observation(g)) for g in [planted, planted, planted, inliers[0], inliers[1]]]
+    assert flags == [False, False, True, True, False]  # 2/4, 3/4, 3/4, then 2/4 outliers in the window
+    assert detector.epoch_score() == pytest.approx(2 / 5)
 
 
 # ---- inside a run --------------------------------------------------------------------

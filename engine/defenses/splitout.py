@@ -5,12 +5,13 @@ network and a stand-in for the server's part (the same architecture, its own see
 init) train one epoch on `share` of its data, and the flattened gradients of its
 first-layer weight are kept as examples of honest training. A LocalOutlierFactor
 (n_neighbors = n - 1, novelty = True) is fitted to them. During training every
-first-layer gradient is classified; over each `window` of gradients the server is
-flagged when outliers outnumber inliers. The per-epoch score is the share of the
+first-layer gradient is classified; the server is flagged when outliers outnumber
+inliers among the last `window` gradients (a sliding window). The per-epoch score is the share of the
 epoch's gradients classified as inliers.
 
-The simulation uses batches small enough to give at least MIN_EXAMPLES gradients (a
-share of 1% of a few thousand images is only a couple of full batches).
+The simulation uses the run's batch size, so that its gradients have the scale and noise
+of the real ones; as 1% of a few thousand images is only a batch or two, too few
+examples for LOF, it takes at least MIN_BATCHES batches of the client's data.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ import torch.nn.functional as F
 from ..models import build_split
 from .base import ClientView, Detector, Observation
 
-MIN_EXAMPLES = 20
+MIN_BATCHES = 10
 
 
 def first_weight(network: torch.nn.Module) -> torch.nn.Parameter:
@@ -32,12 +33,14 @@ def first_weight(network: torch.nn.Module) -> torch.nn.Parameter:
 
 
 def honest_gradients(view: ClientView, share: float, generator: torch.Generator) -> np.ndarray:
-    """One simulated epoch of honest split learning on `share` of the client's data:
-    (n, d) flattened first-layer weight gradients."""
+    """One simulated epoch of honest split learning, in batches of the run's batch size
+    (so the examples have the scale and noise of the real steps' gradients), on `share`
+    of the client's data, or on MIN_BATCHES batches of it where that share is fewer.
+    Returns the (steps, d) flattened first-layer weight gradients."""
     n = len(view.labels)
-    size = min(n, max(2, math.ceil(share * n)))
+    batch = min(view.batch_size, n)
+    size = min(n, max(math.ceil(share * n), MIN_BATCHES * batch))
     rows = torch.randperm(n, generator=generator)[:size].to(view.labels.device)
-    batch = max(1, min(view.batch_size, size // MIN_EXAMPLES))
     client = view.network
     _, server = build_split(view.model, view.cut, view.input_shape, view.num_classes)
     server.to(view.inputs.device)
@@ -45,7 +48,7 @@ def honest_gradients(view: ClientView, share: float, generator: torch.Generator)
     opt = torch.optim.Adam(params, lr=view.lr, weight_decay=view.weight_decay)
     client.train()
     server.train()
-    grads = []
+    grads: list[torch.Tensor] = []
     for idx in rows.split(batch):
         loss = F.cross_entropy(server(client(view.inputs[idx])), view.labels[idx])
         opt.zero_grad(set_to_none=True)
@@ -61,8 +64,7 @@ class SplitOut(Detector):
     def __init__(self, share: float = 0.01, window: int = 10, seed: int = 0) -> None:
         self.share, self.window, self.seed = share, window, seed
         self.lof: Any = None  # sklearn's LocalOutlierFactor once fitted
-        self.pending: list[torch.Tensor] = []
-        self.window_labels: list[int] = []
+        self.recent: list[int] = []  # the last `window` decisions, 1 = outlier
         self.epoch_labels: list[int] = []
         self.examples = 0
 
@@ -84,28 +86,14 @@ class SplitOut(Detector):
     def observe(self, obs: Observation) -> bool:
         if obs.fake:
             return False
-        self.pending.append(obs.first_grad.detach().flatten().float())
-        if len(self.pending) < self.window:
-            return False
-        self._classify()
-        flagged = False
-        while len(self.window_labels) >= self.window:
-            window, self.window_labels = self.window_labels[:self.window], self.window_labels[self.window:]
-            flagged |= 2 * sum(window) > self.window
-        return flagged
-
-    def _classify(self) -> None:
-        """Classify the pending gradients in one call (+1 inlier, -1 outlier)."""
         assert self.lof is not None, "prepare() or fit() first"
-        batch = torch.stack(self.pending).cpu().double().numpy()
-        self.pending = []
-        outliers = [int(label == -1) for label in self.lof.predict(batch)]
-        self.epoch_labels += outliers
-        self.window_labels += outliers
+        g = obs.first_grad.detach().flatten().double().cpu().numpy()[None]
+        outlier = int(self.lof.predict(g)[0] == -1)  # LOF: +1 inlier, -1 outlier
+        self.epoch_labels.append(outlier)
+        self.recent = (self.recent + [outlier])[-self.window:]
+        return len(self.recent) == self.window and 2 * sum(self.recent) > self.window
 
     def epoch_score(self) -> float | None:
-        if self.pending:  # scored now; a window this completes is judged at the next step
-            self._classify()
         labels, self.epoch_labels = self.epoch_labels, []
         return 1.0 - sum(labels) / len(labels) if labels else None
 

@@ -169,7 +169,8 @@ def _train(ctx: RunContext, result: RunResult) -> None:
         stats = train_epoch(ctx)
         train_seconds = time.perf_counter() - started
         if isinstance(ctx.defenses, ClientDefenses):
-            emit(DefenseScores(ctx.run_id, epoch + 1, ctx.defenses.end_epoch()))
+            result.defenses = ctx.defenses.end_epoch()
+            emit(DefenseScores(ctx.run_id, epoch + 1, result.defenses))
         val, test = evaluate_epoch(ctx)
         metrics = EpochMetrics(
             run_id=ctx.run_id, epoch=epoch + 1,

@@ -23,6 +23,13 @@ ATTACK_FIELDS: dict[str, tuple[str, ...]] = {
     "autoencoder": ("ae_share", "ae_grad", "ae_phase1_epochs", "ae_epochs"),
 }
 ATTACK_ONLY = {name: attack for attack, names in ATTACK_FIELDS.items() for name in names}
+# Fields shown only when that detector is among the defenses.
+DEFENSE_FIELDS: dict[str, tuple[str, ...]] = {
+    "splitguard": ("splitguard_start", "splitguard_fake_prob", "splitguard_window", "splitguard_threshold"),
+    "scrutinizer": ("scrutinizer_window", "scrutinizer_threshold"),
+    "splitout": ("splitout_share", "splitout_window"),
+}
+DEFENSE_ONLY = {name: defense for defense, names in DEFENSE_FIELDS.items() for name in names}
 # Fields whose empty text means "the paper's default for this dataset/model".
 OPTIONAL = {f.name for f in fields(RunConfig) if "None" in str(f.type)}
 
@@ -72,9 +79,20 @@ SPECS: tuple[FieldSpec, ...] = tuple(
 SPEC_BY_NAME = {s.name: s for s in SPECS}
 
 
-def visible(name: str, attack: str) -> bool:
+def visible(name: str, attack: str, defenses: Any = ()) -> bool:
+    """Whether the form shows field `name` for this attack and these defenses."""
+    if name in DEFENSE_ONLY:
+        return DEFENSE_ONLY[name] in (defenses or ())
     owner = ATTACK_ONLY.get(name)
     return owner is None or owner == attack
+
+
+def defenses_named(text: Any) -> tuple[str, ...]:
+    """The detectors a defenses field's text names, leniently (while it is being typed)."""
+    try:
+        return parse_defenses(str(text or "")) or ()
+    except ConfigError:
+        return ()
 
 
 def to_text(cfg: RunConfig) -> dict[str, Any]:
