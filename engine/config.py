@@ -23,6 +23,9 @@ DATASETS = (
 MODELS = ("lenet", "stripnet", "resnet9")
 ATTACKS = ("none", "surrogate", "autoencoder")
 DEFENSES = ("splitguard", "scrutinizer", "splitout")
+# Detectors that change training (SplitGuard's fake batches are not applied); the others
+# only watch, so a run with them trains exactly as one without (tests/test_defenses.py).
+TRAINING_DEFENSES = ("splitguard",)
 CUTS = (1, 2, 3)
 RR_GRANULARITIES = ("epoch", "batch")
 AE_GRADS = ("straight", "through")

@@ -18,6 +18,7 @@ from engine.store import RunNotFound, RunStore, RunUnreadable, summary_row
 from .config_flags import build_config, with_config_flags
 from ..format import fmt_cell, fmt_flag, fmt_num, fmt_pct
 from ..tables import Column, print_table
+from .arena import register as register_arena
 from .doctor import register as register_doctor
 from .sweep import register as register_sweep
 
@@ -254,6 +255,7 @@ def runs_show(
 
 register_sweep(app, runs_app, console, default_runs_dir)
 register_doctor(app, console, default_runs_dir, fail, RUNS_DIR_HELP)
+register_arena(app, console, default_runs_dir)
 
 
 def _is_usage_error(exc: BaseException) -> bool:
