@@ -67,9 +67,9 @@ def write_csv(path: Path, columns: tuple[str, ...], rows: list[Mapping[str, Any]
 
 
 def heatmap(matrix: list[Mapping[str, Any]], path: Path, title: str) -> Path:
-    """Attacks x detectors, coloured by the share of runs flagged (the `none` row: the
-    false-positive rate), each cell annotated with that share, the mean detection epoch
-    and the CDA cost."""
+    """Attacks x detectors, each cell annotated with the share of runs flagged (the `none`
+    row: the false-positive rate), the mean detection epoch and the CDA cost, and coloured
+    green where that is good for the client (attacks flagged, `none` runs not)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -84,18 +84,18 @@ def heatmap(matrix: list[Mapping[str, Any]], path: Path, title: str) -> Path:
         i, j = attacks.index(row["attack"]), detectors.index(row["detector"])
         rate = row["false_positive_rate"] if row["attack"] == "none" else row["detection_rate"]
         if rate is not None:
-            grid[i, j] = 100 * rate
+            grid[i, j] = 100 * (1 - rate if row["attack"] == "none" else rate)
         epoch = row.get("mean_detection_epoch")
         notes[i][j] = (f"{_cell('detection_rate', rate)}" + (f"\nepoch {epoch:.1f}" if epoch is not None else "")
                        + (f"\nCDA {row['cda_cost']:+.2f}" if row.get("cda_cost") is not None else ""))
     fig, ax = plt.subplots(figsize=(1.9 * len(detectors) + 2.2, 0.9 * len(attacks) + 1.6))
-    image = ax.imshow(grid, cmap="RdYlGn_r", vmin=0, vmax=100, aspect="auto")
+    image = ax.imshow(grid, cmap="RdYlGn", vmin=0, vmax=100, aspect="auto")
     ax.set_xticks(range(len(detectors)), detectors)
     ax.set_yticks(range(len(attacks)), [a + (" (false pos.)" if a == "none" else "") for a in attacks])
     for i in range(len(attacks)):
         for j in range(len(detectors)):
             ax.text(j, i, notes[i][j], ha="center", va="center", fontsize=8)
-    fig.colorbar(image, ax=ax, label="runs flagged (%)")
+    fig.colorbar(image, ax=ax, label="right verdicts (%)")
     ax.set_title(f"{title}: share of runs flagged", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
