@@ -30,16 +30,23 @@ from .base import Detector, Observation, sigmoid
 def pair_statistics(grads: torch.Tensor, labels: torch.Tensor) -> torch.Tensor | None:
     """(mean_s, std_s, mean_d, std_d) of c(i, j) over same- and different-label pairs
     i != j of one step's per-sample gradients (rows of `grads`), or None when the batch
-    has no pair of one kind."""
+    has fewer than two pairs of one kind. One matrix product gives every cosine; the
+    statistics are masked sums over it (sample standard deviations)."""
     g = F.normalize(grads.detach().flatten(1).float(), dim=1)
-    sim = 0.5 + 0.5 * (g @ g.T)
-    same = labels[:, None] == labels[None, :]
-    same.fill_diagonal_(False)
-    different = labels[:, None] != labels[None, :]
-    s, d = sim[same], sim[different]
-    if s.numel() < 2 or d.numel() < 2:
+    sim = (0.5 + 0.5 * (g @ g.T)).double()
+    same = (labels[:, None] == labels[None, :]).double()
+    same.fill_diagonal_(0.0)
+    different = 1.0 - same
+    different.fill_diagonal_(0.0)
+    counts = torch.stack([same.sum(), different.sum()])
+    if bool((counts < 2).any()):
         return None
-    return torch.stack([s.mean(), s.std(), d.mean(), d.std()])
+    masks = torch.stack([same, different])
+    sums = (masks * sim).sum(dim=(1, 2))
+    squares = (masks * sim * sim).sum(dim=(1, 2))
+    means = sums / counts
+    stds = ((squares - counts * means * means).clamp(min=0.0) / (counts - 1)).sqrt()
+    return torch.stack([means[0], stds[0], means[1], stds[1]]).float()
 
 
 @dataclass(frozen=True)
