@@ -22,6 +22,10 @@ DATASETS = (
 )
 MODELS = ("lenet", "stripnet", "resnet9")
 ATTACKS = ("none", "surrogate", "autoencoder")
+DEFENSES = ("splitguard", "scrutinizer", "splitout")
+# Detectors that change training (SplitGuard's fake batches are not applied); the others
+# only watch, so a run with them trains exactly as one without (tests/test_defenses.py).
+TRAINING_DEFENSES = ("splitguard",)
 CUTS = (1, 2, 3)
 RR_GRANULARITIES = ("epoch", "batch")
 AE_GRADS = ("straight", "through")
@@ -68,12 +72,23 @@ class RunConfig:
     eval_batch_size: int = 1024
     save_weights: bool = True
     name: str = ""
+    # Client-side detectors (docs/protocol.md section 10), with the published defaults.
+    defenses: tuple[str, ...] = ()
+    splitguard_start: int = 20
+    splitguard_fake_prob: float = 0.1
+    splitguard_window: int = 5
+    splitguard_threshold: float = 0.5
+    scrutinizer_window: int = 50
+    scrutinizer_threshold: float = 0.5
+    splitout_share: float = 0.01
+    splitout_window: int = 10
 
     # ---- JSON -------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         if out["lr_milestones"] is not None:
             out["lr_milestones"] = list(out["lr_milestones"])
+        out["defenses"] = list(out["defenses"])
         return out
 
     @classmethod
@@ -138,12 +153,21 @@ FIELD_HELP: dict[str, str] = {
     "eval_batch_size": "batch size for evaluation",
     "save_weights": "store the final client and server weights (model.pt) beside the run file",
     "name": "free label for this run",
+    "defenses": "client-side detectors, any of " + ", ".join(DEFENSES) + ", comma-separated (default none)",
+    "splitguard_start": "SplitGuard: fake batches start after this many batches of a client",
+    "splitguard_fake_prob": "SplitGuard: probability that a batch after the start is a fake batch",
+    "splitguard_window": "SplitGuard: flag when the mean score of this many last fake batches is below the threshold",
+    "splitguard_threshold": "SplitGuard: score threshold of the verdict",
+    "scrutinizer_window": "Gradients Scrutinizer: steps per score",
+    "scrutinizer_threshold": "Gradients Scrutinizer: flag when a window's score is below this",
+    "splitout_share": "SplitOut: share of the client's data for its simulated honest epoch",
+    "splitout_window": "SplitOut: gradients per window; flag when outliers outnumber inliers in one",
 }
 
 
 def _coerce(name: str, value: Any) -> Any:
     """Turn JSON values into the field's Python type (lists -> tuples)."""
-    if name == "lr_milestones" and isinstance(value, list):
+    if name in ("lr_milestones", "defenses") and isinstance(value, list):
         return tuple(value)
     return value
 
@@ -159,6 +183,16 @@ def parse_milestones(text: str | None) -> tuple[int, ...] | None:
         return tuple(int(part) for part in text.split(","))
     except ValueError:
         raise ConfigError(f"--lr-milestones must be comma-separated epochs like 25,40,55 (got {text!r})") from None
+
+
+def parse_defenses(text: str | None) -> tuple[str, ...] | None:
+    """'splitguard,splitout' -> ('splitguard', 'splitout'); '' or 'none' -> (); None -> None."""
+    if text is None:
+        return None
+    text = text.strip().lower()
+    if text in ("", "none"):
+        return ()
+    return tuple(part.strip() for part in text.split(","))
 
 
 def _flag(name: str) -> str:
@@ -177,6 +211,8 @@ def _check_type(cfg: RunConfig) -> None:
             ok = isinstance(value, int) and not isinstance(value, bool)
         elif "float" in str(expected):
             ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        elif "tuple[str" in str(expected):
+            ok = isinstance(value, tuple) and all(isinstance(v, str) for v in value)
         elif "tuple" in str(expected):
             ok = isinstance(value, tuple) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
         else:
@@ -233,6 +269,19 @@ def validate(cfg: RunConfig) -> RunConfig:
     at_least("trigger_size", 1)
     at_least("trigger_row", 0)
     at_least("trigger_col", 0, optional=True)
+    for name in cfg.defenses:
+        if name not in DEFENSES:
+            raise ConfigError(f"--defenses must name detectors among {', '.join(DEFENSES)} (got {name!r})")
+    if len(set(cfg.defenses)) != len(cfg.defenses):
+        raise ConfigError("--defenses names a detector twice")
+    at_least("splitguard_start", 0)
+    unit("splitguard_fake_prob", low_open=True, high_closed=False)
+    at_least("splitguard_window", 1)
+    unit("splitguard_threshold", low_open=False)
+    at_least("scrutinizer_window", 2)
+    unit("scrutinizer_threshold", low_open=False)
+    unit("splitout_share", low_open=True)
+    at_least("splitout_window", 1)
     if cfg.lr <= 0:
         raise ConfigError(f"--lr must be > 0 (got {cfg.lr})")
     if cfg.weight_decay < 0:

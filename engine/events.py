@@ -62,6 +62,20 @@ class EpochMetrics(Event):
 
 
 @dataclass(frozen=True)
+class DefenseScores(Event):
+    """The client-side detectors after one epoch, emitted just before its EpochMetrics.
+    ``defenses`` maps each detector to ``{"scores": [one per client, None where it had
+    nothing to score or the client is not honest], "flagged_at": {"epoch", "step",
+    "client"} or None (the first flag so far), ...its counts (e.g. fake_batches)}``.
+    A score is in [0, 1]: 1 looks like an honest server."""
+    epoch: int
+    defenses: dict[str, dict[str, Any]]
+
+    def verdicts(self) -> dict[str, dict[str, int] | None]:
+        return {name: report.get("flagged_at") for name, report in self.defenses.items()}
+
+
+@dataclass(frozen=True)
 class RunFinished(Event):
     """The run ended on its own (completed, early-stopped) or by request (cancelled)."""
     status: str

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .events import EpochMetrics, Event, PhaseProgress, RunFailed, RunFinished, RunStarted, WeightsReady
+from .events import DefenseScores, EpochMetrics, Event, PhaseProgress, RunFailed, RunFinished, RunStarted, WeightsReady
 
 SCHEMA = 1
 RUN_FILE = "run.json"
@@ -223,6 +223,7 @@ def new_document(started: RunStarted) -> dict[str, Any]:
         "best": None,
         "stopped_early": False,
         "attack_info": {},
+        "defenses": {},
         "weights": None,
         "source_run": started.source_run,
         "error": None,
@@ -246,6 +247,8 @@ class RunRecorder:
             phase["epochs"] = event.epochs
             phase["history"].append({"epoch": event.epoch, "loss": event.loss})
             phase.update(event.info)
+        elif isinstance(event, DefenseScores):
+            record_defenses(self.doc.setdefault("defenses", {}), event)
         elif isinstance(event, EpochMetrics):
             self.doc["epochs"].append({k: v for k, v in event.to_dict().items() if k != "run_id"})
         elif isinstance(event, RunFinished):
@@ -257,6 +260,15 @@ class RunRecorder:
             save_weights(self.store.root / self.doc["id"] / WEIGHTS_FILE, event.state)
             self.doc["weights"] = WEIGHTS_FILE
         self.store.save(self.doc)
+
+
+def record_defenses(defenses: dict[str, Any], event: DefenseScores) -> None:
+    """Fold one epoch's detector report into the run file's ``defenses``: per detector,
+    ``scores`` (one list of per-client scores per epoch), ``flagged_at`` and its counts."""
+    for name, report in event.defenses.items():
+        entry = defenses.setdefault(name, {"scores": [], "flagged_at": None})
+        entry["scores"].append(report.get("scores", []))
+        entry.update({k: v for k, v in report.items() if k != "scores"})
 
 
 def fanout(*sinks):
@@ -292,4 +304,16 @@ def summary_row(entry: RunEntry) -> dict[str, Any]:
         "best_cda": best.get("cda"),
         "best_asr": best.get("asr"),
         "seconds": round(sum(e.get("seconds", 0.0) for e in epochs), 1),
+        "detected": detected(doc),
     }
+
+
+def detected(doc: dict[str, Any]) -> list[str] | None:
+    """`NAME@EPOCH` for each detector of the run that flagged the server, ["none"] if it
+    ran detectors that never did, None if it ran none."""
+    defenses = doc.get("defenses") or {}
+    if not isinstance(defenses, dict) or not defenses:
+        return None
+    flags = [f"{name}@{entry['flagged_at'].get('epoch')}" for name, entry in defenses.items()
+             if isinstance(entry, dict) and isinstance(entry.get("flagged_at"), dict)]
+    return flags or ["none"]

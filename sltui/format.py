@@ -63,3 +63,29 @@ def fmt_cell(key: str, value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return ",".join(map(str, value))
     return str(value)
+
+
+def mean_score(scores: Any) -> float | None:
+    """The mean of one epoch's per-client detector scores, skipping clients without one."""
+    values = [v for v in scores or [] if is_number(v)]
+    return sum(values) / len(values) if values else None
+
+
+def fmt_flag(flagged_at: Any) -> str:
+    """A detector's verdict: `epoch 2 step 31 client 1`, or '-' when it never flagged."""
+    if not isinstance(flagged_at, dict):
+        return MISSING
+    return f"epoch {flagged_at.get('epoch')} step {flagged_at.get('step')} client {flagged_at.get('client')}"
+
+
+def fmt_defenses(report: Any) -> str:
+    """One epoch's detectors in a line: each one's mean score over clients, and
+    `FLAGGED@E` once it has flagged the server (in epoch E)."""
+    parts = []
+    for name, entry in (report or {}).items():
+        text = f"{name} {fmt_num(mean_score(entry.get('scores')))}"
+        flag = entry.get("flagged_at")
+        if isinstance(flag, dict):
+            text += f" FLAGGED@{flag.get('epoch')}"
+        parts.append(text)
+    return "  ".join(parts)

@@ -109,3 +109,15 @@ def test_kernel_microbenchmark_writes_its_results(tmp_path):
     ops = doc["median_ms_per_call"]
     assert len(ops) == 3 and all(len(v) >= 2 and all(ms > 0 for ms in v.values()) for v in ops.values())
     assert torch.get_num_threads() == 1  # the suite's setting, restored
+
+
+def test_detector_bench_times_every_variant_against_none(tmp_path):
+    from bench.defenses import VARIANTS
+    from bench.defenses import main as defenses_main
+
+    out = tmp_path / "defenses.json"
+    assert defenses_main(["--rounds", "1", "--train-limit", "400", "--out", str(out)]) == 0
+    results = json.loads(out.read_text())["results"]
+    assert set(results) == set(VARIANTS)
+    assert results["none"]["overhead_pct"] == 0.0
+    assert all(r["ms_per_step"] > 0 and len(r["rounds_ms"]) == 1 for r in results.values())

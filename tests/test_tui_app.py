@@ -413,3 +413,26 @@ print("stopped", all(s.is_set() for s in stops), len(stops), getattr(apps[0], "m
 """)
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     assert "stopped True 1 True []" in out.stdout, out.stderr[-2000:]
+
+
+async def test_live_run_charts_detector_scores_and_shows_the_verdict(tmp_path):
+    from engine.events import DefenseScores
+
+    manager = RunManager(RunIndex(tmp_path).store)
+    q = prefilled_queue("guard1", epochs=0, total=5)
+    for epoch in (1, 2):
+        flag = {"epoch": 2, "step": 9, "client": 1} if epoch == 2 else None
+        q.put(DefenseScores("guard1", epoch, {"splitguard": {"scores": [0.9 / epoch], "flagged_at": flag}}))
+        q.put(epoch_metrics("guard1", epoch))
+    manager.attach("guard1", q)
+    app = make_app(tmp_path, manager=manager)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, BrowserScreen))
+        app.action_open_run("guard1")
+        await wait_for(pilot, lambda: isinstance(app.screen, LiveRunScreen))
+        screen = app.screen
+        chart = screen.query_one("#chart-defense", MetricChart)
+        await wait_for(pilot, lambda: chart.points == 2)
+        assert chart.display and chart.series[0][0] == "splitguard"
+        assert "splitguard flagged the server at epoch 2 step 9 client 1" in str(
+            screen.query_one("#run-stats", Static).render())

@@ -67,6 +67,16 @@ class AttackHooks(Protocol):
     def summary(self) -> dict[str, Any]: ...
 
 
+class ClientWatch(Protocol):
+    """The honest clients' detectors as the protocol sees them (engine/defenses/suite.py
+    ClientDefenses implements it): per client step, `begin(k, x, y)` returns the labels to
+    send and None or a call `received(cut_grad, step_loss) -> apply the update?` made
+    after the client's backward pass."""
+
+    def begin(self, k: int, x: torch.Tensor, y: torch.Tensor
+              ) -> tuple[torch.Tensor, Callable[[torch.Tensor, StepLoss], bool] | None]: ...
+
+
 @dataclass
 class RunContext:
     """Everything one run's training steps need; `speed` holds how they compute."""
@@ -84,6 +94,7 @@ class RunContext:
     emit: Callable[[Event], None] = lambda e: None
     stop: threading.Event | None = None
     speed: SpeedState = field(default_factory=SpeedState)
+    defenses: ClientWatch | None = None
 
     def check_stop(self) -> None:
         if self.stop is not None and self.stop.is_set():
@@ -118,3 +129,8 @@ class RunContext:
         else:
             x = self.data.norm.apply(split.x[idx])
         return self.batch_input(x), split.y[idx]
+
+    def watch(self, k: int, x: torch.Tensor, y: torch.Tensor
+              ) -> tuple[torch.Tensor, Callable[[torch.Tensor, StepLoss], bool] | None]:
+        """(labels client `k` sends, its detectors' call after its backward pass, or None)."""
+        return (y, None) if self.defenses is None else self.defenses.begin(k, x, y)

@@ -20,6 +20,8 @@ class RunResult:
     epochs: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
     stopped_early: bool = False
+    # The detectors' last report (events.DefenseScores.defenses), {} without detectors.
+    defenses: dict[str, Any] = field(default_factory=dict)
 
 
 def run_lifecycle(started: RunStarted, emit: Callable[[Event], None], work: Callable[[RunResult], None],

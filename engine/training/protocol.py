@@ -23,12 +23,14 @@ from .context import ConcurrentHalf, RunContext, StepLoss
 
 def wire_step(client: nn.Module, server_side: Callable[[torch.Tensor], StepLoss],
               client_opt: torch.optim.Optimizer, x: torch.Tensor,
-              on_server_backward: Callable[[], None]) -> StepLoss:
+              on_server_backward: Callable[[], None],
+              received: Callable[[torch.Tensor, StepLoss], bool] | None = None) -> StepLoss:
     """One split-learning step on one client batch.
 
     client forward -> smashed -> (wire) -> server_side(wire) -> loss.backward() ->
     on_server_backward() (server and attack optimizers step) -> the wire's gradient goes
-    back -> client backward and step."""
+    back -> client backward and step. `received` (the client's detectors) sees the
+    wire's gradient after the client's backward and may withhold the step (a fake batch)."""
     smashed = client(x)
     wire = smashed.detach().requires_grad_()
     result = server_side(wire)
@@ -36,7 +38,8 @@ def wire_step(client: nn.Module, server_side: Callable[[torch.Tensor], StepLoss]
     on_server_backward()
     client_opt.zero_grad(set_to_none=True)
     backward(smashed, wire.grad)
-    client_opt.step()
+    if received is None or received(wire.grad, result):
+        client_opt.step()
     return result
 
 
@@ -50,7 +53,9 @@ def concurrent_step(ctx: RunContext, k: int, idx: torch.Tensor, half: Concurrent
     other = ctx.speed.streams.submit(half.run)
     try:
         x, y = ctx.client_batch(k + 1, idx)
-        innocent = wire_step(ctx.client, lambda wire: half.innocent(wire, y), ctx.client_opts[k], x, lambda: None)
+        sent, received = ctx.watch(k, x, y)
+        innocent = wire_step(ctx.client, lambda wire: half.innocent(wire, sent), ctx.client_opts[k], x,
+                             lambda: None, received)
     finally:
         malicious = other.result()  # never leave the other half running into the next step
     ctx.server_opt.step()
@@ -111,8 +116,9 @@ def train_epoch(ctx: RunContext) -> EpochStats:
                 result, size = concurrent_step(ctx, k, idx, half)
             else:
                 x, y = ctx.client_batch(k + 1, idx)
+                sent, received = ctx.watch(k, x, y)
                 with ctx.autocast():
-                    result = wire_step(ctx.client, server_side(y), ctx.client_opts[k], x, server_backward)
+                    result = wire_step(ctx.client, server_side(sent), ctx.client_opts[k], x, server_backward, received)
                 size = int(y.shape[0])
             sums[0] += result.total.detach()
             sums[1] += result.clean

@@ -22,7 +22,8 @@ from ..config import RunConfig, lr_multiplier, resolve, resolved_fields
 from ..data.datasets import EVAL_SPLIT_SEED, load_experiment_data
 from ..data.prepared import prepare_data
 from ..data.trigger import trigger_for
-from ..events import EpochMetrics, Event, RunFinished, RunStarted, WeightsReady
+from ..defenses import ClientDefenses, ClientView
+from ..events import DefenseScores, EpochMetrics, Event, RunFinished, RunStarted, WeightsReady
 from ..models import build_split
 from ..models.seeded import GLOBAL_RNG_LOCK
 from ..speed import determinism, device_check
@@ -164,6 +165,7 @@ def _checked_run(config: RunConfig, emit: Callable[[Event], None], stop: threadi
     def work(result: RunResult) -> None:
         with determinism.for_run(ctx.device, ctx.speed.options.deterministic):
             ctx.attack.prepare(ctx)
+            ctx.defenses = client_defenses(ctx)
             _train(ctx, result)
 
     def finished(result: RunResult) -> RunFinished:
@@ -181,9 +183,14 @@ def _train(ctx: RunContext, result: RunResult) -> None:
     for epoch in range(cfg.epochs):
         lr = cfg.lr * lr_multiplier(cfg, epoch)
         set_epoch_lr(ctx, lr)
+        if isinstance(ctx.defenses, ClientDefenses):
+            ctx.defenses.start_epoch(epoch + 1)
         started = time.perf_counter()
         stats = train_epoch(ctx)
         train_seconds = time.perf_counter() - started
+        if isinstance(ctx.defenses, ClientDefenses):
+            result.defenses = ctx.defenses.end_epoch()
+            emit(DefenseScores(ctx.run_id, epoch + 1, result.defenses))
         val, test = evaluate_epoch(ctx)
         metrics = EpochMetrics(
             run_id=ctx.run_id, epoch=epoch + 1,
@@ -205,6 +212,27 @@ def _train(ctx: RunContext, result: RunResult) -> None:
             break
     if cfg.save_weights:
         emit(WeightsReady(ctx.run_id, weights_state(ctx)))
+
+
+def client_defenses(ctx: RunContext) -> ClientDefenses | None:
+    """The config's detectors inside every honest client, prepared with what each client
+    knows before training: its share, a copy of its network, the agreed architecture.
+    They draw on their own seeded generators and leave the run's random stream alone."""
+    cfg = ctx.cfg
+    if not cfg.defenses:
+        return None
+    suite = ClientDefenses(cfg, next(ctx.client.parameters()))
+    views = {}
+    for k in suite.honest:
+        x, y = ctx.client_batch(k + 1, torch.arange(len(ctx.data.shares[k + 1]), device=ctx.device))
+        with torch.random.fork_rng(devices=[]):
+            network, _ = build_split(cfg.model, cfg.cut, ctx.data.input_shape, ctx.data.num_classes)
+        network.load_state_dict(ctx.client.state_dict())
+        views[k] = ClientView(k, x.contiguous(), y, network.to(ctx.device), cfg.model, cfg.cut,
+                              ctx.data.input_shape, ctx.data.num_classes, cfg.batch_size, cfg.lr,
+                              cfg.weight_decay, cfg.seed)
+    suite.prepare(views)
+    return suite
 
 
 def evaluate_epoch(ctx: RunContext) -> tuple[Evaluation, Evaluation]:

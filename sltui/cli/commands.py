@@ -16,8 +16,9 @@ from engine.errors import ConfigError, DataError
 from engine.store import RunNotFound, RunStore, RunUnreadable, summary_row
 
 from .config_flags import build_config, with_config_flags
-from ..format import fmt_cell, fmt_num, fmt_pct
+from ..format import fmt_cell, fmt_flag, fmt_num, fmt_pct
 from ..tables import Column, print_table
+from .arena import register as register_arena
 from .doctor import register as register_doctor
 from .sweep import register as register_sweep
 
@@ -157,6 +158,10 @@ def print_result(result) -> None:
         if metrics:
             console.print(f"  {label:8} epoch {metrics['epoch']:>3}  CDA {fmt_pct(metrics['cda'])}%  "
                           f"ASR {fmt_pct(metrics['asr'])}%  val loss {metrics['val_loss']:.4f}")
+    for name, report in (getattr(result, "defenses", None) or {}).items():
+        verdict = "flagged the server at " + fmt_flag(report["flagged_at"]) if report.get("flagged_at") else "did not flag the server"
+        counts = "".join(f", {k.replace('_', ' ')} {v}" for k, v in report.items() if k not in ("scores", "flagged_at"))
+        console.print(f"  {name:12} {verdict}{counts}", highlight=False)
 
 
 # The run list's columns in display order. Priorities: the id and status always; then the
@@ -249,6 +254,7 @@ def runs_show(
 
 register_sweep(app, runs_app, console, default_runs_dir)
 register_doctor(app, console, default_runs_dir, fail, RUNS_DIR_HELP)
+register_arena(app, console, default_runs_dir)
 
 
 def _is_usage_error(exc: BaseException) -> bool:

@@ -11,7 +11,7 @@ from typing import Any, Callable, Optional
 import typer
 
 from engine.clone import user_config
-from engine.config import FIELD_HELP, ConfigError, RunConfig, parse_milestones
+from engine.config import FIELD_HELP, ConfigError, RunConfig, parse_defenses, parse_milestones
 
 
 def _option_type(field_type: str) -> Any:
@@ -26,6 +26,10 @@ def _option_type(field_type: str) -> Any:
     return Optional[str]
 
 
+# Other spellings of a field's flag.
+ALIASES: dict[str, tuple[str, ...]] = {"defenses": ("--defense",)}
+
+
 def config_parameters(panel: str = "Run config", exclude: tuple[str, ...] = ()) -> list[inspect.Parameter]:
     """One keyword parameter per RunConfig field but `exclude`, default None (= not given)."""
     params = []
@@ -33,7 +37,7 @@ def config_parameters(panel: str = "Run config", exclude: tuple[str, ...] = ()) 
         if f.name in exclude:
             continue
         flag = "--" + f.name.replace("_", "-")
-        decls = [flag] if "bool" not in str(f.type) else [f"{flag}/--no-{flag[2:]}"]
+        decls = [flag, *ALIASES.get(f.name, ())] if "bool" not in str(f.type) else [f"{flag}/--no-{flag[2:]}"]
         option = typer.Option(None, *decls, help=FIELD_HELP[f.name], rich_help_panel=panel, show_default=False)
         params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option,
                                         annotation=_option_type(str(f.type))))
@@ -55,6 +59,8 @@ def given_fields(flags: dict[str, Any]) -> dict[str, Any]:
     given = {k: v for k, v in flags.items() if v is not None}
     if "lr_milestones" in given:
         given["lr_milestones"] = parse_milestones(given["lr_milestones"])
+    if "defenses" in given:
+        given["defenses"] = parse_defenses(given["defenses"])
     return given
 
 

@@ -15,11 +15,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from engine.config import RunConfig
-from engine.events import EpochMetrics, PhaseProgress, RunFailed, RunFinished, RunStarted
+from engine.events import DefenseScores, EpochMetrics, PhaseProgress, RunFailed, RunFinished, RunStarted
 from engine.store import RunStore, fanout
 from engine.training.runner import RunResult, new_run_id, run
 
-from ..format import fmt_num
+from ..format import fmt_defenses, fmt_num
 
 
 @dataclass
@@ -108,6 +108,7 @@ def _follow(epochs: int | None, store: RunStore, console: Console, thread: threa
     # Where output is not a terminal (a cluster job's log) the per-epoch lines replace the bar.
     progress = Progress(*columns, console=console, transient=False, disable=not console.is_terminal)
     task = progress.add_task("loading data", total=None, stats="")
+    defenses: DefenseScores | None = None
     progress.start()
     try:
         while True:
@@ -133,11 +134,15 @@ def _follow(epochs: int | None, store: RunStore, console: Console, thread: threa
                 stats = f"loss {fmt_num(item.loss, '.4f')}"
                 progress.update(task, description=item.phase, total=item.epochs, completed=item.epoch, stats=stats)
                 log_line(console, f"{item.phase} {item.epoch}/{item.epochs}  {stats}")
+            elif isinstance(item, DefenseScores):
+                defenses = item
             elif isinstance(item, EpochMetrics):
                 if progress.tasks[task].description != "training":
                     progress.update(task, description="training", total=epochs)
                 stats = (f"loss {fmt_num(item.train_loss, '.4f')}  CDA {fmt_num(item.cda)}%  ASR {fmt_num(item.asr)}%"
                          f"  {item.samples_per_s:,.0f} samples/s")
+                if defenses is not None and defenses.epoch == item.epoch:
+                    stats += "  " + fmt_defenses(defenses.defenses)
                 progress.update(task, completed=item.epoch, stats=stats)
                 log_line(console, f"epoch {item.epoch}/{epochs}  {stats}  {item.seconds:.1f}s")
             elif isinstance(item, (RunFinished, RunFailed)):

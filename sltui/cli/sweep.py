@@ -36,7 +36,8 @@ WIDE_HELP = "show every column, however wide (by default columns are left out to
 PLAN_COLUMNS = (
     Column("n", "#", 0, "right"), Column("dataset", "dataset", 1), Column("model", "model", 1),
     Column("cut", "cut", 1, "right"), Column("clients", "K", 1, "right"), Column("attack", "attack", 1),
-    Column("alpha", "alpha", 1, "right"), Column("seed", "seed", 1, "right"), Column("epochs", "epochs", 2, "right"),
+    Column("alpha", "alpha", 1, "right"), Column("defenses", "defenses", 1), Column("seed", "seed", 1, "right"),
+    Column("epochs", "epochs", 2, "right"),
     Column("state", "state"), Column("run", "run", 3),
 )
 # `runs aggregate --format table`: the setting (epochs included: rows may differ by it alone)
@@ -172,7 +173,8 @@ def print_plan(sweep_id: str, points: list, done: dict[str, str], wide: bool = F
         c = point.config
         rows.append({"n": str(i), "dataset": c.dataset, "model": c.model, "cut": str(c.cut),
                      "clients": str(c.clients), "attack": c.attack,
-                     "alpha": str(c.alpha) if c.attack == "surrogate" else "-", "seed": str(c.seed),
+                     "alpha": str(c.alpha) if c.attack == "surrogate" else "-",
+                     "defenses": ",".join(c.defenses) or "-", "seed": str(c.seed),
                      "epochs": str(c.epochs), "state": "done" if point.key in done else "to run",
                      "run": done.get(point.key, "-")})
     print_table(PLAN_COLUMNS, rows, wide)

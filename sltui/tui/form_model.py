@@ -11,7 +11,7 @@ from typing import Any
 
 from engine.clone import user_config
 from engine.config import (AE_GRADS, ATTACKS, CUTS, DATASETS, DEVICES, FIELD_HELP, MODELS,
-                           RR_GRANULARITIES, ConfigError, RunConfig, parse_milestones, validate)
+                           RR_GRANULARITIES, ConfigError, RunConfig, parse_defenses, parse_milestones, validate)
 
 CHOICES: dict[str, tuple] = {
     "dataset": DATASETS, "model": MODELS, "cut": CUTS, "attack": ATTACKS,
@@ -23,6 +23,13 @@ ATTACK_FIELDS: dict[str, tuple[str, ...]] = {
     "autoencoder": ("ae_share", "ae_grad", "ae_phase1_epochs", "ae_epochs"),
 }
 ATTACK_ONLY = {name: attack for attack, names in ATTACK_FIELDS.items() for name in names}
+# Fields shown only when that detector is among the defenses.
+DEFENSE_FIELDS: dict[str, tuple[str, ...]] = {
+    "splitguard": ("splitguard_start", "splitguard_fake_prob", "splitguard_window", "splitguard_threshold"),
+    "scrutinizer": ("scrutinizer_window", "scrutinizer_threshold"),
+    "splitout": ("splitout_share", "splitout_window"),
+}
+DEFENSE_ONLY = {name: defense for defense, names in DEFENSE_FIELDS.items() for name in names}
 # Fields whose empty text means "the paper's default for this dataset/model".
 OPTIONAL = {f.name for f in fields(RunConfig) if "None" in str(f.type)}
 
@@ -30,7 +37,7 @@ OPTIONAL = {f.name for f in fields(RunConfig) if "None" in str(f.type)}
 @dataclass(frozen=True)
 class FieldSpec:
     name: str
-    kind: str            # select, bool, int, float, str, milestones
+    kind: str            # select, bool, int, float, str, milestones, names
     help: str
     attack: str | None   # shown only for this attack, or always (None)
 
@@ -46,6 +53,8 @@ class FieldSpec:
 def _kind(name: str, type_text: str) -> str:
     if name in CHOICES:
         return "select"
+    if "tuple[str" in type_text:
+        return "names"
     if "tuple" in type_text:
         return "milestones"
     for kind in ("bool", "int", "float"):
@@ -70,9 +79,20 @@ SPECS: tuple[FieldSpec, ...] = tuple(
 SPEC_BY_NAME = {s.name: s for s in SPECS}
 
 
-def visible(name: str, attack: str) -> bool:
+def visible(name: str, attack: str, defenses: Any = ()) -> bool:
+    """Whether the form shows field `name` for this attack and these defenses."""
+    if name in DEFENSE_ONLY:
+        return DEFENSE_ONLY[name] in (defenses or ())
     owner = ATTACK_ONLY.get(name)
     return owner is None or owner == attack
+
+
+def defenses_named(text: Any) -> tuple[str, ...]:
+    """The detectors a defenses field's text names, leniently (while it is being typed)."""
+    try:
+        return parse_defenses(str(text or "")) or ()
+    except ConfigError:
+        return ()
 
 
 def to_text(cfg: RunConfig) -> dict[str, Any]:
@@ -86,6 +106,8 @@ def to_text(cfg: RunConfig) -> dict[str, Any]:
             out[spec.name] = ""
         elif spec.kind == "milestones":
             out[spec.name] = ",".join(map(str, value)) if value else "none"
+        elif spec.kind == "names":
+            out[spec.name] = ",".join(value)
         else:
             out[spec.name] = str(value)
     return out
@@ -101,6 +123,8 @@ def parse(name: str, raw: Any) -> Any:
         return None
     if spec.kind == "milestones":
         return parse_milestones(text)
+    if spec.kind == "names":
+        return parse_defenses(text)
     if spec.kind == "int":
         try:
             return int(text)

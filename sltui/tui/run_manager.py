@@ -12,7 +12,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from engine.events import EpochMetrics, PhaseProgress, RunFailed, RunFinished, RunStarted
+from engine.events import DefenseScores, EpochMetrics, PhaseProgress, RunFailed, RunFinished, RunStarted
+from engine.store import record_defenses
 
 ACTIVE = ("starting", "running")
 
@@ -37,6 +38,7 @@ class RunState:
     started_at: float = field(default_factory=time.monotonic)
     ended_at: float | None = None
     cancel_requested: bool = False
+    defenses: dict[str, Any] = field(default_factory=dict)  # as the run file's `defenses`
 
     @property
     def active(self) -> bool:
@@ -72,6 +74,8 @@ class RunState:
         elif isinstance(item, PhaseProgress):
             self.phase, self.phase_epoch, self.phase_epochs = item.phase, item.epoch, item.epochs
             self.phase_loss = item.loss
+        elif isinstance(item, DefenseScores):
+            record_defenses(self.defenses, item)
         elif isinstance(item, EpochMetrics):
             self.phase = None
             self.epochs.append({k: v for k, v in item.to_dict().items() if k != "run_id"})

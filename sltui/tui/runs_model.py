@@ -16,7 +16,7 @@ from engine.store import RunEntry, RunStore, read_run_file, RunNotFound, RunUnre
 from engine.sweeps.aggregate import PER_RUN, aggregate
 
 from .form_model import visible
-from ..format import fmt_cell, fmt_mean_std
+from ..format import fmt_cell, fmt_mean_std, mean_score
 from ..reference import lookup
 from ..tables import Column, fit_columns
 
@@ -36,6 +36,7 @@ BROWSER_COLUMNS: tuple[Column, ...] = (
     Column("cda", "CDA", 1, "right"),
     Column("asr", "ASR", 1, "right"),
     Column("seconds", "time", 8, "right"),
+    Column("detected", "detected", 9),
 )
 # A DataTable cell has one space of padding each side, where a CLI table has a two-space gap.
 CELL_PADDING = 2
@@ -232,7 +233,8 @@ def run_labels(docs: Sequence[Mapping[str, Any]]) -> list[str]:
     value get their short id after it, so no two labels are the same."""
     configs = [d.get("config") or {} for d in docs]
     diff = differing_fields(configs)
-    labels = [" ".join(_label_part(k, cfg.get(k)) for k in diff if visible(k, str(cfg.get("attack"))))
+    labels = [" ".join(_label_part(k, cfg.get(k)) for k in diff
+                       if visible(k, str(cfg.get("attack")), cfg.get("defenses")))
               for cfg in configs]
     ids = [str(d.get("id", "?")) for d in docs]
     short = short_ids(ids)
@@ -265,6 +267,19 @@ def series(doc: Mapping[str, Any], metric: str) -> tuple[list[int], list[float]]
         if isinstance(value, (int, float)) and not (isinstance(value, float) and math.isnan(value)):
             xs.append(e.get("epoch", len(xs) + 1))
             ys.append(float(value))
+    return xs, ys
+
+
+def defense_series(doc: Mapping[str, Any], name: str) -> tuple[list[int], list[float]]:
+    """(epochs, values) of detector `name`'s score, the mean over the clients that had
+    one, skipping epochs where none had."""
+    entry = (doc.get("defenses") or {}).get(name) or {}
+    xs, ys = [], []
+    for epoch, scores in enumerate(entry.get("scores") or [], start=1):
+        value = mean_score(scores)
+        if value is not None:
+            xs.append(epoch)
+            ys.append(value)
     return xs, ys
 
 

@@ -19,7 +19,8 @@ from textual.widgets import DataTable, Footer, Header, Static
 from ..messages import RunsChanged
 from ...format import fmt_cell
 from ..runs_model import (COLUMN_LABELS, METRIC_COLUMNS, PAPER_COLUMNS, PAPER_MARK, compare_rows, paper_differs,
-                          paper_footnote, run_labels, seed_summary, series, table_columns, write_csv)
+                          paper_footnote, run_labels, seed_summary, series, table_columns, write_csv,
+                          defense_series)
 from ...tables import Column
 from ..widgets.charts import MetricChart
 
@@ -69,6 +70,7 @@ class CompareScreen(Screen[None]):
         with Horizontal(id="compare-charts"):
             yield MetricChart("CDA % per epoch", ylim=(0, 100), id="chart-cda")
             yield MetricChart("ASR % per epoch", ylim=(0, 100), id="chart-asr")
+            yield MetricChart("detector scores (1 = honest)", ylim=(0, 1), id="chart-defense")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -105,6 +107,11 @@ class CompareScreen(Screen[None]):
             [(label, *series(d, "cda")) for label, d in zip(labels, self.docs)])
         self.query_one("#chart-asr", MetricChart).set_series(
             [(label, *series(d, "asr")) for label, d in zip(labels, self.docs)])
+        scores = [(f"{label} {name}", *defense_series(d, name))
+                  for label, d in zip(labels, self.docs) for name in (d.get("defenses") or {})]
+        chart = self.query_one("#chart-defense", MetricChart)
+        chart.display = bool(scores)
+        chart.set_series(scores)
 
     def on_resize(self) -> None:
         if self.docs:

@@ -14,8 +14,8 @@ from textual.widgets import ContentSwitcher, DataTable, Footer, Header, Label, P
 
 from ..messages import RunsChanged
 from ..run_manager import RunState
-from ...format import fmt_duration, fmt_num, fmt_pct
-from ..runs_model import series
+from ...format import fmt_duration, fmt_flag, fmt_num, fmt_pct
+from ..runs_model import defense_series, series
 from ..widgets.charts import MetricChart
 
 
@@ -27,6 +27,7 @@ def view_of_state(state: RunState) -> dict[str, Any]:
         "total_epochs": state.total_epochs or state.config.get("epochs"),
         "phase": (state.phase, state.phase_epoch, state.phase_epochs, state.phase_loss) if state.phase else None,
         "eta": eta, "error": state.error, "cancelling": state.cancel_requested and state.active,
+        "defenses": state.defenses,
     }
 
 
@@ -47,7 +48,7 @@ def view_of_doc(doc: dict[str, Any]) -> dict[str, Any]:
     return {"id": doc.get("id"), "status": status, "config": doc.get("config") or {},
             "config_resolved": doc.get("config_resolved"), "epochs": epochs,
             "total_epochs": total, "phase": phase, "eta": eta, "error": doc.get("error"),
-            "cancelling": False}
+            "cancelling": False, "defenses": doc.get("defenses") or {}}
 
 
 def stats_line(view: dict[str, Any]) -> str:
@@ -61,6 +62,13 @@ def stats_line(view: dict[str, Any]) -> str:
                   f"loss {fmt_num(last.get('train_loss'), '.4f')}/{fmt_num(last.get('val_loss'), '.4f')}",
                   f"CDA {fmt_pct(last.get('cda'))}", f"ASR {fmt_pct(last.get('asr'))}"]
     return "  ".join(parts)
+
+
+def verdict_lines(view: dict[str, Any]) -> list[str]:
+    """One line per detector that has flagged the server."""
+    return [f"{name} flagged the server at {fmt_flag(entry.get('flagged_at'))}"
+            for name, entry in (view.get("defenses") or {}).items()
+            if isinstance(entry, dict) and entry.get("flagged_at")]
 
 
 class LiveRunScreen(Screen[None]):
@@ -93,6 +101,7 @@ class LiveRunScreen(Screen[None]):
             with Horizontal(id="charts"):
                 yield MetricChart("loss (train, val)", id="chart-loss")
                 yield MetricChart("accuracy % (CDA, ASR)", ylim=(0, 100), id="chart-acc")
+                yield MetricChart("detector score (1 = honest)", ylim=(0, 1), id="chart-defense")
             yield DataTable(id="run-config", cursor_type="row", zebra_stripes=True)
         yield Footer()
 
@@ -138,6 +147,8 @@ class LiveRunScreen(Screen[None]):
         status = view["status"] + (" (cancelling...)" if view["cancelling"] else "")
         self.query_one("#run-title", Static).update(f"[b]{view['id']}[/b]  {status}")
         stats = stats_line(view)
+        for line in verdict_lines(view):
+            stats += f"\n[b red]{line}[/b red]"
         if view["error"]:
             stats += f"\n[red]error:[/red] {str(view['error']).splitlines()[0]}"
         self.query_one("#run-stats", Static).update(stats)
@@ -152,6 +163,10 @@ class LiveRunScreen(Screen[None]):
             [("train", *series(doc, "train_loss")), ("val", *series(doc, "val_loss"))])
         self.query_one("#chart-acc", MetricChart).set_series(
             [("CDA", *series(doc, "cda")), ("ASR", *series(doc, "asr"))])
+        defenses = view.get("defenses") or {}
+        chart = self.query_one("#chart-defense", MetricChart)
+        chart.display = bool(defenses)
+        chart.set_series([(name, *defense_series(view, name)) for name in defenses])
         if view["config"] != self._config_shown:
             self._config_shown = view["config"]
             table = self.query_one("#run-config", DataTable)

@@ -14,7 +14,7 @@ from textual.widgets import Button, Checkbox, Footer, Header, Input, Label, Sele
 
 from engine.config import RunConfig
 
-from ..form_model import CHOICES, SPECS, FieldSpec, build, to_text, visible
+from ..form_model import CHOICES, SPECS, FieldSpec, build, defenses_named, to_text, visible
 
 PLACEHOLDERS = {
     "epochs": "default: 90 (140 CIFAR-10)",
@@ -27,6 +27,7 @@ PLACEHOLDERS = {
     "train_limit": "all",
     "eval_limit": "all",
     "name": "free label",
+    "defenses": "none; e.g. splitguard,scrutinizer,splitout",
 }
 
 
@@ -103,10 +104,14 @@ class NewRunScreen(Screen[None]):
     def attack(self) -> str:
         return str(self.query_one("#f-attack", Select).value)
 
+    @property
+    def defenses(self) -> tuple[str, ...]:
+        return defenses_named(self.query_one("#f-defenses", Input).value)
+
     def _show_attack_fields(self) -> None:
-        attack = self.attack
+        attack, defenses = self.attack, self.defenses
         for spec in SPECS:
-            shown = visible(spec.name, attack)
+            shown = visible(spec.name, attack, defenses)
             self.query_one(f"#row-{spec.name}").display = shown
             self.query_one(f"#err-{spec.name}").display = shown and spec.name in self.errors
 
@@ -114,15 +119,15 @@ class NewRunScreen(Screen[None]):
         """Re-check the whole form; show each message under its field. Returns the config."""
         cfg, errors = build(self.values())
         self.errors = errors
-        attack = self.attack
+        attack, defenses = self.attack, self.defenses
         general = []
         for spec in SPECS:
             message = errors.get(spec.name, "")
             label = self.query_one(f"#err-{spec.name}", Static)
             label.update(message)
-            label.display = bool(message) and visible(spec.name, attack)
+            label.display = bool(message) and visible(spec.name, attack, defenses)
             self.query_one(f"#f-{spec.name}").set_class(bool(message), "-invalid-field")
-            if message and not visible(spec.name, attack):
+            if message and not visible(spec.name, attack, defenses):
                 general.append(message)
         if "" in errors:
             general.append(errors[""])
@@ -134,7 +139,9 @@ class NewRunScreen(Screen[None]):
 
     @on(Input.Changed)
     @on(Checkbox.Changed)
-    def _changed(self) -> None:
+    def _changed(self, event: Input.Changed | Checkbox.Changed) -> None:
+        if getattr(event, "input", None) is not None and event.input.id == "f-defenses":  # type: ignore[union-attr]
+            self._show_attack_fields()
         self.validate_form()
 
     @on(Select.Changed)
@@ -148,7 +155,8 @@ class NewRunScreen(Screen[None]):
     def action_start(self) -> None:
         cfg = self.validate_form()
         if cfg is None:
-            first = next((s.name for s in SPECS if s.name in self.errors and visible(s.name, self.attack)), None)
+            first = next((s.name for s in SPECS
+                          if s.name in self.errors and visible(s.name, self.attack, self.defenses)), None)
             if first:
                 self.query_one(f"#f-{first}").focus()
             self.notify("fix the highlighted field first", severity="error", timeout=3)

@@ -1,0 +1,117 @@
+"""Gradients Scrutinizer (Fu et al., NDSS'23), docs/protocol.md section 10.
+
+An honest server's gradients for the client's smashed data follow the labels: two
+samples of the same class get more alike gradients than two of different classes. A
+hijacking server's do not. Per step the client takes the per-sample gradients it
+received (the rows of the gradient at the cut), their pairwise similarities
+c(i, j) = 0.5 + 0.5 cos(g_i, g_j) for i != j in one matrix product, and the mean and
+standard deviation over same-label and different-label pairs. Every `window` steps:
+
+    gap   = (mean_s - mean_d) / (mean_s + mean_d)           (means over the window)
+    err   = mean RMSE of degree-2 polynomial fits to the window's mean_s and mean_d
+    iou   = overlap / union of [mean_s +- std_s] and [mean_d +- std_d] (0 if disjoint)
+    DS    = sigmoid(5 (m_gap m_err m_iou - 0.7)),  m_gap = gap / |gap|^0.6,
+            m_err = -ln(7 err + e^-2),  m_iou = -ln(iou + e^-1)
+
+DS near 1: honest (a clear, steady gap); it flags the server when DS < `threshold`.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .base import Detector, Observation, sigmoid
+
+
+def pair_statistics(grads: torch.Tensor, labels: torch.Tensor) -> torch.Tensor | None:
+    """(mean_s, std_s, mean_d, std_d) of c(i, j) over same- and different-label pairs
+    i != j of one step's per-sample gradients (rows of `grads`), or None when the batch
+    has fewer than two pairs of one kind. One matrix product gives every cosine; the
+    statistics are masked sums over it (sample standard deviations)."""
+    g = F.normalize(grads.detach().flatten(1).float(), dim=1)
+    sim = (0.5 + 0.5 * (g @ g.T)).double()
+    same = (labels[:, None] == labels[None, :]).double()
+    same.fill_diagonal_(0.0)
+    different = 1.0 - same
+    different.fill_diagonal_(0.0)
+    counts = torch.stack([same.sum(), different.sum()])
+    if bool((counts < 2).any()):
+        return None
+    masks = torch.stack([same, different])
+    sums = (masks * sim).sum(dim=(1, 2))
+    squares = (masks * sim * sim).sum(dim=(1, 2))
+    means = sums / counts
+    stds = ((squares - counts * means * means).clamp(min=0.0) / (counts - 1)).sqrt()
+    return torch.stack([means[0], stds[0], means[1], stds[1]]).float()
+
+
+@dataclass(frozen=True)
+class WindowScore:
+    gap: float
+    err: float
+    iou: float
+    ds: float
+
+
+def interval_iou(a: tuple[float, float], b: tuple[float, float]) -> float:
+    """Intersection over union of two closed intervals (lo, hi); 0 when disjoint."""
+    overlap = min(a[1], b[1]) - max(a[0], b[0])
+    union = max(a[1], b[1]) - min(a[0], b[0])
+    return overlap / union if overlap > 0 and union > 0 else 0.0
+
+
+def fit_rmse(values: np.ndarray) -> float:
+    """RMSE of a degree-2 polynomial fit to `values` over their step index."""
+    steps = np.arange(len(values), dtype=np.float64)
+    degree = min(2, len(values) - 1)
+    fitted = np.polyval(np.polyfit(steps, values, degree), steps)
+    return float(np.sqrt(np.mean((values - fitted) ** 2)))
+
+
+def window_score(stats: np.ndarray) -> WindowScore:
+    """The score of one window: `stats` has one row (mean_s, std_s, mean_d, std_d) per step."""
+    mean_s, std_s, mean_d, std_d = (float(v) for v in stats.mean(axis=0))
+    gap = (mean_s - mean_d) / (mean_s + mean_d) if mean_s + mean_d > 0 else 0.0
+    err = (fit_rmse(stats[:, 0]) + fit_rmse(stats[:, 2])) / 2
+    iou = interval_iou((mean_s - std_s, mean_s + std_s), (mean_d - std_d, mean_d + std_d))
+    m_gap = gap / abs(gap) ** 0.6 if gap != 0 else 0.0
+    m_err = -math.log(7 * err + math.exp(-2))
+    m_iou = -math.log(iou + math.exp(-1))
+    return WindowScore(gap, err, iou, sigmoid(5 * (m_gap * m_err * m_iou - 0.7)))
+
+
+class Scrutinizer(Detector):
+    name = "scrutinizer"
+
+    def __init__(self, window: int = 50, threshold: float = 0.5) -> None:
+        self.window, self.threshold = window, threshold
+        self.pending: list[torch.Tensor] = []
+        self.epoch_values: list[float] = []
+        self.windows = 0
+
+    def observe(self, obs: Observation) -> bool:
+        if obs.fake:
+            return False
+        stats = pair_statistics(obs.cut_grad, obs.labels)
+        if stats is None:
+            return False
+        self.pending.append(stats)
+        if len(self.pending) < self.window:
+            return False
+        window = torch.stack(self.pending).cpu().double().numpy()
+        self.pending = []
+        score = window_score(window)
+        self.windows += 1
+        self.epoch_values.append(score.ds)
+        return score.ds < self.threshold
+
+    def epoch_score(self) -> float | None:
+        values, self.epoch_values = self.epoch_values, []
+        return sum(values) / len(values) if values else None
+
+    def facts(self) -> dict[str, int]:
+        return {"windows": self.windows}

@@ -1,0 +1,124 @@
+"""SplitGuard (Erdogan et al., WPES'22), docs/protocol.md section 10.
+
+From the client's batch `start` on, each batch becomes a fake batch with probability
+`fake_prob`: its labels y are sent as (y + k) mod C with k uniform in 1..C-2, and the
+client does not apply that batch's update. An honest server's gradients for wrong labels
+point elsewhere and are larger than for right ones; a hijacking server, which ignores the
+labels, answers both alike. The client keeps the flattened gradients of its first-layer
+weight: fake (F) and regular after `start` (R, split at random into R1 and R2), as
+running sums (mean vector, mean norm), and after each fake batch scores
+
+    S  = [theta(F,R) d(F,R) - theta(R1,R2) d(R1,R2)] / [d(F,R) + d(R1,R2)]
+    SG = sigmoid(alpha S) ** beta
+
+with d(A,B) = | |A| - |B| | (mean norms) and theta the angle between mean vectors.
+SG near 1: honest; near 0: hijacked. Verdict: the mean SG of the last `window` fake
+batches below `threshold`.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from .base import ClientView, Detector, Observation, sigmoid
+
+ALPHA = 5.0
+BETA = 2.0
+
+
+class GradientSet:
+    """Running mean vector and mean norm of a set of flattened gradients."""
+
+    def __init__(self) -> None:
+        self.total: torch.Tensor | None = None
+        self.norms = 0.0
+        self.count = 0
+
+    def add(self, g: torch.Tensor, norm: float) -> None:
+        self.total = g.clone() if self.total is None else self.total.add_(g)
+        self.norms += norm
+        self.count += 1
+
+    @property
+    def mean(self) -> torch.Tensor:
+        assert self.total is not None
+        return self.total / self.count
+
+    @property
+    def mean_norm(self) -> float:
+        return self.norms / self.count
+
+
+def angle(a: torch.Tensor, b: torch.Tensor) -> float:
+    cos = torch.nn.functional.cosine_similarity(a, b, dim=0, eps=1e-12).clamp(-1.0, 1.0)
+    return float(torch.arccos(cos))
+
+
+def splitguard_score(fake: GradientSet, r1: GradientSet, r2: GradientSet,
+                     alpha: float = ALPHA, beta: float = BETA) -> float:
+    """SG from the three sets (each non-empty)."""
+    r_mean = (r1.mean + r2.mean) / 2
+    r_norm = (r1.mean_norm + r2.mean_norm) / 2
+    d_fr = abs(fake.mean_norm - r_norm)
+    d_rr = abs(r1.mean_norm - r2.mean_norm)
+    denominator = d_fr + d_rr
+    if denominator == 0.0:
+        s = 0.0
+    else:
+        s = (angle(fake.mean, r_mean) * d_fr - angle(r1.mean, r2.mean) * d_rr) / denominator
+    return sigmoid(alpha * s) ** beta
+
+
+class SplitGuard(Detector):
+    name = "splitguard"
+
+    def __init__(self, start: int = 20, fake_prob: float = 0.1, window: int = 5,
+                 threshold: float = 0.5, seed: int = 0) -> None:
+        self.start, self.fake_prob, self.window, self.threshold = start, fake_prob, window, threshold
+        self.generator = torch.Generator().manual_seed(seed)
+        self.num_classes = 0
+        self.batches = 0
+        self.fake, self.r1, self.r2 = GradientSet(), GradientSet(), GradientSet()
+        self.history: list[float] = []
+        self.epoch_values: list[float] = []
+
+    def prepare(self, view: ClientView) -> None:
+        self.num_classes = view.num_classes
+
+    def fake_labels(self, labels: torch.Tensor) -> torch.Tensor | None:
+        self.batches += 1
+        if self.batches <= self.start or self.num_classes < 3:
+            return None
+        if float(torch.rand((), generator=self.generator)) >= self.fake_prob:
+            return None
+        shift = int(torch.randint(1, self.num_classes - 1, (), generator=self.generator))
+        return (labels + shift) % self.num_classes
+
+    def observe(self, obs: Observation) -> bool:
+        if self.batches <= self.start:
+            return False
+        g = obs.first_grad.detach().flatten().float()
+        norm = float(g.norm())
+        if not obs.fake:
+            half = self.r1 if float(torch.rand((), generator=self.generator)) < 0.5 else self.r2
+            half.add(g, norm)
+            return False
+        self.fake.add(g, norm)
+        if self.r1.count == 0 or self.r2.count == 0:
+            return False
+        score = splitguard_score(self.fake, self.r1, self.r2)
+        if math.isnan(score):
+            return False
+        self.history.append(score)
+        self.epoch_values.append(score)
+        recent = self.history[-self.window:]
+        return len(recent) == self.window and sum(recent) / self.window < self.threshold
+
+    def epoch_score(self) -> float | None:
+        values, self.epoch_values = self.epoch_values, []
+        return sum(values) / len(values) if values else None
+
+    def facts(self) -> dict[str, Any]:
+        return {"fake_batches": self.fake.count}

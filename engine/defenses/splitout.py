@@ -1,0 +1,101 @@
+"""SplitOut (Erdogan et al., CANS'24), docs/protocol.md section 10.
+
+Before training, the client simulates ordinary split learning on its own: a copy of its
+network and a stand-in for the server's part (the same architecture, its own seeded
+init) train one epoch on `share` of its data, and the flattened gradients of its
+first-layer weight are kept as examples of honest training. A LocalOutlierFactor
+(n_neighbors = n - 1, novelty = True) is fitted to them. During training every
+first-layer gradient is classified; the server is flagged when outliers outnumber
+inliers among the last `window` gradients (a sliding window). The per-epoch score is the share of the
+epoch's gradients classified as inliers.
+
+The simulation uses the run's batch size, so that its gradients have the scale and noise
+of the real ones; as 1% of a few thousand images is only a batch or two, too few
+examples for LOF, it takes at least MIN_BATCHES batches of the client's data.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..models import build_split
+from .base import ClientView, Detector, Observation
+
+MIN_BATCHES = 10
+
+
+def first_weight(network: torch.nn.Module) -> torch.nn.Parameter:
+    return next(network.parameters())
+
+
+def honest_gradients(view: ClientView, share: float, generator: torch.Generator) -> np.ndarray:
+    """One simulated epoch of honest split learning, in batches of the run's batch size
+    (so the examples have the scale and noise of the real steps' gradients), on `share`
+    of the client's data, or on MIN_BATCHES batches of it where that share is fewer.
+    Returns the (steps, d) flattened first-layer weight gradients."""
+    n = len(view.labels)
+    batch = min(view.batch_size, n)
+    size = min(n, max(math.ceil(share * n), MIN_BATCHES * batch))
+    rows = torch.randperm(n, generator=generator)[:size].to(view.labels.device)
+    client = view.network
+    _, server = build_split(view.model, view.cut, view.input_shape, view.num_classes)
+    server.to(view.inputs.device)
+    params = list(client.parameters()) + list(server.parameters())
+    opt = torch.optim.Adam(params, lr=view.lr, weight_decay=view.weight_decay)
+    client.train()
+    server.train()
+    grads: list[torch.Tensor] = []
+    for idx in rows.split(batch):
+        loss = F.cross_entropy(server(client(view.inputs[idx])), view.labels[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grads.append(first_weight(client).grad.detach().flatten().float().cpu())
+        opt.step()
+    return torch.stack(grads).double().numpy()
+
+
+class SplitOut(Detector):
+    name = "splitout"
+
+    def __init__(self, share: float = 0.01, window: int = 10, seed: int = 0) -> None:
+        self.share, self.window, self.seed = share, window, seed
+        self.lof: Any = None  # sklearn's LocalOutlierFactor once fitted
+        self.recent: list[int] = []  # the last `window` decisions, 1 = outlier
+        self.epoch_labels: list[int] = []
+        self.examples = 0
+
+    def prepare(self, view: ClientView) -> None:
+        generator = torch.Generator().manual_seed(self.seed)
+        with torch.random.fork_rng(devices=[]):  # the run's own random stream stays as it was
+            torch.manual_seed(self.seed)
+            examples = honest_gradients(view, self.share, generator)
+        self.fit(examples)
+
+    def fit(self, examples: np.ndarray) -> None:
+        """Fit the outlier model to honest example gradients, one per row (n >= 2)."""
+        # Imported here: scikit-learn pulls in rich, and the engine imports no UI library.
+        from sklearn.neighbors import LocalOutlierFactor
+
+        self.examples = len(examples)
+        self.lof = LocalOutlierFactor(n_neighbors=max(1, len(examples) - 1), novelty=True).fit(examples)
+
+    def observe(self, obs: Observation) -> bool:
+        if obs.fake:
+            return False
+        assert self.lof is not None, "prepare() or fit() first"
+        g = obs.first_grad.detach().flatten().double().cpu().numpy()[None]
+        outlier = int(self.lof.predict(g)[0] == -1)  # LOF: +1 inlier, -1 outlier
+        self.epoch_labels.append(outlier)
+        self.recent = (self.recent + [outlier])[-self.window:]
+        return len(self.recent) == self.window and 2 * sum(self.recent) > self.window
+
+    def epoch_score(self) -> float | None:
+        labels, self.epoch_labels = self.epoch_labels, []
+        return 1.0 - sum(labels) / len(labels) if labels else None
+
+    def facts(self) -> dict[str, int]:
+        return {"honest_examples": self.examples}

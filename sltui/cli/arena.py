@@ -1,0 +1,170 @@
+"""`sltui arena`: every attack against every detector over seeds (docs/protocol.md section
+11), on the sweep machinery (resumable, parallel, --dry-run), then the matrix as Markdown,
+CSV and a heatmap under the sweep's report folder."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+import typer
+
+from engine.config import DEFENSES
+from engine.errors import ConfigError
+from engine.store import RunStore
+from engine.sweeps.arena import LONG_COLUMNS, MATRIX_COLUMNS, arena_sweep, long_rows, matrix_rows
+from engine.sweeps.executors import LocalExecutor, RayExecutor, SweepFile, make_jobs, pending, sweep_run_docs
+
+from ..format import fmt_num
+from .config_flags import given_fields, with_config_flags
+
+MATRIX_LABELS = {
+    "attack": "attack", "detector": "detector", "runs": "runs", "detection_rate": "detection rate",
+    "false_positive_rate": "false-positive rate", "mean_detection_epoch": "mean detection epoch",
+    "cda_cost": "CDA cost (points)", "asr": "ASR %", "cda": "CDA %",
+}
+RATES = ("detection_rate", "false_positive_rate")
+
+
+def parse_defenses_list(text: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+    if not names:
+        raise ConfigError("--defenses needs at least one detector")
+    for name in names:
+        if name not in DEFENSES:
+            raise ConfigError(f"--defenses: unknown detector {name!r}; choose from {', '.join(DEFENSES)}")
+    return names
+
+
+def _cell(key: str, value: Any) -> str:
+    if key in RATES:
+        return fmt_num(None if value is None else 100 * value, ".0f") + ("%" if value is not None else "")
+    if key in ("cda_cost", "asr", "cda", "mean_detection_epoch"):
+        return fmt_num(value, ".2f")
+    return "-" if value is None else str(value)
+
+
+def markdown(matrix: list[Mapping[str, Any]], title: str, runs: int) -> str:
+    lines = [f"# {title}: attacks against client-side detectors", "",
+             f"{runs} runs. Per attack and detector: the share of its runs the detector flagged (detection "
+             "rate), the share of `none` runs it flagged (false-positive rate), the mean epoch of the first "
+             "flag over flagged runs, the final CDA with the detector minus without (same attack and seed), "
+             "and the mean final ASR and CDA of its runs. The long table is arena-long.csv.", "",
+             "| " + " | ".join(MATRIX_LABELS[c] for c in MATRIX_COLUMNS) + " |",
+             "|" + "---|" * len(MATRIX_COLUMNS)]
+    for row in matrix:
+        lines.append("| " + " | ".join(_cell(c, row.get(c)) for c in MATRIX_COLUMNS) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_csv(path: Path, columns: tuple[str, ...], rows: list[Mapping[str, Any]]) -> Path:
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(columns), extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: "" if row.get(k) is None else row.get(k) for k in columns})
+    return path
+
+
+def heatmap(matrix: list[Mapping[str, Any]], path: Path, title: str) -> Path:
+    """Attacks x detectors, each cell annotated with the share of runs flagged (the `none`
+    row: the false-positive rate), the mean detection epoch and the CDA cost, and coloured
+    green where that is good for the client (attacks flagged, `none` runs not)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    attacks = list(dict.fromkeys(r["attack"] for r in matrix))
+    detectors = list(dict.fromkeys(r["detector"] for r in matrix))
+    grid = np.full((len(attacks), len(detectors)), np.nan)
+    notes = [["" for _ in detectors] for _ in attacks]
+    for row in matrix:
+        i, j = attacks.index(row["attack"]), detectors.index(row["detector"])
+        rate = row["false_positive_rate"] if row["attack"] == "none" else row["detection_rate"]
+        if rate is not None:
+            grid[i, j] = 100 * (1 - rate if row["attack"] == "none" else rate)
+        epoch = row.get("mean_detection_epoch")
+        notes[i][j] = (f"{_cell('detection_rate', rate)}" + (f"\nepoch {epoch:.1f}" if epoch is not None else "")
+                       + (f"\nCDA {row['cda_cost']:+.2f}" if row.get("cda_cost") is not None else ""))
+    fig, ax = plt.subplots(figsize=(1.9 * len(detectors) + 2.2, 0.9 * len(attacks) + 1.6))
+    image = ax.imshow(grid, cmap="RdYlGn", vmin=0, vmax=100, aspect="auto")
+    ax.set_xticks(range(len(detectors)), detectors)
+    ax.set_yticks(range(len(attacks)), [a + (" (false pos.)" if a == "none" else "") for a in attacks])
+    for i in range(len(attacks)):
+        for j in range(len(detectors)):
+            ax.text(j, i, notes[i][j], ha="center", va="center", fontsize=8)
+    fig.colorbar(image, ax=ax, label="right verdicts (%)")
+    ax.set_title(f"{title}: share of runs flagged", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_arena_report(docs: list[Mapping[str, Any]], out: Path, title: str) -> list[Path]:
+    """arena-long.csv, arena-matrix.csv, arena.md and arena-heatmap.png under `out` ([]
+    without completed runs)."""
+    rows = long_rows(docs)
+    if not rows:
+        return []
+    matrix = matrix_rows(rows)
+    out.mkdir(parents=True, exist_ok=True)
+    runs = len({r["run"] for r in rows})
+    summary = out / "arena.md"
+    summary.write_text(markdown(matrix, title, runs))
+    return [write_csv(out / "arena-long.csv", LONG_COLUMNS, rows),
+            write_csv(out / "arena-matrix.csv", MATRIX_COLUMNS, matrix),
+            summary, heatmap(matrix, out / "arena-heatmap.png", title)]
+
+
+def register(app: typer.Typer, console: Any, default_runs_dir: Any) -> None:
+    """Add `sltui arena` to the app."""
+    from .sweep import execute, print_plan, summarize
+
+    def arena_command(
+        attacks: str = typer.Option("none,surrogate,autoencoder", "--attacks",
+                                    help="comma list of attacks; `none` gives the false-positive rate"),
+        defenses: str = typer.Option(",".join(DEFENSES), "--defenses", help="comma list: " + ", ".join(DEFENSES)),
+        seeds: str = typer.Option("1,2,3", "--seeds", help="comma list, e.g. 1,2,3"),
+        dry_run: bool = typer.Option(False, "--dry-run", help="list the runs and what is already done; run nothing"),
+        jobs: int = typer.Option(1, "--jobs", help="runs at once"),
+        executor: str = typer.Option("local", "--executor", help="local (worker processes) or ray"),
+        ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster address (default: a local instance)"),
+        runs_dir: Optional[Path] = typer.Option(None, "--runs-dir", help="folder of run files (default $SLTUI_RUNS or ./runs)"),
+        wide: bool = typer.Option(False, "--wide", help="--dry-run: show every column"),
+        **flags: Any,
+    ) -> None:
+        """Every attack against every detector over seeds, then the matrix (arena.md, CSV, heatmap)."""
+        if jobs < 1:
+            raise ConfigError(f"--jobs must be at least 1 (got {jobs})")
+        if executor not in ("local", "ray"):
+            raise ConfigError(f"--executor must be local or ray (got {executor!r})")
+        sweep, points = arena_sweep(attacks, parse_defenses_list(defenses), seeds, given_fields(flags))
+        root = default_runs_dir(runs_dir)
+        store = RunStore(root)
+        todo, done = pending(points, store)
+        if dry_run:
+            print_plan(sweep.sweep_id(), points, done, wide)
+            return
+        runner: Any = None
+        if executor == "ray":
+            runner = RayExecutor(root, jobs, ray_address, 0.0)
+            runner.start()
+        record = SweepFile(root, sweep, points)
+        for key, run_id in done.items():
+            record.mark(key, "completed", run_id)
+        record.save()
+        console.print(f"arena [bold]{sweep.sweep_id()}[/]: {len(points)} runs, {len(done)} already done, "
+                      f"{len(todo)} to run, {jobs} at once ({executor}) -> {record.path}", soft_wrap=True)
+        if runner is None:
+            runner = LocalExecutor(root, jobs, record.path.parent / record.doc["id"] / "logs")
+        results = execute(runner, make_jobs(todo), record, store, console, len(points), len(done))
+        folder = record.path.parent / record.doc["id"] / "report"
+        for path in write_arena_report(sweep_run_docs(root, record.doc), folder, record.doc["id"]):
+            console.print(str(path), highlight=False, soft_wrap=True)
+        summarize(console, record, results)
+
+    app.command("arena", context_settings={"help_option_names": ["-h", "--help"]})(
+        with_config_flags(arena_command, exclude=("attack", "seed", "defenses")))

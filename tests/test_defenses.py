@@ -1,0 +1,286 @@
+"""docs/protocol.md section 10: the client-side detectors on hand-made gradients, what
+they are given inside a run, and their record in the run file."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from engine.config import ConfigError, RunConfig, resolve
+from engine.defenses.base import Observation
+from engine.defenses.scrutinizer import Scrutinizer, interval_iou, pair_statistics, window_score
+from engine.defenses.splitguard import GradientSet, SplitGuard, splitguard_score
+from engine.defenses.splitout import SplitOut
+from engine.events import DefenseScores
+from engine.store import RunStore
+from engine.training.protocol import train_epoch
+from engine.training.runner import build_context, client_defenses, run
+from tests.conftest import tiny_config
+
+ALL = ("splitguard", "scrutinizer", "splitout")
+
+
+def observation(first_grad=None, cut_grad=None, labels=None, fake=False, step=1) -> Observation:
+    labels = labels if labels is not None else torch.zeros(4, dtype=torch.long)
+    return Observation(client=0, epoch=1, step=step, inputs=torch.zeros(len(labels), 1, 4, 4), labels=labels,
+                       sent_labels=labels, fake=fake,
+                       cut_grad=cut_grad if cut_grad is not None else torch.randn(len(labels), 8),
+                       first_grad=first_grad if first_grad is not None else torch.randn(16),
+                       first_weight=torch.zeros(16), loss=torch.tensor(1.0))
+
+
+# ---- SplitGuard -------------------------------------------------------------------
+
+def gradient_set(vectors) -> GradientSet:
+    s = GradientSet()
+    for v in vectors:
+        s.add(v, float(v.norm()))
+    return s
+
+
+def test_splitguard_scores_opposite_fake_gradients_high_and_alike_ones_low():
+    gen = torch.Generator().manual_seed(0)
+    direction = torch.randn(64, generator=gen)
+    regular = [direction + 0.1 * torch.randn(64, generator=gen) for _ in range(40)]
+    r1, r2 = gradient_set(regular[::2]), gradient_set(regular[1::2])
+    # An honest server: wrong labels give larger gradients pointing the other way.
+    opposite = gradient_set([-3 * direction + 0.1 * torch.randn(64, generator=gen) for _ in range(5)])
+    # A hijacking server ignores the labels: fake gradients look like regular ones.
+    alike = gradient_set([direction + 0.1 * torch.randn(64, generator=gen) for _ in range(5)])
+    honest, hijacked = splitguard_score(opposite, r1, r2), splitguard_score(alike, r1, r2)
+    assert honest > 0.9
+    assert hijacked < 0.5
+    assert 0.0 <= hijacked < honest <= 1.0
+
+
+def test_splitguard_fakes_batches_after_start_and_flags_a_server_that_ignores_labels():
+    detector = SplitGuard(start=3, fake_prob=0.5, window=3, threshold=0.5, seed=1)
+    detector.num_classes = 10
+    y = torch.arange(8) % 10
+    direction = torch.ones(16)
+    flagged, fakes = [], 0
+    for step in range(1, 200):
+        shifted = detector.fake_labels(y)
+        if step <= 3:
+            assert shifted is None
+        if shifted is not None:
+            fakes += 1
+            assert not torch.equal(shifted, y)
+            assert torch.equal((shifted - y) % 10, torch.full_like(y, int((shifted[0] - y[0]) % 10)))
+            assert 1 <= int((shifted[0] - y[0]) % 10) <= 8
+        g = direction + 0.05 * torch.randn(16)  # the same answer whatever the labels
+        flagged.append(detector.observe(observation(g, fake=shifted is not None, step=step)))
+    assert detector.facts()["fake_batches"] == fakes > 0
+    assert any(flagged)
+    assert detector.epoch_score() < 0.5
+
+
+# ---- Gradients Scrutinizer ----------------------------------------------------------
+
+def test_pair_statistics_is_the_loop_over_pairs():
+    gen = torch.Generator().manual_seed(2)
+    grads, labels = torch.randn(12, 3, 2, 2, generator=gen), torch.randint(0, 3, (12,), generator=gen)
+    same, different = [], []
+    for i in range(12):
+        for j in range(12):
+            if i == j:
+                continue
+            c = 0.5 + 0.5 * float(torch.nn.functional.cosine_similarity(grads[i].flatten(), grads[j].flatten(), dim=0))
+            (same if labels[i] == labels[j] else different).append(c)
+    stats = pair_statistics(grads, labels)
+    expected = [np.mean(same), np.std(same, ddof=1), np.mean(different), np.std(different, ddof=1)]
+    assert stats.tolist() == pytest.approx(expected, abs=1e-5)
+
+
+def labelled_gradients(gen, separable: bool, n=32, dim=24):
+    labels = torch.arange(n) % 4
+    centres = torch.randn(4, dim, generator=gen) * 3
+    noise = torch.randn(n, dim, generator=gen)
+    return (centres[labels] + noise if separable else noise), labels
+
+
+def test_scrutinizer_separable_similarities_score_honest_and_overlapping_ones_flag():
+    gen = torch.Generator().manual_seed(3)
+    rows = {kind: np.stack([pair_statistics(*labelled_gradients(gen, kind == "separable")).numpy()
+                            for _ in range(20)]) for kind in ("separable", "overlapping")}
+    honest, hijacked = window_score(rows["separable"]), window_score(rows["overlapping"])
+    assert honest.gap > 0.2 and honest.iou < hijacked.iou
+    assert abs(hijacked.gap) < 0.05 and hijacked.iou > 0.8
+    assert honest.err < 0.05 and hijacked.err < 0.05
+    assert honest.ds > 0.5 > hijacked.ds
+
+
+def test_scrutinizer_err_grows_with_a_jumpy_history():
+    steady = np.tile([0.8, 0.05, 0.5, 0.05], (20, 1))
+    jumpy = steady.copy()
+    jumpy[::2, 0] += 0.3
+    assert window_score(steady).err == pytest.approx(0.0, abs=1e-9)
+    assert window_score(jumpy).err == pytest.approx(0.15 / 2, rel=0.05)  # mean_s jumps +-0.15, mean_d is steady
+    assert window_score(jumpy).ds < window_score(steady).ds
+
+
+def test_interval_iou():
+    assert interval_iou((0, 2), (1, 3)) == pytest.approx(1 / 3)
+    assert interval_iou((0, 1), (2, 3)) == 0.0
+    assert interval_iou((0, 4), (1, 2)) == pytest.approx(1 / 4)
+
+
+def test_scrutinizer_flags_once_a_window_of_label_blind_gradients_is_full():
+    gen = torch.Generator().manual_seed(4)
+    detector = Scrutinizer(window=5, threshold=0.5)
+    flags = []
+    for step in range(1, 11):
+        grads, labels = labelled_gradients(gen, separable=False)
+        flags.append(detector.observe(observation(cut_grad=grads, labels=labels, step=step)))
+    assert flags == [False] * 4 + [True] + [False] * 4 + [True]
+    assert detector.epoch_score() < 0.5
+    assert detector.epoch_score() is None  # a new epoch with nothing scored yet
+
+
+# ---- SplitOut -----------------------------------------------------------------------
+
+def test_splitout_lof_flags_a_planted_outlier_window():
+    gen = np.random.default_rng(5)
+    honest = gen.normal(0, 1, size=(30, 16))
+    detector = SplitOut(window=4)
+    detector.fit(honest)
+    inliers = [torch.tensor(gen.normal(0, 1, 16), dtype=torch.float32) for _ in range(4)]
+    assert not any(detector.observe(observation(g)) for g in inliers)
+    assert detector.epoch_score() == 1.0
+    planted = torch.full((16,), 25.0)
+    assert detector.lof.predict(planted.double().numpy()[None])[0] == -1
+    flags = [detector.observe(observation(g)) for g in [planted, planted, planted, inliers[0], inliers[1]]]
+    assert flags == [False, False, True, True, False]  # 2/4, 3/4, 3/4, then 2/4 outliers in the window
+    assert detector.epoch_score() == pytest.approx(2 / 5)
+
+
+# ---- inside a run --------------------------------------------------------------------
+
+def walk(obj, seen=None, depth=0):
+    """Every object reachable from `obj` through attributes, containers and modules."""
+    seen = seen if seen is not None else {}
+    if id(obj) in seen or depth > 12 or isinstance(obj, (str, bytes, int, float, bool, type(None))):
+        return seen
+    seen[id(obj)] = obj
+    children = []
+    if isinstance(obj, dict):
+        children = list(obj.values()) + list(obj.keys())
+    elif isinstance(obj, (list, tuple, set)):
+        children = list(obj)
+    elif isinstance(obj, nn.Module):
+        children = list(obj.modules())[1:] + list(obj.parameters())
+    if hasattr(obj, "__dict__") and not isinstance(obj, type):
+        children += list(vars(obj).values())
+    for child in children:
+        walk(child, seen, depth + 1)
+    return seen
+
+
+def test_detectors_get_only_what_a_client_has():
+    cfg = resolve(tiny_config(defenses=ALL, clients=2, epochs=1, splitguard_start=1, splitguard_fake_prob=0.5,
+                              scrutinizer_window=2, splitout_window=2, attack="surrogate"))
+    ctx = build_context(cfg, lambda e: None, None)
+    ctx.attack.prepare(ctx)
+    suite = client_defenses(ctx)
+    ctx.defenses = suite
+    seen: list[Observation] = []
+    for by_client in suite.detectors.values():
+        for detector in by_client.values():
+            original = detector.observe
+            detector.observe = lambda obs, original=original: seen.append(obs) or original(obs)
+    train_epoch(ctx)
+    assert seen and {o.client for o in seen} == {0, 1}
+    for obs in seen:
+        for name, value in vars(obs).items():
+            assert isinstance(value, (torch.Tensor, int, bool)), (name, type(value))
+    server_side = {id(ctx.server), id(ctx.server_opt), id(ctx.attack), id(ctx)}
+    server_side |= {id(p) for p in ctx.server.parameters()} | {id(m) for m in ctx.server.modules()}
+    server_side |= {id(o) for o in walk(ctx.attack) if isinstance(o, (nn.Module, torch.optim.Optimizer))}
+    for by_client in suite.detectors.values():
+        for detector in by_client.values():
+            reachable = walk(detector)
+            assert not server_side & set(reachable), type(detector).__name__
+
+
+def test_fake_batches_are_sent_with_shifted_labels_and_their_update_is_not_applied():
+    cfg = resolve(tiny_config(defenses=("splitguard",), clients=1, epochs=1, splitguard_start=2,
+                              splitguard_fake_prob=0.5, train_limit=1200, batch_size=32))
+    ctx = build_context(cfg, lambda e: None, None)
+    ctx.defenses = client_defenses(ctx)
+    ctx.defenses.start_epoch(1)
+    steps, sent, seen = [], [], []
+    ctx.client_opts[0].register_step_pre_hook(lambda opt, args, kwargs: steps.append(1))
+    original = ctx.attack.server_loss
+    ctx.attack.server_loss = lambda c, wire, labels: sent.append(labels.clone()) or original(c, wire, labels)
+    detector = ctx.defenses.detectors["splitguard"][0]
+    observe = detector.observe
+    detector.observe = lambda obs: seen.append(obs) or observe(obs)
+    train_epoch(ctx)
+    report = ctx.defenses.end_epoch()["splitguard"]
+    fakes = [obs for obs in seen if obs.fake]
+    assert report["fake_batches"] == len(fakes) > 0
+    assert len(steps) == len(sent) - len(fakes)
+    assert [s.tolist() for s in sent] == [obs.sent_labels.tolist() for obs in seen]
+    for obs in seen:
+        assert torch.equal(obs.sent_labels, obs.labels) != obs.fake
+
+
+def test_honest_run_with_all_detectors_records_scores_and_repeats():
+    cfg = tiny_config(defenses=ALL, epochs=2, clients=2, train_limit=900, batch_size=32, splitguard_start=2,
+                      splitguard_fake_prob=0.3, scrutinizer_window=4, splitout_window=3, save_weights=False)
+    reports = []
+    for _ in range(2):
+        events = []
+        result = run(cfg, events.append)
+        assert result.status == "completed", result.error
+        reports.append([e for e in events if isinstance(e, DefenseScores)])
+    first, second = reports
+    assert [e.defenses for e in first] == [e.defenses for e in second]
+    assert [e.epoch for e in first] == [1, 2]
+    for e in first:
+        assert set(e.defenses) == set(ALL)
+        for name, report in e.defenses.items():
+            assert len(report["scores"]) == 2
+            assert all(s is None or 0.0 <= s <= 1.0 for s in report["scores"])
+    assert first[-1].defenses["splitguard"]["fake_batches"] > 0
+
+
+def test_run_file_keeps_scores_per_epoch_and_client_and_the_verdict(tmp_path):
+    cfg = tiny_config(defenses=("splitguard", "splitout"), epochs=2, clients=2, splitguard_start=1,
+                      splitguard_fake_prob=0.4, splitout_window=2, save_weights=False)
+    store = RunStore(tmp_path)
+    result = run(cfg, store.recorder(), run_id="r1")
+    assert result.status == "completed"
+    doc = store.load("r1")
+    assert set(doc["defenses"]) == {"splitguard", "splitout"}
+    for entry in doc["defenses"].values():
+        assert len(entry["scores"]) == 2 and all(len(epoch) == 2 for epoch in entry["scores"])
+        flag = entry["flagged_at"]
+        assert flag is None or (1 <= flag["epoch"] <= 2 and flag["step"] >= 1 and flag["client"] in (1, 2))
+    assert doc["defenses"]["splitguard"]["fake_batches"] >= 0
+    assert doc["config"]["defenses"] == ["splitguard", "splitout"]
+
+
+def test_watching_detectors_leave_training_as_it_was():
+    """Scrutinizer and SplitOut only watch (SplitOut's simulation uses its own random
+    stream): the run trains exactly as without them. SplitGuard's fake batches do not."""
+    plain = run(tiny_config(epochs=2, save_weights=False))
+    watched = run(tiny_config(epochs=2, save_weights=False, defenses=("scrutinizer", "splitout"),
+                              scrutinizer_window=2, splitout_window=2))
+    assert [(e["train_loss"], e["cda"]) for e in plain.epochs] == [(e["train_loss"], e["cda"]) for e in watched.epochs]
+    guarded = run(tiny_config(epochs=2, save_weights=False, defenses=("splitguard",), splitguard_start=1,
+                              splitguard_fake_prob=0.5))
+    assert [e["train_loss"] for e in guarded.epochs] != [e["train_loss"] for e in plain.epochs]
+
+
+# ---- config ---------------------------------------------------------------------------
+
+def test_defense_config_checks():
+    assert RunConfig.from_dict({"defenses": ["splitout", "splitguard"]}).defenses == ("splitout", "splitguard")
+    with pytest.raises(ConfigError, match="--defenses"):
+        RunConfig(defenses=("strip",)).replace()
+    with pytest.raises(ConfigError, match="twice"):
+        RunConfig(defenses=("splitout", "splitout")).replace()
+    with pytest.raises(ConfigError, match="--splitguard-fake-prob"):
+        RunConfig(splitguard_fake_prob=1.0).replace()
