@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.models import build_split
-from engine.speed import kernels
+from engine.speed import fallbacks, kernels
 from engine.speed.adam import LeanAdam
 from engine.speed.fastops import CompiledMaxPool2x2, FastConvReLU, FastMaxPool2d, max_pool2x2_values, use_fast_layers
 from tests.test_options import pool_inputs
@@ -152,9 +152,15 @@ def test_fast_max_pool_module_uses_the_compiled_loop_only_when_asked():
 def test_backward_accumulates_like_tensor_backward(direct, monkeypatch):
     from engine.speed import backward as backward_module
 
-    if direct and not backward_module._engine_takes_direct_calls():
-        pytest.skip("this torch's autograd engine does not take the direct call")
-    monkeypatch.setattr(backward_module, "_direct", direct)
+    if direct:
+        monkeypatch.delenv(fallbacks.ENV, raising=False)
+        if not backward_module._engine_takes_direct_calls():
+            pytest.skip("this torch's autograd engine does not take the direct call")
+    else:
+        monkeypatch.setenv(fallbacks.ENV, "1")  # the public path: Tensor.backward
+    direct_calls = []
+    run = backward_module._run
+    monkeypatch.setattr(backward_module, "_run", lambda *args: direct_calls.append(1) or run(*args))
     torch.manual_seed(0)
     a, b = nn.Linear(4, 3), nn.Linear(4, 3)
     b.load_state_dict(a.state_dict())
@@ -166,5 +172,6 @@ def test_backward_accumulates_like_tensor_backward(direct, monkeypatch):
     b(x).square().sum().backward()
     for p, q in zip(a.parameters(), b.parameters()):
         assert torch.equal(p.grad, q.grad)
+    assert len(direct_calls) == (2 if direct else 0)
     with pytest.raises(RuntimeError):
         backward_module.backward(a(x))  # a non-scalar needs its gradient
