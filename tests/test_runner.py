@@ -172,7 +172,6 @@ def test_a_running_run_takes_the_new_thread_share(runs_before, runs_after, monke
     from engine.speed.options import EngineOptions
 
     monkeypatch.setattr(device, "available_cores", lambda: 2)
-    monkeypatch.setattr(device, "_thread_share", None)
     before = torch.get_num_threads()
     seen, results = [], []
     paused, resumed = threading.Event(), threading.Event()
