@@ -69,7 +69,7 @@ class RunConfig:
     data_root: str | None = None
     train_limit: int | None = None
     eval_limit: int | None = None
-    eval_batch_size: int = 1024
+    eval_batch_size: int | None = None
     save_weights: bool = True
     name: str = ""
     # Client-side detectors (docs/protocol.md section 10), with the published defaults.
@@ -150,7 +150,7 @@ FIELD_HELP: dict[str, str] = {
     "data_root": "folder holding the datasets (default $SLTUI_DATA or ~/.cache/sltui/data)",
     "train_limit": "use only N images of the train pool, drawn at random with the seed (quick runs)",
     "eval_limit": "use only N validation and N test images, drawn at random by a fixed seed, the same for every run (quick runs)",
-    "eval_batch_size": "batch size for evaluation",
+    "eval_batch_size": "batch size for evaluation (default: sized to the model and device)",
     "save_weights": "store the final client and server weights (model.pt) beside the run file",
     "name": "free label for this run",
     "defenses": "client-side detectors, any of " + ", ".join(DEFENSES) + ", comma-separated (default none)",
@@ -260,7 +260,7 @@ def validate(cfg: RunConfig) -> RunConfig:
     unit("ae_share", low_open=False)
     at_least("epochs", 1, optional=True)
     at_least("batch_size", 1)
-    at_least("eval_batch_size", 1)
+    at_least("eval_batch_size", 1, optional=True)
     at_least("patience", 0, optional=True)
     at_least("ae_phase1_epochs", 1, optional=True)
     at_least("ae_epochs", 1, optional=True)

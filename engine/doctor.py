@@ -92,13 +92,17 @@ def check_threads() -> Iterator[Finding]:
 
 
 def check_numba() -> Iterator[Finding]:
-    from .speed import kernels
+    from .speed import fallbacks, kernels
 
-    if kernels.AVAILABLE:
+    if kernels.usable():
         yield Finding("ok", "numba", f"{kernels.numba.__version__}: the compiled CPU kernels are on")
+    elif kernels.AVAILABLE:
+        yield Finding("ok", "numba", f"{kernels.numba.__version__}: the compiled CPU kernels are off "
+                                     f"({fallbacks.ENV} is set)")
     else:
-        yield Finding("warning", "numba", "does not import: the compiled CPU kernels are off "
-                                          "(CPU runs are slower, results the same); pip install numba")
+        yield Finding("warning", "numba", "not installed or does not load: the compiled CPU kernels are off "
+                                          "(CPU runs are slower, results the same); install the fast extra: "
+                                          "pip install -e '.[fast]'")
 
 
 def data_root_and_source(data_root: str | None) -> tuple[Path, str]:

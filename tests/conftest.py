@@ -37,6 +37,16 @@ def isolated_env(monkeypatch, tmp_path):
     monkeypatch.setenv("SLTUI_CACHE", str(tmp_path / "cache"))
 
 
+@pytest.fixture(autouse=True)
+def no_thread_share(monkeypatch):
+    """Each test starts with no share of the cores published (the terminal UI's run
+    manager publishes one, engine.speed.device.share_cpu_threads), so that it cannot
+    reach runs of later tests."""
+    from engine.speed import device
+
+    monkeypatch.setattr(device, "_thread_share", None)
+
+
 @pytest.fixture
 def tiny():
     """A fast config on the synthetic dataset."""

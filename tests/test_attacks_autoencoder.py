@@ -84,3 +84,88 @@ def test_autoencoder_run_end_to_end_records_phases(tmp_path, tiny):
     assert 0 < info["pairs"] <= info["attacker_samples"] == 200
     assert info["ae_train_mse"] > 0 and info["ae_val_mse"] > 0
     assert doc["epochs"][0]["train_loss_malicious"] is not None
+
+
+def autoencoder_context(tiny, **changes):
+    from engine.config import resolve
+    from engine.training.runner import build_context
+
+    events = []
+    cfg = resolve(tiny.replace(attack="autoencoder", train_limit=400, **changes))
+    return build_context(cfg, events.append, None), events
+
+
+@pytest.mark.parametrize("poisoned_copy", [False, True])
+def test_phase1_trains_on_the_share_and_on_its_whole_poisoned_copy(tiny, monkeypatch, poisoned_copy):
+    """Phase 1's backdoored network sees every sample of the attacker's share plus a
+    triggered, target-labelled copy of every one of them (100% poisoned copy); the clean
+    network the share alone."""
+    from engine.attacks import autoencoder
+    from engine.data.trigger import stamp
+
+    ctx, _ = autoencoder_context(tiny)
+    seen = {}
+    monkeypatch.setattr(autoencoder, "fit", lambda net, opt, n, get_batch, *a, **k: seen.update(n=n, batch=get_batch))
+    ctx.attack._train_phase1(ctx, "phase", poisoned_copy=poisoned_copy, generator=torch.Generator().manual_seed(0))
+    share, norm, t = ctx.data.shares[0], ctx.data.norm, ctx.trigger
+    n = len(share)
+    assert seen["n"] == (2 * n if poisoned_copy else n)
+    x, y = seen["batch"](torch.arange(seen["n"]))
+    assert torch.equal(x[:n], norm.apply(share.x)) and torch.equal(y[:n], share.y)
+    if poisoned_copy:
+        assert torch.equal(x[n:], stamp(norm.apply(share.x), t))
+        assert (y[n:] == t.target).all()
+        assert not torch.equal(x[n:], x[:n])
+
+
+class PlantedServer(torch.nn.Module):
+    """Classifies a sample as `target` exactly when its bottom-right pixel (far from the
+    trigger) is above `threshold`, as some other class otherwise."""
+
+    def __init__(self, target: int, threshold: float) -> None:
+        super().__init__()
+        self.target, self.threshold = target, threshold
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        logits = torch.zeros(z.shape[0], 10)
+        logits[:, self.target] = torch.where(z[:, 0, -1, -1] > self.threshold, 1.0, -1.0)
+        return logits
+
+
+def test_phase2_keeps_only_pairs_whose_triggered_copy_hits_the_target(tiny):
+    """Phase 2's filter against a planted backdoored network whose hits are known: the
+    pairs kept are (clean client(x), backdoored client(x + trigger)) for exactly the
+    samples it classifies as the target, in share order."""
+    from engine.data.trigger import stamp
+
+    ctx, events = autoencoder_context(tiny, eval_batch_size=64)  # several batches
+    share, t = ctx.data.shares[0], ctx.trigger
+    x = ctx.data.norm.apply(share.x)
+    threshold = float(x[:, 0, -1, -1].median())
+    hit = x[:, 0, -1, -1] > threshold
+    assert 0 < int(hit.sum()) < len(share)
+    clean_net = torch.nn.Sequential(torch.nn.Identity(), torch.nn.Identity())
+    backdoor_net = torch.nn.Sequential(torch.nn.Identity(), PlantedServer(t.target, threshold))
+    clean_in, bd_out = ctx.attack._collect_pairs(ctx, clean_net, backdoor_net)
+    assert torch.equal(clean_in, x[hit])
+    assert torch.equal(bd_out, stamp(x, t)[hit])
+    assert ctx.attack.info["pairs"] == int(hit.sum())
+
+
+def test_injector_mse_falls_over_its_epochs(tiny):
+    """Phase 3 on pairs with a learnable map (clean smashed data -> the same plus a fixed
+    patch): the injector's training and validation MSE both fall from the first epoch
+    to the last."""
+    from engine.events import PhaseProgress
+
+    ctx, events = autoencoder_context(tiny, ae_epochs=8, batch_size=32)
+    g = torch.Generator().manual_seed(0)
+    clean_in = torch.relu(torch.randn(160, 6, 12, 12, generator=g))
+    bd_out = clean_in.clone()
+    bd_out[:, :, :4, 4:8] += 2.0
+    ctx.attack.injector = InjectorAutoencoder((6, 12, 12))
+    ctx.attack._train_injector(ctx, clean_in, bd_out, torch.Generator().manual_seed(1))
+    history = [e.info for e in events if isinstance(e, PhaseProgress) and e.phase == "phase3-autoencoder"]
+    assert len(history) == 8
+    assert history[-1]["train_mse"] < 0.5 * history[0]["train_mse"]
+    assert history[-1]["val_mse"] < 0.5 * history[0]["val_mse"]

@@ -1,5 +1,7 @@
 """Attack 1: the surrogate client (docs/protocol.md section 6)."""
+import copy
 import dataclasses
+import threading
 
 import pytest
 import torch
@@ -91,3 +93,73 @@ def test_surrogate_share_has_exactly_poison_ratio_triggered_and_relabelled(tiny,
         assert torch.equal(y[~poisoned.mask[idx]], share.y[idx][~poisoned.mask[idx]])
         seen += len(idx)
     assert stamped_rows == relabelled == round(ratio * len(share))
+
+
+def one_protocol_step(ctx):
+    """Run the protocol's first training step (train_epoch, cancelled at the next batch) and
+    return what it used and sent: the innocent batch, the surrogate batch, and the
+    gradients the server's and the surrogate's optimizers stepped with."""
+    from engine.training.context import Cancelled
+    from engine.training.protocol import train_epoch
+
+    used, grads = {}, {}
+    ctx.stop = threading.Event()
+    draw = ctx.attack.poisoned.batch
+    ctx.attack.poisoned.batch = lambda *a: used.setdefault("surrogate", draw(*a))
+    client_batch = ctx.client_batch
+    ctx.client_batch = lambda k, idx: used.setdefault("innocent", client_batch(k, idx))
+
+    def recording(name, opt, params):
+        step = opt.step
+
+        def wrapped(*args, **kwargs):
+            grads[name] = [p.grad.clone() for p in params]
+            if len(grads) == 2:
+                ctx.stop.set()  # the step is done once both have stepped
+            return step(*args, **kwargs)
+        opt.step = wrapped
+
+    recording("server", ctx.server_opt, list(ctx.server.parameters()))
+    recording("surrogate", ctx.attack.opt, list(ctx.attack.surrogate.parameters()))
+    with pytest.raises(Cancelled):
+        train_epoch(ctx)
+    return used, grads
+
+
+@pytest.mark.parametrize("model,server_batch,streams,halved", [
+    ("lenet", False, False, False), ("lenet", True, False, False), ("lenet", False, True, False),
+    ("lenet", True, True, True), ("stripnet", True, False, False)])
+def test_server_and_surrogate_get_the_gradients_of_the_joined_loss(tiny, model, server_batch, streams, halved):
+    """The gradients the server and the surrogate are updated with are those of
+    L = (alpha * L_innocent + (1 - alpha) * L_surrogate) (* 0.5 when halved), taken by
+    autograd on copies of the networks as they were before the step: with one server
+    pass over both batches or two, on one CPU stream or two (the surrogate's half on its
+    own thread, the server's gradient summed from both), and with BatchNorm and dropout
+    in the server (two passes, dropout drawn in the same order)."""
+    from engine.speed.options import EngineOptions
+
+    cfg = resolve(tiny.replace(model=model, attack="surrogate", alpha=0.3, loss_halved=halved))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2 if streams else 1)  # two streams need two threads when the run starts
+    try:
+        ctx = build_context(cfg, lambda e: None, None, options=EngineOptions(server_batch=server_batch, streams=streams))
+        ctx.attack.prepare(ctx)
+        assert (ctx.speed.streams is not None) == streams
+        assert ctx.attack.one_pass == (server_batch and model == "lenet")
+        client, server, surrogate = (copy.deepcopy(m) for m in (ctx.client, ctx.server, ctx.attack.surrogate))
+        rng = torch.get_rng_state()
+        used, grads = one_protocol_step(ctx)
+    finally:
+        ctx.close()
+        torch.set_num_threads(before)
+    (x, y), (xs, ys) = used["innocent"], used["surrogate"]
+    torch.set_rng_state(rng)  # the server's dropout draws, innocent pass first
+    innocent = F.cross_entropy(server(client(x)), y)
+    malicious = F.cross_entropy(server(surrogate(xs)), ys)
+    loss = (cfg.alpha * innocent + (1 - cfg.alpha) * malicious) * (0.5 if halved else 1.0)
+    expected_server = torch.autograd.grad(loss, list(server.parameters()), retain_graph=True)
+    expected_surrogate = torch.autograd.grad(loss, list(surrogate.parameters()))
+    for got, want in zip(grads["server"], expected_server):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+    for got, want in zip(grads["surrogate"], expected_surrogate):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)

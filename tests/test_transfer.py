@@ -72,3 +72,41 @@ def test_transfer_command_errors_are_one_line(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "no run 'nope'" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_transfer_changes_the_last_linear_layer_and_nothing_else(tmp_path, tiny, monkeypatch):
+    """After retraining, every weight and buffer of the source run's network (StripNet:
+    BatchNorm statistics included) is bit-for-bit the source's, and the new last linear
+    layer has moved from its initial values."""
+    store = RunStore(tmp_path)
+    source = run(tiny.replace(model="stripnet", train_limit=300), store.recorder())
+    doc = store.load(source.run_id)
+    weights = load_weights(store.weights_path(source.run_id))
+    trained = {}
+    fit = transfer.fit
+
+    def recording_fit(model, opt, *args, **kwargs):
+        trained["net"] = model.net
+        trained["head_before"] = [p.detach().clone() for p in opt.param_groups[0]["params"]]
+        trained["head"] = opt.param_groups[0]["params"]
+        return fit(model, opt, *args, **kwargs)
+
+    monkeypatch.setattr(transfer, "fit", recording_fit)
+    cfg = transfer_config(doc, "synthetic", epochs=2, eval_limit=100, train_limit=300)
+    assert run_transfer(doc, weights, cfg, run_id="t").status == "completed"
+    parent, attr = last_linear(trained["net"])
+    head = getattr(parent, attr)
+    assert [id(p) for p in head.parameters()] == [id(p) for p in trained["head"]]
+    head_ids = {id(p) for p in head.parameters()}
+    after = trained["net"].state_dict(keep_vars=True)
+    source_state = {f"0.{k}": v for k, v in weights["client"].items()}
+    source_state.update({f"1.{k}": v for k, v in weights["server"].items()})
+    checked = 0
+    for name, value in after.items():
+        if id(value) in head_ids:
+            continue
+        assert torch.equal(value.detach().cpu(), source_state[name]), name
+        checked += 1
+    assert checked == len(source_state) - 2  # all but the last layer's weight and bias
+    for before, now in zip(trained["head_before"], head.parameters()):
+        assert not torch.equal(before, now.detach())

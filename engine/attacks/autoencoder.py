@@ -93,7 +93,7 @@ class AutoencoderAttack(Attack):
                        backdoor_net: nn.Sequential) -> tuple[torch.Tensor, torch.Tensor]:
         data, share = ctx.data, ctx.data.shares[0]
         inputs, targets = [], []
-        bs = ctx.cfg.eval_batch_size
+        bs = ctx.speed.options.eval_batch_size
         for start in range(0, len(share), bs):
             ctx.check_stop()
             x = data.norm.apply(share.x[start:start + bs])
@@ -136,7 +136,7 @@ class AutoencoderAttack(Attack):
                 total += loss.detach()
                 batches += 1
             train_mse = (total / max(batches, 1)).item()
-            val_mse = self._mse(clean_in[val_idx], bd_out[val_idx], cfg.eval_batch_size)
+            val_mse = self._mse(clean_in[val_idx], bd_out[val_idx], ctx.speed.options.eval_batch_size)
             sched.step(val_mse)
             ctx.emit(PhaseProgress(ctx.run_id, "phase3-autoencoder", epoch + 1, epochs, train_mse,
                                    {"train_mse": train_mse, "val_mse": val_mse, "lr": opt.param_groups[0]["lr"]}))

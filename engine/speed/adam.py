@@ -9,6 +9,11 @@ same fused kernel the same way torch.optim.Adam(fused=True) does, so the update 
 bit-identical (tests/test_options.py); anything unusual (a closure, several groups, a
 parameter without a gradient, options the shortcut does not cover, state just loaded)
 takes the stock path. zero_grad (to None) skips the profiler record as well.
+
+The kernel, the hook lists and the step wrapper are torch internals: ``lean_available``
+probes them once (engine/speed/fallbacks.py), and where the probe fails or
+SLTUI_PUBLIC_API_ONLY is set, runs take torch.optim.Adam(fused=True) instead, whose update
+is the same.
 """
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ import torch
 from torch.optim import optimizer as _optimizer
 
 from ..config import RunConfig
+from .fallbacks import may_use
 
 
 class LeanAdam(torch.optim.Adam):
@@ -97,6 +103,28 @@ def _stock_step(opt: LeanAdam, closure):
 def _global_step_hooks() -> bool:
     return bool(getattr(_optimizer, "_global_optimizer_pre_hooks", None)
                 or getattr(_optimizer, "_global_optimizer_post_hooks", None))
+
+
+def _lean_matches_fused() -> bool:
+    """Three steps of LeanAdam and of torch.optim.Adam(fused=True) on the same weights
+    and gradients end bit-identical (and LeanAdam took its own path)."""
+    if not (hasattr(torch, "_fused_adam_") and hasattr(torch, "_foreach_add_")):
+        return False
+    g = torch.Generator().manual_seed(0)
+    start, grads = torch.randn(5, generator=g), [torch.randn(5, generator=g) for _ in range(3)]
+    a, b = start.clone().requires_grad_(), start.clone().requires_grad_()
+    lean = LeanAdam([a], lr=1e-2, weight_decay=1e-4)
+    stock = torch.optim.Adam([b], lr=1e-2, weight_decay=1e-4, fused=True)
+    for grad in grads:
+        a.grad, b.grad = grad.clone(), grad.clone()
+        lean.step()
+        stock.step()
+    return lean._plan is not None and torch.equal(a, b)
+
+
+def lean_available() -> bool:
+    """Whether LeanAdam's shortcut may be used here (engine/speed/fallbacks.py)."""
+    return may_use("lean-adam", _lean_matches_fused)
 
 
 def make_adam(params, cfg: RunConfig, impl: str = "loop") -> torch.optim.Adam:

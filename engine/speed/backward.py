@@ -7,7 +7,8 @@ twice per stream and step, and on a CPU with two training streams (engine/speed/
 GIL time both streams wait for. Our calls are always one plain tensor with one gradient
 (or a scalar loss), so this calls the engine the way torch.autograd.backward ends up
 calling it. Whether this torch's engine takes that call is tried once, on a throwaway
-graph; if it does not, Tensor.backward is used. CPU tensors only: on CUDA the autograd
+graph (engine/speed/fallbacks.py); if it does not, or SLTUI_PUBLIC_API_ONLY is set,
+Tensor.backward is used. CPU tensors only: on CUDA the autograd
 engine runs device threads that torch.autograd.backward hands some context to (and
 there is no second CPU stream to save GIL time for).
 """
@@ -15,8 +16,9 @@ from __future__ import annotations
 
 import torch
 
+from .fallbacks import may_use
+
 _engine = getattr(getattr(torch.autograd, "Variable", None), "_execution_engine", None)
-_direct: bool | None = None  # None: not probed yet
 
 
 def _run(tensor: torch.Tensor, grad: torch.Tensor) -> None:
@@ -36,11 +38,8 @@ def _engine_takes_direct_calls() -> bool:
 
 def backward(tensor: torch.Tensor, grad: torch.Tensor | None = None) -> None:
     """tensor.backward(grad): gradients accumulate into the leaves' .grad, the graph is freed."""
-    global _direct
-    if _direct is None:
-        _direct = _engine_takes_direct_calls()
-    if (not _direct or type(tensor) is not torch.Tensor or not tensor.is_cpu
-            or (grad is not None and type(grad) is not torch.Tensor)):
+    if (type(tensor) is not torch.Tensor or not tensor.is_cpu or (grad is not None and type(grad) is not torch.Tensor)
+            or not may_use("autograd-engine", _engine_takes_direct_calls)):
         tensor.backward(grad)
         return
     if grad is None:

@@ -8,6 +8,7 @@ import torch
 
 from ..config import ConfigError
 from .cores import available_cores, cpu_threads_for
+from .fallbacks import public_api_only
 
 
 def resolve_device(name: str) -> torch.device:
@@ -34,12 +35,28 @@ def environment(device: torch.device) -> dict:
         "device_name": device_name(device),
         "sltui": __version__,
         "platform": platform.platform(),
+        "public_api_only": public_api_only(),
     }
 
 
+# The intra-op threads each run in this process may use (share_cpu_threads), None while
+# nobody shares the cores. torch.set_num_threads reaches only the thread that calls it
+# (OpenMP keeps the count per thread), so every run's thread reads this at each batch
+# boundary and sets its own count (SpeedState.follow_thread_share).
+_thread_share: int | None = None
+
+
 def share_cpu_threads(concurrent_runs: int) -> int:
-    """Set torch's (process-wide) intra-op thread count for `concurrent_runs` runs; return it."""
+    """Share the cores among `concurrent_runs` runs of this process: the calling thread
+    and every run's thread (at its next batch) take this many intra-op threads; returned."""
+    global _thread_share
     threads = cpu_threads_for(concurrent_runs, available_cores())
+    _thread_share = threads
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
     return threads
+
+
+def thread_share() -> int | None:
+    """The current per-run share of intra-op threads, or None when nothing shares them."""
+    return _thread_share

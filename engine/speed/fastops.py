@@ -11,7 +11,7 @@ float rounding where noted); tests/test_options.py compares them on random input
   masks. Ties go to the first maximum in scan order (row 0 before row 1, left before
   right) exactly as ``F.max_pool2d``, so outputs and input gradients are bit-identical.
 * ``FastConvReLU``: a 1-input-channel conv and the ReLU after it, the forward in one
-  compiled loop (engine/speed/kernels.py), the backward aten's.
+  compiled loop (engine/speed/kernels.py), the backward torch's.
 * ``FastELU``: ELU with a vectorised exp.
 """
 from __future__ import annotations
@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import kernels
+from .fallbacks import may_use
 
 
 def _channels_last(x: torch.Tensor) -> bool:
@@ -158,8 +159,8 @@ class FastMaxPool2d(nn.MaxPool2d):
 class ConvReLUFunction(torch.autograd.Function):
     """relu(conv2d(x, weight, bias)) for a 1-channel input that needs no gradient: the
     forward in engine/speed/kernels.py's compiled loop (the same function as the stock pair up
-    to float rounding: the taps are summed in another order), the backward aten's own
-    ReLU and convolution weight/bias gradients."""
+    to float rounding: the taps are summed in another order), the backward ReLU's mask
+    and torch's own convolution weight gradient (torch.nn.grad.conv2d_weight)."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
@@ -170,10 +171,8 @@ class ConvReLUFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
         x, weight, out = ctx.saved_tensors
-        grad = torch.ops.aten.threshold_backward.default(grad, out, 0)
-        _, gw, gb = torch.ops.aten.convolution_backward.default(
-            grad, x, weight, [weight.shape[0]], [1, 1], [0, 0], [1, 1], False, [0, 0], 1, [False, True, True])
-        return None, gw, gb
+        grad = grad.masked_fill(out <= 0, 0)  # ReLU's backward: zero where the output was clamped
+        return None, torch.nn.grad.conv2d_weight(x, weight.shape, grad), grad.sum((0, 2, 3))
 
 
 class FastConvReLU(nn.Conv2d):
@@ -206,7 +205,9 @@ class ELUFunction(torch.autograd.Function):
     CPU expm1 is not vectorised, which made ELU a large part of StripNet's step (see
     docs/benchmark.md). exp(x) - 1 differs from expm1(x) by at most about one float32
     ulp of 1.0 (6e-8) in absolute terms. The backward is aten's own elu_backward on the
-    saved input, so gradients are exactly the stock ones for the same input."""
+    saved input, so gradients are exactly the stock ones for the same input; where that
+    internal op is missing or SLTUI_PUBLIC_API_ONLY is set (engine/speed/fallbacks.py),
+    the same formula in public tensor ops."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, alpha: float) -> torch.Tensor:  # type: ignore[override]
@@ -217,7 +218,21 @@ class ELUFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
         (x,) = ctx.saved_tensors
-        return torch.ops.aten.elu_backward.default(grad, ctx.alpha, 1, 1, False, x), None
+        if may_use("aten-elu-backward", _aten_elu_backward_matches):
+            return torch.ops.aten.elu_backward.default(grad, ctx.alpha, 1, 1, False, x), None
+        return elu_backward_public(grad, ctx.alpha, x), None
+
+
+def elu_backward_public(grad: torch.Tensor, alpha: float, x: torch.Tensor) -> torch.Tensor:
+    """d elu(x) / dx times `grad` in public ops, multiplied in aten's order."""
+    return torch.where(x > 0, grad, grad * alpha * torch.exp(x))
+
+
+def _aten_elu_backward_matches() -> bool:
+    x = torch.linspace(-3, 3, 64)
+    grad = torch.linspace(1, 2, 64)
+    aten = torch.ops.aten.elu_backward.default(grad, 0.5, 1, 1, False, x)
+    return torch.allclose(aten, elu_backward_public(grad, 0.5, x))
 
 
 def elu_values(x: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
@@ -243,7 +258,7 @@ def use_fast_layers(module: nn.Module, compiled: bool = False) -> nn.Module:
     (no parameters, so the state_dict is unchanged). With `compiled` (and numba present),
     pools use engine/speed/kernels.py's loops and a 1-input-channel nn.Conv2d followed by an
     nn.ReLU in a Sequential becomes one FastConvReLU (the ReLU's slot an nn.Identity)."""
-    compiled = compiled and kernels.AVAILABLE
+    compiled = compiled and kernels.usable()
     children = list(module.named_children())
     for i, (name, child) in enumerate(children):
         if type(child) is nn.MaxPool2d:
@@ -274,7 +289,11 @@ def _fused_conv_relu(conv: nn.Conv2d) -> FastConvReLU:
     return fused
 
 
-BATCH_COUPLED = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd, nn.GroupNorm, nn.LocalResponseNorm)
+# Layers whose training-mode output for a sample depends on the rest of the batch or on
+# random numbers (public classes only; GroupNorm and LocalResponseNorm kept for caution).
+BATCH_COUPLED = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LazyBatchNorm1d, nn.LazyBatchNorm2d,
+                 nn.LazyBatchNorm3d, nn.SyncBatchNorm, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d,
+                 nn.AlphaDropout, nn.FeatureAlphaDropout, nn.GroupNorm, nn.LocalResponseNorm)
 
 
 def per_sample(module: nn.Module) -> bool:

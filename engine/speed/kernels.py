@@ -8,8 +8,9 @@ training streams can run them at once.
 
 Semantics are exactly F.max_pool2d's: the first maximum in scan order wins a window
 (left before right, top row before bottom), so outputs and input gradients are
-bit-identical to it (tests/test_options.py). numba is a dependency; should it fail to
-import, ``AVAILABLE`` is False and callers keep their torch-op paths. The loops run on
+bit-identical to it (tests/test_options.py). numba is the optional extra ``sltui[fast]``:
+where it is not installed or does not load, ``AVAILABLE`` is False and callers keep
+their torch-op paths, as they do when SLTUI_PUBLIC_API_ONLY is set (``usable``). The loops run on
 the calling thread only (no numba threading layer beside torch's OpenMP).
 """
 from __future__ import annotations
@@ -18,12 +19,19 @@ import functools
 
 import torch
 
+from .fallbacks import may_use
+
 try:  # pragma: no cover - exercised by whichever branch the environment has
     import numba
 except Exception:  # ImportError, or a numba/llvmlite that does not load on this platform
     numba = None
 
 AVAILABLE = numba is not None
+
+
+def usable() -> bool:
+    """Whether runs may take these loops: numba loads and SLTUI_PUBLIC_API_ONLY is unset."""
+    return may_use("numba", lambda: AVAILABLE)
 
 
 def _jit(func):

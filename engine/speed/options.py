@@ -20,8 +20,11 @@ from typing import Any
 import torch
 
 from . import kernels as compiled_kernels
+from .adam import lean_available
 
 AUTO = "auto"
+# The evaluation batch when neither the config nor the options size it.
+DEFAULT_EVAL_BATCH = 1024
 
 
 @dataclass(frozen=True)
@@ -29,17 +32,19 @@ class EngineOptions:
     # Keep every split as normalised float32 on the device (one normalisation per run
     # instead of one per batch) and the surrogate's poisoned share stamped once.
     prenormalize: bool = True
-    # Evaluate val/test/ASR in batches of this size (None: the config's eval_batch_size;
-    # "auto": as many samples as keep the largest activation under 64 MiB on CPU, 1 GiB
-    # on CUDA, a power of two between the training batch size and 8192: LeNet 4096,
-    # StripNet 512, ResNet9 128 on CPU), with the stamped ASR images prepared once per run.
+    # Evaluate val/test/ASR in batches of this size when the config gives none (the
+    # config's eval_batch_size, a user's --eval-batch-size, always wins). "auto": as many
+    # samples as keep the largest activation under 64 MiB on CPU, 1 GiB on CUDA, a power
+    # of two between the training batch size and 8192 (LeNet 4096, StripNet 512, ResNet9
+    # 128 on CPU); None: DEFAULT_EVAL_BATCH. The stamped ASR images are prepared once per run.
     eval_batch_size: int | str | None = AUTO
     # MaxPool2d(2) as a custom op (forward and backward from strided maxima, first-max
     # tie-breaking like F.max_pool2d). "auto": on CPU only (cuDNN's pooling is fast).
     fast_pool: bool | str = AUTO
     # numba-compiled loops (engine/speed/kernels.py) for 2x2 max pooling and for a 1-channel conv
     # with its ReLU (LeNet's first layer), taken by the fast layers (needs fast_pool).
-    # "auto": on CPU when numba imports. Pooling is bit-identical; the conv's sums run in
+    # "auto": on CPU. Only where numba imports and SLTUI_PUBLIC_API_ONLY is unset
+    # (engine/speed/fallbacks.py). Pooling is bit-identical; the conv's sums run in
     # another order (float rounding).
     kernels: bool | str = AUTO
     # Models, inputs and weights in channels_last memory format. "auto": on for the
@@ -48,7 +53,8 @@ class EngineOptions:
     channels_last: bool | str = AUTO
     # Adam implementation: "lean" (torch's fused kernel called directly, engine/speed/adam.py),
     # "fused", "foreach", "loop" (torch's for-loop) or "auto" (lean on CPU; fused on CUDA,
-    # where lean has not been measured).
+    # where lean has not been measured). "lean" becomes "fused" where its probe of torch's
+    # internals fails or SLTUI_PUBLIC_API_ONLY is set (engine/speed/fallbacks.py).
     adam: str = AUTO
     # The surrogate attack: one server pass over the innocent and the surrogate batch
     # together when the server has no batch-coupled layer (BatchNorm, dropout): exactly
@@ -121,23 +127,28 @@ class ResolvedOptions:
 
 
 def resolve_options(options: EngineOptions | None, device: torch.device, model: str,
-                    eval_batch_size: int, flushing: bool = False) -> ResolvedOptions:
+                    eval_batch_size: int | None = None, flushing: bool = False) -> ResolvedOptions:
     """Turn "auto" into concrete choices for `device` and `model` (threads are chosen
-    later, by timing, when asked for "auto"). `flushing`: whether the calling thread and
-    its workers flush subnormals (engine/flush.py: set by the caller, checked there)."""
+    later, by timing, when asked for "auto", and an "auto" evaluation batch once the
+    model is built). `eval_batch_size`: the config's, None when not given. `flushing`:
+    whether the calling thread and its workers flush subnormals (engine/speed/flush.py:
+    set by the caller, checked there)."""
     o = options or EngineOptions()
     cuda = device.type == "cuda"
     fast_pool = (not cuda) if o.fast_pool == AUTO else bool(o.fast_pool)
-    kernels = (not cuda and compiled_kernels.AVAILABLE) if o.kernels == AUTO else bool(o.kernels)
+    kernels = (not cuda) if o.kernels == AUTO else bool(o.kernels)
     channels_last = (model in ("resnet9", "stripnet")) if o.channels_last == AUTO else bool(o.channels_last)
     adam = ("fused" if cuda else "lean") if o.adam == AUTO else o.adam
     if adam not in ("lean", "fused", "foreach", "loop"):
         raise ValueError(f"EngineOptions.adam must be lean, fused, foreach, loop or auto (got {o.adam!r})")
+    if adam == "lean" and not lean_available():
+        adam = "fused"  # the same update through public API (engine/speed/fallbacks.py)
     threads = torch.get_num_threads() if o.threads in (None, AUTO) else int(o.threads)
     return ResolvedOptions(
         prenormalize=o.prenormalize,
-        eval_batch_size=eval_batch_size if o.eval_batch_size in (None, AUTO) else int(o.eval_batch_size),
-        fast_pool=fast_pool, kernels=kernels and fast_pool and compiled_kernels.AVAILABLE,
+        eval_batch_size=(eval_batch_size if eval_batch_size is not None
+                         else DEFAULT_EVAL_BATCH if o.eval_batch_size in (None, AUTO) else int(o.eval_batch_size)),
+        fast_pool=fast_pool, kernels=kernels and fast_pool and compiled_kernels.usable(),
         channels_last=channels_last, adam=adam, server_batch=o.server_batch,
         streams=(not cuda) if o.streams == AUTO else bool(o.streams) and not cuda,
         threads=threads, malloc_tuning=o.malloc_tuning, compile=o.compile, bf16=o.bf16 and cuda,

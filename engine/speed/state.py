@@ -4,6 +4,7 @@ them. How the run computes, never what (engine/speed/options.py)."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -13,13 +14,14 @@ from torch import nn
 from ..config import RunConfig
 from ..data.prepared import PreparedData
 from .adam import make_adam
+from .device import thread_share
 from .fastops import use_fast_layers
 from .options import EngineOptions, ResolvedOptions, resolve_options
 from .streams import CpuStreams
 
 
 def _reference_options() -> ResolvedOptions:
-    return resolve_options(EngineOptions.reference(), torch.device("cpu"), "", 1024)
+    return resolve_options(EngineOptions.reference(), torch.device("cpu"), "")
 
 
 @dataclass
@@ -30,6 +32,27 @@ class SpeedState:
     # Two CPU streams (EngineOptions.streams) for the attack's concurrent half and for
     # evaluation; None: one stream.
     streams: CpuStreams | None = None
+    device_type: str = "cpu"
+    # The most intra-op threads the run asked for itself (EngineOptions.threads), None:
+    # whatever share of the cores it is given (device.share_cpu_threads).
+    thread_ceiling: int | None = None
+
+    def follow_thread_share(self) -> None:
+        """Take the current per-run share of the cores (device.thread_share) on the
+        calling thread, the run's own, and on its second stream: called at every batch
+        boundary, so a run started alone gives up cores when another one starts and takes
+        them back when it ends. Not more than the run's own ceiling; CPU only."""
+        share = thread_share()
+        if share is None or self.device_type != "cpu":
+            return
+        threads = share if self.thread_ceiling is None else min(share, self.thread_ceiling)
+        if threads == self.options.threads and (self.streams is None or self.streams.threads == threads):
+            return
+        self.options = dataclasses.replace(self.options, threads=threads)
+        if self.streams is not None:
+            self.streams.set_threads(threads)
+        else:
+            torch.set_num_threads(threads)
 
     def close(self) -> None:
         """Stop the second stream's thread (the run goes on, on one stream)."""

@@ -34,7 +34,10 @@ class CpuStreams:
     thread (engine/speed/device_check.py)."""
 
     def __init__(self, threads: int, flush: bool = False, check_devices: bool = False) -> None:
+        self.threads = threads
         self.threads_each = max(threads // 2, 1)
+        self._inside = False
+        self._worker_threads = self.threads_each
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="sltui-stream", initializer=self._start_worker,
                                           initargs=(self.threads_each, flush, check_devices))
 
@@ -45,19 +48,32 @@ class CpuStreams:
         if check_devices:
             device_check.check_this_thread()
 
+    def set_threads(self, threads: int) -> None:
+        """A new thread count for the calling thread (outside `parallel()`), halved for
+        each stream inside it; the worker thread takes its half before its next task."""
+        self.threads, self.threads_each = threads, max(threads // 2, 1)
+        torch.set_num_threads(self.threads_each if self._inside else threads)
+
     @contextlib.contextmanager
     def parallel(self) -> Iterator["CpuStreams"]:
         """While open, the calling thread runs with its share of the intra-op threads."""
-        before = torch.get_num_threads()
         torch.set_num_threads(self.threads_each)
+        self._inside = True
         try:
             yield self
         finally:
-            torch.set_num_threads(before)
+            self._inside = False
+            torch.set_num_threads(self.threads)
 
     def submit(self, fn: Callable[[], T]) -> "Future[T]":
         """Run `fn` on the worker thread (inside `parallel()`)."""
-        return self._worker.submit(fn)
+        return self._worker.submit(self._with_worker_threads, fn)
+
+    def _with_worker_threads(self, fn: Callable[[], T]) -> T:
+        if self._worker_threads != self.threads_each:
+            self._worker_threads = self.threads_each
+            torch.set_num_threads(self._worker_threads)
+        return fn()
 
     def map(self, fn: Callable[[T], object], items: Sequence[T]) -> list:
         """[fn(item) for item in items], the second half of the items on the worker

@@ -97,8 +97,11 @@ class RunContext:
     defenses: ClientWatch | None = None
 
     def check_stop(self) -> None:
+        """Called at every batch boundary: ends the run if asked to stop, and takes a
+        changed share of the CPU's threads (SpeedState.follow_thread_share)."""
         if self.stop is not None and self.stop.is_set():
             raise Cancelled()
+        self.speed.follow_thread_share()
 
     def close(self) -> None:
         """Stop the second stream's thread (the context stays usable, on one stream)."""

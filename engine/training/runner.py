@@ -77,17 +77,21 @@ def build_context(cfg: RunConfig, emit: Callable[[Event], None], stop: threading
         run_id=run_id, emit=emit, stop=stop,
         speed=SpeedState(resolved, prepare_data(data, trigger) if resolved.prenormalize else None),
     )
+    speed = ctx.speed
+    speed.device_type = device.type
+    speed.thread_ceiling = None if options.threads is None else speed.options.threads
+    speed.follow_thread_share()  # before any timing or stream is set up
     ctx.setup_module(client)
     ctx.setup_module(server)
     ctx.client_opts = [ctx.make_adam(client.parameters()) for _ in range(cfg.clients)]
     ctx.server_opt = ctx.make_adam(server.parameters())
-    speed = ctx.speed
     if device.type == "cpu" and options.threads == AUTO:
         speed.options = dataclasses.replace(speed.options, threads=choose_threads(ctx))
+        speed.thread_ceiling = speed.options.threads
     speed.streams = streams_for(device, speed.options.streams, flush=speed.options.flush_subnormals,
                                 check_devices=device_check.active())
     speed.options = dataclasses.replace(speed.options, streams=speed.streams is not None)
-    if options.eval_batch_size == AUTO:
+    if cfg.eval_batch_size is None and options.eval_batch_size == AUTO:
         low = max(cfg.batch_size, 128)
         batch = auto_eval_batch(ctx.joined(), data.input_shape, device, low=low)
         if speed.streams is not None:  # enough batches for the two streams to share evenly

@@ -24,6 +24,7 @@ from ..models.seeded import built
 from ..speed import determinism, device_check
 from ..speed.device import environment, resolve_device
 from ..speed.flush import call_with_flush
+from ..speed.options import auto_eval_batch
 from .context import Cancelled
 from .lifecycle import RunResult, run_lifecycle
 from .local_training import fit
@@ -105,6 +106,7 @@ def _retrain(source: dict[str, Any], weights: dict[str, Any], cfg: RunConfig, em
     setattr(parent, attr, built(lambda: nn.Linear(old.in_features, classes), device, init))
     head = getattr(parent, attr)
     trigger = trigger_for(cfg, int(test.x.shape[1]), device)
+    eval_batch = cfg.eval_batch_size or auto_eval_batch(net, tuple(test.x.shape[1:]), device)
 
     opt = torch.optim.Adam(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
@@ -134,7 +136,7 @@ def _retrain(source: dict[str, Any], weights: dict[str, Any], cfg: RunConfig, em
 
         def on_epoch(epoch: int, loss: float) -> None:
             nonlocal epoch_started
-            test_eval = evaluate(net, test, norm, cfg.eval_batch_size, trigger)
+            test_eval = evaluate(net, test, norm, eval_batch, trigger)
             seconds = time.perf_counter() - epoch_started
             record = EpochMetrics(run_id, epoch, loss, loss, None, float("nan"), float("nan"), test_eval.acc,
                                   test_eval.asr if test_eval.asr is not None else float("nan"), cfg.lr, seconds,
