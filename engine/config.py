@@ -26,6 +26,9 @@ DEFENSES = ("splitguard", "scrutinizer", "splitout")
 # Detectors that change training (SplitGuard's fake batches are not applied); the others
 # only watch, so a run with them trains exactly as one without (tests/test_defenses.py).
 TRAINING_DEFENSES = ("splitguard",)
+# What SplitOut's LOF compares (docs/protocol.md section 10): gradient directions, or the
+# raw gradients as published.
+SPLITOUT_FEATURES = ("direction", "raw")
 CUTS = (1, 2, 3)
 RR_GRANULARITIES = ("epoch", "batch")
 AE_GRADS = ("straight", "through")
@@ -82,6 +85,7 @@ class RunConfig:
     scrutinizer_threshold: float = 0.5
     splitout_share: float = 0.01
     splitout_window: int = 10
+    splitout_features: str = "direction"
 
     # ---- JSON -------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -162,6 +166,7 @@ FIELD_HELP: dict[str, str] = {
     "scrutinizer_threshold": "Gradients Scrutinizer: flag when a window's score is below this",
     "splitout_share": "SplitOut: share of the client's data for its simulated honest epoch",
     "splitout_window": "SplitOut: gradients per window; flag when outliers outnumber inliers in one",
+    "splitout_features": "SplitOut: what LOF compares, direction (gradients scaled to unit length) or raw (the published)",
 }
 
 
@@ -282,6 +287,7 @@ def validate(cfg: RunConfig) -> RunConfig:
     unit("scrutinizer_threshold", low_open=False)
     unit("splitout_share", low_open=True)
     at_least("splitout_window", 1)
+    choice("splitout_features", SPLITOUT_FEATURES)
     if cfg.lr <= 0:
         raise ConfigError(f"--lr must be > 0 (got {cfg.lr})")
     if cfg.weight_decay < 0:

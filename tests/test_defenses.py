@@ -143,7 +143,7 @@ def test_scrutinizer_flags_once_a_window_of_label_blind_gradients_is_full():
 def test_splitout_lof_flags_a_planted_outlier_window():
     gen = np.random.default_rng(5)
     honest = gen.normal(0, 1, size=(30, 16))
-    detector = SplitOut(window=4)
+    detector = SplitOut(window=4, features="raw")
     detector.fit(honest)
     inliers = [torch.tensor(gen.normal(0, 1, 16), dtype=torch.float32) for _ in range(4)]
     assert not any(detector.observe(observation(g)) for g in inliers)
@@ -153,6 +153,39 @@ def test_splitout_lof_flags_a_planted_outlier_window():
     flags = [detector.observe(observation(g)) for g in [planted, planted, planted, inliers[0], inliers[1]]]
     assert flags == [False, False, True, True, False]  # 2/4, 3/4, 3/4, then 2/4 outliers in the window
     assert detector.epoch_score() == pytest.approx(2 / 5)
+
+
+def cone(gen, direction, n, spread, scales):
+    """n gradients around `direction` (unit), with norms drawn from `scales`."""
+    rows = direction + spread * gen.normal(0, 1, size=(n, len(direction)))
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    return rows * gen.uniform(*scales, size=(n, 1))
+
+
+def test_splitout_by_direction_keeps_honest_gradients_that_grew_and_flags_a_turned_server():
+    # The measured failure: honest examples come from the first batches, where the
+    # first-layer gradient is small; honest training then makes it 10-80x larger in the
+    # same directions. Raw LOF calls that growth an outlier; by direction it is not.
+    gen = np.random.default_rng(3)
+    direction = gen.normal(0, 1, 64)
+    direction /= np.linalg.norm(direction)
+    examples = cone(gen, direction, 10, 0.1, (0.01, 0.08))
+    grown = [torch.tensor(g, dtype=torch.float32) for g in cone(gen, direction, 10, 0.1, (0.3, 0.8))]
+    raw, by_direction = SplitOut(window=10, features="raw"), SplitOut(window=10)
+    raw.fit(examples)
+    by_direction.fit(examples)
+    assert any(raw.observe(observation(g)) for g in grown)
+    assert not any(by_direction.observe(observation(g)) for g in grown)
+    assert by_direction.epoch_score() == 1.0
+    # A server whose gradients point elsewhere is still caught, at the examples' own size.
+    turned = [torch.tensor(g, dtype=torch.float32) for g in cone(gen, -direction, 10, 0.1, (0.01, 0.08))]
+    assert any([by_direction.observe(observation(g)) for g in turned])
+    assert by_direction.epoch_score() == 0.0
+
+
+def test_splitout_features_are_checked():
+    with pytest.raises(ValueError):
+        SplitOut(features="sideways")
 
 
 # ---- inside a run --------------------------------------------------------------------
@@ -284,3 +317,6 @@ def test_defense_config_checks():
         RunConfig(defenses=("splitout", "splitout")).replace()
     with pytest.raises(ConfigError, match="--splitguard-fake-prob"):
         RunConfig(splitguard_fake_prob=1.0).replace()
+    with pytest.raises(ConfigError, match="--splitout-features"):
+        RunConfig(splitout_features="sideways").replace()
+    assert RunConfig(splitout_features="raw").replace().splitout_features == "raw"
