@@ -82,7 +82,7 @@ class RunConfig:
     splitguard_window: int = 5
     splitguard_threshold: float = 0.5
     scrutinizer_window: int = 50
-    scrutinizer_threshold: float = 0.5
+    scrutinizer_threshold: float = 0.15  # the published 0.5 flags honest LeNet runs (section 10)
     splitout_share: float = 0.01
     splitout_window: int = 10
     splitout_features: str = "direction"
@@ -163,7 +163,7 @@ FIELD_HELP: dict[str, str] = {
     "splitguard_window": "SplitGuard: flag when the mean score of this many last fake batches is below the threshold",
     "splitguard_threshold": "SplitGuard: score threshold of the verdict",
     "scrutinizer_window": "Gradients Scrutinizer: steps per score",
-    "scrutinizer_threshold": "Gradients Scrutinizer: flag when a window's score is below this",
+    "scrutinizer_threshold": "Gradients Scrutinizer: flag when a window's score is below this (published: 0.5)",
     "splitout_share": "SplitOut: share of the client's data for its simulated honest epoch",
     "splitout_window": "SplitOut: gradients per window; flag when outliers outnumber inliers in one",
     "splitout_features": "SplitOut: what LOF compares, direction (gradients scaled to unit length) or raw (the published)",

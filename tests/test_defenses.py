@@ -9,7 +9,8 @@ from torch import nn
 
 from engine.config import ConfigError, RunConfig, resolve
 from engine.defenses.base import Observation
-from engine.defenses.scrutinizer import Scrutinizer, interval_iou, pair_statistics, window_score
+from engine.defenses.scrutinizer import (PUBLISHED_THRESHOLD, Scrutinizer, interval_iou, pair_statistics,
+                                         window_score)
 from engine.defenses.splitguard import GradientSet, SplitGuard, splitguard_score
 from engine.defenses.splitout import SplitOut
 from engine.events import DefenseScores
@@ -118,6 +119,22 @@ def test_scrutinizer_err_grows_with_a_jumpy_history():
     assert window_score(steady).err == pytest.approx(0.0, abs=1e-9)
     assert window_score(jumpy).err == pytest.approx(0.15 / 2, rel=0.05)  # mean_s jumps +-0.15, mean_d is steady
     assert window_score(jumpy).ds < window_score(steady).ds
+
+
+def steady_window(gen, mean_s, std_s, mean_d, std_d, steps=50):
+    noise = 0.003 * gen.normal(size=(steps, 2))
+    return np.column_stack([mean_s + noise[:, 0], np.full(steps, std_s), mean_d + noise[:, 1], np.full(steps, std_d)])
+
+
+def test_scrutinizer_default_threshold_passes_a_small_honest_gap_and_flags_a_label_blind_window():
+    # Measured on honest LeNet runs by epoch 4-5: mean_s ~0.60 +- 0.07 against mean_d ~0.50
+    # +- 0.04, a gap of ~0.09 that the published threshold flags. A label-blind server:
+    # both means at 0.50.
+    gen = np.random.default_rng(0)
+    honest = window_score(steady_window(gen, 0.60, 0.07, 0.50, 0.04))
+    blind = window_score(steady_window(gen, 0.50, 0.05, 0.50, 0.03))
+    assert honest.ds < PUBLISHED_THRESHOLD
+    assert blind.ds < Scrutinizer().threshold < honest.ds
 
 
 def test_interval_iou():
