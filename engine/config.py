@@ -26,6 +26,9 @@ DEFENSES = ("splitguard", "scrutinizer", "splitout")
 # Detectors that change training (SplitGuard's fake batches are not applied); the others
 # only watch, so a run with them trains exactly as one without (tests/test_defenses.py).
 TRAINING_DEFENSES = ("splitguard",)
+# What SplitOut's LOF compares (docs/protocol.md section 10): gradient directions, or the
+# raw gradients as published.
+SPLITOUT_FEATURES = ("direction", "raw")
 CUTS = (1, 2, 3)
 RR_GRANULARITIES = ("epoch", "batch")
 AE_GRADS = ("straight", "through")
@@ -79,9 +82,10 @@ class RunConfig:
     splitguard_window: int = 5
     splitguard_threshold: float = 0.5
     scrutinizer_window: int = 50
-    scrutinizer_threshold: float = 0.5
+    scrutinizer_threshold: float = 0.15  # the published 0.5 flags honest LeNet runs (section 10)
     splitout_share: float = 0.01
     splitout_window: int = 10
+    splitout_features: str = "direction"
 
     # ---- JSON -------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -159,9 +163,10 @@ FIELD_HELP: dict[str, str] = {
     "splitguard_window": "SplitGuard: flag when the mean score of this many last fake batches is below the threshold",
     "splitguard_threshold": "SplitGuard: score threshold of the verdict",
     "scrutinizer_window": "Gradients Scrutinizer: steps per score",
-    "scrutinizer_threshold": "Gradients Scrutinizer: flag when a window's score is below this",
+    "scrutinizer_threshold": "Gradients Scrutinizer: flag when a window's score is below this (published: 0.5)",
     "splitout_share": "SplitOut: share of the client's data for its simulated honest epoch",
     "splitout_window": "SplitOut: gradients per window; flag when outliers outnumber inliers in one",
+    "splitout_features": "SplitOut: what LOF compares, direction (gradients scaled to unit length) or raw (the published)",
 }
 
 
@@ -282,6 +287,7 @@ def validate(cfg: RunConfig) -> RunConfig:
     unit("scrutinizer_threshold", low_open=False)
     unit("splitout_share", low_open=True)
     at_least("splitout_window", 1)
+    choice("splitout_features", SPLITOUT_FEATURES)
     if cfg.lr <= 0:
         raise ConfigError(f"--lr must be > 0 (got {cfg.lr})")
     if cfg.weight_decay < 0:

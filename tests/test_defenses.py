@@ -9,7 +9,8 @@ from torch import nn
 
 from engine.config import ConfigError, RunConfig, resolve
 from engine.defenses.base import Observation
-from engine.defenses.scrutinizer import Scrutinizer, interval_iou, pair_statistics, window_score
+from engine.defenses.scrutinizer import (PUBLISHED_THRESHOLD, Scrutinizer, interval_iou, pair_statistics,
+                                         window_score)
 from engine.defenses.splitguard import GradientSet, SplitGuard, splitguard_score
 from engine.defenses.splitout import SplitOut
 from engine.events import DefenseScores
@@ -120,6 +121,22 @@ def test_scrutinizer_err_grows_with_a_jumpy_history():
     assert window_score(jumpy).ds < window_score(steady).ds
 
 
+def steady_window(gen, mean_s, std_s, mean_d, std_d, steps=50):
+    noise = 0.003 * gen.normal(size=(steps, 2))
+    return np.column_stack([mean_s + noise[:, 0], np.full(steps, std_s), mean_d + noise[:, 1], np.full(steps, std_d)])
+
+
+def test_scrutinizer_default_threshold_passes_a_small_honest_gap_and_flags_a_label_blind_window():
+    # Measured on honest LeNet runs by epoch 4-5: mean_s ~0.60 +- 0.07 against mean_d ~0.50
+    # +- 0.04, a gap of ~0.09 that the published threshold flags. A label-blind server:
+    # both means at 0.50.
+    gen = np.random.default_rng(0)
+    honest = window_score(steady_window(gen, 0.60, 0.07, 0.50, 0.04))
+    blind = window_score(steady_window(gen, 0.50, 0.05, 0.50, 0.03))
+    assert honest.ds < PUBLISHED_THRESHOLD
+    assert blind.ds < Scrutinizer().threshold < honest.ds
+
+
 def test_interval_iou():
     assert interval_iou((0, 2), (1, 3)) == pytest.approx(1 / 3)
     assert interval_iou((0, 1), (2, 3)) == 0.0
@@ -143,7 +160,7 @@ def test_scrutinizer_flags_once_a_window_of_label_blind_gradients_is_full():
 def test_splitout_lof_flags_a_planted_outlier_window():
     gen = np.random.default_rng(5)
     honest = gen.normal(0, 1, size=(30, 16))
-    detector = SplitOut(window=4)
+    detector = SplitOut(window=4, features="raw")
     detector.fit(honest)
     inliers = [torch.tensor(gen.normal(0, 1, 16), dtype=torch.float32) for _ in range(4)]
     assert not any(detector.observe(observation(g)) for g in inliers)
@@ -153,6 +170,39 @@ def test_splitout_lof_flags_a_planted_outlier_window():
     flags = [detector.observe(observation(g)) for g in [planted, planted, planted, inliers[0], inliers[1]]]
     assert flags == [False, False, True, True, False]  # 2/4, 3/4, 3/4, then 2/4 outliers in the window
     assert detector.epoch_score() == pytest.approx(2 / 5)
+
+
+def cone(gen, direction, n, spread, scales):
+    """n gradients around `direction` (unit), with norms drawn from `scales`."""
+    rows = direction + spread * gen.normal(0, 1, size=(n, len(direction)))
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    return rows * gen.uniform(*scales, size=(n, 1))
+
+
+def test_splitout_by_direction_keeps_honest_gradients_that_grew_and_flags_a_turned_server():
+    # The measured failure: honest examples come from the first batches, where the
+    # first-layer gradient is small; honest training then makes it 10-80x larger in the
+    # same directions. Raw LOF calls that growth an outlier; by direction it is not.
+    gen = np.random.default_rng(3)
+    direction = gen.normal(0, 1, 64)
+    direction /= np.linalg.norm(direction)
+    examples = cone(gen, direction, 10, 0.1, (0.01, 0.08))
+    grown = [torch.tensor(g, dtype=torch.float32) for g in cone(gen, direction, 10, 0.1, (0.3, 0.8))]
+    raw, by_direction = SplitOut(window=10, features="raw"), SplitOut(window=10)
+    raw.fit(examples)
+    by_direction.fit(examples)
+    assert any(raw.observe(observation(g)) for g in grown)
+    assert not any(by_direction.observe(observation(g)) for g in grown)
+    assert by_direction.epoch_score() == 1.0
+    # A server whose gradients point elsewhere is still caught, at the examples' own size.
+    turned = [torch.tensor(g, dtype=torch.float32) for g in cone(gen, -direction, 10, 0.1, (0.01, 0.08))]
+    assert any([by_direction.observe(observation(g)) for g in turned])
+    assert by_direction.epoch_score() == 0.0
+
+
+def test_splitout_features_are_checked():
+    with pytest.raises(ValueError):
+        SplitOut(features="sideways")
 
 
 # ---- inside a run --------------------------------------------------------------------
@@ -284,3 +334,6 @@ def test_defense_config_checks():
         RunConfig(defenses=("splitout", "splitout")).replace()
     with pytest.raises(ConfigError, match="--splitguard-fake-prob"):
         RunConfig(splitguard_fake_prob=1.0).replace()
+    with pytest.raises(ConfigError, match="--splitout-features"):
+        RunConfig(splitout_features="sideways").replace()
+    assert RunConfig(splitout_features="raw").replace().splitout_features == "raw"

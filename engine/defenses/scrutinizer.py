@@ -14,6 +14,15 @@ standard deviation over same-label and different-label pairs. Every `window` ste
             m_err = -ln(7 err + e^-2),  m_iou = -ln(iou + e^-1)
 
 DS near 1: honest (a clear, steady gap); it flags the server when DS < `threshold`.
+
+The threshold. The published one is 0.5, the sigmoid's midpoint: a window must reach
+m_gap m_err m_iou >= 0.7 to pass. A server blind to the labels gives gap ~ 0, so DS sits
+at its floor sigmoid(-3.5) ~ 0.03 whatever err and iou are. On LeNet the honest gap is
+small and shrinks as the model fits the data (docs/protocol.md section 10 has the
+measurements), so honest windows drift under 0.5 within a few epochs. The default
+THRESHOLD puts the line at half the published offset (product 0.35, DS = sigmoid(-1.75)),
+halfway between the floor and the published midpoint; `threshold=0.5` is the published
+verdict.
 """
 from __future__ import annotations
 
@@ -25,6 +34,9 @@ import torch
 import torch.nn.functional as F
 
 from .base import Detector, Observation, sigmoid
+
+PUBLISHED_THRESHOLD = 0.5
+THRESHOLD = round(sigmoid(5 * (0.35 - 0.7)), 2)  # 0.15: half the published offset
 
 
 def pair_statistics(grads: torch.Tensor, labels: torch.Tensor) -> torch.Tensor | None:
@@ -87,7 +99,7 @@ def window_score(stats: np.ndarray) -> WindowScore:
 class Scrutinizer(Detector):
     name = "scrutinizer"
 
-    def __init__(self, window: int = 50, threshold: float = 0.5) -> None:
+    def __init__(self, window: int = 50, threshold: float = THRESHOLD) -> None:
         self.window, self.threshold = window, threshold
         self.pending: list[torch.Tensor] = []
         self.epoch_values: list[float] = []

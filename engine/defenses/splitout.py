@@ -12,6 +12,15 @@ epoch's gradients classified as inliers.
 The simulation uses the run's batch size, so that its gradients have the scale and noise
 of the real ones; as 1% of a few thousand images is only a batch or two, too few
 examples for LOF, it takes at least MIN_BATCHES batches of the client's data.
+
+`features` says what LOF compares. "raw" is the published detector: the gradients as
+they are. "direction" (the default) scales every gradient, example or observed, to unit
+length first. The reason is measured (docs/protocol.md section 10): the honest examples
+come from the first batches of training, and an honest first-layer gradient then grows
+by one to two orders of magnitude within the first epoch, so raw LOF calls honest
+training an outlier by its size alone (and a label-blind server, whose gradients stay
+as small as at the start, an inlier). The authors' own evaluation avoids the drift by
+fitting LOF to honest gradients of the same epoch it judges, which a client cannot have.
 """
 from __future__ import annotations
 
@@ -61,8 +70,10 @@ def honest_gradients(view: ClientView, share: float, generator: torch.Generator)
 class SplitOut(Detector):
     name = "splitout"
 
-    def __init__(self, share: float = 0.01, window: int = 10, seed: int = 0) -> None:
-        self.share, self.window, self.seed = share, window, seed
+    def __init__(self, share: float = 0.01, window: int = 10, seed: int = 0, features: str = "direction") -> None:
+        if features not in ("direction", "raw"):
+            raise ValueError(f"unknown SplitOut features {features!r}")
+        self.share, self.window, self.seed, self.features = share, window, seed, features
         self.lof: Any = None  # sklearn's LocalOutlierFactor once fitted
         self.recent: list[int] = []  # the last `window` decisions, 1 = outlier
         self.epoch_labels: list[int] = []
@@ -81,14 +92,22 @@ class SplitOut(Detector):
         from sklearn.neighbors import LocalOutlierFactor
 
         self.examples = len(examples)
-        self.lof = LocalOutlierFactor(n_neighbors=max(1, len(examples) - 1), novelty=True).fit(examples)
+        self.lof = LocalOutlierFactor(n_neighbors=max(1, len(examples) - 1), novelty=True).fit(self.features_of(examples))
+
+    def features_of(self, grads: np.ndarray) -> np.ndarray:
+        """The rows LOF sees: the gradients as they are ("raw"), or scaled to unit length
+        ("direction"; an all-zero gradient stays zero)."""
+        if self.features == "raw":
+            return grads
+        norms = np.linalg.norm(grads, axis=1, keepdims=True)
+        return grads / np.where(norms > 0, norms, 1.0)
 
     def observe(self, obs: Observation) -> bool:
         if obs.fake:
             return False
         assert self.lof is not None, "prepare() or fit() first"
         g = obs.first_grad.detach().flatten().double().cpu().numpy()[None]
-        outlier = int(self.lof.predict(g)[0] == -1)  # LOF: +1 inlier, -1 outlier
+        outlier = int(self.lof.predict(self.features_of(g))[0] == -1)  # LOF: +1 inlier, -1 outlier
         self.epoch_labels.append(outlier)
         self.recent = (self.recent + [outlier])[-self.window:]
         return len(self.recent) == self.window and 2 * sum(self.recent) > self.window

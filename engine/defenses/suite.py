@@ -33,7 +33,8 @@ def make_detector(name: str, cfg: RunConfig, client: int) -> Detector:
     if name == "scrutinizer":
         return Scrutinizer(cfg.scrutinizer_window, cfg.scrutinizer_threshold)
     if name == "splitout":
-        return SplitOut(cfg.splitout_share, cfg.splitout_window, seed=cfg.seed * 1000 + 200 + client)
+        return SplitOut(cfg.splitout_share, cfg.splitout_window, seed=cfg.seed * 1000 + 200 + client,
+                        features=cfg.splitout_features)
     raise ValueError(f"unknown defense {name!r}")
 
 

@@ -11,11 +11,13 @@ from typing import Any
 
 from engine.clone import user_config
 from engine.config import (AE_GRADS, ATTACKS, CUTS, DATASETS, DEVICES, FIELD_HELP, MODELS,
-                           RR_GRANULARITIES, ConfigError, RunConfig, parse_defenses, parse_milestones, validate)
+                           RR_GRANULARITIES, SPLITOUT_FEATURES, ConfigError, RunConfig, parse_defenses,
+                           parse_milestones, validate)
 
 CHOICES: dict[str, tuple] = {
     "dataset": DATASETS, "model": MODELS, "cut": CUTS, "attack": ATTACKS,
     "rr_granularity": RR_GRANULARITIES, "ae_grad": AE_GRADS, "device": DEVICES,
+    "splitout_features": SPLITOUT_FEATURES,
 }
 # Fields shown only when that attack is selected.
 ATTACK_FIELDS: dict[str, tuple[str, ...]] = {
@@ -27,7 +29,7 @@ ATTACK_ONLY = {name: attack for attack, names in ATTACK_FIELDS.items() for name 
 DEFENSE_FIELDS: dict[str, tuple[str, ...]] = {
     "splitguard": ("splitguard_start", "splitguard_fake_prob", "splitguard_window", "splitguard_threshold"),
     "scrutinizer": ("scrutinizer_window", "scrutinizer_threshold"),
-    "splitout": ("splitout_share", "splitout_window"),
+    "splitout": ("splitout_share", "splitout_window", "splitout_features"),
 }
 DEFENSE_ONLY = {name: defense for defense, names in DEFENSE_FIELDS.items() for name in names}
 # Fields whose empty text means "the paper's default for this dataset/model".
