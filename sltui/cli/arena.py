@@ -11,9 +11,8 @@ import typer
 
 from engine.config import DEFENSES
 from engine.errors import ConfigError
-from engine.store import RunStore
 from engine.sweeps.arena import LONG_COLUMNS, MATRIX_COLUMNS, arena_sweep, long_rows, matrix_rows
-from engine.sweeps.executors import LocalExecutor, RayExecutor, SweepFile, make_jobs, pending, sweep_run_docs
+from engine.sweeps.executors import sweep_run_docs
 
 from ..format import fmt_num
 from .config_flags import given_fields, with_config_flags
@@ -121,7 +120,7 @@ def write_arena_report(docs: list[Mapping[str, Any]], out: Path, title: str) -> 
 
 def register(app: typer.Typer, console: Any, default_runs_dir: Any) -> None:
     """Add `sltui arena` to the app."""
-    from .sweep import execute, print_plan, summarize
+    from .sweep import check_executor, launch, summarize
 
     def arena_command(
         attacks: str = typer.Option("none,surrogate,autoencoder", "--attacks",
@@ -132,35 +131,22 @@ def register(app: typer.Typer, console: Any, default_runs_dir: Any) -> None:
         jobs: int = typer.Option(1, "--jobs", help="runs at once"),
         executor: str = typer.Option("local", "--executor", help="local (worker processes) or ray"),
         ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster address (default: a local instance)"),
+        gpus_per_job: Optional[float] = typer.Option(None, "--gpus-per-job", help="Ray: GPU share per run (default 1/jobs with --device cuda, else 0)"),
         runs_dir: Optional[Path] = typer.Option(None, "--runs-dir", help="folder of run files (default $SLTUI_RUNS or ./runs)"),
         wide: bool = typer.Option(False, "--wide", help="--dry-run: show every column"),
         **flags: Any,
     ) -> None:
         """Every attack against every detector over seeds, then the matrix (arena.md, CSV, heatmap)."""
-        if jobs < 1:
-            raise ConfigError(f"--jobs must be at least 1 (got {jobs})")
-        if executor not in ("local", "ray"):
-            raise ConfigError(f"--executor must be local or ray (got {executor!r})")
-        sweep, points = arena_sweep(attacks, parse_defenses_list(defenses), seeds, given_fields(flags))
+        check_executor(jobs, executor)
+        base = given_fields(flags)
+        sweep, points = arena_sweep(attacks, parse_defenses_list(defenses), seeds, base)
+        share = gpus_per_job if gpus_per_job is not None else (
+            min(1.0, 1.0 / jobs) if base.get("device") == "cuda" else 0.0)
         root = default_runs_dir(runs_dir)
-        store = RunStore(root)
-        todo, done = pending(points, store)
-        if dry_run:
-            print_plan(sweep.sweep_id(), points, done, wide)
+        ran = launch("arena", sweep, points, root, jobs, executor, ray_address, share, dry_run, wide, console)
+        if ran is None:
             return
-        runner: Any = None
-        if executor == "ray":
-            runner = RayExecutor(root, jobs, ray_address, 0.0)
-            runner.start()
-        record = SweepFile(root, sweep, points)
-        for key, run_id in done.items():
-            record.mark(key, "completed", run_id)
-        record.save()
-        console.print(f"arena [bold]{sweep.sweep_id()}[/]: {len(points)} runs, {len(done)} already done, "
-                      f"{len(todo)} to run, {jobs} at once ({executor}) -> {record.path}", soft_wrap=True)
-        if runner is None:
-            runner = LocalExecutor(root, jobs, record.path.parent / record.doc["id"] / "logs")
-        results = execute(runner, make_jobs(todo), record, store, console, len(points), len(done))
+        record, results = ran
         folder = record.path.parent / record.doc["id"] / "report"
         for path in write_arena_report(sweep_run_docs(root, record.doc), folder, record.doc["id"]):
             console.print(str(path), highlight=False, soft_wrap=True)

@@ -52,6 +52,41 @@ AGGREGATE_COLUMNS = (
 )
 
 
+def check_executor(jobs: int, executor: str) -> None:
+    """One line (ConfigError) for a bad --jobs or --executor."""
+    if jobs < 1:
+        raise ConfigError(f"--jobs must be at least 1 (got {jobs})")
+    if executor not in ("local", "ray"):
+        raise ConfigError(f"--executor must be local or ray (got {executor!r})")
+
+
+def launch(kind: str, sweep: Any, points: list, root: Path, jobs: int, executor: str, ray_address: Optional[str],
+           gpu_share: float, dry_run: bool, wide: bool, console: Any) -> tuple[SweepFile, list] | None:
+    """The plan (--dry-run: None), or the runs of `points` not yet done: the sweep file,
+    then `jobs` at a time on the executor; returns (the sweep file, the results). One
+    implementation for `sltui sweep` and `sltui arena` (`kind` names it in the output)."""
+    store = RunStore(root)
+    todo, done = pending(points, store)
+    if dry_run:
+        print_plan(sweep.sweep_id(), points, done, wide)
+        return None
+    runner: Any = None
+    if executor == "ray":
+        runner = RayExecutor(root, jobs, ray_address, gpu_share)
+        # Before the sweep file is written and before execute's signal handlers
+        # (ray.init installs its own); an unreachable address fails here, in one line.
+        runner.start()
+    record = SweepFile(root, sweep, points)
+    for key, run_id in done.items():
+        record.mark(key, "completed", run_id)
+    record.save()
+    console.print(f"{kind} [bold]{sweep.sweep_id()}[/]: {len(points)} runs, {len(done)} already done, "
+                  f"{len(todo)} to run, {jobs} at once ({executor}) -> {record.path}", soft_wrap=True)
+    if runner is None:
+        runner = LocalExecutor(root, jobs, record.path.parent / record.doc["id"] / "logs")
+    return record, execute(runner, make_jobs(todo), record, store, console, len(points), len(done))
+
+
 def register(app: typer.Typer, runs_app: typer.Typer, console: Any, default_runs_dir: Any) -> None:
     """Add the sweep, aggregate and report commands to the `sltui` app."""
 
@@ -75,10 +110,7 @@ def register(app: typer.Typer, runs_app: typer.Typer, console: Any, default_runs
         **flags: Any,
     ) -> None:
         """Run a grid of settings x seeds; started again, it skips what is done and redoes the rest."""
-        if jobs < 1:
-            raise ConfigError(f"--jobs must be at least 1 (got {jobs})")
-        if executor not in ("local", "ray"):
-            raise ConfigError(f"--executor must be local or ray (got {executor!r})")
+        check_executor(jobs, executor)
         from_file = load_sweep_file(grid_file) if grid_file else {}
         axes = {axis: from_file.get(axis) for axis in AXES}
         given_axes = {"datasets": datasets, "models": models, "cuts": cuts, "clients": clients,
@@ -88,30 +120,12 @@ def register(app: typer.Typer, runs_app: typer.Typer, console: Any, default_runs
         base.update(given_fields(flags))
         sweep = make_sweep(axes, base, paper=paper)
         points = expand(sweep)
-        root = default_runs_dir(runs_dir)
-        store = RunStore(root)
-        todo, done = pending(points, store)
-        if dry_run:
-            print_plan(sweep.sweep_id(), points, done, wide)
-            return
-        runner: Any = None
-        if executor == "ray":
-            device = base.get("device", "auto")
-            share = gpus_per_job if gpus_per_job is not None else (min(1.0, 1.0 / jobs) if device == "cuda" else 0.0)
-            runner = RayExecutor(root, jobs, ray_address, share)
-            # Before the sweep file is written and before execute's signal handlers
-            # (ray.init installs its own); an unreachable address fails here, in one line.
-            runner.start()
-        record = SweepFile(root, sweep, points)
-        for key, run_id in done.items():
-            record.mark(key, "completed", run_id)
-        record.save()
-        console.print(f"sweep [bold]{sweep.sweep_id()}[/]: {len(points)} runs, {len(done)} already done, "
-                      f"{len(todo)} to run, {jobs} at once ({executor}) -> {record.path}", soft_wrap=True)
-        if runner is None:
-            runner = LocalExecutor(root, jobs, record.path.parent / record.doc["id"] / "logs")
-        results = execute(runner, make_jobs(todo), record, store, console, len(points), len(done))
-        summarize(console, record, results)
+        device = base.get("device", "auto")
+        share = gpus_per_job if gpus_per_job is not None else (min(1.0, 1.0 / jobs) if device == "cuda" else 0.0)
+        ran = launch("sweep", sweep, points, default_runs_dir(runs_dir), jobs, executor, ray_address, share,
+                     dry_run, wide, console)
+        if ran is not None:
+            summarize(console, *ran)
 
     app.command("sweep", context_settings={"help_option_names": ["-h", "--help"]})(
         with_config_flags(sweep_command, exclude=AXIS_FIELDS))
