@@ -244,7 +244,10 @@ class RunRecorder:
         elif isinstance(event, PhaseProgress):
             phase = self.doc["phases"].setdefault(event.phase, {"history": []})
             phase["epochs"] = event.epochs
-            phase["history"].append({"epoch": event.epoch, "loss": event.loss})
+            # Each entry keeps the epoch's own results (losses, diagnostics) and how many
+            # training epochs had run, so a viewer knows whether the phase is the latest news.
+            phase["history"].append({"epoch": event.epoch, "loss": event.loss, **event.info,
+                                     "after_epoch": len(self.doc["epochs"])})
             phase.update(event.info)
         elif isinstance(event, EpochMetrics):
             self.doc["epochs"].append({k: v for k, v in event.to_dict().items() if k != "run_id"})

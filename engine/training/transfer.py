@@ -89,7 +89,7 @@ def _run_transfer(source: dict[str, Any], weights: dict[str, Any], cfg: RunConfi
     old = getattr(parent, attr)
     setattr(parent, attr, nn.Linear(old.in_features, classes).to(device))
     head = getattr(parent, attr)
-    trigger = trigger_for(cfg, int(test.x.shape[1]), device)
+    trigger = trigger_for(cfg, int(test.x.shape[1]), device, norm.mean, norm.std)
 
     opt = torch.optim.Adam(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed)

@@ -232,7 +232,7 @@ def run_labels(docs: Sequence[Mapping[str, Any]]) -> list[str]:
     value get their short id after it, so no two labels are the same."""
     configs = [d.get("config") or {} for d in docs]
     diff = differing_fields(configs)
-    labels = [" ".join(_label_part(k, cfg.get(k)) for k in diff if visible(k, str(cfg.get("attack"))))
+    labels = [" ".join(_label_part(k, cfg.get(k)) for k in diff if visible(k, str(cfg.get("attack")), str(cfg.get("trigger", "patch"))))
               for cfg in configs]
     ids = [str(d.get("id", "?")) for d in docs]
     short = short_ids(ids)

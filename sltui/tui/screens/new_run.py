@@ -103,10 +103,14 @@ class NewRunScreen(Screen[None]):
     def attack(self) -> str:
         return str(self.query_one("#f-attack", Select).value)
 
+    @property
+    def trigger(self) -> str:
+        return str(self.query_one("#f-trigger", Select).value)
+
     def _show_attack_fields(self) -> None:
-        attack = self.attack
+        attack, trigger = self.attack, self.trigger
         for spec in SPECS:
-            shown = visible(spec.name, attack)
+            shown = visible(spec.name, attack, trigger)
             self.query_one(f"#row-{spec.name}").display = shown
             self.query_one(f"#err-{spec.name}").display = shown and spec.name in self.errors
 
@@ -114,15 +118,15 @@ class NewRunScreen(Screen[None]):
         """Re-check the whole form; show each message under its field. Returns the config."""
         cfg, errors = build(self.values())
         self.errors = errors
-        attack = self.attack
+        attack, trigger = self.attack, self.trigger
         general = []
         for spec in SPECS:
             message = errors.get(spec.name, "")
             label = self.query_one(f"#err-{spec.name}", Static)
             label.update(message)
-            label.display = bool(message) and visible(spec.name, attack)
+            label.display = bool(message) and visible(spec.name, attack, trigger)
             self.query_one(f"#f-{spec.name}").set_class(bool(message), "-invalid-field")
-            if message and not visible(spec.name, attack):
+            if message and not visible(spec.name, attack, trigger):
                 general.append(message)
         if "" in errors:
             general.append(errors[""])
@@ -139,7 +143,7 @@ class NewRunScreen(Screen[None]):
 
     @on(Select.Changed)
     def _select_changed(self, event: Select.Changed) -> None:
-        if event.select.id == "f-attack":
+        if event.select.id in ("f-attack", "f-trigger"):
             self._show_attack_fields()
         self.validate_form()
 
@@ -148,7 +152,7 @@ class NewRunScreen(Screen[None]):
     def action_start(self) -> None:
         cfg = self.validate_form()
         if cfg is None:
-            first = next((s.name for s in SPECS if s.name in self.errors and visible(s.name, self.attack)), None)
+            first = next((s.name for s in SPECS if s.name in self.errors and visible(s.name, self.attack, self.trigger)), None)
             if first:
                 self.query_one(f"#f-{first}").focus()
             self.notify("fix the highlighted field first", severity="error", timeout=3)
