@@ -69,6 +69,7 @@ class RunConfig:
     aux_size: int | None = None
     hijack_warmup_epochs: int = 2
     hijack_shadow_epochs: int = 5
+    hijack_shadows: int = 1
     hijack_gp: float = 500.0
     hijack_d_lr: float = 1e-4
     hijack_beta: float = 0.5
@@ -147,6 +148,7 @@ FIELD_HELP: dict[str, str] = {
     "aux_size": "server-side attacks (surrogate, autoencoder, hijack): use only N images of the attacker's share, the auxiliary set (default: all of it)",
     "hijack_warmup_epochs": "hijack attack: honest epochs before the shadow client is stolen",
     "hijack_shadow_epochs": "hijack attack: epochs of each of the Steal and Finetune stages on the auxiliary set",
+    "hijack_shadows": "hijack attack: shadow clients trained against h, h learns the backdoor on all of them",
     "hijack_gp": "hijack attack: weight of the discriminator's gradient penalty (WGAN-GP)",
     "hijack_d_lr": "hijack attack: discriminator learning rate (Adam)",
     "hijack_beta": "hijack attack: weight of the task gradient in what the client receives, in [0, 1]",
@@ -258,6 +260,7 @@ def validate(cfg: RunConfig) -> RunConfig:
     at_least("aux_size", 1, optional=True)
     at_least("hijack_warmup_epochs", 0)
     at_least("hijack_shadow_epochs", 1)
+    at_least("hijack_shadows", 1)
     at_least("malicious_client", 0)
     unit("hijack_beta", low_open=False)
     unit("blend_alpha", low_open=True)

@@ -288,6 +288,8 @@ def summary_row(entry: RunEntry) -> dict[str, Any]:
         "clients": cfg.get("clients"),
         "attack": "transfer" if doc.get("source_run") else cfg.get("attack"),
         "alpha": cfg.get("alpha") if cfg.get("attack") == "surrogate" else None,
+        # Runs from before trigger kinds existed used the patch.
+        "trigger": cfg.get("trigger", "patch") if cfg.get("attack") not in (None, "none") and not doc.get("source_run") else None,
         "seed": cfg.get("seed"),
         "epochs": len(epochs),
         "cda": final.get("cda", last.get("cda")),

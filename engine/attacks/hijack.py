@@ -36,7 +36,6 @@ from ..events import PhaseProgress
 from ..models import build_split, smashed_shape
 from ..speed.adam import set_lr
 from ..training.context import RunContext, StepLoss
-from ..training.local_training import fit
 from .base import Attack
 from .discriminator import make_discriminator
 from .poisoned import PoisonedShare, auxiliary_set
@@ -59,10 +58,14 @@ class HijackAttack(Attack):
         # Own init from its own seed; fork_rng leaves the global RNG (dropout) as it was.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            self.shadow, _ = build_split(cfg.model, cfg.cut, ctx.data.input_shape, ctx.data.num_classes)
-            shape = smashed_shape(self.shadow, ctx.data.input_shape)
+            self.shadows = nn.ModuleList(
+                build_split(cfg.model, cfg.cut, ctx.data.input_shape, ctx.data.num_classes)[0]
+                for _ in range(cfg.hijack_shadows))
+            shape = smashed_shape(self.shadows[0], ctx.data.input_shape)
             self.disc = make_discriminator(shape)
-        ctx.setup_module(self.shadow).train()
+        for shadow in self.shadows:
+            ctx.setup_module(shadow).train()
+        self.shadow = self.shadows[0]  # the one D aligns the client to
         # Plain layers for D: its gradient penalty needs second-order gradients.
         self.disc.to(ctx.device).train()
         self.disc_opt = torch.optim.Adam(self.disc.parameters(), lr=cfg.hijack_d_lr, betas=(0.5, 0.9))
@@ -85,50 +88,61 @@ class HijackAttack(Attack):
         lr = ctx.cfg.lr * lr_multiplier(ctx.cfg, epoch)
         self._steal(ctx, lr)
         self._finetune(ctx, lr)
-        self.shadow.eval().requires_grad_(False)
+        self.shadows.eval().requires_grad_(False)
+        self.shadows.zero_grad(set_to_none=True)
+        ctx.server.zero_grad(set_to_none=True)
         ctx.server.requires_grad_(self.train_h)
         self.stage = "implant"
         self.implant_start = epoch
 
     # ---------------------------------------------------------------- Steal, Finetune
-    def _fit_shadow(self, ctx: RunContext, phase: str, share: PoisonedShare, params, lr: float) -> None:
+    def _fit_shadows(self, ctx: RunContext, phase: str, share: PoisonedShare, with_h: bool, lr: float) -> None:
+        """Cross-entropy through h on `share` for `hijack_shadow_epochs` passes; batch i
+        trains shadow i mod S (and h with `with_h`), so every shadow is trained against
+        the same h and h, in Finetune, learns the backdoor on all of them."""
         cfg = ctx.cfg
+        params = [*self.shadows.parameters(), *(ctx.server.parameters() if with_h else [])]
         opt = ctx.make_adam(params)
         set_lr(opt, lr)
-        net = nn.Sequential(self.shadow, ctx.server)
         epochs = cfg.hijack_shadow_epochs
-
-        def on_epoch(e: int, loss: float) -> None:
+        for epoch in range(epochs):
+            self.shadows.train()
+            ctx.server.train(with_h)
+            total, batches = torch.zeros((), device=ctx.device), 0
+            order = torch.randperm(len(share.share), generator=self.gen, device="cpu").to(ctx.device)
+            for i, idx in enumerate(order.split(cfg.batch_size)):
+                ctx.check_stop()
+                x, y = share.take(idx, ctx.data.norm, ctx.trigger)
+                loss = F.cross_entropy(ctx.server(self.shadows[i % len(self.shadows)](ctx.batch_input(x))), y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += loss.detach()
+                batches += 1
+            loss_mean = (total / max(batches, 1)).item()
             probe = self._probe(ctx)
             self.info.update({f"{phase}_{k}": v for k, v in probe.items()})
-            ctx.emit(PhaseProgress(ctx.run_id, phase, e, epochs, loss, probe))
-
-        def get_batch(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            x, y = share.take(idx, ctx.data.norm, ctx.trigger)
-            return ctx.batch_input(x), y
-
-        fit(net, opt, len(share.share), get_batch, epochs,
-            cfg.batch_size, self.gen, ctx.device, on_epoch=on_epoch, check_stop=ctx.check_stop)
+            ctx.emit(PhaseProgress(ctx.run_id, phase, epoch + 1, epochs, loss_mean, probe))
+        ctx.server.train()
 
     def _steal(self, ctx: RunContext, lr: float) -> None:
-        """f_s against h frozen, on the clean auxiliary set."""
+        """The shadows against h frozen, on the clean auxiliary set."""
         ctx.server.requires_grad_(False)
         try:
-            self._fit_shadow(ctx, "hijack-steal", self.clean, self.shadow.parameters(), lr)
+            self._fit_shadows(ctx, "hijack-steal", self.clean, False, lr)
         finally:
             ctx.server.requires_grad_(True)
 
     def _finetune(self, ctx: RunContext, lr: float) -> None:
-        """h and f_s together on the auxiliary set with its poisoned share."""
-        params = [*self.shadow.parameters(), *ctx.server.parameters()]
-        self._fit_shadow(ctx, "hijack-finetune", self.poisoned, params, lr)
+        """h and the shadows together on the auxiliary set with its poisoned share."""
+        self._fit_shadows(ctx, "hijack-finetune", self.poisoned, True, lr)
 
     @torch.no_grad()
     def _probe(self, ctx: RunContext) -> dict[str, Any]:
         """Diagnostics on the first PROBE auxiliary images (a simulation's view: the real
         server could not compute those that use f): h(f_s(x)) accuracy, the backdoor on
-        the shadow (h(f_s(x + trigger)) = target), h(f(x)) accuracy and the per-class
-        cosine similarity of the class-mean features of f and f_s."""
+        the shadow (h(f_s(x + trigger)) = target), h(f(x)) accuracy and backdoor, and the
+        per-class cosine similarity of the class-mean features of f and f_s."""
         x, y = self.clean.take(torch.arange(min(PROBE, len(self.clean.share)), device=ctx.device),
                                ctx.data.norm, ctx.trigger)
         stamped = stamp(x[y != ctx.trigger.target], ctx.trigger)
@@ -136,10 +150,11 @@ class HijackAttack(Attack):
         modes = (self.shadow.training, ctx.server.training, ctx.client.training)
         self.shadow.eval(), ctx.server.eval(), ctx.client.eval()
         try:
-            zs, zf, zt = self.shadow(x), ctx.client(x), self.shadow(stamped)
+            zs, zf, zt, zft = self.shadow(x), ctx.client(x), self.shadow(stamped), ctx.client(stamped)
             shadow_acc = float((ctx.server(zs).argmax(1) == y).float().mean()) * 100
             client_acc = float((ctx.server(zf).argmax(1) == y).float().mean()) * 100
             shadow_asr = float((ctx.server(zt).argmax(1) == ctx.trigger.target).float().mean()) * 100 if len(zt) else float("nan")
+            client_asr = float((ctx.server(zft).argmax(1) == ctx.trigger.target).float().mean()) * 100 if len(zt) else float("nan")
             per_class = []
             for c in range(ctx.data.num_classes):
                 rows = y == c
@@ -148,7 +163,7 @@ class HijackAttack(Attack):
                     per_class.append(round(float(F.cosine_similarity(a, b, dim=0)), 4))
         finally:
             self.shadow.train(modes[0]), ctx.server.train(modes[1]), ctx.client.train(modes[2])
-        return {"shadow_acc": shadow_acc, "shadow_asr": shadow_asr, "client_acc": client_acc,
+        return {"shadow_acc": shadow_acc, "shadow_asr": shadow_asr, "client_acc": client_acc, "client_asr": client_asr,
                 "alignment": round(sum(per_class) / max(len(per_class), 1), 4), "alignment_per_class": per_class}
 
     # ---------------------------------------------------------------- Implant

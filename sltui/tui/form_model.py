@@ -21,7 +21,7 @@ CHOICES: dict[str, tuple] = {
 ATTACK_FIELDS: dict[str, tuple[str, ...]] = {
     "surrogate": ("alpha", "poison_ratio", "loss_halved", "aux_size"),
     "autoencoder": ("ae_share", "ae_grad", "ae_phase1_epochs", "ae_epochs", "aux_size"),
-    "hijack": ("poison_ratio", "aux_size", "hijack_warmup_epochs", "hijack_shadow_epochs", "hijack_gp",
+    "hijack": ("poison_ratio", "aux_size", "hijack_warmup_epochs", "hijack_shadow_epochs", "hijack_shadows", "hijack_gp",
                "hijack_d_lr", "hijack_beta", "hijack_train_h"),
     "client": ("malicious_client", "poison_ratio"),
 }

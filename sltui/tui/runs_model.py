@@ -33,6 +33,7 @@ BROWSER_COLUMNS: tuple[Column, ...] = (
     Column("clients", "K", 6, "right"),
     Column("attack", "attack", 2),
     Column("alpha", "alpha", 4, "right"),
+    Column("trigger", "trigger", 9),
     Column("cda", "CDA", 1, "right"),
     Column("asr", "ASR", 1, "right"),
     Column("seconds", "time", 8, "right"),
