@@ -78,7 +78,7 @@ def test_client_receives_beta_task_plus_one_minus_beta_grad_of_mean_d(beta, trai
     assert any(not torch.equal(a, b) for a, b in zip(d_before, ctx.attack.disc.parameters()))
     probe = wire.detach().requires_grad_()
     task = torch.autograd.grad(F.cross_entropy(ctx.server(probe), y), probe)[0]
-    hijack = torch.autograd.grad(ctx.attack.disc(probe).mean(), probe)[0]
+    hijack = torch.autograd.grad(ctx.attack.disc(probe, y).mean(), probe)[0]
     torch.testing.assert_close(received, beta * task + (1 - beta) * hijack)
     assert all((p.grad is not None) == train_h for p in ctx.server.parameters())
 
@@ -87,19 +87,25 @@ def test_discriminator_step_lowers_its_loss_on_fixed_features():
     _, ctx = implant_context()
     attack = ctx.attack
     share = ctx.data.shares[1]
-    z = ctx.client(ctx.data.norm.apply(share.x[:64])).detach()
-    first = attack.discriminator_step(ctx, z)[0].item()
+    z, y = ctx.client(ctx.data.norm.apply(share.x[:64])).detach(), share.y[:64]
+    first = attack.discriminator_step(ctx, z, y)[0].item()
     for _ in range(30):
-        last = attack.discriminator_step(ctx, z)[0].item()
+        last = attack.discriminator_step(ctx, z, y)[0].item()
     assert last < first
 
 
 def test_hijack_leaves_the_global_rng_alone():
-    torch.manual_seed(3)
-    expected = torch.rand(4)
-    torch.manual_seed(3)
-    implant_context()
-    assert torch.equal(torch.rand(4), expected)
+    """The runner seeds the global RNG (dropout, init); the attack's own draws (shadows'
+    and D's init, batches, interpolation) must not move it."""
+    cfg = resolve(hijack_config())
+    ctx = build_context(cfg, lambda e: None, None)
+    state = torch.random.get_rng_state()
+    ctx.attack.prepare(ctx)
+    ctx.attack.start_epoch(ctx, cfg.hijack_warmup_epochs)
+    share = ctx.data.shares[1]
+    x, y = ctx.data.norm.apply(share.x[:16]), share.y[:16]
+    ctx.attack.server_loss(ctx, ctx.client(x).detach().requires_grad_(), y).total.backward()
+    assert torch.equal(torch.random.get_rng_state(), state)
 
 
 def test_aux_size_limits_the_auxiliary_set():
@@ -108,3 +114,16 @@ def test_aux_size_limits_the_auxiliary_set():
     ctx.attack.prepare(ctx)
     assert len(ctx.attack.clean.share) == 40 and ctx.attack.summary()["aux_samples"] == 40
     assert int(ctx.attack.poisoned.mask.sum()) == round(cfg.poison_ratio * 40)
+
+
+def test_discriminator_compares_each_row_with_auxiliary_rows_of_its_class():
+    cfg = resolve(hijack_config(aux_size=60))
+    ctx = build_context(cfg, lambda e: None, None)
+    ctx.attack.prepare(ctx)
+    aux_y = ctx.attack.clean.share.y
+    present = torch.unique(aux_y)
+    labels = present.repeat(30)
+    idx = ctx.attack.aux_indices(ctx, labels)
+    assert torch.equal(aux_y[idx], labels)
+    # Rows are drawn at random within the class, not always the first one.
+    assert len(torch.unique(idx)) > len(present)

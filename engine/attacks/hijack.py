@@ -37,7 +37,7 @@ from ..models import build_split, smashed_shape
 from ..speed.adam import set_lr
 from ..training.context import RunContext, StepLoss
 from .base import Attack
-from .discriminator import make_discriminator
+from .discriminator import Discriminator
 from .poisoned import PoisonedShare, auxiliary_set
 
 SEED_OFFSET = 5
@@ -62,9 +62,9 @@ class HijackAttack(Attack):
                 build_split(cfg.model, cfg.cut, ctx.data.input_shape, ctx.data.num_classes)[0]
                 for _ in range(cfg.hijack_shadows))
             shape = smashed_shape(self.shadows[0], ctx.data.input_shape)
-            self.disc = make_discriminator(shape)
-        for shadow in self.shadows:
-            ctx.setup_module(shadow).train()
+            self.disc = Discriminator(shape, ctx.data.num_classes)
+            for shadow in self.shadows:  # (setting up fast layers draws from the global RNG)
+                ctx.setup_module(shadow).train()
         self.shadow = self.shadows[0]  # the one D aligns the client to
         # Plain layers for D: its gradient penalty needs second-order gradients.
         self.disc.to(ctx.device).train()
@@ -77,6 +77,12 @@ class HijackAttack(Attack):
             prepared = auxiliary_set(ctx, prepared=True).x
             self.clean.prestamp(prepared, ctx.trigger)
             self.poisoned.prestamp(prepared, ctx.trigger)
+        # Auxiliary rows sorted by class, with each class's first position and count: D
+        # compares each innocent row with a shadow row of its class.
+        counts = torch.bincount(aux.y, minlength=ctx.data.num_classes)
+        self.by_class = torch.argsort(aux.y, stable=True)
+        self.class_start = torch.cumsum(counts, 0) - counts
+        self.class_count = counts
         self.beta, self.gp_weight = cfg.hijack_beta, cfg.hijack_gp
         self.train_h = cfg.hijack_train_h
         self.info.update(aux_samples=len(aux), poisoned_samples=int(self.poisoned.mask.sum()))
@@ -167,21 +173,33 @@ class HijackAttack(Attack):
                 "alignment": round(sum(per_class) / max(len(per_class), 1), 4), "alignment_per_class": per_class}
 
     # ---------------------------------------------------------------- Implant
-    def _aux_batch(self, ctx: RunContext, n: int) -> torch.Tensor:
-        idx = torch.randint(len(self.clean.share), (n,), generator=self.gen, device="cpu").to(ctx.device)
+    def _aux_batch(self, ctx: RunContext, labels: torch.Tensor) -> torch.Tensor:
+        """Random auxiliary images with the same labels as `labels`."""
+        idx = self.aux_indices(ctx, labels)
         return ctx.batch_input(self.clean.take(idx, ctx.data.norm, ctx.trigger)[0])
 
-    def discriminator_step(self, ctx: RunContext, z: torch.Tensor) -> torch.Tensor:
-        """One WGAN-GP step of D: f_s's features on auxiliary data are 'real', the
-        client's smashed data z 'fake' (FSHA's signs: D scores f's features high).
-        Returns (L_D, GP, mean D(z) - mean D(f_s(x_aux))), detached."""
+    def aux_indices(self, ctx: RunContext, labels: torch.Tensor) -> torch.Tensor:
+        """Random auxiliary rows with the same labels as `labels` (from any class where
+        the auxiliary set has none of that class)."""
+        u = torch.rand(labels.shape[0], generator=self.gen, device="cpu").to(ctx.device)
+        count = self.class_count[labels]
+        start = torch.where(count > 0, self.class_start[labels], torch.zeros_like(labels))
+        count = torch.where(count > 0, count, torch.full_like(count, len(self.by_class)))
+        pos = start + (u * count).long().clamp_(max=len(self.by_class) - 1)
+        return self.by_class[pos]
+
+    def discriminator_step(self, ctx: RunContext, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """One WGAN-GP step of D on the innocent batch's smashed data z (labels y) and
+        the first shadow's features of auxiliary images of the same classes: those are
+        'real', z 'fake' (FSHA's signs: D scores the client's features high). Returns
+        (L_D, GP, mean D(z) - mean D(f_s(x_aux))), detached."""
         n = z.shape[0]
         with torch.no_grad():
-            za = self.shadow(self._aux_batch(ctx, n))
+            za = self.shadow(self._aux_batch(ctx, labels))
         eps = torch.rand(n, *([1] * (z.dim() - 1)), generator=self.gen, device="cpu").to(ctx.device)
         x_hat = (eps * z + (1 - eps) * za).requires_grad_()
         self.disc.requires_grad_(True)
-        scores = self.disc(torch.cat([z, za, x_hat]))
+        scores = self.disc(torch.cat([z, za, x_hat]), labels.repeat(3))
         fake, real, mixed = scores[:n], scores[n:2 * n], scores[2 * n:]
         grad, = torch.autograd.grad(mixed.sum(), x_hat, create_graph=True)
         gp = ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
@@ -194,16 +212,16 @@ class HijackAttack(Attack):
 
     def client_signal(self, ctx: RunContext, wire: torch.Tensor, labels: torch.Tensor
                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(beta * CE(h(wire), y) + (1 - beta) * mean D(wire), the CE, mean D(wire)):
+        """(beta * CE(h(wire), y) + (1 - beta) * mean D(wire, y), the CE, mean D(wire, y)):
         the first is what the wire's gradient comes from."""
         task = F.cross_entropy(ctx.server(wire), labels)
-        hijack = self.disc(wire).mean()
+        hijack = self.disc(wire, labels).mean()
         return self.beta * task + (1 - self.beta) * hijack, task, hijack
 
     def server_loss(self, ctx: RunContext, wire: torch.Tensor, labels: torch.Tensor) -> StepLoss:
         if self.stage != "implant":
             return super().server_loss(ctx, wire, labels)
-        d_stats = self.discriminator_step(ctx, wire.detach())
+        d_stats = self.discriminator_step(ctx, wire.detach(), labels)
         total, task, hijack = self.client_signal(ctx, wire, labels)
         if self.train_h:
             # h keeps learning the task (the innocent term above) and the backdoor on a
