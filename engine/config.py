@@ -26,7 +26,6 @@ TRIGGERS = ("patch", "blend", "sig")
 CUTS = (1, 2, 3)
 RR_GRANULARITIES = ("epoch", "batch")
 AE_GRADS = ("straight", "through")
-PENALTIES = ("two-sided", "one-sided")
 DEVICES = ("auto", "cpu", "cuda")
 
 CIFAR_LIKE = ("cifar10", "cifar10-jpeg", "synthetic-rgb")
@@ -70,11 +69,10 @@ class RunConfig:
     aux_size: int | None = None
     hijack_warmup_epochs: int = 2
     hijack_shadow_epochs: int = 5
-    hijack_shadows: int = 1
+    hijack_shadows: int = 3
     hijack_gp: float = 500.0
-    hijack_penalty: str = "two-sided"
-    hijack_d_lr: float = 1e-4
-    hijack_beta: float = 0.5
+    hijack_d_lr: float = 1e-3
+    hijack_beta: float = 0.7
     hijack_train_h: bool = False
     malicious_client: int = 0
     device: str = "auto"
@@ -152,7 +150,6 @@ FIELD_HELP: dict[str, str] = {
     "hijack_shadow_epochs": "hijack attack: epochs of each of the Steal and Finetune stages on the auxiliary set",
     "hijack_shadows": "hijack attack: shadow clients trained against h, h learns the backdoor on all of them",
     "hijack_gp": "hijack attack: weight of the discriminator's gradient penalty (WGAN-GP)",
-    "hijack_penalty": "hijack attack: D's gradient penalty, two-sided (WGAN-GP, (|g| - 1)^2) or one-sided (max(0, |g| - 1)^2)",
     "hijack_d_lr": "hijack attack: discriminator learning rate (Adam)",
     "hijack_beta": "hijack attack: weight of the task gradient in what the client receives, in [0, 1]",
     "hijack_train_h": "hijack attack: the server's model keeps training during Implant (innocent and poisoned shadow batches)",
@@ -249,7 +246,6 @@ def validate(cfg: RunConfig) -> RunConfig:
     choice("ae_grad", AE_GRADS)
     choice("device", DEVICES)
     choice("trigger", TRIGGERS)
-    choice("hijack_penalty", PENALTIES)
     at_least("clients", 1)
     unit("alpha", low_open=True)
     unit("poison_ratio", low_open=False)

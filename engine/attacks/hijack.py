@@ -86,7 +86,6 @@ class HijackAttack(Attack):
         self.class_count = counts
         self.beta, self.gp_weight = cfg.hijack_beta, cfg.hijack_gp
         self.train_h = cfg.hijack_train_h
-        self.one_sided = cfg.hijack_penalty == "one-sided"
         self.info.update(aux_samples=len(aux), poisoned_samples=int(self.poisoned.mask.sum()))
         self._reset_sums(ctx)
 
@@ -207,8 +206,7 @@ class HijackAttack(Attack):
         scores = self.disc(torch.cat([z, za, x_hat]), torch.cat([labels, labels, labels[:m]]))
         fake, real, mixed = scores[:n], scores[n:2 * n], scores[2 * n:]
         grad, = torch.autograd.grad(mixed.sum(), x_hat, create_graph=True)
-        excess = grad.flatten(1).norm(dim=1) - 1
-        gp = (excess.clamp(min=0) if self.one_sided else excess).pow(2).mean()
+        gp = ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
         loss = real.mean() - fake.mean() + self.gp_weight * gp
         self.disc_opt.zero_grad(set_to_none=True)
         loss.backward()
