@@ -71,7 +71,7 @@ class RunConfig:
     hijack_shadow_epochs: int = 5
     hijack_shadows: int = 3
     hijack_gp: float = 500.0
-    hijack_d_lr: float = 1e-3
+    hijack_d_lr: float = 1e-4
     hijack_beta: float = 0.7
     hijack_train_h: bool = False
     malicious_client: int = 0

@@ -14,10 +14,11 @@ its own init), D a discriminator on smashed data. The auxiliary set is share 0
   triggered and relabelled, for `hijack_shadow_epochs` epochs: h learns the backdoor on
   f_s's features.
 - Implant, for the rest of training, f_s and h frozen (h keeps training with
-  `hijack_train_h`): per innocent batch z = f(x), D takes one WGAN-GP step
-  (L_D = mean D(f_s(x_aux)) - mean D(z) + lambda * GP on x_hat = eps z + (1 - eps) f_s(x_aux)),
-  and the client receives g = beta * grad_z CE(h(z), y) + (1 - beta) * grad_z mean D(z),
-  which pulls f's features onto f_s's.
+  `hijack_train_h`): per innocent batch z = f(x) with labels y, D takes one WGAN-GP step
+  (L_D = mean D(f_s(x_aux), y) - mean D(z, y) + lambda * GP on x_hat = eps z + (1 - eps)
+  f_s(x_aux), x_aux of the same classes as the batch), and the client receives
+  g = beta * grad_z CE(h(z), y) + (1 - beta) * grad_z mean D(z, y), which pulls f's
+  features onto f_s's, class by class (docs/protocol.md says why the class matters).
 
 Every stage emits PhaseProgress per epoch (hijack-steal, hijack-finetune, hijack-implant),
 so its losses land in the run file's `phases` and on the TUI's run screen.
