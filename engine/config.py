@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 DATASETS = (
@@ -21,7 +21,8 @@ DATASETS = (
     "synthetic", "synthetic-rgb",
 )
 MODELS = ("lenet", "stripnet", "resnet9")
-ATTACKS = ("none", "surrogate", "autoencoder")
+ATTACKS = ("none", "surrogate", "autoencoder", "hijack", "client")
+TRIGGERS = ("patch", "blend", "sig")
 DEFENSES = ("splitguard", "scrutinizer", "splitout")
 # Detectors that change training (SplitGuard's fake batches are not applied); the others
 # only watch, so a run with them trains exactly as one without (tests/test_defenses.py).
@@ -61,6 +62,10 @@ class RunConfig:
     trigger_col: int | None = None
     trigger_seed: int = 56
     target: int = 0
+    trigger: str = "patch"
+    blend_alpha: float = 0.2
+    sig_delta: float = 20 / 255
+    sig_freq: float = 6.0
     poison_ratio: float = 0.5
     loss_halved: bool = False
     rr_granularity: str = "epoch"
@@ -68,6 +73,15 @@ class RunConfig:
     ae_grad: str = "straight"
     ae_phase1_epochs: int | None = None
     ae_epochs: int | None = None
+    aux_size: int | None = None
+    hijack_warmup_epochs: int = 2
+    hijack_shadow_epochs: int = 5
+    hijack_shadows: int = 3
+    hijack_gp: float = 500.0
+    hijack_d_lr: float = 1e-4
+    hijack_beta: float = 0.7
+    hijack_train_h: bool = False
+    malicious_client: int = 0
     device: str = "auto"
     data_root: str | None = None
     train_limit: int | None = None
@@ -143,13 +157,26 @@ FIELD_HELP: dict[str, str] = {
     "trigger_col": "trigger left column (default: upper middle, W//2 - size//2)",
     "trigger_seed": "seed of the trigger's random values",
     "target": "target class of the backdoor",
-    "poison_ratio": "surrogate attack: share of the surrogate's data that is poisoned",
+    "poison_ratio": "surrogate, hijack and client attacks: share of the attacker's data that is poisoned",
     "loss_halved": "surrogate attack: halve the combined loss as the authors' code does",
     "rr_granularity": "round-robin hand-over of client weights: epoch or batch",
     "ae_share": "autoencoder attack: share of each batch sent through the injector",
     "ae_grad": "autoencoder attack: gradient to the client, straight or through the autoencoder",
     "ae_phase1_epochs": "autoencoder attack: epochs of the two phase-1 networks (default 70, 100 CIFAR-10)",
     "ae_epochs": "autoencoder attack: autoencoder training epochs (default 100, 180 CIFAR-10)",
+    "aux_size": "server-side attacks (surrogate, autoencoder, hijack): use only N images of the attacker's share, the auxiliary set (default: all of it)",
+    "hijack_warmup_epochs": "hijack attack: honest epochs before the shadow client is stolen",
+    "hijack_shadow_epochs": "hijack attack: epochs of each of the Steal and Finetune stages on the auxiliary set",
+    "hijack_shadows": "hijack attack: shadow clients trained against h, h learns the backdoor on all of them",
+    "hijack_gp": "hijack attack: weight of the discriminator's gradient penalty (WGAN-GP)",
+    "hijack_d_lr": "hijack attack: discriminator learning rate (Adam)",
+    "hijack_beta": "hijack attack: weight of the task gradient in what the client receives, in [0, 1]",
+    "hijack_train_h": "hijack attack: the server's model keeps training during Implant (innocent and poisoned shadow batches)",
+    "malicious_client": "client attack: index (0..K-1) of the client that poisons its own data",
+    "trigger": "trigger kind: " + ", ".join(TRIGGERS),
+    "blend_alpha": "blend trigger: weight of the noise image, in (0, 1]",
+    "sig_delta": "sig trigger: amplitude of the sine, in pixel units of [0, 1]",
+    "sig_freq": "sig trigger: number of sine periods across the image width",
     "device": "device: auto, cpu or cuda",
     "data_root": "folder holding the datasets (default $SLTUI_DATA or ~/.cache/sltui/data)",
     "train_limit": "use only N images of the train pool, drawn at random with the seed (quick runs)",
@@ -259,6 +286,7 @@ def validate(cfg: RunConfig) -> RunConfig:
     choice("rr_granularity", RR_GRANULARITIES)
     choice("ae_grad", AE_GRADS)
     choice("device", DEVICES)
+    choice("trigger", TRIGGERS)
     at_least("clients", 1)
     unit("alpha", low_open=True)
     unit("poison_ratio", low_open=False)
@@ -270,6 +298,27 @@ def validate(cfg: RunConfig) -> RunConfig:
     at_least("ae_phase1_epochs", 1, optional=True)
     at_least("ae_epochs", 1, optional=True)
     at_least("train_limit", 1, optional=True)
+    at_least("aux_size", 1, optional=True)
+    at_least("hijack_warmup_epochs", 0)
+    at_least("hijack_shadow_epochs", 1)
+    at_least("hijack_shadows", 1)
+    at_least("malicious_client", 0)
+    unit("hijack_beta", low_open=False)
+    unit("blend_alpha", low_open=True)
+    if cfg.hijack_gp < 0:
+        raise ConfigError(f"--hijack-gp must be >= 0 (got {cfg.hijack_gp})")
+    if cfg.hijack_d_lr <= 0:
+        raise ConfigError(f"--hijack-d-lr must be > 0 (got {cfg.hijack_d_lr})")
+    if not 0 < cfg.sig_delta <= 1:
+        raise ConfigError(f"--sig-delta must be in (0, 1] (got {cfg.sig_delta})")
+    if cfg.sig_freq <= 0:
+        raise ConfigError(f"--sig-freq must be > 0 (got {cfg.sig_freq})")
+    if cfg.malicious_client >= cfg.clients:
+        raise ConfigError(f"--malicious-client must be a client index in 0..{cfg.clients - 1} "
+                          f"(got {cfg.malicious_client} with --clients {cfg.clients})")
+    if cfg.attack == "hijack" and cfg.epochs is not None and cfg.hijack_warmup_epochs >= cfg.epochs:
+        raise ConfigError(f"--hijack-warmup-epochs must be below --epochs ({cfg.epochs}) "
+                          f"or the attack never starts (got {cfg.hijack_warmup_epochs})")
     at_least("eval_limit", 1, optional=True)
     at_least("trigger_size", 1)
     at_least("trigger_row", 0)

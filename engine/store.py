@@ -245,7 +245,10 @@ class RunRecorder:
         elif isinstance(event, PhaseProgress):
             phase = self.doc["phases"].setdefault(event.phase, {"history": []})
             phase["epochs"] = event.epochs
-            phase["history"].append({"epoch": event.epoch, "loss": event.loss})
+            # Each entry keeps the epoch's own results (losses, diagnostics) and how many
+            # training epochs had run, so a viewer knows whether the phase is the latest news.
+            phase["history"].append({"epoch": event.epoch, "loss": event.loss, **event.info,
+                                     "after_epoch": len(self.doc["epochs"])})
             phase.update(event.info)
         elif isinstance(event, DefenseScores):
             record_defenses(self.doc.setdefault("defenses", {}), event)
@@ -297,6 +300,8 @@ def summary_row(entry: RunEntry) -> dict[str, Any]:
         "clients": cfg.get("clients"),
         "attack": "transfer" if doc.get("source_run") else cfg.get("attack"),
         "alpha": cfg.get("alpha") if cfg.get("attack") == "surrogate" else None,
+        # Runs from before trigger kinds existed used the patch.
+        "trigger": cfg.get("trigger", "patch") if cfg.get("attack") not in (None, "none") and not doc.get("source_run") else None,
         "seed": cfg.get("seed"),
         "epochs": len(epochs),
         "cda": final.get("cda", last.get("cda")),

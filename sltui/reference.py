@@ -61,7 +61,7 @@ def lookup(config: Mapping[str, Any]) -> Reference | None:
     dataset = DATASET_NAMES.get(str(config.get("dataset")))
     attack = str(config.get("attack"))
     filename = csv_for(attack, dataset) if dataset else None
-    if filename is None:
+    if filename is None or config.get("trigger", "patch") not in (None, "patch"):  # the authors used the patch
         return None
     for row in _rows(filename):
         if (row.get("NETWORK_ARCH") == config.get("model") and row.get("DATASET") == dataset

@@ -265,3 +265,19 @@ def test_example_runs_load(sltui):
     assert any(row["status"] == "completed" and row["cda"] is not None for row in rows)
     for path in run_files(examples):
         assert json.loads(path.read_text())["config"]["data_root"] is None, path
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--attack", "hijack", "--aux-size", "0"], "--aux-size"),
+    (["--attack", "hijack", "--hijack-beta", "1.5"], "--hijack-beta"),
+    (["--attack", "hijack", "--hijack-beta", "-0.1"], "--hijack-beta"),
+    (["--attack", "client", "--clients", "3", "--malicious-client", "3"], "--malicious-client"),
+    (["--trigger", "blend", "--blend-alpha", "2"], "--blend-alpha"),
+    (["--trigger", "wanet"], "--trigger"),
+    (["--attack", "hijack", "--epochs", "2", "--hijack-warmup-epochs", "2"], "--hijack-warmup-epochs"),
+])
+def test_attack_option_errors_are_one_line_exit_2(sltui, tmp_path, args, needle):
+    runs = tmp_path / "runs"
+    line = assert_one_line_error(*sltui("run", "--headless", "--runs-dir", str(runs), *QUICK, *args))
+    assert needle in line
+    assert run_files(runs) == []

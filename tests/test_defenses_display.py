@@ -81,10 +81,10 @@ def test_run_state_keeps_the_scores_as_the_run_file_does():
 
 
 def test_detector_options_show_only_with_their_detector():
-    assert not visible("splitguard_window", "none", ())
-    assert visible("splitguard_window", "none", ("splitguard",))
-    assert not visible("splitout_window", "none", ("splitguard",))
-    assert visible("defenses", "surrogate", ())
+    assert not visible("splitguard_window", "none", defenses=())
+    assert visible("splitguard_window", "none", defenses=("splitguard",))
+    assert not visible("splitout_window", "none", defenses=("splitguard",))
+    assert visible("defenses", "surrogate", defenses=())
 
 
 def test_headless_prints_scores_per_epoch_and_the_verdict(sltui, tmp_path):  # noqa: F811

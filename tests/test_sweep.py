@@ -39,6 +39,35 @@ def test_grid_is_the_product_of_its_axes_and_alpha_only_varies_for_the_surrogate
     assert len({p.key for p in points}) == len(points)
 
 
+def test_trigger_axis_varies_only_for_attacks():
+    sweep = make_sweep({"datasets": "mnist", "attacks": "none,client,hijack", "triggers": "patch,blend,sig"},
+                       {"epochs": 3})
+    points = expand(sweep)
+    by_attack = {a: sorted(p.config.trigger for p in points if p.config.attack == a) for a in ("none", "client", "hijack")}
+    assert by_attack == {"none": ["patch"], "client": ["blend", "patch", "sig"], "hijack": ["blend", "patch", "sig"]}
+
+
+def test_bad_trigger_axis_value_is_one_line(sltui, tmp_path):  # noqa: F811
+    line = assert_one_line_error(*sltui("sweep", "--datasets", "mnist", "--triggers", "patch,wanet",
+                                        "--dry-run", "--runs-dir", str(tmp_path)))
+    assert "--triggers" in line and "wanet" in line
+
+
+def test_aggregate_and_report_keep_attacks_and_triggers_apart(tmp_path):
+    root = tmp_path / "runs"
+    for i, (attack, trigger) in enumerate([("hijack", "patch"), ("hijack", "sig"), ("client", "patch"), ("none", "patch")]):
+        write_run(root, f"r{i}", attack=attack, trigger=trigger, cda0=70.0 + i)
+    docs = [read_run_file(p) for p in sorted(root.rglob("run.json"))]
+    rows = aggregate(docs)
+    assert sorted((r["attack"], r["trigger"]) for r in rows) == [
+        ("client", "patch"), ("hijack", "patch"), ("hijack", "sig"), ("none", "patch")]
+    written = write_report(docs, tmp_path / "report", title="t")
+    names = sorted(p.name for p in written)
+    assert "mnist-hijack-asr.png" in names and "mnist-client-cda.png" in names
+    table = (tmp_path / "report" / "summary.md").read_text()
+    assert "| hijack | - | sig |" in table and "| trigger |" in table
+
+
 def test_paper_grid_is_the_authors_settings():
     points = expand(make_sweep({}, {}, paper=True))
     settings = {(p.config.model, p.config.dataset, p.config.clients, p.config.cut, p.config.alpha) for p in points}

@@ -168,7 +168,7 @@ def test_aggregate_as_a_table(sltui, runs, tmp_path):
     code, out, err = sltui("runs", "aggregate", "--runs-dir", str(runs), "--format", "table", columns=80)
     assert code == 0, err
     lines = out.splitlines()
-    assert header_of(out)[:7] == ["dataset", "model", "cut", "K", "attack", "alpha", "epochs"]
+    assert header_of(out)[:8] == ["dataset", "model", "cut", "K", "attack", "alpha", "trigger", "epochs"]
     assert len(lines) == 3 and all("surrogate" in line for line in lines[1:])
     code, out, err = sltui("runs", "aggregate", "--runs-dir", str(runs), "--format", "table",
                            "--out", str(tmp_path / "x.txt"))

@@ -75,3 +75,66 @@ def test_poison_stamps_and_relabels_only_masked_rows():
     assert y.tolist() == [0, 4, 0, 6]
     assert torch.equal(x[0, :, 0:8, 10:18], trig.patch) and torch.equal(x[2, :, 0:8, 10:18], trig.patch)
     assert torch.equal(x[1], torch.full((1, 28, 28), 0.5)) and torch.equal(x[3], torch.full((1, 28, 28), 0.5))
+
+
+# ---------------------------------------------------------------- trigger kinds (section 9c)
+import math  # noqa: E402
+
+from engine.data.datasets import Normalization  # noqa: E402
+from engine.data.prepared import prepare_data  # noqa: E402
+
+
+def pixels(norm: Normalization, image: torch.Tensor) -> torch.Tensor:
+    """A normalised image back in [0, 1] pixel units."""
+    return image * torch.tensor(norm.std).view(-1, 1, 1) + torch.tensor(norm.mean).view(-1, 1, 1)
+
+
+def test_blend_mixes_the_noise_image_in_pixel_space():
+    norm = Normalization((0.5,), (0.5,))
+    image = torch.full((1, 1, 28, 28), 102, dtype=torch.uint8)  # 0.4 in pixels
+    trig = make_trigger(1, 8, 0, 10, seed=56, target=0, kind="blend", side=28, mean=norm.mean, std=norm.std,
+                        blend_alpha=0.2)
+    gen = torch.Generator().manual_seed(56)
+    torch.rand(1, 8, 8, generator=gen)  # the patch's values are drawn first
+    noise = torch.rand(1, 28, 28, generator=gen)
+    out = stamp(norm.apply(image), trig)[0]
+    torch.testing.assert_close(pixels(norm, out), 0.8 * (102 / 255) + 0.2 * noise, atol=1e-5, rtol=0)
+
+
+def test_sig_adds_a_clipped_horizontal_sine_in_pixel_space():
+    norm = Normalization((0.1307,), (0.3081,))
+    delta, freq, side = 20 / 255, 6, 28
+    trig = make_trigger(1, 8, 0, 10, seed=56, target=0, kind="sig", side=side, mean=norm.mean, std=norm.std,
+                        sig_delta=delta, sig_freq=freq)
+    image = torch.full((1, 1, side, side), 128, dtype=torch.uint8)
+    image[0, 0, 0, :] = 0      # a black row: the negative half of the sine clips at 0
+    image[0, 0, 1, :] = 255    # a white row: the positive half clips at 1
+    got = pixels(norm, stamp(norm.apply(image), trig)[0])[0]
+    wave = torch.tensor([delta * math.sin(2 * math.pi * j * freq / side) for j in range(side)])
+    torch.testing.assert_close(got[5], 128 / 255 + wave, atol=1e-5, rtol=0)
+    torch.testing.assert_close(got[0], wave.clamp(min=0), atol=1e-5, rtol=0)
+    torch.testing.assert_close(got[1], (1 + wave).clamp(max=1), atol=1e-5, rtol=0)
+    assert torch.equal(got[5], got[20]), "the same in every row"
+
+
+def test_patch_kind_is_the_default_and_unchanged():
+    a = make_trigger(1, 8, 0, 10, seed=56, target=0)
+    b = make_trigger(1, 8, 0, 10, seed=56, target=0, kind="patch", mean=(0.5,), std=(0.5,))
+    x = torch.zeros(1, 1, 28, 28)
+    assert a.kind == "patch" and torch.equal(stamp(x, a), stamp(x, b))
+
+
+@pytest.mark.parametrize("kind", ["patch", "blend", "sig"])
+def test_run_trigger_and_prepared_asr_images_use_the_configured_kind(kind):
+    from engine.training.runner import build_context
+
+    cfg = resolve(RunConfig(dataset="synthetic", trigger=kind, train_limit=200, eval_limit=100, device="cpu"))
+    ctx = build_context(cfg, lambda e: None, None)
+    assert ctx.trigger.kind == kind
+    prepared = prepare_data(ctx.data, ctx.trigger)
+    keep = ctx.data.test.y != cfg.target
+    expected = stamp(ctx.data.norm.apply(ctx.data.test.x[keep]), ctx.trigger)
+    torch.testing.assert_close(prepared.asr_x, expected)
+    if kind != "patch":  # blend and sig change pixels outside the patch's square
+        outside = (expected != ctx.data.norm.apply(ctx.data.test.x[keep]))[:, :, 20:, :]
+        assert outside.any()

@@ -147,6 +147,44 @@ def test_attack_fields_are_visible_only_for_their_attack():
     assert form_model.visible("dataset", "none")
 
 
+def test_new_attack_and_trigger_fields_show_only_where_they_apply():
+    for name in ("hijack_beta", "hijack_gp", "hijack_d_lr", "hijack_warmup_epochs", "hijack_train_h"):
+        assert form_model.visible(name, "hijack") and not form_model.visible(name, "surrogate")
+    assert form_model.visible("malicious_client", "client") and not form_model.visible("malicious_client", "hijack")
+    # Fields that several attacks use show for each of them.
+    assert all(form_model.visible("poison_ratio", a) for a in ("surrogate", "hijack", "client"))
+    assert not form_model.visible("poison_ratio", "none") and not form_model.visible("aux_size", "client")
+    assert form_model.visible("blend_alpha", "none", "blend") and not form_model.visible("blend_alpha", "none", "sig")
+    assert form_model.visible("sig_freq", "client", "sig") and not form_model.visible("sig_freq", "client", "patch")
+    assert form_model.visible("trigger", "none")
+    order = [s.name for s in form_model.SPECS]
+    attack_at = order.index("attack")
+    assert all(order.index(n) > attack_at for n in ("hijack_beta", "malicious_client", "aux_size"))
+    assert order.index("blend_alpha") == order.index("trigger") + 1
+
+
+def test_form_rejects_bad_attack_values_on_their_field():
+    values = form_model.to_text(RunConfig(attack="hijack"))
+    values["hijack_beta"] = "1.5"
+    cfg, errors = form_model.build(values)
+    assert cfg is None and "--hijack-beta" in errors["hijack_beta"]
+
+
+def test_run_screen_shows_a_phase_reported_after_the_last_epoch():
+    from sltui.tui.screens.live_run import view_of_doc
+
+    epochs = [{"epoch": 1, "cda": 90.0}, {"epoch": 2, "cda": 91.0}]
+    implant = {"epochs": 8, "history": [{"epoch": 1, "loss": 3.5, "after_epoch": 2}]}
+    doc = {"status": "running", "epochs": epochs, "phases": {"hijack-implant": implant}}
+    assert view_of_doc(doc)["phase"] == ("hijack-implant", 1, 8, 3.5)
+    # A training epoch ended since: the charts are the news, not the phase.
+    doc["epochs"] = epochs + [{"epoch": 3, "cda": 92.0}]
+    assert view_of_doc(doc)["phase"] is None
+    # Files written before `after_epoch` existed: phases show only before training.
+    old = {"status": "running", "epochs": [], "phases": {"phase1-clean": {"epochs": 3, "history": [{"epoch": 1, "loss": 1.0}]}}}
+    assert view_of_doc(old)["phase"] == ("phase1-clean", 1, 3, 1.0)
+
+
 def test_config_from_a_stored_run_dict():
     stored = RunConfig(dataset="synthetic").to_dict() | {"future_field": 1}
     assert form_model.config_from_dict(stored).dataset == "synthetic"

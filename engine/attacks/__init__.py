@@ -16,6 +16,14 @@ def make_attack(cfg: RunConfig) -> Attack:
         from .autoencoder import AutoencoderAttack
 
         return AutoencoderAttack()
+    if cfg.attack == "hijack":
+        from .hijack import HijackAttack
+
+        return HijackAttack()
+    if cfg.attack == "client":
+        from .client import ClientAttack
+
+        return ClientAttack()
     raise ValueError(f"unknown attack {cfg.attack!r}")
 
 

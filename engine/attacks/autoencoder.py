@@ -31,6 +31,7 @@ from ..training.context import RunContext, StepLoss
 from ..training.local_training import fit
 from .base import Attack
 from .injector import InjectorAutoencoder
+from .poisoned import auxiliary_set
 
 PAIR_VAL_SHARE = 0.1
 
@@ -68,7 +69,7 @@ class AutoencoderAttack(Attack):
     def _train_phase1(self, ctx: RunContext, phase: str, poisoned_copy: bool,
                       generator: torch.Generator, init: torch.Generator) -> nn.Sequential:
         cfg, data = ctx.cfg, ctx.data
-        share = data.shares[0]
+        share = auxiliary_set(ctx)
         client, server = build_split(cfg.model, cfg.cut, data.input_shape, data.num_classes,
                                      device=ctx.device, generator=init)
         net = nn.Sequential(client, server)
@@ -91,7 +92,7 @@ class AutoencoderAttack(Attack):
     @torch.inference_mode()
     def _collect_pairs(self, ctx: RunContext, clean_net: nn.Sequential,
                        backdoor_net: nn.Sequential) -> tuple[torch.Tensor, torch.Tensor]:
-        data, share = ctx.data, ctx.data.shares[0]
+        data, share = ctx.data, auxiliary_set(ctx)
         inputs, targets = [], []
         bs = ctx.speed.options.eval_batch_size
         for start in range(0, len(share), bs):

@@ -1,9 +1,10 @@
 """The hooks an attack has into the split-learning protocol.
 
-The protocol calls, per run: ``prepare`` once before training; per training step:
-``server_loss`` (the server's forward from the wire, with any extra terms), then
-``zero_grad``/``step`` around the backward pass for the attack's own optimizers, and
-``set_lr`` once an epoch. An attack whose extra work is independent of the innocent
+The protocol calls, per run: ``prepare`` once before training; per epoch: ``start_epoch``
+and ``set_lr`` before it, ``end_epoch`` after its metrics; per training step:
+``client_batch`` (the data a client trains on), ``server_loss`` (the server's forward from
+the wire, with any extra terms), then ``zero_grad``/``step`` around the backward pass for
+the attack's own optimizers. An attack whose extra work is independent of the innocent
 client's may also offer it as a ``ConcurrentHalf`` (run on a second CPU stream). An
 attack is one file that subclasses this.
 """
@@ -24,6 +25,18 @@ class Attack:
 
     def prepare(self, ctx: RunContext) -> None:
         """Work before training (e.g. the autoencoder's phases 1-3)."""
+
+    def start_epoch(self, ctx: RunContext, epoch: int) -> None:
+        """Before 0-indexed training epoch `epoch` (e.g. the hijack attack's Steal and
+        Finetune stages once its honest warm-up is over)."""
+
+    def end_epoch(self, ctx: RunContext, epoch: int) -> None:
+        """After epoch `epoch`'s metrics were emitted (e.g. the hijack attack's Implant losses)."""
+
+    def client_batch(self, ctx: RunContext, share: int, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (normalised images, labels) client `share` (1..K) trains on for rows `idx`:
+        its own data, unless the attack is a client's (engine/attacks/client.py)."""
+        return ctx.client_batch(share, idx)
 
     def server_loss(self, ctx: RunContext, wire: torch.Tensor, labels: torch.Tensor) -> StepLoss:
         """The server's forward on the smashed data that crossed the wire. `wire` is a

@@ -14,48 +14,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..data.datasets import Split
-from ..data.trigger import poison_, poison_mask
 from ..models import build_split
 from ..speed.adam import set_lr
 from ..speed.backward import backward
 from ..speed.fastops import per_sample
 from ..training.context import ConcurrentHalf, RunContext, StepLoss
 from .base import Attack
-
-
-class PoisonedShare:
-    """The attacker's share with a fixed, seeded set of rows to poison; batches cycle
-    through it in a fresh shuffled order each pass."""
-
-    def __init__(self, share: Split, ratio: float, generator: torch.Generator, batch_size: int) -> None:
-        self.share = share
-        self.mask = poison_mask(len(share), ratio, generator).to(share.y.device)
-        self.generator = generator
-        self.batch_size = batch_size
-        self._order: list[torch.Tensor] = []
-        self._ready: tuple[torch.Tensor, torch.Tensor] | None = None
-
-    def prestamp(self, x: torch.Tensor, trigger) -> None:
-        """Poison the whole share once (EngineOptions.prenormalize): `x` is the share
-        normalised; the mask and the trigger never change, so every later batch is a
-        plain gather with the same values `batch` would compute."""
-        x, y = x.clone(), self.share.y.clone()
-        self._ready = poison_(x, y, self.mask, trigger)
-
-    def next_indices(self) -> torch.Tensor:
-        if not self._order:
-            perm = torch.randperm(len(self.share), generator=self.generator, device="cpu").to(self.share.y.device)
-            self._order = list(perm.split(self.batch_size))
-        return self._order.pop(0)
-
-    def batch(self, norm, trigger) -> tuple[torch.Tensor, torch.Tensor]:
-        idx = self.next_indices()
-        if self._ready is not None:
-            return self._ready[0][idx], self._ready[1][idx]
-        x = norm.apply(self.share.x[idx])
-        y = self.share.y[idx].clone()
-        return poison_(x, y, self.mask[idx], trigger)
+from .poisoned import PoisonedShare, auxiliary_set
 
 
 class SurrogateAttack(Attack):
@@ -70,10 +35,10 @@ class SurrogateAttack(Attack):
                                         generator=torch.Generator(device="cpu").manual_seed(cfg.seed + 1))
         ctx.setup_module(self.surrogate).train()
         self.opt = ctx.make_adam(self.surrogate.parameters())
-        self.poisoned = PoisonedShare(ctx.data.shares[0], cfg.poison_ratio,
+        self.poisoned = PoisonedShare(auxiliary_set(ctx), cfg.poison_ratio,
                                       torch.Generator(device="cpu").manual_seed(cfg.seed + 1), cfg.batch_size)
         if ctx.speed.prepared is not None:
-            self.poisoned.prestamp(ctx.speed.prepared.shares_x[0], ctx.trigger)
+            self.poisoned.prestamp(auxiliary_set(ctx, prepared=True).x, ctx.trigger)
         self.alpha = cfg.alpha
         self.scale = 0.5 if cfg.loss_halved else 1.0
         # One server pass over both batches when that is the same per-sample math.

@@ -374,8 +374,14 @@ def limit_split(split: Split, n: int | None, seed: int) -> Split:
     an image folder lists its files class by class, and its first 5 000 are all airplanes."""
     if n is None or n >= len(split):
         return split
-    keep = torch.randperm(len(split), generator=host_generator(seed), device="cpu")[:n].sort().values
+    keep = limit_indices(len(split), n, seed).to(split.y.device)
     return Split(split.x[keep], split.y[keep])
+
+
+def limit_indices(total: int, n: int, seed: int) -> torch.Tensor:
+    """The rows `limit_split` keeps: a seeded random `n` of `total`, in their order."""
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    return torch.randperm(total, generator=gen, device="cpu")[:n].sort().values
 
 
 def load_experiment_data(cfg: RunConfig, device: torch.device) -> ExperimentData:

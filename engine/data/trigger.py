@@ -1,45 +1,98 @@
-"""The backdoor trigger (docs/protocol.md section 3): a square of uniform [0, 1) values per channel,
-drawn once from its own seed, *replacing* pixels after normalisation."""
+"""The backdoor trigger (docs/protocol.md sections 3 and 9c), one of three kinds, all drawn
+once from the trigger's own seed and applied to *normalised* images (N, C, H, W):
+
+- ``patch`` (the paper's): a square of uniform [0, 1) values per channel that *replaces*
+  pixels after normalisation;
+- ``blend``: x' = (1 - alpha) * x + alpha * P in pixel space, P a uniform-noise image;
+- ``sig``: x' = clip(x + v, 0, 1) in pixel space, v[i, j] = delta * sin(2 pi j f / W).
+
+Blend and sig are defined on pixels in [0, 1] before normalisation; stamping maps a
+normalised image back to pixels with the dataset's mean and std, applies the trigger and
+normalises again (blend is linear, so that is one multiply-add on normalised values)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 
 import torch
 
-from ..config import RunConfig
+from ..config import CIFAR_LIKE, RunConfig
 
 
 @dataclass(frozen=True)
 class Trigger:
-    patch: torch.Tensor  # float32 (C, size, size)
+    patch: torch.Tensor  # float32 (C, size, size): the patch kind's values
     row: int
     col: int
     target: int
+    kind: str = "patch"
+    pattern: torch.Tensor | None = None  # blend: the noise image P normalised; sig: v in pixel units (C, H, W)
+    blend_alpha: float = 0.2
+    mean: torch.Tensor | None = None  # (C, 1, 1) of the dataset's normalisation (sig only)
+    std: torch.Tensor | None = None
 
     @property
     def size(self) -> int:
         return int(self.patch.shape[-1])
 
     def to(self, device: torch.device) -> "Trigger":
-        return Trigger(self.patch.to(device), self.row, self.col, self.target)
+        def move(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.to(device)
+
+        return replace(self, patch=self.patch.to(device), pattern=move(self.pattern),
+                       mean=move(self.mean), std=move(self.std))
 
 
-def make_trigger(channels: int, size: int, row: int, col: int, seed: int, target: int) -> Trigger:
-    """The trigger drawn on the host from its own seed (the same on every device)."""
+def make_trigger(channels: int, size: int, row: int, col: int, seed: int, target: int, *,
+                 kind: str = "patch", side: int = 28, mean: tuple[float, ...] = (0.0,),
+                 std: tuple[float, ...] = (1.0,), blend_alpha: float = 0.2, sig_delta: float = 20 / 255,
+                 sig_freq: float = 6.0, device: torch.device | str = "cpu") -> Trigger:
+    """A trigger of `kind` for images of `channels` x `side` x `side` normalised with
+    (`mean`, `std`). Random values come from a generator seeded with `seed`, so the global
+    RNG is untouched and the same seed gives the same trigger."""
+    device = torch.device(device)
     g = torch.Generator(device="cpu").manual_seed(seed)
-    return Trigger(torch.rand(channels, size, size, generator=g, device="cpu"), row, col, target)
+    patch = torch.rand(channels, size, size, generator=g, device="cpu")
+    m = torch.tensor(mean, dtype=torch.float32, device="cpu").view(-1, 1, 1).expand(channels, 1, 1).clone()
+    s = torch.tensor(std, dtype=torch.float32, device="cpu").view(-1, 1, 1).expand(channels, 1, 1).clone()
+    pattern: torch.Tensor | None = None
+    if kind == "blend":
+        noise = torch.rand(channels, side, side, generator=g, device="cpu")
+        pattern = (noise - m) / s
+    elif kind == "sig":
+        cols = torch.arange(side, dtype=torch.float32, device="cpu")
+        wave = sig_delta * torch.sin(2 * math.pi * cols * sig_freq / side)
+        pattern = wave.view(1, 1, side).expand(channels, side, side).clone()
+    elif kind != "patch":
+        raise ValueError(f"unknown trigger kind {kind!r}")
+    trig = Trigger(patch, row, col, target, kind, pattern, blend_alpha, m, s)
+    return trig.to(device)
 
 
-def trigger_for(cfg: RunConfig, channels: int, device: torch.device) -> Trigger:
+def trigger_for(cfg: RunConfig, channels: int, device: torch.device,
+                mean: tuple[float, ...] = (0.0,), std: tuple[float, ...] = (1.0,)) -> Trigger:
+    """The run's trigger; `mean`/`std` are the dataset's normalisation (blend and sig work
+    in pixel space)."""
     assert cfg.trigger_col is not None, "resolve the config first"
-    return make_trigger(channels, cfg.trigger_size, cfg.trigger_row, cfg.trigger_col,
-                        cfg.trigger_seed, cfg.target).to(device)
+    side = 32 if cfg.dataset in CIFAR_LIKE else 28
+    return make_trigger(channels, cfg.trigger_size, cfg.trigger_row, cfg.trigger_col, cfg.trigger_seed,
+                        cfg.target, kind=cfg.trigger, side=side, mean=mean, std=std,
+                        blend_alpha=cfg.blend_alpha, sig_delta=cfg.sig_delta, sig_freq=cfg.sig_freq,
+                        device=device)
 
 
 def stamp_(x: torch.Tensor, trigger: Trigger) -> torch.Tensor:
-    """Stamp the trigger into normalised images (N, C, H, W) in place; returns x."""
-    s = trigger.size
-    x[:, :, trigger.row:trigger.row + s, trigger.col:trigger.col + s] = trigger.patch
+    """Apply the trigger to normalised images (N, C, H, W) in place; returns x."""
+    if trigger.kind == "patch":
+        s = trigger.size
+        x[:, :, trigger.row:trigger.row + s, trigger.col:trigger.col + s] = trigger.patch
+    elif trigger.kind == "blend":
+        assert trigger.pattern is not None
+        x.mul_(1 - trigger.blend_alpha).add_(trigger.pattern, alpha=trigger.blend_alpha)
+    else:  # sig: back to pixels, add the sine, clip, normalise again
+        assert trigger.pattern is not None and trigger.mean is not None and trigger.std is not None
+        x.mul_(trigger.std).add_(trigger.mean).add_(trigger.pattern).clamp_(0.0, 1.0)
+        x.sub_(trigger.mean).div_(trigger.std)
     return x
 
 

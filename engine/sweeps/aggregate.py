@@ -11,7 +11,7 @@ from .grid import NOT_EXPERIMENT, experiment_key
 METRICS = (("cda", "final", "cda"), ("asr", "final", "asr"),
            ("best_cda", "best", "cda"), ("best_asr", "best", "asr"))
 # The setting's fields that lead each row (the rest of its config follows the metrics).
-HEADLINE = ("dataset", "model", "cut", "clients", "attack", "alpha", "epochs")
+HEADLINE = ("dataset", "model", "cut", "clients", "attack", "alpha", "trigger", "epochs")
 # Fields that differ between seeds of one setting: not part of a group's description.
 PER_RUN = ("seed", *NOT_EXPERIMENT)
 
@@ -53,5 +53,5 @@ def aggregate(docs: Iterable[Mapping[str, Any]], statuses: tuple[str, ...] = ("c
         row.update(config)  # the rest of the setting, then who is in the group
         row.update(seeds=sorted(d["config"].get("seed") for d in members), runs=[d.get("id") for d in members])
         rows.append(row)
-    rows.sort(key=lambda r: tuple(str(r.get(k)) for k in ("dataset", "attack", "model", "cut", "clients", "alpha")))
+    rows.sort(key=lambda r: tuple(str(r.get(k)) for k in ("dataset", "attack", "trigger", "model", "cut", "clients", "alpha")))
     return rows

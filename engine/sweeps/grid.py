@@ -18,13 +18,13 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-from ..config import ATTACKS, CUTS, DATASETS, MODELS, RunConfig, resolve
+from ..config import ATTACKS, CUTS, DATASETS, MODELS, TRIGGERS, RunConfig, resolve
 from ..errors import ConfigError
 
 # The grid's axes: sweep key -> RunConfig field.
 AXES = {
     "datasets": "dataset", "models": "model", "cuts": "cut", "clients": "clients",
-    "alphas": "alpha", "attacks": "attack", "seeds": "seed",
+    "alphas": "alpha", "attacks": "attack", "triggers": "trigger", "seeds": "seed",
 }
 # Fields that do not change the experiment's numbers: left out of its identity.
 NOT_EXPERIMENT = ("name", "device", "data_root", "save_weights", "eval_batch_size")
@@ -41,7 +41,7 @@ PAPER_GRID: dict[str, tuple] = {
     "seeds": (47,),
 }
 
-_CHOICES = {"datasets": DATASETS, "models": MODELS, "cuts": CUTS, "attacks": ATTACKS}
+_CHOICES = {"datasets": DATASETS, "models": MODELS, "cuts": CUTS, "attacks": ATTACKS, "triggers": TRIGGERS}
 
 
 @dataclass(frozen=True)
@@ -143,6 +143,8 @@ def expand(sweep: Sweep) -> list[Point]:
         fields_.update({AXES[a]: v for a, v in zip(axes, values)})
         if fields_.get("attack", "none") != "surrogate":
             fields_.pop("alpha", None)  # alpha means nothing without the surrogate: one run, not five
+        if fields_.get("attack", "none") == "none":
+            fields_.pop("trigger", None)  # no attack, no trigger to vary: one clean run
         try:
             given = RunConfig.from_dict(fields_)
             cfg = resolve(given)

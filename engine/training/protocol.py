@@ -52,7 +52,7 @@ def concurrent_step(ctx: RunContext, k: int, idx: torch.Tensor, half: Concurrent
     ctx.attack.zero_grad()
     other = ctx.speed.streams.submit(half.run)
     try:
-        x, y = ctx.client_batch(k + 1, idx)
+        x, y = ctx.attack.client_batch(ctx, k + 1, idx)
         sent, received = ctx.watch(k, x, y)
         innocent = wire_step(ctx.client, lambda wire: half.innocent(wire, sent), ctx.client_opts[k], x,
                              lambda: None, received)
@@ -115,7 +115,7 @@ def train_epoch(ctx: RunContext) -> EpochStats:
             if half is not None:
                 result, size = concurrent_step(ctx, k, idx, half)
             else:
-                x, y = ctx.client_batch(k + 1, idx)
+                x, y = ctx.attack.client_batch(ctx, k + 1, idx)
                 sent, received = ctx.watch(k, x, y)
                 with ctx.autocast():
                     result = wire_step(ctx.client, server_side(sent), ctx.client_opts[k], x, server_backward, received)

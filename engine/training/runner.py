@@ -66,7 +66,7 @@ def build_context(cfg: RunConfig, emit: Callable[[Event], None], stop: threading
     if device.type == "cpu" and isinstance(options.threads, int):
         torch.set_num_threads(options.threads)
     data = load_experiment_data(cfg, device)
-    trigger = trigger_for(cfg, data.input_shape[0], device)
+    trigger = trigger_for(cfg, data.input_shape[0], device, data.norm.mean, data.norm.std)
     seed_everything(cfg.seed)
     client, server = build_split(cfg.model, cfg.cut, data.input_shape, data.num_classes, device=device,
                                  generator=torch.Generator(device="cpu").manual_seed(cfg.seed))
@@ -186,6 +186,7 @@ def _train(ctx: RunContext, result: RunResult) -> None:
     best_val, since_best = math.inf, 0
     for epoch in range(cfg.epochs):
         lr = cfg.lr * lr_multiplier(cfg, epoch)
+        ctx.attack.start_epoch(ctx, epoch)
         set_epoch_lr(ctx, lr)
         if isinstance(ctx.defenses, ClientDefenses):
             ctx.defenses.start_epoch(epoch + 1)
@@ -211,6 +212,7 @@ def _train(ctx: RunContext, result: RunResult) -> None:
         else:
             since_best += 1
         emit(metrics)
+        ctx.attack.end_epoch(ctx, epoch)
         if cfg.patience and since_best >= cfg.patience:
             result.stopped_early = True
             break

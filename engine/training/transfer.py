@@ -105,7 +105,7 @@ def _retrain(source: dict[str, Any], weights: dict[str, Any], cfg: RunConfig, em
     old = getattr(parent, attr)
     setattr(parent, attr, built(lambda: nn.Linear(old.in_features, classes), device, init))
     head = getattr(parent, attr)
-    trigger = trigger_for(cfg, int(test.x.shape[1]), device)
+    trigger = trigger_for(cfg, int(test.x.shape[1]), device, norm.mean, norm.std)
     eval_batch = cfg.eval_batch_size or auto_eval_batch(net, tuple(test.x.shape[1:]), device)
 
     opt = torch.optim.Adam(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)

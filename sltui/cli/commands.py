@@ -172,7 +172,7 @@ RUN_LIST_COLUMNS = (
     Column("dataset", "dataset", 7), Column("model", "model", 8),
     Column("cut", "cut", 9, "right"), Column("clients", "K", 10, "right"),
     Column("attack", "attack", 4), Column("alpha", "alpha", 3, "right"),
-    Column("epochs", "epochs", 5, "right"),
+    Column("trigger", "trigger", 11), Column("epochs", "epochs", 5, "right"),
     Column("cda", "CDA %", 1, "right"), Column("asr", "ASR %", 2, "right"),
     Column("seconds", "time", 6, "right"),
 )

@@ -1,7 +1,8 @@
 """A sweep's figures in the paper's layout, and a Markdown table of its settings.
 
 Per dataset and attack, two PNGs (ASR, CDA): x = number of clients K, one panel per
-cut x alpha, one line per model with error bars over seeds (sample std), the authors'
+cut x variant (alpha for the surrogate attack, the trigger kind where it is not the
+patch), one line per model with error bars over seeds (sample std), the authors'
 values (sltui/reference) as hollow markers joined by dashes in the same colour.
 """
 from __future__ import annotations
@@ -23,6 +24,20 @@ def _alpha_of(row: Mapping[str, Any]) -> float | None:
     return row.get("alpha") if row.get("attack") == "surrogate" else None
 
 
+def _trigger_of(row: Mapping[str, Any]) -> str:
+    """The trigger kind of an aggregate row ('patch' for runs from before trigger kinds)."""
+    return str(row.get("trigger") or "patch") if row.get("attack") not in (None, "none") else "-"
+
+
+def _variant(row: Mapping[str, Any]) -> tuple[float | None, str]:
+    return _alpha_of(row), _trigger_of(row)
+
+
+def _variant_title(variant: tuple[float | None, str]) -> str:
+    alpha, trigger = variant
+    return (f", α = {alpha:g}" if alpha is not None else "") + (f", {trigger}" if trigger not in ("patch", "-") else "")
+
+
 def write_report(docs: Iterable[Mapping[str, Any]], out: Path, title: str = "sweep") -> list[Path]:
     """Write the figures and `summary.md` under `out`; return their paths ([] without completed runs)."""
     rows = aggregate(docs)
@@ -38,14 +53,14 @@ def write_report(docs: Iterable[Mapping[str, Any]], out: Path, title: str = "swe
     for dataset, attack in sorted({(r["dataset"], r["attack"]) for r in rows}):
         subset = [r for r in rows if r["dataset"] == dataset and r["attack"] == attack]
         cuts = sorted({r["cut"] for r in subset})
-        alphas = sorted({_alpha_of(r) for r in subset}, key=lambda a: -(a or 0))
+        variants = sorted({_variant(r) for r in subset}, key=lambda v: (-(v[0] or 0), v[1]))
         for metric in ("asr", "cda"):
-            fig, axes = plt.subplots(len(cuts), len(alphas), squeeze=False, sharex=True, sharey=True,
-                                     figsize=(3.2 * len(alphas) + 0.8, 2.6 * len(cuts) + 0.8))
+            fig, axes = plt.subplots(len(cuts), len(variants), squeeze=False, sharex=True, sharey=True,
+                                     figsize=(3.2 * len(variants) + 0.8, 2.6 * len(cuts) + 0.8))
             for i, cut in enumerate(cuts):
-                for j, alpha in enumerate(alphas):
-                    _panel(axes[i][j], [r for r in subset if r["cut"] == cut and _alpha_of(r) == alpha], metric)
-                    axes[i][j].set_title(f"cut {cut}" + (f", α = {alpha:g}" if alpha is not None else ""), fontsize=9)
+                for j, variant in enumerate(variants):
+                    _panel(axes[i][j], [r for r in subset if r["cut"] == cut and _variant(r) == variant], metric)
+                    axes[i][j].set_title(f"cut {cut}" + _variant_title(variant), fontsize=9)
                     if i == len(cuts) - 1:
                         axes[i][j].set_xlabel("clients K")
                     if j == 0:
@@ -100,14 +115,14 @@ def spread(row: Mapping[str, Any], metric: str) -> float | None:
 def markdown_table(rows: list[Mapping[str, Any]], title: str) -> str:
     lines = [f"# {title}", "",
              "Mean ± sample std over seeds of the last epoch's metrics (n runs); paper: the authors' single run.", "",
-             "| dataset | model | cut | K | attack | alpha | epochs | n | CDA % | ASR % | paper CDA | paper ASR |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| dataset | model | cut | K | attack | alpha | trigger | epochs | n | CDA % | ASR % | paper CDA | paper ASR |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         ref = lookup(r)
         alpha = _alpha_of(r)
         lines.append(
             f"| {r['dataset']} | {r['model']} | {r['cut']} | {r['clients']} | {r['attack']} | "
-            f"{'-' if alpha is None else f'{alpha:g}'} | {r.get('epochs')} | {r['n']} | "
+            f"{'-' if alpha is None else f'{alpha:g}'} | {_trigger_of(r)} | {r.get('epochs')} | {r['n']} | "
             f"{fmt_mean_std(r['cda_mean'], spread(r, 'cda'))} | {fmt_mean_std(r['asr_mean'], spread(r, 'asr'))} | "
             f"{'-' if ref is None else f'{ref.cda:.2f}'} | {'-' if ref is None else f'{ref.asr:.2f}'} |")
     return "\n".join(lines) + "\n"

@@ -11,6 +11,7 @@ from typing import Any, Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from engine.config import ATTACKS, TRIGGERS
 from engine.errors import ConfigError
 from engine.store import RunStore, read_run_file
 from engine.sweeps.aggregate import aggregate
@@ -26,7 +27,8 @@ AXIS_FIELDS = tuple(AXES.values())
 AXIS_HELP = {
     "datasets": "comma list, e.g. mnist,fmnist", "models": "comma list: lenet,stripnet,resnet9",
     "cuts": "comma list, e.g. 1,3", "clients": "comma list of K, e.g. 1,3,5,7",
-    "alphas": "comma list, e.g. 0.5,0.09 (surrogate attack only)", "attacks": "comma list: none,surrogate,autoencoder",
+    "alphas": "comma list, e.g. 0.5,0.09 (surrogate attack only)", "attacks": "comma list: " + ",".join(ATTACKS),
+    "triggers": "comma list: " + ",".join(TRIGGERS) + " (attacks only; none runs once)",
     "seeds": "comma list, e.g. 1,2,3",
 }
 
@@ -36,8 +38,8 @@ WIDE_HELP = "show every column, however wide (by default columns are left out to
 PLAN_COLUMNS = (
     Column("n", "#", 0, "right"), Column("dataset", "dataset", 1), Column("model", "model", 1),
     Column("cut", "cut", 1, "right"), Column("clients", "K", 1, "right"), Column("attack", "attack", 1),
-    Column("alpha", "alpha", 1, "right"), Column("defenses", "defenses", 1), Column("seed", "seed", 1, "right"),
-    Column("epochs", "epochs", 2, "right"),
+    Column("alpha", "alpha", 1, "right"), Column("trigger", "trigger", 2), Column("defenses", "defenses", 1),
+    Column("seed", "seed", 1, "right"), Column("epochs", "epochs", 2, "right"),
     Column("state", "state"), Column("run", "run", 3),
 )
 # `runs aggregate --format table`: the setting (epochs included: rows may differ by it alone)
@@ -45,7 +47,7 @@ PLAN_COLUMNS = (
 AGGREGATE_COLUMNS = (
     Column("dataset", "dataset"), Column("model", "model"), Column("cut", "cut", 0, "right"),
     Column("clients", "K", 0, "right"), Column("attack", "attack"), Column("alpha", "alpha", 0, "right"),
-    Column("epochs", "epochs", 0, "right"), Column("n", "n", 2, "right"),
+    Column("trigger", "trigger", 3), Column("epochs", "epochs", 0, "right"), Column("n", "n", 2, "right"),
     Column("cda", "CDA %", 1, "right"), Column("asr", "ASR %", 1, "right"),
     Column("best_cda", "best CDA %", 4, "right"), Column("best_asr", "best ASR %", 4, "right"),
     Column("seeds", "seeds", 5),
@@ -97,6 +99,7 @@ def register(app: typer.Typer, runs_app: typer.Typer, console: Any, default_runs
         clients: Optional[str] = typer.Option(None, "--clients", help=AXIS_HELP["clients"]),
         alphas: Optional[str] = typer.Option(None, "--alphas", help=AXIS_HELP["alphas"]),
         attacks: Optional[str] = typer.Option(None, "--attacks", help=AXIS_HELP["attacks"]),
+        triggers: Optional[str] = typer.Option(None, "--triggers", help=AXIS_HELP["triggers"]),
         seeds: Optional[str] = typer.Option(None, "--seeds", help=AXIS_HELP["seeds"]),
         grid_file: Optional[Path] = typer.Option(None, "--file", help="TOML or JSON file of axes and run fields"),
         paper: bool = typer.Option(False, "--paper", help="the paper's grid (docs/protocol.md section 6); other axes narrow it"),
@@ -114,7 +117,7 @@ def register(app: typer.Typer, runs_app: typer.Typer, console: Any, default_runs
         from_file = load_sweep_file(grid_file) if grid_file else {}
         axes = {axis: from_file.get(axis) for axis in AXES}
         given_axes = {"datasets": datasets, "models": models, "cuts": cuts, "clients": clients,
-                      "alphas": alphas, "attacks": attacks, "seeds": seeds}
+                      "alphas": alphas, "attacks": attacks, "triggers": triggers, "seeds": seeds}
         axes.update({k: v for k, v in given_axes.items() if v is not None})
         base = {k: v for k, v in from_file.items() if k not in AXES}
         base.update(given_fields(flags))
@@ -188,6 +191,7 @@ def print_plan(sweep_id: str, points: list, done: dict[str, str], wide: bool = F
         rows.append({"n": str(i), "dataset": c.dataset, "model": c.model, "cut": str(c.cut),
                      "clients": str(c.clients), "attack": c.attack,
                      "alpha": str(c.alpha) if c.attack == "surrogate" else "-",
+                     "trigger": c.trigger if c.attack != "none" else "-",
                      "defenses": ",".join(c.defenses) or "-", "seed": str(c.seed),
                      "epochs": str(c.epochs), "state": "done" if point.key in done else "to run",
                      "run": done.get(point.key, "-")})
@@ -200,6 +204,8 @@ def aggregate_cells(row: dict[str, Any]) -> dict[str, str]:
     cells = {key: fmt_cell(key, row.get(key)) for key in ("dataset", "model", "cut", "clients", "attack",
                                                          "epochs", "n", "seeds")}
     cells["alpha"] = fmt_cell("alpha", row.get("alpha") if row.get("attack") == "surrogate" else None)
+    # Runs from before trigger kinds existed used the patch.
+    cells["trigger"] = fmt_cell("trigger", (row.get("trigger") or "patch") if row.get("attack") not in (None, "none") else None)
     for name in ("cda", "asr", "best_cda", "best_asr"):
         cells[name] = fmt_mean_std(row.get(f"{name}_mean"), row.get(f"{name}_std") if several else None)
     return cells
@@ -238,7 +244,8 @@ def execute(runner: Any, jobs: list, record: SweepFile, store: RunStore, console
 def result_line(result: JobResult, store: RunStore) -> str:
     c = result.job.point.config
     what = f"{c.dataset} {c.model} cut {c.cut} K={c.clients} {c.attack}" + (
-        f" alpha {c.alpha}" if c.attack == "surrogate" else "") + f" seed {c.seed}"
+        f" alpha {c.alpha}" if c.attack == "surrogate" else "") + (
+        f" {c.trigger}" if c.attack != "none" and c.trigger != "patch" else "") + f" seed {c.seed}"
     line = f"{result.status:9} {what}  {result.job.run_id}"
     if result.status == "completed":
         try:

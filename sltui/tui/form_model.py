@@ -11,20 +11,29 @@ from typing import Any
 
 from engine.clone import user_config
 from engine.config import (AE_GRADS, ATTACKS, CUTS, DATASETS, DEVICES, FIELD_HELP, MODELS,
-                           RR_GRANULARITIES, SPLITOUT_FEATURES, ConfigError, RunConfig, parse_defenses,
-                           parse_milestones, validate)
+                           RR_GRANULARITIES, SPLITOUT_FEATURES, TRIGGERS, ConfigError, RunConfig,
+                           parse_defenses, parse_milestones, validate)
 
 CHOICES: dict[str, tuple] = {
-    "dataset": DATASETS, "model": MODELS, "cut": CUTS, "attack": ATTACKS,
+    "dataset": DATASETS, "model": MODELS, "cut": CUTS, "attack": ATTACKS, "trigger": TRIGGERS,
     "rr_granularity": RR_GRANULARITIES, "ae_grad": AE_GRADS, "device": DEVICES,
     "splitout_features": SPLITOUT_FEATURES,
 }
-# Fields shown only when that attack is selected.
+# Fields shown only when one of these attacks is selected.
 ATTACK_FIELDS: dict[str, tuple[str, ...]] = {
-    "surrogate": ("alpha", "poison_ratio", "loss_halved"),
-    "autoencoder": ("ae_share", "ae_grad", "ae_phase1_epochs", "ae_epochs"),
+    "surrogate": ("alpha", "poison_ratio", "loss_halved", "aux_size"),
+    "autoencoder": ("ae_share", "ae_grad", "ae_phase1_epochs", "ae_epochs", "aux_size"),
+    "hijack": ("poison_ratio", "aux_size", "hijack_warmup_epochs", "hijack_shadow_epochs", "hijack_shadows", "hijack_gp",
+               "hijack_d_lr", "hijack_beta", "hijack_train_h"),
+    "client": ("malicious_client", "poison_ratio"),
 }
-ATTACK_ONLY = {name: attack for attack, names in ATTACK_FIELDS.items() for name in names}
+ATTACK_ONLY: dict[str, tuple[str, ...]] = {}
+for _attack, _names in ATTACK_FIELDS.items():
+    for _name in _names:
+        ATTACK_ONLY[_name] = ATTACK_ONLY.get(_name, ()) + (_attack,)
+# Fields shown only with that trigger kind.
+TRIGGER_FIELDS: dict[str, tuple[str, ...]] = {"blend": ("blend_alpha",), "sig": ("sig_delta", "sig_freq")}
+TRIGGER_ONLY = {name: kind for kind, names in TRIGGER_FIELDS.items() for name in names}
 # Fields shown only when that detector is among the defenses.
 DEFENSE_FIELDS: dict[str, tuple[str, ...]] = {
     "splitguard": ("splitguard_start", "splitguard_fake_prob", "splitguard_window", "splitguard_threshold"),
@@ -41,7 +50,7 @@ class FieldSpec:
     name: str
     kind: str            # select, bool, int, float, str, milestones, names
     help: str
-    attack: str | None   # shown only for this attack, or always (None)
+    attacks: tuple[str, ...] | None  # shown only for these attacks, or always (None)
 
     @property
     def flag(self) -> str:
@@ -66,11 +75,13 @@ def _kind(name: str, type_text: str) -> str:
 
 
 def _form_order() -> list[str]:
-    """RunConfig's field order, with each attack's own fields right under `attack`."""
-    names = [f.name for f in fields(RunConfig) if f.name not in ATTACK_ONLY]
-    at = names.index("attack") + 1
-    extra = [n for f in fields(RunConfig) for n in [f.name] if n in ATTACK_ONLY]
-    return names[:at] + extra + names[at:]
+    """RunConfig's field order, with the attacks' own fields right under `attack` and the
+    trigger kinds' right under `trigger`."""
+    names = [f.name for f in fields(RunConfig) if f.name not in ATTACK_ONLY and f.name not in TRIGGER_ONLY]
+    for owner, owned in (("attack", ATTACK_ONLY), ("trigger", TRIGGER_ONLY)):
+        at = names.index(owner) + 1
+        names[at:at] = [f.name for f in fields(RunConfig) if f.name in owned]
+    return names
 
 
 _TYPES = {f.name: str(f.type) for f in fields(RunConfig)}
@@ -81,12 +92,13 @@ SPECS: tuple[FieldSpec, ...] = tuple(
 SPEC_BY_NAME = {s.name: s for s in SPECS}
 
 
-def visible(name: str, attack: str, defenses: Any = ()) -> bool:
-    """Whether the form shows field `name` for this attack and these defenses."""
+def visible(name: str, attack: str, trigger: str = "patch", defenses: Any = ()) -> bool:
+    """Whether the form shows field `name` for this attack, trigger kind and defenses."""
     if name in DEFENSE_ONLY:
         return DEFENSE_ONLY[name] in (defenses or ())
-    owner = ATTACK_ONLY.get(name)
-    return owner is None or owner == attack
+    owners = ATTACK_ONLY.get(name)
+    kind = TRIGGER_ONLY.get(name)
+    return (owners is None or attack in owners) and (kind is None or kind == trigger)
 
 
 def defenses_named(text: Any) -> tuple[str, ...]:

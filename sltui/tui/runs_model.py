@@ -33,6 +33,7 @@ BROWSER_COLUMNS: tuple[Column, ...] = (
     Column("clients", "K", 6, "right"),
     Column("attack", "attack", 2),
     Column("alpha", "alpha", 4, "right"),
+    Column("trigger", "trigger", 9),
     Column("cda", "CDA", 1, "right"),
     Column("asr", "ASR", 1, "right"),
     Column("seconds", "time", 8, "right"),
@@ -234,7 +235,7 @@ def run_labels(docs: Sequence[Mapping[str, Any]]) -> list[str]:
     configs = [d.get("config") or {} for d in docs]
     diff = differing_fields(configs)
     labels = [" ".join(_label_part(k, cfg.get(k)) for k in diff
-                       if visible(k, str(cfg.get("attack")), cfg.get("defenses")))
+                       if visible(k, str(cfg.get("attack")), str(cfg.get("trigger", "patch")), cfg.get("defenses")))
               for cfg in configs]
     ids = [str(d.get("id", "?")) for d in docs]
     short = short_ids(ids)

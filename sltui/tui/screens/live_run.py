@@ -37,10 +37,13 @@ def view_of_doc(doc: dict[str, Any]) -> dict[str, Any]:
     total = doc.get("total_epochs") or (doc.get("config") or {}).get("epochs")
     phase = None
     phases = doc.get("phases") or {}
-    if status == "running" and phases and not epochs:
+    if status == "running" and phases:
+        # The phase reported last, shown while no training epoch has ended since (an
+        # attack's preparation before training, or the hijack attack's stages between epochs).
         name, info = list(phases.items())[-1]
         history = info.get("history") or [{}]
-        phase = (name, history[-1].get("epoch", 0), info.get("epochs", 0), history[-1].get("loss"))
+        if history[-1].get("after_epoch", 0) >= len(epochs):
+            phase = (name, history[-1].get("epoch", 0), info.get("epochs", 0), history[-1].get("loss"))
     eta = None
     if status == "running" and epochs and total:
         mean = sum(e.get("seconds", 0.0) for e in epochs) / len(epochs)

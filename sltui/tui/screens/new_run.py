@@ -105,13 +105,17 @@ class NewRunScreen(Screen[None]):
         return str(self.query_one("#f-attack", Select).value)
 
     @property
+    def trigger(self) -> str:
+        return str(self.query_one("#f-trigger", Select).value)
+
+    @property
     def defenses(self) -> tuple[str, ...]:
         return defenses_named(self.query_one("#f-defenses", Input).value)
 
     def _show_attack_fields(self) -> None:
-        attack, defenses = self.attack, self.defenses
+        attack, trigger, defenses = self.attack, self.trigger, self.defenses
         for spec in SPECS:
-            shown = visible(spec.name, attack, defenses)
+            shown = visible(spec.name, attack, trigger, defenses)
             self.query_one(f"#row-{spec.name}").display = shown
             self.query_one(f"#err-{spec.name}").display = shown and spec.name in self.errors
 
@@ -119,15 +123,15 @@ class NewRunScreen(Screen[None]):
         """Re-check the whole form; show each message under its field. Returns the config."""
         cfg, errors = build(self.values())
         self.errors = errors
-        attack, defenses = self.attack, self.defenses
+        attack, trigger, defenses = self.attack, self.trigger, self.defenses
         general = []
         for spec in SPECS:
             message = errors.get(spec.name, "")
             label = self.query_one(f"#err-{spec.name}", Static)
             label.update(message)
-            label.display = bool(message) and visible(spec.name, attack, defenses)
+            label.display = bool(message) and visible(spec.name, attack, trigger, defenses)
             self.query_one(f"#f-{spec.name}").set_class(bool(message), "-invalid-field")
-            if message and not visible(spec.name, attack, defenses):
+            if message and not visible(spec.name, attack, trigger, defenses):
                 general.append(message)
         if "" in errors:
             general.append(errors[""])
@@ -146,7 +150,7 @@ class NewRunScreen(Screen[None]):
 
     @on(Select.Changed)
     def _select_changed(self, event: Select.Changed) -> None:
-        if event.select.id == "f-attack":
+        if event.select.id in ("f-attack", "f-trigger"):
             self._show_attack_fields()
         self.validate_form()
 
@@ -156,7 +160,7 @@ class NewRunScreen(Screen[None]):
         cfg = self.validate_form()
         if cfg is None:
             first = next((s.name for s in SPECS
-                          if s.name in self.errors and visible(s.name, self.attack, self.defenses)), None)
+                          if s.name in self.errors and visible(s.name, self.attack, self.trigger, self.defenses)), None)
             if first:
                 self.query_one(f"#f-{first}").focus()
             self.notify("fix the highlighted field first", severity="error", timeout=3)
