@@ -121,9 +121,9 @@ def transfer_command(
     train_limit: Optional[int] = typer.Option(None, "--train-limit", help="first N training images only"),
     eval_limit: Optional[int] = typer.Option(None, "--eval-limit", help="first N test images only"),
 ) -> None:
-    """The transfer check (docs/protocol.md section 8): freeze a finished run's network
-    but its last layer, retrain that on a clean dataset, report CDA and ASR there.
-    Stored as a run linked to its source."""
+    """Retrain the last layer of a finished run on a clean dataset; its CDA and ASR there.
+
+    The transfer check (docs/protocol.md section 8), stored as a run linked to its source."""
     from engine.store import load_weights
     from engine.training.transfer import run_transfer, transfer_config
 

@@ -25,8 +25,10 @@ def register(app: typer.Typer, console: Any, default_runs_dir: Callable[[Optiona
         device: Optional[str] = typer.Option(None, "--device", help="also train one tiny synthetic epoch on "
                                              "this device: auto, cpu or cuda"),
     ) -> None:
-        """Check this machine before a first run: Python, torch, CUDA and GPUs, threads, the
-        compiled kernels, the datasets under the data root and the runs folder."""
+        """Check this machine before a first run (versions, GPUs, threads, datasets, runs folder).
+
+        Python, torch, CUDA and each GPU, threads, the compiled kernels, the datasets under
+        the data root and the runs folder: one line per finding."""
         from engine.doctor import diagnose
 
         if device is not None and device not in DEVICES:
