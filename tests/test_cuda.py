@@ -27,6 +27,7 @@ from engine.speed.device_check import MixedDeviceError
 from engine.speed.options import EngineOptions
 from engine.store import RunStore, load_weights
 from engine.training.runner import build_context, run
+from engine.config import ATTACKS as ENGINE_ATTACKS
 from engine.training.transfer import run_transfer, transfer_config
 from tests.test_runner import metrics_of, same
 
@@ -34,7 +35,7 @@ pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
 ROOT = Path(__file__).resolve().parents[1]
-ATTACKS = ["none", "surrogate", "autoencoder"]
+ATTACKS = list(ENGINE_ATTACKS)
 MODELS = ["lenet", "stripnet", "resnet9"]
 
 
@@ -43,7 +44,8 @@ def cuda_config(**changes) -> RunConfig:
     epochs let even ResNet9's BatchNorm statistics settle, so that the autoencoder's
     phase 2 finds pairs."""
     base = dict(dataset="synthetic", model="lenet", clients=2, epochs=1, batch_size=16, train_limit=1500,
-                eval_limit=500, ae_phase1_epochs=3, ae_epochs=2, device="cuda")
+                eval_limit=500, ae_phase1_epochs=3, ae_epochs=2, hijack_warmup_epochs=0, hijack_shadow_epochs=1,
+                device="cuda")
     base.update(changes)
     return RunConfig(**base)
 

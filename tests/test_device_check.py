@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from engine import models
-from engine.config import RunConfig
+from engine.config import ATTACKS, RunConfig
 from engine.speed import device_check
 from engine.speed.device_check import MixedDeviceError, checking
 from engine.speed.options import EngineOptions
@@ -132,14 +132,18 @@ def test_planted_bug_fails_the_run_naming_the_op(monkeypatch):
 # Settings with which each model's attacks all get through one short epoch: the autoencoder's
 # phase 2 needs a backdoored network whose eval-mode BatchNorm statistics have settled.
 MODEL_SETTINGS = {"lenet": {}, "stripnet": {}, "resnet9": {"batch_size": 4}}
+# The hijack attack's Implant stage starts after its honest warm-up epochs: none here, so
+# the one epoch runs Steal, Finetune and Implant.
+ATTACK_SETTINGS = {"hijack": {"hijack_warmup_epochs": 0, "hijack_shadow_epochs": 1}}
 
 
-@pytest.mark.parametrize("attack", ["none", "surrogate", "autoencoder"])
+@pytest.mark.parametrize("attack", ATTACKS)
 @pytest.mark.parametrize("model", [
     "lenet", "stripnet", pytest.param("resnet9", marks=pytest.mark.slow)])
 def test_every_attack_and_model_runs_in_the_mode(check_devices, tmp_path, model, attack):
     store = RunStore(tmp_path)
-    result = run(tiny_run(model=model, attack=attack, **MODEL_SETTINGS[model]), store.recorder())
+    result = run(tiny_run(model=model, attack=attack, **MODEL_SETTINGS[model], **ATTACK_SETTINGS.get(attack, {})),
+                 store.recorder())
     assert result.status == "completed", result.error
     doc = store.load(result.run_id)
     assert doc["env"]["device_check"] is True and len(doc["epochs"]) == 1
@@ -176,13 +180,14 @@ def test_transfer_runs_in_the_mode(check_devices, tmp_path):
     assert store.load("t1")["env"]["device_check"] is True
 
 
-@pytest.mark.parametrize("attack", ["none", "surrogate", "autoencoder"])
+@pytest.mark.parametrize("attack", ATTACKS)
 def test_cli_headless_run_in_the_mode(tmp_path, attack):
     env = {**os.environ, device_check.ENV_VAR: "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [sys.executable, "-m", "sltui", "run", "--headless", "--dataset", "synthetic", "--device", "cpu",
          "--attack", attack, "--epochs", "1", "--train-limit", "150", "--eval-limit", "64", "--batch-size", "16",
-         "--ae-phase1-epochs", "2", "--ae-epochs", "1", "--runs-dir", str(tmp_path)],
+         "--ae-phase1-epochs", "2", "--ae-epochs", "1", "--hijack-warmup-epochs", "0", "--hijack-shadow-epochs", "1",
+         "--runs-dir", str(tmp_path)],
         capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     [file] = list(tmp_path.rglob("run.json"))

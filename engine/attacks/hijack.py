@@ -35,6 +35,7 @@ from ..config import lr_multiplier
 from ..data.trigger import stamp
 from ..events import PhaseProgress
 from ..models import build_split, smashed_shape
+from ..models.seeded import built
 from ..speed.adam import set_lr
 from ..training.context import RunContext, StepLoss
 from .base import Attack
@@ -57,19 +58,19 @@ class HijackAttack(Attack):
     def prepare(self, ctx: RunContext) -> None:
         cfg = ctx.cfg
         seed = cfg.seed + SEED_OFFSET
-        # Own init from its own seed; fork_rng leaves the global RNG (dropout) as it was.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            self.shadows = nn.ModuleList(
-                build_split(cfg.model, cfg.cut, ctx.data.input_shape, ctx.data.num_classes)[0]
-                for _ in range(cfg.hijack_shadows))
-            shape = smashed_shape(self.shadows[0], ctx.data.input_shape)
-            self.disc = Discriminator(shape, ctx.data.num_classes)
-            for shadow in self.shadows:  # (setting up fast layers draws from the global RNG)
-                ctx.setup_module(shadow).train()
-        self.shadow = self.shadows[0]  # the one D aligns the client to
+        # Initial weights from the attack's own generator, built on the host and moved to
+        # the run's device (engine/models/seeded.py): the global RNG is left as it was.
+        init = torch.Generator(device="cpu").manual_seed(seed)
+        self.shadows = nn.ModuleList(
+            build_split(cfg.model, cfg.cut, ctx.data.input_shape, ctx.data.num_classes,
+                        device=ctx.device, generator=init)[0]
+            for _ in range(cfg.hijack_shadows))
+        shape = smashed_shape(self.shadows[0], ctx.data.input_shape)
         # Plain layers for D: its gradient penalty needs second-order gradients.
-        self.disc.to(ctx.device).train()
+        self.disc = built(lambda: Discriminator(shape, ctx.data.num_classes), ctx.device, init).train()
+        for shadow in self.shadows:
+            ctx.setup_module(shadow).train()
+        self.shadow = self.shadows[0]  # the one D aligns the client to
         self.disc_opt = torch.optim.Adam(self.disc.parameters(), lr=cfg.hijack_d_lr, betas=(0.5, 0.9))
         self.gen = torch.Generator(device="cpu").manual_seed(seed)
         aux = auxiliary_set(ctx)
