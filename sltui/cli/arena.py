@@ -150,7 +150,7 @@ def register(app: typer.Typer, console: Any, default_runs_dir: Any) -> None:
         folder = record.path.parent / record.doc["id"] / "report"
         for path in write_arena_report(sweep_run_docs(root, record.doc), folder, record.doc["id"]):
             console.print(str(path), highlight=False, soft_wrap=True)
-        summarize(console, record, results)
+        summarize(console, record, results, "arena")
 
     app.command("arena", context_settings={"help_option_names": ["-h", "--help"]})(
         with_config_flags(arena_command, exclude=("attack", "seed", "defenses")))

@@ -258,13 +258,14 @@ def result_line(result: JobResult, store: RunStore) -> str:
     return line
 
 
-def summarize(console: Any, record: SweepFile, results: list[JobResult]) -> None:
+def summarize(console: Any, record: SweepFile, results: list[JobResult], kind: str = "sweep") -> None:
+    """The sweep's (or arena's) tally; exit 130 if runs were cancelled, 1 if any is not done."""
     states = [p["status"] for p in record.doc["points"]]
     counts = {s: states.count(s) for s in dict.fromkeys(states)}
     complete = counts.get("completed", 0) == len(states)
     record.finish("completed" if complete else "incomplete")
-    console.print(f"sweep {record.doc['id']}: " + ", ".join(f"{n} {s}" for s, n in counts.items()), highlight=False)
-    if complete:
+    console.print(f"{kind} {record.doc['id']}: " + ", ".join(f"{n} {s}" for s, n in counts.items()), highlight=False)
+    if complete and kind == "sweep":
         console.print(f"report: sltui report {record.doc['id']}", highlight=False)
     else:
         console.print("run the same command again to do the rest (completed runs are kept)", highlight=False)
