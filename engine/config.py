@@ -33,6 +33,9 @@ SPLITOUT_FEATURES = ("direction", "raw")
 CUTS = (1, 2, 3)
 RR_GRANULARITIES = ("epoch", "batch")
 AE_GRADS = ("straight", "through")
+# The hijack's discriminator: conditioned on the class (projection, shadow rows of the same
+# class) or FSHA's plain critic (no class, shadow rows of any class).
+HIJACK_CRITICS = ("conditional", "plain")
 DEVICES = ("auto", "cpu", "cuda")
 
 CIFAR_LIKE = ("cifar10", "cifar10-jpeg", "synthetic-rgb")
@@ -81,6 +84,7 @@ class RunConfig:
     hijack_d_lr: float = 1e-4
     hijack_beta: float = 0.7
     hijack_train_h: bool = False
+    hijack_critic: str = "conditional"
     malicious_client: int = 0
     device: str = "auto"
     data_root: str | None = None
@@ -172,6 +176,7 @@ FIELD_HELP: dict[str, str] = {
     "hijack_d_lr": "hijack attack: discriminator learning rate (Adam)",
     "hijack_beta": "hijack attack: weight of the task gradient in what the client receives, in [0, 1]",
     "hijack_train_h": "hijack attack: the server's model keeps training during Implant (innocent and poisoned shadow batches)",
+    "hijack_critic": "hijack attack: discriminator conditional (on the class; shadow rows of the same class) or plain (FSHA's, no class)",
     "malicious_client": "client attack: index (0..K-1) of the client that poisons its own data",
     "trigger": "trigger kind: " + ", ".join(TRIGGERS),
     "blend_alpha": "blend trigger: weight of the noise image, in (0, 1]",
@@ -285,6 +290,7 @@ def validate(cfg: RunConfig) -> RunConfig:
     choice("attack", ATTACKS)
     choice("rr_granularity", RR_GRANULARITIES)
     choice("ae_grad", AE_GRADS)
+    choice("hijack_critic", HIJACK_CRITICS)
     choice("device", DEVICES)
     choice("trigger", TRIGGERS)
     at_least("clients", 1)

@@ -4,7 +4,8 @@ The smashed data is average-pooled to at most MAX_FEATURES values (LeNet's cut 1
 becomes 6x12x12; cuts 2 and 3 stay whole), flattened and mapped by two 32-wide layers with
 LeakyReLU(0.2) to features phi; the score is w . phi + e_y . phi, a projection
 discriminator (Miyato and Koyama, 2018) conditioned on the class y, which the server knows
-for every batch. Small on purpose: it runs three times per training step (its own WGAN-GP
+for every batch. With `conditional=False` (`--hijack-critic plain`) the score is w . phi
+alone, FSHA's unconditional critic, and the labels are ignored. Small on purpose: it runs three times per training step (its own WGAN-GP
 step, whose penalty needs a second-order gradient, and the score the client's gradient
 comes from), so its cost stays near the LeNet client's. No batch-coupled layers: the
 gradient penalty needs each sample's score to depend on that sample only."""
@@ -31,16 +32,24 @@ def pool_for(shape: tuple[int, ...], limit: int = MAX_FEATURES) -> nn.Module:
 
 
 class Discriminator(nn.Module):
-    def __init__(self, shape: tuple[int, ...], num_classes: int, width: int = WIDTH) -> None:
+    def __init__(self, shape: tuple[int, ...], num_classes: int, width: int = WIDTH,
+                 conditional: bool = True) -> None:
         super().__init__()
+        self.conditional = conditional
         self.pool = pool_for(shape)
         with torch.no_grad():
             features = int(self.pool(torch.zeros(1, *shape, device="cpu")).numel())
         self.body = nn.Sequential(nn.Flatten(), nn.Linear(features, width), nn.LeakyReLU(0.2),
                                   nn.Linear(width, width), nn.LeakyReLU(0.2))
         self.score = nn.Linear(width, 1)
-        self.embed = nn.Embedding(num_classes, width)
+        self.embed = nn.Embedding(num_classes, width) if conditional else None
 
-    def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """Scores of z; y (the classes) is required by the conditional critic, ignored by the plain one."""
         phi = self.body(self.pool(z))
-        return self.score(phi).squeeze(1) + (self.embed(y) * phi).sum(1)
+        score = self.score(phi).squeeze(1)
+        if self.embed is None:
+            return score
+        if y is None:
+            raise ValueError("the conditional discriminator needs the labels")
+        return score + (self.embed(y) * phi).sum(1)

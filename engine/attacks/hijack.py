@@ -19,6 +19,8 @@ its own init), D a discriminator on smashed data. The auxiliary set is share 0
   f_s(x_aux), x_aux of the same classes as the batch), and the client receives
   g = beta * grad_z CE(h(z), y) + (1 - beta) * grad_z mean D(z, y), which pulls f's
   features onto f_s's, class by class (docs/protocol.md says why the class matters).
+  With `hijack_critic` "plain", D ignores y and x_aux is drawn regardless of class
+  (FSHA's unconditional critic), a control for what the class adds.
 
 Every stage emits PhaseProgress per epoch (hijack-steal, hijack-finetune, hijack-implant),
 so its losses land in the run file's `phases` and on the TUI's run screen.
@@ -67,7 +69,9 @@ class HijackAttack(Attack):
             for _ in range(cfg.hijack_shadows))
         shape = smashed_shape(self.shadows[0], ctx.data.input_shape)
         # Plain layers for D: its gradient penalty needs second-order gradients.
-        self.disc = built(lambda: Discriminator(shape, ctx.data.num_classes), ctx.device, init).train()
+        conditional = cfg.hijack_critic == "conditional"
+        self.disc = built(lambda: Discriminator(shape, ctx.data.num_classes, conditional=conditional),
+                          ctx.device, init).train()
         for shadow in self.shadows:
             ctx.setup_module(shadow).train()
         self.shadow = self.shadows[0]  # the one D aligns the client to
@@ -80,9 +84,10 @@ class HijackAttack(Attack):
             prepared = auxiliary_set(ctx, prepared=True).x
             self.clean.prestamp(prepared, ctx.trigger)
             self.poisoned.prestamp(prepared, ctx.trigger)
-        # Auxiliary rows sorted by class, with each class's first position and count: D
-        # compares each innocent row with a shadow row of its class.
+        # Auxiliary rows sorted by class, with each class's first position and count: the
+        # conditional D compares each innocent row with a shadow row of its class.
         counts = torch.bincount(aux.y, minlength=ctx.data.num_classes)
+        self.class_matched = conditional
         self.by_class = torch.argsort(aux.y, stable=True)
         self.class_start = torch.cumsum(counts, 0) - counts
         self.class_count = counts
@@ -183,8 +188,11 @@ class HijackAttack(Attack):
 
     def aux_indices(self, ctx: RunContext, labels: torch.Tensor) -> torch.Tensor:
         """Random auxiliary rows with the same labels as `labels` (from any class where
-        the auxiliary set has none of that class)."""
+        the auxiliary set has none of that class); with the plain critic, random rows of
+        any class, one per label."""
         u = torch.rand(labels.shape[0], generator=self.gen, device="cpu").to(ctx.device)
+        if not self.class_matched:
+            return self.by_class[(u * len(self.by_class)).long().clamp_(max=len(self.by_class) - 1)]
         count = self.class_count[labels]
         start = torch.where(count > 0, self.class_start[labels], torch.zeros_like(labels))
         count = torch.where(count > 0, count, torch.full_like(count, len(self.by_class)))
