@@ -64,9 +64,11 @@ def implant_context(**changes):
     return cfg, ctx
 
 
-@pytest.mark.parametrize("beta,train_h", [(0.3, False), (0.0, False), (1.0, False), (0.5, True)])
-def test_client_receives_beta_task_plus_one_minus_beta_grad_of_mean_d(beta, train_h):
-    cfg, ctx = implant_context(hijack_beta=beta, hijack_train_h=train_h)
+@pytest.mark.parametrize("beta,train_h,critic", [(0.3, False, "conditional"), (0.0, False, "conditional"),
+                                                 (1.0, False, "conditional"), (0.5, True, "conditional"),
+                                                 (0.0, False, "plain")])
+def test_client_receives_beta_task_plus_one_minus_beta_grad_of_mean_d(beta, train_h, critic):
+    cfg, ctx = implant_context(hijack_beta=beta, hijack_train_h=train_h, hijack_critic=critic)
     share = ctx.data.shares[1]
     x, y = ctx.data.norm.apply(share.x[:32]), share.y[:32]
     wire = ctx.client(x).detach().requires_grad_()
@@ -127,3 +129,32 @@ def test_discriminator_compares_each_row_with_auxiliary_rows_of_its_class():
     assert torch.equal(aux_y[idx], labels)
     # Rows are drawn at random within the class, not always the first one.
     assert len(torch.unique(idx)) > len(present)
+
+
+def test_plain_critic_ignores_the_labels_and_the_conditional_one_does_not():
+    scores = {}
+    for critic in ("conditional", "plain"):
+        cfg = resolve(hijack_config(hijack_critic=critic))
+        ctx = build_context(cfg, lambda e: None, None)
+        ctx.attack.prepare(ctx)
+        share = ctx.data.shares[1]
+        z = ctx.client(ctx.data.norm.apply(share.x[:32])).detach()
+        y = share.y[:32]
+        other = (y + 1) % ctx.data.num_classes
+        scores[critic] = [ctx.attack.disc(z, labels) for labels in (y, other)]
+        if critic == "plain":
+            torch.testing.assert_close(ctx.attack.disc(z), scores[critic][0])
+    assert not torch.allclose(*scores["conditional"])
+    torch.testing.assert_close(*scores["plain"])
+
+
+def test_plain_critic_draws_auxiliary_rows_of_any_class():
+    cfg = resolve(hijack_config(aux_size=60, hijack_critic="plain"))
+    ctx = build_context(cfg, lambda e: None, None)
+    ctx.attack.prepare(ctx)
+    aux_y = ctx.attack.clean.share.y
+    assert len(torch.unique(aux_y)) > 1
+    labels = torch.full((300,), int(aux_y[0]))
+    drawn = aux_y[ctx.attack.aux_indices(ctx, labels)]
+    # Every row asked for one class; the rows drawn span the auxiliary set's classes.
+    assert torch.equal(torch.unique(drawn), torch.unique(aux_y))

@@ -38,6 +38,7 @@ def one_line_error(fn, *args, **kwargs) -> str:
     ({"alpha": float("nan")}, "--alpha"),
     ({"loss_halved": 1}, "--loss-halved"),
     ({"lr_milestones": (40, 25)}, "--lr-milestones"),
+    ({"hijack_critic": "unconditional"}, "--hijack-critic"),
 ])
 def test_invalid_values_raise_one_line(changes, flag):
     message = one_line_error(RunConfig(**changes).replace)
