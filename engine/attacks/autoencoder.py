@@ -28,7 +28,7 @@ from ..events import PhaseProgress
 from ..models import build_split, smashed_shape
 from ..models.seeded import built
 from ..training.context import RunContext, StepLoss
-from ..training.local_training import fit
+from ..training.local_training import fit, train_pass
 from .base import Attack
 from .injector import InjectorAutoencoder
 from .poisoned import auxiliary_set
@@ -126,17 +126,9 @@ class AutoencoderAttack(Attack):
         train_mse = val_mse = float("nan")
         for epoch in range(epochs):
             self.injector.train()
-            total, batches = torch.zeros((), device=ctx.device), 0
             order = train_idx[torch.randperm(len(train_idx), generator=generator, device="cpu").to(ctx.device)]
-            for idx in order.split(cfg.batch_size):
-                ctx.check_stop()
-                loss = F.mse_loss(self.injector(clean_in[idx]), bd_out[idx])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                total += loss.detach()
-                batches += 1
-            train_mse = (total / max(batches, 1)).item()
+            train_mse = train_pass(opt, order, cfg.batch_size,
+                                   lambda i, idx: F.mse_loss(self.injector(clean_in[idx]), bd_out[idx]), ctx.check_stop)
             val_mse = self._mse(clean_in[val_idx], bd_out[val_idx], ctx.speed.options.eval_batch_size)
             sched.step(val_mse)
             ctx.emit(PhaseProgress(ctx.run_id, "phase3-autoencoder", epoch + 1, epochs, train_mse,

@@ -40,6 +40,7 @@ from ..models import build_split, smashed_shape
 from ..models.seeded import built
 from ..speed.adam import set_lr
 from ..training.context import RunContext, StepLoss
+from ..training.local_training import train_pass
 from .base import Attack
 from .discriminator import Discriminator
 from .poisoned import PoisonedShare, auxiliary_set
@@ -119,21 +120,16 @@ class HijackAttack(Attack):
         opt = ctx.make_adam(params)
         set_lr(opt, lr)
         epochs = cfg.hijack_shadow_epochs
+
+        def batch_loss(i: int, idx: torch.Tensor) -> torch.Tensor:
+            x, y = share.take(idx, ctx.data.norm, ctx.trigger)
+            return F.cross_entropy(ctx.server(self.shadows[i % len(self.shadows)](ctx.batch_input(x))), y)
+
         for epoch in range(epochs):
             self.shadows.train()
             ctx.server.train(with_h)
-            total, batches = torch.zeros((), device=ctx.device), 0
             order = torch.randperm(len(share.share), generator=self.gen, device="cpu").to(ctx.device)
-            for i, idx in enumerate(order.split(cfg.batch_size)):
-                ctx.check_stop()
-                x, y = share.take(idx, ctx.data.norm, ctx.trigger)
-                loss = F.cross_entropy(ctx.server(self.shadows[i % len(self.shadows)](ctx.batch_input(x))), y)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                total += loss.detach()
-                batches += 1
-            loss_mean = (total / max(batches, 1)).item()
+            loss_mean = train_pass(opt, order, cfg.batch_size, batch_loss, ctx.check_stop)
             probe = self._probe(ctx)
             self.info.update({f"{phase}_{k}": v for k, v in probe.items()})
             ctx.emit(PhaseProgress(ctx.run_id, phase, epoch + 1, epochs, loss_mean, probe))
