@@ -16,6 +16,9 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence, TextIO
 
+# What `--wide` does, for every command that prints a table.
+WIDE_HELP = "show every column, however wide (by default columns are left out to fit the terminal)"
+
 GAP = "  "
 PIPED_WIDTH = 80
 

@@ -120,20 +120,21 @@ def write_arena_report(docs: list[Mapping[str, Any]], out: Path, title: str) -> 
 
 def register(app: typer.Typer, console: Any, default_runs_dir: Any) -> None:
     """Add `sltui arena` to the app."""
-    from .sweep import check_executor, launch, summarize
+    from .sweep import (DRY_RUN_OPTION, EXECUTOR_OPTION, GPUS_PER_JOB_OPTION, JOBS_OPTION, RAY_ADDRESS_OPTION,
+                        RUNS_DIR_OPTION, WIDE_DRY_RUN_OPTION, check_executor, launch, summarize)
 
     def arena_command(
         attacks: str = typer.Option("none,surrogate,autoencoder", "--attacks",
                                     help="comma list of attacks; `none` gives the false-positive rate"),
         defenses: str = typer.Option(",".join(DEFENSES), "--defenses", help="comma list: " + ", ".join(DEFENSES)),
         seeds: str = typer.Option("1,2,3", "--seeds", help="comma list, e.g. 1,2,3"),
-        dry_run: bool = typer.Option(False, "--dry-run", help="list the runs and what is already done; run nothing"),
-        jobs: int = typer.Option(1, "--jobs", help="runs at once"),
-        executor: str = typer.Option("local", "--executor", help="local (worker processes) or ray"),
-        ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster address (default: a local instance)"),
-        gpus_per_job: Optional[float] = typer.Option(None, "--gpus-per-job", help="Ray: GPU share per run (default 1/jobs with --device cuda, else 0)"),
-        runs_dir: Optional[Path] = typer.Option(None, "--runs-dir", help="folder of run files (default $SLTUI_RUNS or ./runs)"),
-        wide: bool = typer.Option(False, "--wide", help="--dry-run: show every column"),
+        dry_run: bool = DRY_RUN_OPTION,
+        jobs: int = JOBS_OPTION,
+        executor: str = EXECUTOR_OPTION,
+        ray_address: Optional[str] = RAY_ADDRESS_OPTION,
+        gpus_per_job: Optional[float] = GPUS_PER_JOB_OPTION,
+        runs_dir: Optional[Path] = RUNS_DIR_OPTION,
+        wide: bool = WIDE_DRY_RUN_OPTION,
         **flags: Any,
     ) -> None:
         """Every attack against every detector over seeds, then the matrix (arena.md, CSV, heatmap)."""

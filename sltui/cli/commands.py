@@ -17,7 +17,7 @@ from engine.store import RunNotFound, RunStore, RunUnreadable, summary_row
 
 from .config_flags import build_config, with_config_flags
 from ..format import fmt_cell, fmt_flag, fmt_num, fmt_pct
-from ..tables import Column, print_table
+from ..tables import Column, WIDE_HELP, print_table
 from .arena import register as register_arena
 from .doctor import register as register_doctor
 from .sweep import register as register_sweep
@@ -31,7 +31,6 @@ console = Console()
 err_console = Console(stderr=True)
 
 RUNS_DIR_HELP = "folder of run files (default $SLTUI_RUNS or ./runs)"
-WIDE_HELP = "show every column, however wide (by default columns are left out to fit the terminal)"
 
 
 def fail(message: str, code: int = 2) -> None:

@@ -21,7 +21,7 @@ from engine.sweeps.executors import (JobResult, LocalExecutor, RayExecutor, Swee
 
 from .config_flags import given_fields, with_config_flags
 from ..format import fmt_cell, fmt_mean_std, fmt_pct
-from ..tables import Column, print_table
+from ..tables import Column, WIDE_HELP, print_table
 
 AXIS_FIELDS = tuple(AXES.values())
 AXIS_HELP = {
@@ -33,7 +33,6 @@ AXIS_HELP = {
 }
 
 
-WIDE_HELP = "show every column, however wide (by default columns are left out to fit the terminal)"
 # `sweep --dry-run`: the setting of each run always; the id of a done run goes first.
 PLAN_COLUMNS = (
     Column("n", "#", 0, "right"), Column("dataset", "dataset", 1), Column("model", "model", 1),
@@ -52,6 +51,17 @@ AGGREGATE_COLUMNS = (
     Column("best_cda", "best CDA %", 4, "right"), Column("best_asr", "best ASR %", 4, "right"),
     Column("seeds", "seeds", 5),
 )
+
+
+# The options `sltui sweep` and `sltui arena` share: how their runs are planned and executed.
+DRY_RUN_OPTION = typer.Option(False, "--dry-run", help="list the runs and what is already done; run nothing")
+JOBS_OPTION = typer.Option(1, "--jobs", help="runs at once (several per GPU suit small models)")
+EXECUTOR_OPTION = typer.Option("local", "--executor", help="local (worker processes) or ray")
+RAY_ADDRESS_OPTION = typer.Option(None, "--ray-address", help="Ray cluster address (default: a local instance)")
+GPUS_PER_JOB_OPTION = typer.Option(None, "--gpus-per-job",
+                                   help="Ray: GPU share per run (default 1/jobs with --device cuda, else 0)")
+RUNS_DIR_OPTION = typer.Option(None, "--runs-dir", help="folder of run files (default $SLTUI_RUNS or ./runs)")
+WIDE_DRY_RUN_OPTION = typer.Option(False, "--wide", help="--dry-run: " + WIDE_HELP)
 
 
 def check_executor(jobs: int, executor: str) -> None:
@@ -103,13 +113,13 @@ def register(app: typer.Typer, runs_app: typer.Typer, console: Any, default_runs
         seeds: Optional[str] = typer.Option(None, "--seeds", help=AXIS_HELP["seeds"]),
         grid_file: Optional[Path] = typer.Option(None, "--file", help="TOML or JSON file of axes and run fields"),
         paper: bool = typer.Option(False, "--paper", help="the paper's grid (docs/protocol.md section 6); other axes narrow it"),
-        dry_run: bool = typer.Option(False, "--dry-run", help="list the runs and what is already done; run nothing"),
-        jobs: int = typer.Option(1, "--jobs", help="runs at once (several per GPU suit small models)"),
-        executor: str = typer.Option("local", "--executor", help="local (worker processes) or ray"),
-        ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster address (default: a local instance)"),
-        gpus_per_job: Optional[float] = typer.Option(None, "--gpus-per-job", help="Ray: GPU share per run (default 1/jobs with --device cuda, else 0)"),
-        runs_dir: Optional[Path] = typer.Option(None, "--runs-dir", help="folder of run files (default $SLTUI_RUNS or ./runs)"),
-        wide: bool = typer.Option(False, "--wide", help="--dry-run: " + WIDE_HELP),
+        dry_run: bool = DRY_RUN_OPTION,
+        jobs: int = JOBS_OPTION,
+        executor: str = EXECUTOR_OPTION,
+        ray_address: Optional[str] = RAY_ADDRESS_OPTION,
+        gpus_per_job: Optional[float] = GPUS_PER_JOB_OPTION,
+        runs_dir: Optional[Path] = RUNS_DIR_OPTION,
+        wide: bool = WIDE_DRY_RUN_OPTION,
         **flags: Any,
     ) -> None:
         """Run a grid of settings x seeds; started again, it skips what is done and redoes the rest."""
