@@ -92,7 +92,8 @@ def one_run(flush: bool, epochs: int, data_root: str | None, runs_dir: str) -> i
             run_dir.append(Path(runs_dir) / event.run_id)
         if isinstance(event, EpochMetrics):
             cpu_seconds.append(now - last[0])
-        last[0] = time.process_time() if isinstance(event, (RunStarted, EpochMetrics)) else last[0]
+        if isinstance(event, (RunStarted, EpochMetrics)):
+            last[0] = time.process_time()
         record(event)
         if run_dir and isinstance(event, EpochMetrics):
             (run_dir[0] / "cpu_seconds.json").write_text(json.dumps(cpu_seconds))
