@@ -98,6 +98,7 @@ class RunConfig:
     splitguard_start: int = 20
     splitguard_fake_prob: float = 0.1
     splitguard_window: int = 5
+    splitguard_memory: int = 20
     splitguard_threshold: float = 0.5
     scrutinizer_window: int = 50
     scrutinizer_threshold: float = 0.15  # the published 0.5 flags honest LeNet runs (section 10)
@@ -193,6 +194,7 @@ FIELD_HELP: dict[str, str] = {
     "splitguard_start": "SplitGuard: fake batches start after this many batches of a client",
     "splitguard_fake_prob": "SplitGuard: probability that a batch after the start is a fake batch",
     "splitguard_window": "SplitGuard: flag when the mean score of this many last fake batches is below the threshold",
+    "splitguard_memory": "SplitGuard: score on the last N fake batches and the regular ones since (0 = every batch, as published)",
     "splitguard_threshold": "SplitGuard: score threshold of the verdict",
     "scrutinizer_window": "Gradients Scrutinizer: steps per score",
     "scrutinizer_threshold": "Gradients Scrutinizer: flag when a window's score is below this (published: 0.5)",
@@ -337,6 +339,7 @@ def validate(cfg: RunConfig) -> RunConfig:
     at_least("splitguard_start", 0)
     unit("splitguard_fake_prob", low_open=True, high_closed=False)
     at_least("splitguard_window", 1)
+    at_least("splitguard_memory", 0)
     unit("splitguard_threshold", low_open=False)
     at_least("scrutinizer_window", 2)
     unit("scrutinizer_threshold", low_open=False)

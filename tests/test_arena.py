@@ -57,6 +57,13 @@ def test_long_table_has_a_row_per_attack_detector_seed_with_the_cost():
     assert all(r["cda_cost"] == 0.0 for r in watch)  # it is its own baseline
 
 
+def test_a_client_attack_without_an_honest_client_is_left_out_of_the_table():
+    alone, among = doc("client", 1, ("scrutinizer",), 95.0, {}), doc("client", 1, ("splitguard",), 95.0, {})
+    alone["config"]["clients"], among["config"]["clients"] = 1, 3
+    rows = long_rows([alone, among])
+    assert [(r["attack"], r["detector"]) for r in rows] == [("client", "splitguard")]
+
+
 def test_matrix_is_the_pivot_of_the_long_table():
     matrix = {(r["attack"], r["detector"]): r for r in matrix_rows(long_rows(hand_made_arena()))}
     assert matrix[("hijack", "scrutinizer")]["detection_rate"] == 1.0

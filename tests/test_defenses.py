@@ -77,6 +77,46 @@ def test_splitguard_fakes_batches_after_start_and_flags_a_server_that_ignores_la
     assert detector.epoch_score() < 0.5
 
 
+def run_turning_server(memory: int, honest_steps: int = 600, blind_steps: int = 300) -> tuple[list[bool], int]:
+    """SplitGuard against a server honest for `honest_steps` batches (fake labels give
+    larger gradients the other way) and label-blind after: the flags per step and the
+    detector's count of fake batches."""
+    detector = SplitGuard(start=20, fake_prob=0.1, window=5, threshold=0.5, seed=3, memory=memory)
+    detector.num_classes = 10
+    gen = torch.Generator().manual_seed(4)
+    direction, y = torch.randn(32, generator=gen), torch.arange(8) % 10
+    flagged = []
+    for step in range(1, honest_steps + blind_steps + 1):
+        fake = detector.fake_labels(y) is not None
+        honest_fake = fake and step <= honest_steps
+        g = (-3 if honest_fake else 1) * direction + 0.3 * torch.randn(32, generator=gen)
+        flagged.append(detector.observe(observation(g, fake=fake, step=step)))
+    return flagged, detector.facts()["fake_batches"]
+
+
+def test_splitguard_memory_sees_a_server_that_turns_after_an_honest_start():
+    everything, fakes_all = run_turning_server(memory=0)
+    recent, fakes_recent = run_turning_server(memory=20)
+    assert not any(everything[:600]) and not any(recent[:600])  # honest start: no flag either way
+    assert not any(everything)  # the published memory is outweighed by the honest fakes
+    first = recent.index(True)
+    assert 600 < first < 600 + 300
+    assert fakes_all == fakes_recent > 60  # the count is of all fake batches, not the kept ones
+
+
+def test_splitguard_memory_keeps_the_last_fakes_and_the_regular_batches_since():
+    detector = SplitGuard(start=0, fake_prob=0.0, seed=0, memory=2)
+    detector.num_classes = 10
+    detector.batches = 1
+    for i, fake in enumerate([False, True, False, False, True, False, True, False]):
+        detector.observe(observation(torch.full((4,), float(i)), fake=fake, step=i + 1))
+    # Kept: fakes 4 and 6 and the regular batches from the first of them on (5 and 7).
+    assert detector.fake.count == 2 and detector.r1.count + detector.r2.count == 2
+    assert torch.allclose(detector.fake.mean, torch.full((4,), 5.0, dtype=torch.float64))
+    regular_sum = sum(s.total for s in (detector.r1, detector.r2) if s.count)
+    assert torch.allclose(regular_sum, torch.full((4,), 12.0, dtype=torch.float64))
+
+
 # ---- Gradients Scrutinizer ----------------------------------------------------------
 
 def test_pair_statistics_is_the_loop_over_pairs():

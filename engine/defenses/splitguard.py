@@ -14,10 +14,19 @@ running sums (mean vector, mean norm), and after each fake batch scores
 with d(A,B) = | |A| - |B| | (mean norms) and theta the angle between mean vectors.
 SG near 1: honest; near 0: hijacked. Verdict: the mean SG of the last `window` fake
 batches below `threshold`.
+
+Memory. The published detector keeps every gradient since batch `start`, so a server
+that is honest for its first epochs (the hijack attack's warm-up) has filled F with
+honest fake gradients by the time it turns, and those outweigh the hijacked ones for
+many epochs. With `memory` M > 0 the sets hold only the last M fake batches and the
+regular batches since the first of them, so the score follows what the server does now
+(docs/protocol.md section 10 gives the default and the honest runs it was checked on);
+M = 0 keeps everything, as published.
 """
 from __future__ import annotations
 
 import math
+from collections import deque
 from typing import Any
 
 import torch
@@ -29,7 +38,8 @@ BETA = 2.0
 
 
 class GradientSet:
-    """Running mean vector and mean norm of a set of flattened gradients."""
+    """Running mean vector and mean norm of a set of flattened gradients (sums in float64,
+    so that taking gradients out again leaves no drift worth counting)."""
 
     def __init__(self) -> None:
         self.total: torch.Tensor | None = None
@@ -37,9 +47,15 @@ class GradientSet:
         self.count = 0
 
     def add(self, g: torch.Tensor, norm: float) -> None:
-        self.total = g.clone() if self.total is None else self.total.add_(g)
+        self.total = g.double() if self.total is None else self.total.add_(g)
         self.norms += norm
         self.count += 1
+
+    def remove(self, g: torch.Tensor, norm: float) -> None:
+        assert self.total is not None and self.count > 0
+        self.total.sub_(g)
+        self.norms -= norm
+        self.count -= 1
 
     @property
     def mean(self) -> torch.Tensor:
@@ -75,8 +91,11 @@ class SplitGuard(Detector):
     name = "splitguard"
 
     def __init__(self, start: int = 20, fake_prob: float = 0.1, window: int = 5,
-                 threshold: float = 0.5, seed: int = 0) -> None:
+                 threshold: float = 0.5, seed: int = 0, memory: int = 0) -> None:
         self.start, self.fake_prob, self.window, self.threshold = start, fake_prob, window, threshold
+        self.memory = memory
+        self.kept: deque[tuple[GradientSet, torch.Tensor, float]] = deque()
+        self.fake_batches = 0
         self.generator = torch.Generator().manual_seed(seed)
         self.num_classes = 0
         self.batches = 0
@@ -103,9 +122,11 @@ class SplitGuard(Detector):
         norm = float(g.norm())
         if not obs.fake:
             half = self.r1 if float(torch.rand((), generator=self.generator)) < 0.5 else self.r2
-            half.add(g, norm)
+            self._add(half, g, norm)
             return False
-        self.fake.add(g, norm)
+        self.fake_batches += 1
+        self._add(self.fake, g, norm)
+        self._forget()
         if self.r1.count == 0 or self.r2.count == 0:
             return False
         score = splitguard_score(self.fake, self.r1, self.r2)
@@ -116,9 +137,21 @@ class SplitGuard(Detector):
         recent = self.history[-self.window:]
         return len(recent) == self.window and sum(recent) / self.window < self.threshold
 
+    def _add(self, into: GradientSet, g: torch.Tensor, norm: float) -> None:
+        into.add(g, norm)
+        if self.memory:
+            self.kept.append((into, g, norm))
+
+    def _forget(self) -> None:
+        """Keep the last `memory` fake batches and the regular ones since the first of them."""
+        while self.memory and self.kept and (
+                self.fake.count > self.memory or (self.fake.count == self.memory and self.kept[0][0] is not self.fake)):
+            into, g, norm = self.kept.popleft()
+            into.remove(g, norm)
+
     def epoch_score(self) -> float | None:
         values, self.epoch_values = self.epoch_values, []
         return sum(values) / len(values) if values else None
 
     def facts(self) -> dict[str, Any]:
-        return {"fake_batches": self.fake.count}
+        return {"fake_batches": self.fake_batches}

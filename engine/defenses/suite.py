@@ -29,7 +29,8 @@ def make_detector(name: str, cfg: RunConfig, client: int) -> Detector:
     detector draws from its own seeded generator, so runs repeat exactly."""
     if name == "splitguard":
         return SplitGuard(cfg.splitguard_start, cfg.splitguard_fake_prob, cfg.splitguard_window,
-                          cfg.splitguard_threshold, seed=cfg.seed * 1000 + 100 + client)
+                          cfg.splitguard_threshold, seed=cfg.seed * 1000 + 100 + client,
+                          memory=cfg.splitguard_memory)
     if name == "scrutinizer":
         return Scrutinizer(cfg.scrutinizer_window, cfg.scrutinizer_threshold)
     if name == "splitout":

@@ -50,7 +50,8 @@ def _final(doc: Mapping[str, Any], name: str) -> float | None:
 
 def long_rows(docs: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """One row per (attack, detector, seed) of the completed runs: the verdict, CDA, ASR,
-    and the CDA cost against the baseline run of the same attack and seed."""
+    and the CDA cost against the baseline run of the same attack and seed. Runs without an
+    honest client (the `client` attack with K = 1) are left out."""
     docs = [d for d in docs if d.get("status") == "completed" and isinstance(d.get("config"), dict)]
     baseline: dict[tuple[str, int], float | None] = {}
     for doc in docs:
@@ -60,6 +61,8 @@ def long_rows(docs: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for doc in docs:
         cfg = doc["config"]
+        if not has_honest_client(cfg):
+            continue
         for detector, entry in (doc.get("defenses") or {}).items():
             flag = entry.get("flagged_at") if isinstance(entry, dict) else None
             flag = flag if isinstance(flag, dict) else {}
@@ -74,6 +77,12 @@ def long_rows(docs: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
             })
     rows.sort(key=lambda r: (str(r["attack"]), str(r["detector"]), r["seed"] if r["seed"] is not None else 0))
     return rows
+
+
+def has_honest_client(cfg: Mapping[str, Any]) -> bool:
+    """False for the `client` attack with one client: the only client is the attacker,
+    so no detector runs and the run says nothing about detection."""
+    return not (cfg.get("attack") == "client" and int(cfg.get("clients") or 1) <= 1)
 
 
 def _mean(values: Iterable[Any]) -> float | None:

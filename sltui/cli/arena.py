@@ -9,7 +9,7 @@ from typing import Any, Mapping, Optional
 
 import typer
 
-from engine.config import DEFENSES
+from engine.config import ATTACKS, DEFENSES
 from engine.errors import ConfigError
 from engine.sweeps.arena import LONG_COLUMNS, MATRIX_COLUMNS, arena_sweep, long_rows, matrix_rows
 from engine.sweeps.executors import sweep_run_docs
@@ -124,7 +124,7 @@ def register(app: typer.Typer, console: Any, default_runs_dir: Any) -> None:
                         RUNS_DIR_OPTION, WIDE_DRY_RUN_OPTION, check_executor, launch, summarize)
 
     def arena_command(
-        attacks: str = typer.Option("none,surrogate,autoencoder", "--attacks",
+        attacks: str = typer.Option(",".join(ATTACKS), "--attacks",
                                     help="comma list of attacks; `none` gives the false-positive rate"),
         defenses: str = typer.Option(",".join(DEFENSES), "--defenses", help="comma list: " + ", ".join(DEFENSES)),
         seeds: str = typer.Option("1,2,3", "--seeds", help="comma list, e.g. 1,2,3"),

@@ -36,7 +36,8 @@ TRIGGER_FIELDS: dict[str, tuple[str, ...]] = {"blend": ("blend_alpha",), "sig": 
 TRIGGER_ONLY = {name: kind for kind, names in TRIGGER_FIELDS.items() for name in names}
 # Fields shown only when that detector is among the defenses.
 DEFENSE_FIELDS: dict[str, tuple[str, ...]] = {
-    "splitguard": ("splitguard_start", "splitguard_fake_prob", "splitguard_window", "splitguard_threshold"),
+    "splitguard": ("splitguard_start", "splitguard_fake_prob", "splitguard_window", "splitguard_threshold",
+                   "splitguard_memory"),
     "scrutinizer": ("scrutinizer_window", "scrutinizer_threshold"),
     "splitout": ("splitout_share", "splitout_window", "splitout_features"),
 }
