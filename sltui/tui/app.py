@@ -36,11 +36,11 @@ class SlTuiApp(App[None]):
     TITLE = "sltui"
     ENABLE_COMMAND_PALETTE = True
     BINDINGS = [
-        # Footer order: the arena first, so that it shows at 80 columns next to a screen's keys.
-        Binding("a", "arena", "Arena"),
         Binding("q", "quit", "Quit"),
         Binding("ctrl+q", "quit", "Quit", show=False, priority=True),
         Binding("question_mark", "help", "Help"),
+        # Before the new run (which the browser's footer has no room for at 80 columns).
+        Binding("a", "arena", "Arena"),
         Binding("n", "new_run", "New run"),
         Binding("b", "browser", "Runs", show=False),
     ]
