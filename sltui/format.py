@@ -89,3 +89,19 @@ def fmt_defenses(report: Any) -> str:
             text += f" FLAGGED@{flag.get('epoch')}"
         parts.append(text)
     return "  ".join(parts)
+
+
+# The arena matrix's rate columns (shares of runs, shown as whole percentages).
+ARENA_RATES = frozenset({"detection_rate", "false_positive_rate"})
+ARENA_NUMBERS = frozenset({"cda_cost", "asr", "cda", "mean_detection_epoch"})
+
+
+def fmt_arena_cell(key: str, value: Any) -> str:
+    """A cell of the arena matrix (engine.sweeps.arena.matrix_rows), the same in arena.md
+    and the TUI's arena view: rates as whole percentages (`100%`), CDA cost, ASR, CDA and
+    the mean detection epoch with two decimals, '-' where there is no value."""
+    if key in ARENA_RATES:
+        return fmt_num(None if not is_number(value) else 100 * value, ".0f") + ("%" if is_number(value) else "")
+    if key in ARENA_NUMBERS:
+        return fmt_num(value, ".2f")
+    return MISSING if value is None else str(value)

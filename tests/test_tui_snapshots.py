@@ -4,6 +4,8 @@ files or a pre-filled queue so every picture is deterministic. Update them with
 (and keep textual pinned: another version draws differently)."""
 from __future__ import annotations
 
+import shutil
+
 import pytest
 from textual.css.query import NoMatches
 from textual.widgets import Input
@@ -128,4 +130,20 @@ def test_help(runs, snap_compare):
         await settle(pilot, BrowserScreen)
         await pilot.press("question_mark")
         await settle(pilot)
+    assert snap_compare(app_for(), terminal_size=(80, 24), run_before=run_before)
+
+
+def test_arena_partly_done(tmp_path, monkeypatch, snap_compare):
+    """80x24: the arena view on an example arena with one run missing (its cells read 1/2)."""
+    from test_tui_arena import BETA07, copy_arena, runs_of
+
+    monkeypatch.chdir(tmp_path)
+    root = copy_arena(BETA07, tmp_path / "runs")
+    shutil.rmtree(runs_of(root, "hijack", ("scrutinizer", "splitout"))[0])
+
+    async def run_before(pilot):
+        await settle(pilot, BrowserScreen)
+        await pilot.press("a")
+        await settle(pilot)
+        await pilot.pause(0.3)
     assert snap_compare(app_for(), terminal_size=(80, 24), run_before=run_before)

@@ -43,6 +43,31 @@ def arena_sweep(attacks: Any, defenses: Iterable[str], seeds: Any, base: dict[st
     return Sweep(grid=grid, base=base), list(points.values())
 
 
+def is_arena(sweep_doc: Mapping[str, Any]) -> bool:
+    """Whether a sweep file is an arena's: arena_sweep's grid is the only one with a
+    `defenses` axis (its detector sets); `sltui sweep`'s axes never include it."""
+    grid = sweep_doc.get("grid")
+    return isinstance(grid, dict) and "defenses" in grid
+
+
+def planned_cells(sweep_doc: Mapping[str, Any]) -> dict[tuple[str, str], int]:
+    """Per (attack, detector), how many runs the arena plans: one per point whose detector
+    set has the detector. Set against a matrix row's `runs`, this says which cells are
+    still incomplete. Ordered by attack, then detector, each in the order the sweep first
+    names it."""
+    cells: dict[tuple[str, str], int] = {}
+    for point in sweep_doc.get("points") or []:
+        config = point.get("config") if isinstance(point, dict) else None
+        if not isinstance(config, dict):
+            continue
+        for detector in config.get("defenses") or []:
+            key = (str(config.get("attack")), str(detector))
+            cells[key] = cells.get(key, 0) + 1
+    attacks = list(dict.fromkeys(a for a, _ in cells))
+    detectors = list(dict.fromkeys(d for _, d in cells))
+    return dict(sorted(cells.items(), key=lambda kv: (attacks.index(kv[0][0]), detectors.index(kv[0][1]))))
+
+
 def _final(doc: Mapping[str, Any], name: str) -> float | None:
     value = (doc.get("final") or {}).get(name)
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None

@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterable
 
 from ..errors import ConfigError
 from ..speed.cores import available_cores, cpu_threads_for
-from ..store import RunStore, new_run_id, now_iso, write_json_atomic
+from ..store import RunEntry, RunStore, new_run_id, now_iso, write_json_atomic
 from .grid import Point, Sweep, experiment_key
 
 SWEEPS_DIR = "sweeps"
@@ -56,10 +56,11 @@ def find_sweep(runs_root: Path, name: str) -> Path:
     raise ConfigError(f"no sweep {name!r} under {Path(runs_root) / SWEEPS_DIR} (see `sltui sweep --dry-run`)")
 
 
-def runs_by_key(store: RunStore) -> dict[str, list[dict[str, Any]]]:
-    """Every readable run document of the folder, by experiment key, with its effective status."""
+def runs_by_key(source: RunStore | Iterable[RunEntry]) -> dict[str, list[dict[str, Any]]]:
+    """Every readable run document of the folder (or of entries already read, such as the
+    TUI's cached index), by experiment key, with its effective status."""
     out: dict[str, list[dict[str, Any]]] = {}
-    for entry in store.entries():
+    for entry in source.entries() if isinstance(source, RunStore) else source:
         if entry.doc is None or not isinstance(entry.doc.get("config"), dict) or entry.doc.get("source_run"):
             continue
         out.setdefault(experiment_key(entry.doc["config"]), []).append({**entry.doc, "status": entry.status})
@@ -135,8 +136,13 @@ def load_sweep_doc(path: Path) -> dict[str, Any]:
 
 def sweep_run_docs(runs_root: Path, sweep_doc: dict[str, Any]) -> list[dict[str, Any]]:
     """The run documents of a sweep's points: every run of the folder with a point's key."""
-    have = runs_by_key(RunStore(runs_root))
-    return [doc for point in sweep_doc["points"] for doc in have.get(point.get("key"), [])]
+    return point_run_docs(sweep_doc, runs_by_key(RunStore(runs_root)))
+
+
+def point_run_docs(sweep_doc: dict[str, Any], have: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """The run documents of a sweep's points among `have` (runs_by_key), so that one read
+    of the runs folder serves several sweeps."""
+    return [doc for point in sweep_doc["points"] if isinstance(point, dict) for doc in have.get(point.get("key"), [])]
 
 
 # ------------------------------------------------------------------ executors

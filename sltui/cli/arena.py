@@ -14,7 +14,7 @@ from engine.errors import ConfigError
 from engine.sweeps.arena import LONG_COLUMNS, MATRIX_COLUMNS, arena_sweep, long_rows, matrix_rows
 from engine.sweeps.executors import sweep_run_docs
 
-from ..format import fmt_num
+from ..format import fmt_arena_cell
 from .config_flags import given_fields, with_config_flags
 
 MATRIX_LABELS = {
@@ -22,7 +22,6 @@ MATRIX_LABELS = {
     "false_positive_rate": "false-positive rate", "mean_detection_epoch": "mean detection epoch",
     "cda_cost": "CDA cost (points)", "asr": "ASR %", "cda": "CDA %",
 }
-RATES = ("detection_rate", "false_positive_rate")
 
 
 def parse_defenses_list(text: str) -> tuple[str, ...]:
@@ -35,14 +34,6 @@ def parse_defenses_list(text: str) -> tuple[str, ...]:
     return names
 
 
-def _cell(key: str, value: Any) -> str:
-    if key in RATES:
-        return fmt_num(None if value is None else 100 * value, ".0f") + ("%" if value is not None else "")
-    if key in ("cda_cost", "asr", "cda", "mean_detection_epoch"):
-        return fmt_num(value, ".2f")
-    return "-" if value is None else str(value)
-
-
 def markdown(matrix: list[Mapping[str, Any]], title: str, runs: int) -> str:
     lines = [f"# {title}: attacks against client-side detectors", "",
              f"{runs} runs. Per attack and detector: the share of its runs the detector flagged (detection "
@@ -52,7 +43,7 @@ def markdown(matrix: list[Mapping[str, Any]], title: str, runs: int) -> str:
              "| " + " | ".join(MATRIX_LABELS[c] for c in MATRIX_COLUMNS) + " |",
              "|" + "---|" * len(MATRIX_COLUMNS)]
     for row in matrix:
-        lines.append("| " + " | ".join(_cell(c, row.get(c)) for c in MATRIX_COLUMNS) + " |")
+        lines.append("| " + " | ".join(fmt_arena_cell(c, row.get(c)) for c in MATRIX_COLUMNS) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -85,7 +76,7 @@ def heatmap(matrix: list[Mapping[str, Any]], path: Path, title: str) -> Path:
         if rate is not None:
             grid[i, j] = 100 * (1 - rate if row["attack"] == "none" else rate)
         epoch = row.get("mean_detection_epoch")
-        notes[i][j] = (f"{_cell('detection_rate', rate)}" + (f"\nepoch {epoch:.1f}" if epoch is not None else "")
+        notes[i][j] = (f"{fmt_arena_cell('detection_rate', rate)}" + (f"\nepoch {epoch:.1f}" if epoch is not None else "")
                        + (f"\nCDA {row['cda_cost']:+.2f}" if row.get("cda_cost") is not None else ""))
     fig, ax = plt.subplots(figsize=(1.9 * len(detectors) + 2.2, 0.9 * len(attacks) + 1.6))
     image = ax.imshow(grid, cmap="RdYlGn", vmin=0, vmax=100, aspect="auto")

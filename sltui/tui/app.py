@@ -20,6 +20,7 @@ from textual.screen import Screen
 from .messages import RunsChanged
 from .run_manager import RunManager
 from .runs_model import RunIndex
+from .screens.arena import ArenaScreen
 from .screens.browser import BrowserScreen
 from .screens.help import ConfirmQuit, HelpScreen
 from .screens.new_run import NewRunScreen
@@ -38,6 +39,8 @@ class SlTuiApp(App[None]):
         Binding("q", "quit", "Quit"),
         Binding("ctrl+q", "quit", "Quit", show=False, priority=True),
         Binding("question_mark", "help", "Help"),
+        # Before the new run (which the browser's footer has no room for at 80 columns).
+        Binding("a", "arena", "Arena"),
         Binding("n", "new_run", "New run"),
         Binding("b", "browser", "Runs", show=False),
     ]
@@ -98,6 +101,16 @@ class SlTuiApp(App[None]):
         if not isinstance(self.screen, NewRunScreen) or config is not None:
             self.push_screen(NewRunScreen(config))
 
+    def action_arena(self) -> None:
+        if not isinstance(self.screen, ArenaScreen):
+            self.push_screen(ArenaScreen())
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """`a` leaves the footer while the arena view is the screen."""
+        if action == "arena" and isinstance(self.screen, ArenaScreen):
+            return False
+        return True
+
     def action_browser(self) -> None:
         while len(self.screen_stack) > 2 and not isinstance(self.screen, BrowserScreen):
             self.pop_screen()
@@ -137,6 +150,7 @@ class SlTuiApp(App[None]):
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield SystemCommand("New run", "Open the form for a new run (n)", self.action_new_run)
         yield SystemCommand("Runs browser", "Back to the table of runs (b)", self.action_browser)
+        yield SystemCommand("Arena", "Attacks against detectors: the arena sweeps' matrices (a)", self.action_arena)
         yield SystemCommand("Help", "Show the keys (?)", self.action_help)
         for title, help_text, action in getattr(screen, "PALETTE", ()):
             yield SystemCommand(title, help_text, partial(screen.run_action, action))

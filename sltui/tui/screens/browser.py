@@ -30,7 +30,7 @@ class BrowserScreen(Screen[None]):
         Binding("c", "compare", "Compare"),
         Binding("s", "sort_next", "Sort"),
         Binding("S", "sort_reverse", "Reverse", show=False),
-        Binding("r", "refresh_runs", "Refresh"),
+        Binding("r", "refresh_runs", "Refresh", show=False),  # it refreshes itself: the footer's room goes to the arena
         Binding("C", "clone", "Clone", show=False),
         Binding("escape", "clear", "Clear", show=False),
     ]

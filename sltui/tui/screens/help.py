@@ -12,6 +12,7 @@ HELP_TEXT = """\
 [b]Everywhere[/b]
   ?          this help            ctrl+p   command palette
   n          new run              b        runs browser
+  a          arena: attacks x detectors, per arena sweep (sltui arena)
   q          quit (asks first when runs are active, then cancels them)
   esc        back
 
@@ -30,6 +31,10 @@ HELP_TEXT = """\
 
 [b]Run[/b]
   x          cancel the run    v   charts / config    C   clone config
+
+[b]Arena[/b]
+  up/down    choose the arena     tab      to its matrix and back
+  r          re-read the folder   runs 1/2: a cell with runs still to do
 
 [b]Compare[/b]
   p          show the paper authors' CDA / ASR for each setting

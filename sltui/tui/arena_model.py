@@ -1,0 +1,170 @@
+"""The arena view's tables: the arena sweeps of a runs folder, how far each has got, and
+its matrix per (attack, detector), with the cells that still lack runs marked.
+
+Pure Python (no Textual): the screen only renders what these functions return. The
+numbers come from engine.sweeps.arena (long_rows, matrix_rows), the functions `sltui
+arena` writes arena.md with; this module picks the sweeps, counts their runs and
+formats the cells.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from engine.errors import ConfigError
+from engine.store import RunEntry
+from engine.sweeps.arena import MATRIX_COLUMNS, is_arena, long_rows, matrix_rows, planned_cells
+from engine.sweeps.executors import SWEEPS_DIR, load_sweep_doc, point_run_docs, runs_by_key
+from engine.sweeps.grid import NOT_EXPERIMENT
+
+from ..format import MISSING, fmt_arena_cell
+from ..tables import Column
+
+# A point of the sweep is in one of these states, from the runs the folder holds for it.
+DONE, RUNNING, STOPPED, NOT_STARTED = "done", "running", "stopped", "not started"
+# The arena as a whole.
+COMPLETE, INCOMPLETE = "complete", "incomplete"
+
+# The list of arenas: id, state and runs always; the setting and the time as width allows.
+LIST_COLUMNS: tuple[Column, ...] = (
+    Column("id", "arena"),
+    Column("state", "state"),
+    Column("runs", "runs", 0, "right"),
+    Column("setting", "setting", 1),
+    Column("updated", "updated", 2),
+)
+# The matrix: which cell and how many of its runs are done always; then the verdicts
+# before the costs.
+MATRIX_VIEW_COLUMNS: tuple[Column, ...] = (
+    Column("attack", "attack"),
+    Column("detector", "detector"),
+    Column("runs", "runs", 0, "right"),
+    Column("detection_rate", "detect", 0, "right"),
+    Column("false_positive_rate", "FP", 1, "right"),
+    Column("mean_detection_epoch", "epoch", 2, "right"),
+    Column("cda_cost", "cost", 3, "right"),
+    Column("asr", "ASR", 4, "right"),
+    Column("cda", "CDA", 4, "right"),
+)
+LEGEND = ("detect: share of the attack's runs flagged  FP: share of `none` runs flagged  "
+          "epoch: mean epoch of the first flag  cost: CDA with the detector minus without (points)  "
+          "ASR, CDA: mean final %  runs 1/2: 1 of 2 planned runs done")
+# Config fields every arena setting names first (the rest: the fields its command gave).
+HEADLINE = ("dataset", "model", "cut", "clients", "epochs")
+
+
+@dataclass(frozen=True)
+class Arena:
+    """One arena sweep: its file, the runs of its points, and each point's state."""
+    id: str
+    path: Path
+    doc: dict[str, Any]
+    docs: list[dict[str, Any]] = field(default_factory=list)
+    points: Counter = field(default_factory=Counter)
+
+    @property
+    def planned(self) -> int:
+        return sum(self.points.values())
+
+    @property
+    def state(self) -> str:
+        """`complete` when every point has a completed run, `running` while one of its runs
+        is, else `incomplete` (the sweep file's own status stays `running` when its
+        command was killed, so the runs folder decides)."""
+        if self.points[DONE] == self.planned:
+            return COMPLETE
+        return RUNNING if self.points[RUNNING] else INCOMPLETE
+
+
+def point_state(runs: Sequence[Mapping[str, Any]]) -> str:
+    """A sweep point's state from its runs (effective statuses): done once one completed."""
+    statuses = {r.get("status") for r in runs}
+    if "completed" in statuses:
+        return DONE
+    if "running" in statuses:
+        return RUNNING
+    return STOPPED if runs else NOT_STARTED
+
+
+def find_arenas(root: Path, entries: Iterable[RunEntry]) -> tuple[list[Arena], int]:
+    """(the arena sweeps under `root`/sweeps, newest first; how many sweep files could not
+    be read). `entries` are the folder's runs, read once for every sweep."""
+    folder = Path(root) / SWEEPS_DIR
+    try:
+        paths = sorted(folder.glob("*.json")) if folder.is_dir() else []
+    except OSError:
+        paths = []
+    have = runs_by_key(list(entries))
+    arenas, unreadable = [], 0
+    for path in paths:
+        try:
+            doc = load_sweep_doc(path)
+        except ConfigError:
+            unreadable += 1
+            continue
+        if not is_arena(doc):
+            continue
+        points = Counter(point_state(have.get(p.get("key"), [])) for p in doc["points"] if isinstance(p, dict))
+        arenas.append(Arena(str(doc.get("id") or path.stem), path, doc, point_run_docs(doc, have), points))
+    arenas.sort(key=lambda a: (str(a.doc.get("updated") or a.doc.get("created") or ""), a.id), reverse=True)
+    return arenas, unreadable
+
+
+def setting(arena: Arena) -> str:
+    """What its runs share: `mnist lenet c1 K=1 5ep`, then the other fields its command
+    set (`hijack_beta=0.0`)."""
+    points = [p for p in arena.doc.get("points") or [] if isinstance(p, dict) and isinstance(p.get("config"), dict)]
+    config = points[0]["config"] if points else {}
+    base = arena.doc.get("base") if isinstance(arena.doc.get("base"), dict) else {}
+    head = (f"{config.get('dataset', '?')} {config.get('model', '?')} c{config.get('cut', '?')} "
+            f"K={config.get('clients', '?')} {config.get('epochs', '?')}ep")
+    extra = [f"{k}={v}" for k, v in base.items() if k not in HEADLINE and k not in NOT_EXPERIMENT]
+    return " ".join([head, *extra])
+
+
+def list_cells(arena: Arena) -> dict[str, str]:
+    updated = str(arena.doc.get("updated") or arena.doc.get("created") or "")
+    return {"id": arena.id, "state": arena.state, "runs": f"{arena.points[DONE]}/{arena.planned}",
+            "setting": setting(arena), "updated": updated[:16].replace("T", " ") or MISSING}
+
+
+def progress(arena: Arena) -> str:
+    """`6 of 8 runs done, 1 running, 1 not started` (stopped: failed, cancelled or interrupted)."""
+    text = f"{arena.points[DONE]} of {arena.planned} runs done"
+    rest = [f"{arena.points[s]} {s}" for s in (RUNNING, STOPPED, NOT_STARTED) if arena.points[s]]
+    return ", ".join([text, *rest])
+
+
+def detail(arena: Arena) -> str:
+    """The chosen arena in a line: setting, seeds and detector sets, progress."""
+    grid = arena.doc.get("grid") or {}
+    seeds = ",".join(str(s) for s in grid.get("seeds") or []) or MISSING
+    return f"{arena.id}: {setting(arena)}, seeds {seeds}; {progress(arena)}"
+
+
+def matrix_view(arena: Arena) -> list[dict[str, Any]]:
+    """The arena's matrix (engine.sweeps.arena.matrix_rows over its completed runs), one
+    row per planned (attack, detector) in the sweep's order, each with `planned` and
+    `complete`. A cell without a completed run yet is a row with `runs` 0 and no values
+    but the detector's false-positive rate, where the `none` runs give one."""
+    computed = {(r["attack"], r["detector"]): r for r in matrix_rows(long_rows(arena.docs))}
+    fpr = {r["detector"]: r["false_positive_rate"] for r in computed.values()}
+    rows = []
+    for (attack, detector), planned in planned_cells(arena.doc).items():
+        row = computed.get((attack, detector))
+        if row is None:
+            row = {c: None for c in MATRIX_COLUMNS} | {"attack": attack, "detector": detector, "runs": 0,
+                                                       "false_positive_rate": fpr.get(detector)}
+        rows.append({**row, "planned": planned, "complete": row["runs"] >= planned})
+    return rows
+
+
+def matrix_cells(row: Mapping[str, Any]) -> dict[str, str]:
+    """A matrix row's cells, as arena.md writes them; `runs` reads `1/2` where the cell
+    lacks runs."""
+    cells = {c.key: fmt_arena_cell(c.key, row.get(c.key)) for c in MATRIX_VIEW_COLUMNS}
+    if not row.get("complete"):
+        cells["runs"] = f"{row.get('runs', 0)}/{row.get('planned')}"
+    return cells
