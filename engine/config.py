@@ -36,6 +36,9 @@ AE_GRADS = ("straight", "through")
 # The hijack's discriminator: conditioned on the class (projection, shadow rows of the same
 # class) or FSHA's plain critic (no class, shadow rows of any class).
 HIJACK_CRITICS = ("conditional", "plain")
+# Who learns the backdoor in the hijack's Finetune stage: h alone, on shadows kept as
+# Steal left them (clean-trained, as the real client is), or h and the shadows together.
+HIJACK_FINETUNE = ("h", "both")
 DEVICES = ("auto", "cpu", "cuda")
 
 CIFAR_LIKE = ("cifar10", "cifar10-jpeg", "synthetic-rgb")
@@ -85,6 +88,7 @@ class RunConfig:
     hijack_beta: float = 0.7
     hijack_train_h: bool = False
     hijack_critic: str = "conditional"
+    hijack_finetune: str = "both"
     malicious_client: int = 0
     device: str = "auto"
     data_root: str | None = None
@@ -177,6 +181,7 @@ FIELD_HELP: dict[str, str] = {
     "hijack_d_lr": "hijack attack: discriminator learning rate (Adam)",
     "hijack_beta": "hijack attack: weight of the task gradient in what the client receives, in [0, 1]",
     "hijack_train_h": "hijack attack: the server's model keeps training during Implant (innocent and poisoned shadow batches)",
+    "hijack_finetune": "hijack attack: who learns the backdoor in Finetune: h alone (shadows kept clean-trained) or both",
     "hijack_critic": "hijack attack: discriminator conditional (on the class; shadow rows of the same class) or plain (FSHA's, no class)",
     "malicious_client": "client attack: index (0..K-1) of the client that poisons its own data",
     "trigger": "trigger kind: " + ", ".join(TRIGGERS),
@@ -293,6 +298,7 @@ def validate(cfg: RunConfig) -> RunConfig:
     choice("rr_granularity", RR_GRANULARITIES)
     choice("ae_grad", AE_GRADS)
     choice("hijack_critic", HIJACK_CRITICS)
+    choice("hijack_finetune", HIJACK_FINETUNE)
     choice("device", DEVICES)
     choice("trigger", TRIGGERS)
     at_least("clients", 1)

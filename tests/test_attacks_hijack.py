@@ -158,3 +158,28 @@ def test_plain_critic_draws_auxiliary_rows_of_any_class():
     drawn = aux_y[ctx.attack.aux_indices(ctx, labels)]
     # Every row asked for one class; the rows drawn span the auxiliary set's classes.
     assert torch.equal(torch.unique(drawn), torch.unique(aux_y))
+
+
+@pytest.mark.parametrize("finetune", ["h", "both"])
+def test_finetune_h_keeps_the_shadows_as_steal_left_them(finetune, monkeypatch):
+    from engine.attacks.hijack import HijackAttack
+
+    cfg = resolve(hijack_config(hijack_finetune=finetune))
+    ctx = build_context(cfg, lambda e: None, None)
+    attack = ctx.attack
+    attack.prepare(ctx)
+    after_steal = {}
+    steal = HijackAttack._steal
+
+    def steal_then_copy(self, ctx, lr):
+        steal(self, ctx, lr)
+        after_steal.update({k: v.clone() for k, v in self.shadows.state_dict().items()})
+        after_steal["h"] = torch.cat([p.detach().flatten().clone() for p in ctx.server.parameters()])
+
+    monkeypatch.setattr(HijackAttack, "_steal", steal_then_copy)
+    attack.start_epoch(ctx, cfg.hijack_warmup_epochs)
+    same = all(torch.equal(v, after_steal[k]) for k, v in attack.shadows.state_dict().items())
+    h_now = torch.cat([p.detach().flatten() for p in ctx.server.parameters()])
+    assert same == (finetune == "h")
+    assert not torch.equal(h_now, after_steal["h"])  # h learns the backdoor either way
+    assert all(p.requires_grad is False for p in attack.shadows.parameters())  # frozen for Implant

@@ -111,12 +111,14 @@ class HijackAttack(Attack):
         self.implant_start = epoch
 
     # ---------------------------------------------------------------- Steal, Finetune
-    def _fit_shadows(self, ctx: RunContext, phase: str, share: PoisonedShare, with_h: bool, lr: float) -> None:
+    def _fit_shadows(self, ctx: RunContext, phase: str, share: PoisonedShare, with_h: bool, lr: float,
+                     with_shadows: bool = True) -> None:
         """Cross-entropy through h on `share` for `hijack_shadow_epochs` passes; batch i
-        trains shadow i mod S (and h with `with_h`), so every shadow is trained against
-        the same h and h, in Finetune, learns the backdoor on all of them."""
+        goes through shadow i mod S and trains it (with `with_shadows`) and h (with
+        `with_h`), so every shadow is trained against the same h and h, in Finetune,
+        learns the backdoor on all of them."""
         cfg = ctx.cfg
-        params = [*self.shadows.parameters(), *(ctx.server.parameters() if with_h else [])]
+        params = [*(self.shadows.parameters() if with_shadows else []), *(ctx.server.parameters() if with_h else [])]
         opt = ctx.make_adam(params)
         set_lr(opt, lr)
         epochs = cfg.hijack_shadow_epochs
@@ -126,7 +128,7 @@ class HijackAttack(Attack):
             return F.cross_entropy(ctx.server(self.shadows[i % len(self.shadows)](ctx.batch_input(x))), y)
 
         for epoch in range(epochs):
-            self.shadows.train()
+            self.shadows.train(with_shadows)
             ctx.server.train(with_h)
             order = torch.randperm(len(share.share), generator=self.gen, device="cpu").to(ctx.device)
             loss_mean = train_pass(opt, order, cfg.batch_size, batch_loss, ctx.check_stop)
@@ -144,8 +146,16 @@ class HijackAttack(Attack):
             ctx.server.requires_grad_(True)
 
     def _finetune(self, ctx: RunContext, lr: float) -> None:
-        """h and the shadows together on the auxiliary set with its poisoned share."""
-        self._fit_shadows(ctx, "hijack-finetune", self.poisoned, True, lr)
+        """h (and the shadows, with `hijack_finetune` "both") on the auxiliary set with its
+        poisoned share. With "h" the shadows stay as Steal left them, trained on clean
+        images only, as the real client is: h must then read the trigger in how a
+        clean-trained client answers the patch, which is what it will meet in f."""
+        with_shadows = ctx.cfg.hijack_finetune == "both"
+        self.shadows.requires_grad_(with_shadows)
+        try:
+            self._fit_shadows(ctx, "hijack-finetune", self.poisoned, True, lr, with_shadows)
+        finally:
+            self.shadows.requires_grad_(True)
 
     @torch.no_grad()
     def _probe(self, ctx: RunContext) -> dict[str, Any]:
