@@ -39,6 +39,9 @@ HIJACK_CRITICS = ("conditional", "plain")
 # Who learns the backdoor in the hijack's Finetune stage: h alone, on shadows kept as
 # Steal left them (clean-trained, as the real client is), or h and the shadows together.
 HIJACK_FINETUNE = ("h", "both")
+# Which h the hijack's task gradient to the client goes through in Implant: the server's
+# (backdoored) h, or a frozen copy of h as the honest warm-up left it.
+HIJACK_TASK_HEADS = ("backdoored", "clean")
 DEVICES = ("auto", "cpu", "cuda")
 
 CIFAR_LIKE = ("cifar10", "cifar10-jpeg", "synthetic-rgb")
@@ -89,6 +92,7 @@ class RunConfig:
     hijack_train_h: bool = False
     hijack_critic: str = "conditional"
     hijack_finetune: str = "both"
+    hijack_task_head: str = "backdoored"
     malicious_client: int = 0
     device: str = "auto"
     data_root: str | None = None
@@ -182,6 +186,7 @@ FIELD_HELP: dict[str, str] = {
     "hijack_beta": "hijack attack: weight of the task gradient in what the client receives, in [0, 1]",
     "hijack_train_h": "hijack attack: the server's model keeps training during Implant (innocent and poisoned shadow batches)",
     "hijack_finetune": "hijack attack: who learns the backdoor in Finetune: h alone (shadows kept clean-trained) or both",
+    "hijack_task_head": "hijack attack: the task gradient in Implant goes through the backdoored h or a frozen copy of h from the end of the warm-up (clean)",
     "hijack_critic": "hijack attack: discriminator conditional (on the class; shadow rows of the same class) or plain (FSHA's, no class)",
     "malicious_client": "client attack: index (0..K-1) of the client that poisons its own data",
     "trigger": "trigger kind: " + ", ".join(TRIGGERS),
@@ -299,6 +304,7 @@ def validate(cfg: RunConfig) -> RunConfig:
     choice("ae_grad", AE_GRADS)
     choice("hijack_critic", HIJACK_CRITICS)
     choice("hijack_finetune", HIJACK_FINETUNE)
+    choice("hijack_task_head", HIJACK_TASK_HEADS)
     choice("device", DEVICES)
     choice("trigger", TRIGGERS)
     at_least("clients", 1)

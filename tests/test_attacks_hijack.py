@@ -183,3 +183,30 @@ def test_finetune_h_keeps_the_shadows_as_steal_left_them(finetune, monkeypatch):
     assert same == (finetune == "h")
     assert not torch.equal(h_now, after_steal["h"])  # h learns the backdoor either way
     assert all(p.requires_grad is False for p in attack.shadows.parameters())  # frozen for Implant
+
+
+def test_clean_task_head_is_h_before_finetune_and_the_task_gradient_goes_through_it(monkeypatch):
+    from engine.attacks.hijack import HijackAttack
+
+    before = {}
+    steal = HijackAttack._steal
+
+    def copy_then_steal(self, ctx, lr):
+        before["h"] = [p.detach().clone() for p in ctx.server.parameters()]
+        steal(self, ctx, lr)
+
+    monkeypatch.setattr(HijackAttack, "_steal", copy_then_steal)
+    beta = 0.6
+    cfg, ctx = implant_context(hijack_task_head="clean", hijack_beta=beta)
+    head = ctx.attack.task_head
+    assert all(torch.equal(a, b) for a, b in zip(head.parameters(), before["h"]))
+    assert any(not torch.equal(a, b) for a, b in zip(ctx.server.parameters(), before["h"]))  # h learnt the backdoor
+    share = ctx.data.shares[1]
+    x, y = ctx.data.norm.apply(share.x[:32]), share.y[:32]
+    wire = ctx.client(x).detach().requires_grad_()
+    ctx.attack.server_loss(ctx, wire, y).total.backward()
+    probe = wire.detach().requires_grad_()
+    task = torch.autograd.grad(F.cross_entropy(head(probe), y), probe)[0]
+    hijack = torch.autograd.grad(ctx.attack.disc(probe, y).mean(), probe)[0]
+    torch.testing.assert_close(wire.grad, beta * task + (1 - beta) * hijack)
+    assert all(p.grad is None for p in head.parameters())

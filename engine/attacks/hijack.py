@@ -27,6 +27,7 @@ so its losses land in the run file's `phases` and on the TUI's run screen.
 """
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
@@ -56,6 +57,7 @@ class HijackAttack(Attack):
     def __init__(self) -> None:
         self.stage = "warmup"
         self.info: dict[str, Any] = {}
+        self.task_head: nn.Module | None = None
 
     # ---------------------------------------------------------------- setup
     def prepare(self, ctx: RunContext) -> None:
@@ -101,6 +103,8 @@ class HijackAttack(Attack):
         if epoch != ctx.cfg.hijack_warmup_epochs:
             return
         lr = ctx.cfg.lr * lr_multiplier(ctx.cfg, epoch)
+        # h as the honest warm-up left it, before Finetune plants the backdoor in it.
+        self.task_head = self._frozen_copy(ctx.server) if ctx.cfg.hijack_task_head == "clean" else None
         self._steal(ctx, lr)
         self._finetune(ctx, lr)
         self.shadows.eval().requires_grad_(False)
@@ -230,11 +234,21 @@ class HijackAttack(Attack):
         self.disc.requires_grad_(False)
         return torch.stack([loss, gp, fake.mean() - real.mean()]).detach()
 
+    @staticmethod
+    def _frozen_copy(module: nn.Module) -> nn.Module:
+        """A copy of `module` on its device that never trains (its gradients are not kept)."""
+        head = copy.deepcopy(module)
+        head.requires_grad_(False)
+        return head
+
     def client_signal(self, ctx: RunContext, wire: torch.Tensor, labels: torch.Tensor
                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(beta * CE(h(wire), y) + (1 - beta) * mean D(wire, y), the CE, mean D(wire, y)):
-        the first is what the wire's gradient comes from."""
-        task = F.cross_entropy(ctx.server(wire), labels)
+        the first is what the wire's gradient comes from. With `hijack_task_head` "clean"
+        the CE is taken through h as the warm-up left it, which knows no trigger, so the
+        task signal never teaches the client to hide the features h reads as one."""
+        head = self.task_head if self.task_head is not None else ctx.server
+        task = F.cross_entropy(head(wire), labels)
         hijack = self.disc(wire, labels).mean()
         return self.beta * task + (1 - self.beta) * hijack, task, hijack
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from engine.clone import user_config
-from engine.config import (AE_GRADS, ATTACKS, CUTS, DATASETS, DEVICES, FIELD_HELP, HIJACK_CRITICS, HIJACK_FINETUNE, MODELS,
+from engine.config import (AE_GRADS, ATTACKS, CUTS, DATASETS, DEVICES, FIELD_HELP, HIJACK_CRITICS, HIJACK_FINETUNE, HIJACK_TASK_HEADS, MODELS,
                            RR_GRANULARITIES, SPLITOUT_FEATURES, TRIGGERS, ConfigError, RunConfig,
                            parse_defenses, parse_milestones, validate)
 
@@ -18,6 +18,7 @@ CHOICES: dict[str, tuple] = {
     "dataset": DATASETS, "model": MODELS, "cut": CUTS, "attack": ATTACKS, "trigger": TRIGGERS,
     "rr_granularity": RR_GRANULARITIES, "ae_grad": AE_GRADS, "device": DEVICES,
     "splitout_features": SPLITOUT_FEATURES, "hijack_critic": HIJACK_CRITICS, "hijack_finetune": HIJACK_FINETUNE,
+    "hijack_task_head": HIJACK_TASK_HEADS,
 }
 # Fields shown only when one of these attacks is selected.
 ATTACK_FIELDS: dict[str, tuple[str, ...]] = {
@@ -25,7 +26,7 @@ ATTACK_FIELDS: dict[str, tuple[str, ...]] = {
     "autoencoder": ("ae_share", "ae_grad", "ae_phase1_epochs", "ae_epochs", "aux_size"),
     "hijack": ("poison_ratio", "aux_size", "hijack_warmup_epochs", "hijack_shadow_epochs", "hijack_shadows", "hijack_gp",
                "hijack_d_lr", "hijack_beta", "hijack_train_h", "hijack_critic",
-               "hijack_finetune"),
+               "hijack_finetune", "hijack_task_head"),
     "client": ("malicious_client", "poison_ratio"),
 }
 ATTACK_ONLY: dict[str, tuple[str, ...]] = {}
