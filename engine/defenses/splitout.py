@@ -26,6 +26,7 @@ fitting LOF to honest gradients of the same epoch it judges, which a client cann
 from __future__ import annotations
 
 import math
+
 import numpy as np
 import torch
 import torch.nn.functional as F
