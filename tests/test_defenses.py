@@ -96,7 +96,7 @@ def test_pair_statistics_is_the_loop_over_pairs():
 
 
 def reference_pair_statistics(grads, labels):
-    """The statistics as first written: float masks over the whole matrix. The detector's
+    """The statistics written out as masked sums over the whole matrix. The detector's
     scores are built on these numbers; a faster formulation must give them to the bit."""
     g = torch.nn.functional.normalize(grads.flatten(1).float(), dim=1)
     sim = (0.5 + 0.5 * (g @ g.T)).double()

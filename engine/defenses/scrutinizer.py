@@ -39,37 +39,28 @@ PUBLISHED_THRESHOLD = 0.5
 THRESHOLD = round(sigmoid(5 * (0.35 - 0.7)), 2)  # 0.15: half the published offset
 
 
-def pair_counts(labels: torch.Tensor) -> tuple[int, int]:
-    """The numbers of ordered same-label and different-label pairs i != j in a batch,
-    from its class sizes: sum n_c^2 - n and n^2 - sum n_c^2."""
-    n = len(labels)
-    sizes = torch.bincount(labels)
-    same = int((sizes * sizes).sum()) - n
-    return same, n * n - n - same
-
-
 def pair_statistics(grads: torch.Tensor, labels: torch.Tensor) -> torch.Tensor | None:
     """(mean_s, std_s, mean_d, std_d) of c(i, j) over same- and different-label pairs
     i != j of one step's per-sample gradients (rows of `grads`), or None when the batch
-    has fewer than two pairs of one kind (then nothing is multiplied). One matrix product
-    gives every cosine; the statistics are sums over it in double precision (sample
-    standard deviations), each pair kind picked by a boolean mask. Those sums run over
-    the whole n x n matrix in this order on purpose: the variance is a difference of two
-    close sums, and summing the same terms in another order can move its last bits, and
-    with them the score (tests/test_defenses.py holds the reference)."""
-    same_pairs, different_pairs = pair_counts(labels)
-    if same_pairs < 2 or different_pairs < 2:
-        return None
+    has fewer than two pairs of one kind. One matrix product gives every cosine; the
+    statistics are masked sums over it (sample standard deviations). The sums run over
+    the whole matrix, in double precision, in this order on purpose: a standard deviation
+    is a difference of two close sums, and summing the same terms another way (class sums,
+    one triangle, all pairs minus same-label ones) can move its last bits and with them the
+    score. tests/test_defenses.py holds this formulation as the reference."""
     g = F.normalize(grads.detach().flatten(1).float(), dim=1)
     sim = (0.5 + 0.5 * (g @ g.T)).double()
-    same = labels[:, None] == labels[None, :]
-    same.fill_diagonal_(False)
-    different = ~same
-    different.fill_diagonal_(False)
-    picked = torch.where(torch.stack([same, different]), sim, 0.0)  # per kind: c(i, j) on its pairs, else 0
-    counts = torch.tensor([same_pairs, different_pairs], dtype=torch.float64, device=sim.device)
-    means = picked.sum(dim=(1, 2)) / counts
-    squares = (picked * sim).sum(dim=(1, 2))
+    same = (labels[:, None] == labels[None, :]).double()
+    same.fill_diagonal_(0.0)
+    different = 1.0 - same
+    different.fill_diagonal_(0.0)
+    counts = torch.stack([same.sum(), different.sum()])
+    if bool((counts < 2).any()):
+        return None
+    masks = torch.stack([same, different])
+    sums = (masks * sim).sum(dim=(1, 2))
+    squares = (masks * sim * sim).sum(dim=(1, 2))
+    means = sums / counts
     stds = ((squares - counts * means * means).clamp(min=0.0) / (counts - 1)).sqrt()
     return torch.stack([means[0], stds[0], means[1], stds[1]]).float()
 
