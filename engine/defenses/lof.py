@@ -1,10 +1,10 @@
 """SplitOut's outlier verdict on one gradient at a time: scikit-learn's
 LocalOutlierFactor(novelty=True), without its per-call cost.
 
-SplitOut classifies every first-layer gradient of a run against a few dozen honest
-examples. `LocalOutlierFactor.predict` on one row spends nearly all of its time checking
+SplitOut classifies every first-layer gradient of a run against its honest examples
+(ten or more). `LocalOutlierFactor.predict` on one row spends nearly all of its time checking
 the input and dispatching a nearest-neighbour search, not on the arithmetic, which is a
-few hundred multiply-adds. `NoveltyLOF` fits scikit-learn's model once, takes from it
+few thousand multiply-adds. `NoveltyLOF` fits scikit-learn's model once, takes from it
 (through the public `kneighbors`) what scoring a new row needs, the examples' k-distances
 and local reachability densities, and scores rows with numpy.
 
