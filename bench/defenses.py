@@ -1,8 +1,9 @@
 """What the client-side detectors add to a training step (docs/benchmark.md, "Detectors").
 
     python bench/defenses.py                 # writes bench/results/defenses-cpu-<date>.json
+    python bench/defenses.py --cut 2         # ... defenses-cpu-<date>-cut2.json
 
-LeNet cut at layer 1, one client, batch 128, on MNIST-shaped synthetic images (the
+LeNet cut at layer 1 (or --cut), one client, batch 128, on MNIST-shaped synthetic images (the
 timing does not depend on the pixels), one intra-op thread, the engine's default speed
 options. For each variant (no detector, each detector alone, all three) a context is
 built and prepared (SplitOut's simulated epoch happens there, before training, and is
@@ -33,7 +34,7 @@ VARIANTS: dict[str, tuple[str, ...]] = {
 }
 
 
-def measure(rounds: int, train_limit: int, threads: int) -> dict:
+def measure(rounds: int, train_limit: int, threads: int, cut: int = 1) -> dict:
     import torch
 
     from engine.config import RunConfig, resolve
@@ -44,7 +45,7 @@ def measure(rounds: int, train_limit: int, threads: int) -> dict:
     torch.set_num_threads(threads)
     contexts, steps = {}, {}
     for name, defenses in VARIANTS.items():
-        cfg = resolve(RunConfig(dataset="synthetic", model="lenet", cut=1, clients=1, batch_size=128,
+        cfg = resolve(RunConfig(dataset="synthetic", model="lenet", cut=cut, clients=1, batch_size=128,
                                 train_limit=train_limit, eval_limit=128, device="cpu", defenses=defenses))
         ctx = build_context(cfg, lambda e: None, None, options=EngineOptions(threads=threads))
         ctx.defenses = client_defenses(ctx)
@@ -69,16 +70,17 @@ def measure(rounds: int, train_limit: int, threads: int) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--rounds", type=int, default=21)
     p.add_argument("--train-limit", type=int, default=4000, help="images in the pool (the client gets its share)")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--cut", type=int, default=1, choices=(1, 2, 3))
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
-    results = measure(args.rounds, args.train_limit, args.threads)
+    results = measure(args.rounds, args.train_limit, args.threads, args.cut)
     doc = {"bench": "defenses", "date": _dt.date.today().isoformat(), "device": "cpu",
            "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "threads": args.threads,
-           "setting": "lenet cut 1, K=1, batch 128, synthetic 28x28", "rounds": args.rounds, "results": results}
-    out = Path(args.out) if args.out else ROOT / "bench" / "results" / f"defenses-cpu-{doc['date']}.json"
+           "setting": f"lenet cut {args.cut}, K=1, batch 128, synthetic 28x28", "rounds": args.rounds, "results": results}
+    out = Path(args.out) if args.out else ROOT / "bench" / "results" / f"defenses-cpu-{doc['date']}{'' if args.cut == 1 else f'-cut{args.cut}'}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=1) + "\n")
     for name, res in results.items():

@@ -9,6 +9,7 @@ from torch import nn
 
 from engine.config import ConfigError, RunConfig, resolve
 from engine.defenses.base import Observation
+from engine.defenses.lof import NoveltyLOF
 from engine.defenses.scrutinizer import (PUBLISHED_THRESHOLD, Scrutinizer, interval_iou, pair_statistics,
                                          window_score)
 from engine.defenses.splitguard import GradientSet, SplitGuard, splitguard_score
@@ -134,6 +135,56 @@ def test_pair_statistics_is_the_loop_over_pairs():
     assert stats.tolist() == pytest.approx(expected, abs=1e-5)
 
 
+def reference_pair_statistics(grads, labels):
+    """The statistics written out as masked sums over the whole matrix. The detector's
+    scores are built on these numbers; a faster formulation must give them to the bit."""
+    g = torch.nn.functional.normalize(grads.flatten(1).float(), dim=1)
+    sim = (0.5 + 0.5 * (g @ g.T)).double()
+    same = (labels[:, None] == labels[None, :]).double()
+    same.fill_diagonal_(0.0)
+    different = 1.0 - same
+    different.fill_diagonal_(0.0)
+    counts = torch.stack([same.sum(), different.sum()])
+    if bool((counts < 2).any()):
+        return None
+    masks = torch.stack([same, different])
+    means = (masks * sim).sum(dim=(1, 2)) / counts
+    squares = (masks * sim * sim).sum(dim=(1, 2))
+    stds = ((squares - counts * means * means).clamp(min=0.0) / (counts - 1)).sqrt()
+    return torch.stack([means[0], stds[0], means[1], stds[1]]).float()
+
+
+def pooled_gradients(gen, n, labels):
+    """Gradients like those LeNet's server sends back at cut 1: behind a 2x2 max-pool, one
+    value in four is nonzero, and rows of a class share a direction."""
+    centres = torch.randn(10, 6, 24, 24, generator=gen)
+    grads = centres[labels] + 2 * torch.randn(n, 6, 24, 24, generator=gen)
+    return grads * (torch.rand(n, 6, 24, 24, generator=gen) < 0.25)
+
+
+def test_pair_statistics_are_the_reference_numbers_to_the_bit():
+    gen = torch.Generator().manual_seed(6)
+    cases = []
+    for n in (128, 128, 128, 98, 33, 7, 7, 3):
+        labels = torch.randint(0, 10, (n,), generator=gen)
+        cases.append((pooled_gradients(gen, n, labels), labels))
+    for n, classes in ((64, 4), (40, 1), (50, 50), (12, 2)):
+        cases.append((torch.randn(n, 3, 5, 5, generator=gen), torch.randint(0, classes, (n,), generator=gen)))
+    # Nearly equal rows: the spread is a difference of two close sums, where the order of
+    # summation shows in the last bits.
+    for n in range(20, 140, 10):
+        labels = torch.randint(0, 10, (n,), generator=gen)
+        cases.append((torch.randn(1, 150, generator=gen) + 1e-4 * torch.randn(n, 150, generator=gen), labels))
+    scored = 0
+    for grads, labels in cases:
+        expected, got = reference_pair_statistics(grads, labels), pair_statistics(grads, labels)
+        assert (expected is None) == (got is None)
+        if got is not None:
+            assert torch.equal(got, expected), (got.tolist(), expected.tolist())
+            scored += 1
+    assert scored > len(cases) // 2  # not only batches without pairs of a kind (one class, a few tiny ones)
+
+
 def labelled_gradients(gen, separable: bool, n=32, dim=24):
     labels = torch.arange(n) % 4
     centres = torch.randn(4, dim, generator=gen) * 3
@@ -206,10 +257,41 @@ def test_splitout_lof_flags_a_planted_outlier_window():
     assert not any(detector.observe(observation(g)) for g in inliers)
     assert detector.epoch_score() == 1.0
     planted = torch.full((16,), 25.0)
-    assert detector.lof.predict(planted.double().numpy()[None])[0] == -1
+    assert detector.lof.is_outlier(planted.double().numpy())
     flags = [detector.observe(observation(g)) for g in [planted, planted, planted, inliers[0], inliers[1]]]
     assert flags == [False, False, True, True, False]  # 2/4, 3/4, 3/4, then 2/4 outliers in the window
     assert detector.epoch_score() == pytest.approx(2 / 5)
+
+
+def test_novelty_lof_gives_scikit_learns_verdicts_and_asks_it_only_on_the_edge():
+    gen = np.random.default_rng(7)
+    ordinary = referred = 0
+    for trial in range(40):
+        n, dim = int(gen.integers(2, 30)), int(gen.integers(1, 160))
+        examples = gen.normal(size=(n, dim)) * [1.0, 1e-3, 30.0, 1.0][trial % 4]
+        if trial % 4 == 3:
+            examples[1] = examples[0]  # a repeated example
+        lof = NoveltyLOF(examples)
+        rows = np.concatenate([gen.normal(size=(30, dim)) * examples.std() * scale for scale in (0.3, 1, 3)])
+        before = lof.referrals
+        for row in rows:
+            assert lof.is_outlier(row) == (lof.model.predict(row[None])[0] == -1)
+        if trial % 4 != 3:  # (with a repeated example, rows to which it is the farthest tie)
+            ordinary += len(rows)
+            referred += lof.referrals - before
+        # Rows on the threshold, and repeats of an example: scikit-learn decides.
+        inlier, outlier = examples.mean(axis=0), examples.mean(axis=0) + 100 * examples.std() * gen.normal(size=dim)
+        for _ in range(80):
+            middle = (inlier + outlier) / 2
+            if lof.model.predict(middle[None])[0] == -1:
+                outlier = middle
+            else:
+                inlier = middle
+        for row in (inlier, outlier, examples[0]):
+            before = lof.referrals
+            assert lof.is_outlier(row) == (lof.model.predict(row[None])[0] == -1)
+            assert lof.referrals == before + 1
+    assert referred < ordinary / 100  # ordinary rows are decided without scikit-learn
 
 
 def cone(gen, direction, n, spread, scales):

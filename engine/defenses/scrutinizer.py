@@ -43,7 +43,11 @@ def pair_statistics(grads: torch.Tensor, labels: torch.Tensor) -> torch.Tensor |
     """(mean_s, std_s, mean_d, std_d) of c(i, j) over same- and different-label pairs
     i != j of one step's per-sample gradients (rows of `grads`), or None when the batch
     has fewer than two pairs of one kind. One matrix product gives every cosine; the
-    statistics are masked sums over it (sample standard deviations)."""
+    statistics are masked sums over it (sample standard deviations). The sums run over
+    the whole matrix, in double precision, in this order on purpose: a standard deviation
+    is a difference of two close sums, and summing the same terms another way (class sums,
+    one triangle, all pairs minus same-label ones) can move its last bits and with them the
+    score. tests/test_defenses.py holds this formulation as the reference."""
     g = F.normalize(grads.detach().flatten(1).float(), dim=1)
     sim = (0.5 + 0.5 * (g @ g.T)).double()
     same = (labels[:, None] == labels[None, :]).double()

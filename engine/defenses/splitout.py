@@ -4,7 +4,8 @@ Before training, the client simulates ordinary split learning on its own: a copy
 network and a stand-in for the server's part (the same architecture, its own seeded
 init) train one epoch on `share` of its data, and the flattened gradients of its
 first-layer weight are kept as examples of honest training. A LocalOutlierFactor
-(n_neighbors = n - 1, novelty = True) is fitted to them. During training every
+(n_neighbors = n - 1, novelty = True) is fitted to them (lof.py: scikit-learn's, with its
+verdicts on single rows computed without its per-call cost). During training every
 first-layer gradient is classified; the server is flagged when outliers outnumber
 inliers among the last `window` gradients (a sliding window). The per-epoch score is the share of the
 epoch's gradients classified as inliers.
@@ -25,7 +26,6 @@ fitting LOF to honest gradients of the same epoch it judges, which a client cann
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 import torch
@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 from ..models import build_split
 from .base import ClientView, Detector, Observation
+from .lof import NoveltyLOF
 
 MIN_BATCHES = 10
 
@@ -74,7 +75,7 @@ class SplitOut(Detector):
         if features not in ("direction", "raw"):
             raise ValueError(f"unknown SplitOut features {features!r}")
         self.share, self.window, self.seed, self.features = share, window, seed, features
-        self.lof: Any = None  # sklearn's LocalOutlierFactor once fitted
+        self.lof: NoveltyLOF | None = None  # once fitted
         self.recent: list[int] = []  # the last `window` decisions, 1 = outlier
         self.epoch_labels: list[int] = []
         self.examples = 0
@@ -88,11 +89,8 @@ class SplitOut(Detector):
 
     def fit(self, examples: np.ndarray) -> None:
         """Fit the outlier model to honest example gradients, one per row (n >= 2)."""
-        # Imported here: scikit-learn pulls in rich, and the engine imports no UI library.
-        from sklearn.neighbors import LocalOutlierFactor
-
         self.examples = len(examples)
-        self.lof = LocalOutlierFactor(n_neighbors=max(1, len(examples) - 1), novelty=True).fit(self.features_of(examples))
+        self.lof = NoveltyLOF(self.features_of(examples))
 
     def features_of(self, grads: np.ndarray) -> np.ndarray:
         """The rows LOF sees: the gradients as they are ("raw"), or scaled to unit length
@@ -107,7 +105,7 @@ class SplitOut(Detector):
             return False
         assert self.lof is not None, "prepare() or fit() first"
         g = obs.first_grad.detach().flatten().double().cpu().numpy()[None]
-        outlier = int(self.lof.predict(self.features_of(g))[0] == -1)  # LOF: +1 inlier, -1 outlier
+        outlier = int(self.lof.is_outlier(self.features_of(g)[0]))
         self.epoch_labels.append(outlier)
         self.recent = (self.recent + [outlier])[-self.window:]
         return len(self.recent) == self.window and 2 * sum(self.recent) > self.window
