@@ -138,3 +138,43 @@ def test_run_trigger_and_prepared_asr_images_use_the_configured_kind(kind):
     if kind != "patch":  # blend and sig change pixels outside the patch's square
         outside = (expected != ctx.data.norm.apply(ctx.data.test.x[keep]))[:, :, 20:, :]
         assert outside.any()
+
+
+@pytest.mark.parametrize("kind", ["patch", "blend", "sig"])
+def test_poison_stamps_masked_rows_with_the_triggers_kind(kind):
+    trig = make_trigger(1, 8, 0, 10, seed=56, target=0, kind=kind, mean=(0.13,), std=(0.31,))
+    x = torch.randn(4, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    before, y = x.clone(), torch.tensor([3, 4, 5, 6])
+    mask = torch.tensor([True, False, True, False])
+    poison_(x, y, mask, trig)
+    assert torch.equal(x[mask], stamp(before[mask], trig))
+    assert torch.equal(x[~mask], before[~mask]) and y.tolist() == [0, 4, 0, 6]
+
+
+@pytest.mark.parametrize("kind", ["blend", "sig"])
+@pytest.mark.parametrize("path", ["share", "client"])
+def test_attacks_train_on_rows_stamped_with_the_configured_kind(kind, path):
+    """The rows an attack trains on as poisoned (the server-side attacks' PoisonedShare,
+    the malicious client's batches) are the clean rows stamped with the run's trigger
+    kind, so ASR, measured with that kind, measures the backdoor the attack planted."""
+    from engine.attacks.poisoned import PoisonedShare
+    from engine.training.runner import build_context
+
+    attack = "client" if path == "client" else "surrogate"
+    cfg = resolve(RunConfig(dataset="synthetic", attack=attack, trigger=kind, clients=1, train_limit=200,
+                            eval_limit=100, device="cpu"))
+    ctx = build_context(cfg, lambda e: None, None)
+    if path == "client":
+        ctx.attack.prepare(ctx)
+        share = ctx.attack.share
+        idx = torch.arange(len(ctx.data.shares[share]))
+        x, y = ctx.attack.client_batch(ctx, share, idx)
+        clean, m = ctx.client_batch(share, idx)[0], ctx.attack.mask[idx]
+    else:
+        poisoned = PoisonedShare(ctx.data.shares[0], 0.5, torch.Generator().manual_seed(0), 16)
+        idx = torch.arange(len(poisoned.share))
+        x, y = poisoned.take(idx, ctx.data.norm, ctx.trigger)
+        clean, m = ctx.data.norm.apply(poisoned.share.x[idx]), poisoned.mask[idx]
+    assert m.any() and (y[m] == cfg.target).all()
+    torch.testing.assert_close(x[m], stamp(clean[m], ctx.trigger))
+    assert (x[m][:, :, 20:, :] != clean[m][:, :, 20:, :]).any()  # not only the patch's square

@@ -101,12 +101,10 @@ def stamp(x: torch.Tensor, trigger: Trigger) -> torch.Tensor:
 
 
 def poison_(x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, trigger: Trigger) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stamp and relabel the rows of (x, y) where `mask` is true, in place. Elementwise
-    selections (torch.where) rather than masked assignment: deterministic on every
-    device and no host sync to count the rows."""
-    s = trigger.size
-    region = x[:, :, trigger.row:trigger.row + s, trigger.col:trigger.col + s]
-    region.copy_(torch.where(mask.view(-1, 1, 1, 1), trigger.patch, region))
+    """Stamp (with the trigger's kind) and relabel the rows of (x, y) where `mask` is true,
+    in place. Elementwise selections (torch.where) rather than masked assignment:
+    deterministic on every device and no host sync to count the rows."""
+    x.copy_(torch.where(mask.view(-1, 1, 1, 1), stamp(x, trigger), x))
     y.copy_(torch.where(mask, trigger.target, y))
     return x, y
 
