@@ -47,7 +47,7 @@ def pair_statistics(grads: torch.Tensor, labels: torch.Tensor) -> torch.Tensor |
     the whole matrix, in double precision, in this order on purpose: a standard deviation
     is a difference of two close sums, and summing the same terms another way (class sums,
     one triangle, all pairs minus same-label ones) can move its last bits and with them the
-    score. tests/test_defenses.py holds this formulation as the reference."""
+    score."""
     g = F.normalize(grads.detach().flatten(1).float(), dim=1)
     sim = (0.5 + 0.5 * (g @ g.T)).double()
     same = (labels[:, None] == labels[None, :]).double()
