@@ -47,7 +47,7 @@ class GradientSet:
         self.count = 0
 
     def add(self, g: torch.Tensor, norm: float) -> None:
-        self.total = g.double() if self.total is None else self.total.add_(g)
+        self.total = g.to(torch.float64, copy=True) if self.total is None else self.total.add_(g)
         self.norms += norm
         self.count += 1
 
