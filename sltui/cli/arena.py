@@ -112,7 +112,8 @@ def write_arena_report(docs: list[Mapping[str, Any]], out: Path, title: str) -> 
 def register(app: typer.Typer, console: Any, default_runs_dir: Any) -> None:
     """Add `sltui arena` to the app."""
     from .sweep import (DRY_RUN_OPTION, EXECUTOR_OPTION, GPUS_PER_JOB_OPTION, JOBS_OPTION, RAY_ADDRESS_OPTION,
-                        RUNS_DIR_OPTION, WIDE_DRY_RUN_OPTION, check_executor, launch, summarize)
+                        RUNS_DIR_OPTION, WIDE_DRY_RUN_OPTION, check_executor, gpu_share, launch,
+                        summarize)
 
     def arena_command(
         attacks: str = typer.Option(",".join(ATTACKS), "--attacks",
@@ -132,8 +133,7 @@ def register(app: typer.Typer, console: Any, default_runs_dir: Any) -> None:
         check_executor(jobs, executor)
         base = given_fields(flags)
         sweep, points = arena_sweep(attacks, parse_defenses_list(defenses), seeds, base)
-        share = gpus_per_job if gpus_per_job is not None else (
-            min(1.0, 1.0 / jobs) if base.get("device") == "cuda" else 0.0)
+        share = gpu_share(gpus_per_job, jobs, base.get("device"))
         root = default_runs_dir(runs_dir)
         ran = launch("arena", sweep, points, root, jobs, executor, ray_address, share, dry_run, wide, console)
         if ran is None:

@@ -72,6 +72,13 @@ def check_executor(jobs: int, executor: str) -> None:
         raise ConfigError(f"--executor must be local or ray (got {executor!r})")
 
 
+def gpu_share(gpus_per_job: Optional[float], jobs: int, device: Any) -> float:
+    """Ray's GPU share per run: --gpus-per-job, else 1/jobs of a GPU for CUDA runs, else none."""
+    if gpus_per_job is not None:
+        return gpus_per_job
+    return min(1.0, 1.0 / jobs) if device == "cuda" else 0.0
+
+
 def launch(kind: str, sweep: Any, points: list, root: Path, jobs: int, executor: str, ray_address: Optional[str],
            gpu_share: float, dry_run: bool, wide: bool, console: Any) -> tuple[SweepFile, list] | None:
     """The plan (--dry-run: None), or the runs of `points` not yet done: the sweep file,
@@ -133,8 +140,7 @@ def register(app: typer.Typer, runs_app: typer.Typer, console: Any, default_runs
         base.update(given_fields(flags))
         sweep = make_sweep(axes, base, paper=paper)
         points = expand(sweep)
-        device = base.get("device", "auto")
-        share = gpus_per_job if gpus_per_job is not None else (min(1.0, 1.0 / jobs) if device == "cuda" else 0.0)
+        share = gpu_share(gpus_per_job, jobs, base.get("device"))
         ran = launch("sweep", sweep, points, default_runs_dir(runs_dir), jobs, executor, ray_address, share,
                      dry_run, wide, console)
         if ran is not None:
