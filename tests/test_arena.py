@@ -5,7 +5,7 @@ import csv
 
 import pytest
 
-from engine.sweeps.arena import arena_groups, arena_sweep, long_rows, matrix_rows
+from engine.sweeps.arena import arena_groups, arena_sweep, long_rows, matrix_rows, planned_cells
 
 from test_cli import assert_one_line_error, sltui  # noqa: F401 - the fixture
 
@@ -62,6 +62,9 @@ def test_a_client_attack_without_an_honest_client_is_left_out_of_the_table():
     alone["config"]["clients"], among["config"]["clients"] = 1, 3
     rows = long_rows([alone, among])
     assert [(r["attack"], r["detector"]) for r in rows] == [("client", "splitguard")]
+    # Nor is it planned, so the arena's cells are complete without it.
+    sweep = {"points": [{"config": d["config"]} for d in (alone, among)]}
+    assert planned_cells(sweep) == {("client", "splitguard"): 1}
 
 
 def test_matrix_is_the_pivot_of_the_long_table():

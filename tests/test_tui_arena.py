@@ -127,7 +127,7 @@ def test_a_partial_arena_shows_what_there_is_and_marks_the_rest(tmp_path):
 
 def test_synthetic_arena_without_runs_and_a_plain_sweep_beside_it(tmp_path):
     sweep, points = arena_sweep("none,surrogate,autoencoder,hijack,client", ["splitguard", "scrutinizer", "splitout"],
-                                "1,2,3", {"dataset": "synthetic", "epochs": 5})
+                                "1,2,3", {"dataset": "synthetic", "epochs": 5, "clients": 3})
     SweepFile(tmp_path, sweep, points).save()
     plain = make_sweep({"attacks": "none,surrogate", "seeds": "1"}, {"dataset": "synthetic"})
     SweepFile(tmp_path, plain, expand(plain)).save()

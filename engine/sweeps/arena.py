@@ -52,13 +52,14 @@ def is_arena(sweep_doc: Mapping[str, Any]) -> bool:
 
 def planned_cells(sweep_doc: Mapping[str, Any]) -> dict[tuple[str, str], int]:
     """Per (attack, detector), how many runs the arena plans: one per point whose detector
-    set has the detector. Set against a matrix row's `runs`, this says which cells are
-    still incomplete. Ordered by attack, then detector, each in the order the sweep first
-    names it."""
+    set has the detector, but none for points without an honest client, which the
+    tables leave out (long_rows). Set against a matrix row's `runs`, this says which
+    cells are still incomplete. Ordered by attack, then detector, each in the order the
+    sweep first names it."""
     cells: dict[tuple[str, str], int] = {}
     for point in sweep_doc.get("points") or []:
         config = point.get("config") if isinstance(point, dict) else None
-        if not isinstance(config, dict):
+        if not isinstance(config, dict) or not has_honest_client(config):
             continue
         for detector in config.get("defenses") or []:
             key = (str(config.get("attack")), str(detector))
