@@ -27,6 +27,9 @@ DEFENSES = ("splitguard", "scrutinizer", "splitout")
 # Detectors that change training (SplitGuard's fake batches are not applied); the others
 # only watch, so a run with them trains exactly as one without (tests/test_defenses.py).
 TRAINING_DEFENSES = ("splitguard",)
+# How Gradients Scrutinizer scores a checkpoint (docs/protocol.md section 10): the means
+# of a window of steps, or the checkpoint step itself as published.
+SCRUTINIZER_FORMS = ("windowed", "published")
 # What SplitOut's LOF compares (docs/protocol.md section 10): gradient directions, or the
 # raw gradients as published.
 SPLITOUT_FEATURES = ("direction", "raw")
@@ -43,6 +46,25 @@ HIJACK_FINETUNE = ("h", "both")
 # (backdoored) h, or a frozen copy of h as the honest warm-up left it.
 HIJACK_TASK_HEADS = ("backdoored", "clean")
 DEVICES = ("auto", "cpu", "cuda")
+
+# Options that mean something only for one attack, one trigger kind or one detector: the
+# new-run form shows them only then, and a run's experiment key leaves them out otherwise
+# (engine/sweeps/grid.py), so an option that does not apply never splits a point.
+ATTACK_FIELDS: dict[str, tuple[str, ...]] = {
+    "surrogate": ("alpha", "poison_ratio", "loss_halved", "aux_size"),
+    "autoencoder": ("ae_share", "ae_grad", "ae_phase1_epochs", "ae_epochs", "aux_size"),
+    "hijack": ("poison_ratio", "aux_size", "hijack_warmup_epochs", "hijack_shadow_epochs", "hijack_shadows", "hijack_gp",
+               "hijack_d_lr", "hijack_beta", "hijack_train_h", "hijack_critic",
+               "hijack_finetune", "hijack_task_head"),
+    "client": ("malicious_client", "poison_ratio"),
+}
+TRIGGER_FIELDS: dict[str, tuple[str, ...]] = {"blend": ("blend_alpha",), "sig": ("sig_delta", "sig_freq")}
+DEFENSE_FIELDS: dict[str, tuple[str, ...]] = {
+    "splitguard": ("splitguard_start", "splitguard_fake_prob", "splitguard_window", "splitguard_threshold",
+                   "splitguard_memory"),
+    "scrutinizer": ("scrutinizer_window", "scrutinizer_threshold", "scrutinizer_form"),
+    "splitout": ("splitout_share", "splitout_window", "splitout_features"),
+}
 
 CIFAR_LIKE = ("cifar10", "cifar10-jpeg", "synthetic-rgb")
 
@@ -110,9 +132,13 @@ class RunConfig:
     splitguard_threshold: float = 0.5
     scrutinizer_window: int = 50
     scrutinizer_threshold: float = 0.15  # the published 0.5 flags honest LeNet runs (section 10)
+    scrutinizer_form: str = "windowed"
     splitout_share: float = 0.01
     splitout_window: int = 10
     splitout_features: str = "direction"
+    # Record what calibration needs (every detector's scores in its other forms,
+    # docs/detectors.md "Calibration"); changes no number of the run.
+    defense_trace: bool = False
 
     # ---- JSON -------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -211,6 +237,8 @@ FIELD_HELP: dict[str, str] = {
     "splitout_share": "SplitOut: share of the client's data for its simulated honest epoch",
     "splitout_window": "SplitOut: gradients per window; flag when outliers outnumber inliers in one",
     "splitout_features": "SplitOut: what LOF compares, direction (gradients scaled to unit length) or raw (the published)",
+    "scrutinizer_form": "Gradients Scrutinizer: score the means of each window (windowed) or each checkpoint step itself (published)",
+    "defense_trace": "record every detector's scores in its other settings too (for calibration); changes no result",
 }
 
 
@@ -352,6 +380,9 @@ def validate(cfg: RunConfig) -> RunConfig:
     unit("splitguard_fake_prob", low_open=True, high_closed=False)
     at_least("splitguard_window", 1)
     at_least("splitguard_memory", 0)
+    if cfg.splitguard_memory == 1:
+        raise ConfigError("--splitguard-memory 1 keeps no regular batch to score against; use 0 (everything) or >= 2")
+    choice("scrutinizer_form", SCRUTINIZER_FORMS)
     unit("splitguard_threshold", low_open=False)
     at_least("scrutinizer_window", 2)
     unit("scrutinizer_threshold", low_open=False)
@@ -377,6 +408,31 @@ def validate(cfg: RunConfig) -> RunConfig:
             f"does not fit a {side}x{side} image; lower --trigger-size, --trigger-row or --trigger-col"
         )
     return cfg
+
+
+def honest_clients(cfg: RunConfig | dict[str, Any]) -> list[int]:
+    """Indices (0-based) of the clients that run the detectors: all of them, but the
+    malicious one of the `client` attack (none when it is the only client). Takes a
+    RunConfig or a stored config dict."""
+    get = cfg.get if isinstance(cfg, dict) else lambda name, default=None: getattr(cfg, name, default)
+    clients = int(get("clients", 1) or 1)
+    if get("attack") == "client":
+        bad = int(get("malicious_client", 0) or 0)
+        return [k for k in range(clients) if k != bad]
+    return list(range(clients))
+
+
+def attack_start_epoch(cfg: RunConfig | dict[str, Any]) -> int | None:
+    """The first epoch (from 1) in which the server is malicious (docs/protocol.md section
+    11): the surrogate and the autoencoder from the first, the hijack after its warm-up;
+    None when the server stays honest (`none`, and `client`, where a client attacks)."""
+    get = cfg.get if isinstance(cfg, dict) else lambda name, default=None: getattr(cfg, name, default)
+    attack = get("attack")
+    if attack in ("surrogate", "autoencoder"):
+        return 1
+    if attack == "hijack":
+        return int(get("hijack_warmup_epochs", RunConfig.hijack_warmup_epochs)) + 1
+    return None
 
 
 def default_epochs(dataset: str) -> int:

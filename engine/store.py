@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .config import attack_start_epoch
 from .events import DefenseScores, EpochMetrics, Event, PhaseProgress, RunFailed, RunFinished, RunStarted, WeightsReady
 
 SCHEMA = 1
@@ -214,6 +215,8 @@ def new_document(started: RunStarted) -> dict[str, Any]:
         "pid": os.getpid(),
         "config": started.config,
         "config_resolved": started.config_resolved,
+        # The first epoch of a malicious server (None: honest throughout), docs/protocol.md section 11.
+        "attack_start_epoch": attack_start_epoch(started.config) if isinstance(started.config, dict) else None,
         "env": started.env,
         "total_epochs": started.total_epochs,
         "samples_per_epoch": started.samples_per_epoch,
@@ -267,11 +270,14 @@ class RunRecorder:
 
 def record_defenses(defenses: dict[str, Any], event: DefenseScores) -> None:
     """Fold one epoch's detector report into the run file's ``defenses``: per detector,
-    ``scores`` (one list of per-client scores per epoch), ``flagged_at`` and its counts."""
+    ``scores`` (one list of per-client scores per epoch), ``flagged_at`` and its counts,
+    and with ``defense_trace`` a ``trace`` (one list of per-client traces per epoch)."""
     for name, report in event.defenses.items():
         entry = defenses.setdefault(name, {"scores": [], "flagged_at": None})
         entry["scores"].append(report.get("scores", []))
-        entry.update({k: v for k, v in report.items() if k != "scores"})
+        if "trace" in report:
+            entry.setdefault("trace", []).append(report["trace"])
+        entry.update({k: v for k, v in report.items() if k not in ("scores", "trace")})
 
 
 def fanout(*sinks):

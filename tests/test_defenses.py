@@ -29,7 +29,7 @@ def observation(first_grad=None, cut_grad=None, labels=None, fake=False, step=1)
                        sent_labels=labels, fake=fake,
                        cut_grad=cut_grad if cut_grad is not None else torch.randn(len(labels), 8),
                        first_grad=first_grad if first_grad is not None else torch.randn(16),
-                       first_weight=torch.zeros(16), loss=torch.tensor(1.0))
+                       loss=torch.tensor(1.0))
 
 
 # ---- SplitGuard -------------------------------------------------------------------

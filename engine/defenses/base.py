@@ -42,8 +42,7 @@ class ClientView:
 class Observation:
     """One step as the client saw it. `cut_grad` is the gradient the server sent back
     for the client's smashed data (one row per sample); `first_grad` the flattened
-    gradient of the client's first-layer weight that it produced; `first_weight` that
-    weight before the step; `loss` the loss the server reported; `sent_labels` the
+    gradient of the client's first-layer weight that it produced; `loss` the loss the server reported; `sent_labels` the
     labels the client sent (they differ from `labels` on a SplitGuard fake batch,
     `fake`). `epoch` and `step` count from 1; `step` within the client's epoch."""
     client: int
@@ -55,7 +54,6 @@ class Observation:
     fake: bool
     cut_grad: torch.Tensor
     first_grad: torch.Tensor
-    first_weight: torch.Tensor
     loss: torch.Tensor
 
 
@@ -79,6 +77,11 @@ class Detector:
         """The score over the epoch that just ended (1 looks honest, 0 hijacked), or
         None when the epoch gave it nothing to score; starts the next epoch."""
         raise NotImplementedError
+
+    def trace(self) -> Any:
+        """What calibration needs of the epoch that just ended (docs/detectors.md,
+        "Calibration"), JSON-able, or None when the detector was not asked to trace."""
+        return None
 
     def facts(self) -> dict[str, Any]:
         """Counts worth keeping in the run file (e.g. SplitGuard's fake batches)."""

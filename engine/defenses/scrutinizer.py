@@ -15,6 +15,12 @@ standard deviation over same-label and different-label pairs. Every `window` ste
 
 DS near 1: honest (a clear, steady gap); it flags the server when DS < `threshold`.
 
+Two forms (`form`). "windowed" (above) scores the means of the window's steps. "published"
+scores each checkpoint step i as the authors do: gap and the IoU intervals from step i's
+own statistics, err from fits to the histories of mean_s and mean_d over every step of the
+client so far (steps 0..i of the run). Calibration (docs/detectors.md) chooses between
+them on honest runs only; a run file records the form in its config.
+
 The threshold. The published one is 0.5, the sigmoid's midpoint: a window must reach
 m_gap m_err m_iou >= 0.7 to pass. A server blind to the labels gives gap ~ 0, so DS sits
 at its floor sigmoid(-3.5) ~ 0.03 whatever err and iou are. On LeNet the honest gap is
@@ -89,10 +95,22 @@ def fit_rmse(values: np.ndarray) -> float:
 
 
 def window_score(stats: np.ndarray) -> WindowScore:
-    """The score of one window: `stats` has one row (mean_s, std_s, mean_d, std_d) per step."""
-    mean_s, std_s, mean_d, std_d = (float(v) for v in stats.mean(axis=0))
+    """The windowed form's score: `stats` has one row (mean_s, std_s, mean_d, std_d) per
+    step of the window; gap and IoU from the window's means, err from fits over it."""
+    return _score(*(float(v) for v in stats.mean(axis=0)),
+                  err=(fit_rmse(stats[:, 0]) + fit_rmse(stats[:, 2])) / 2)
+
+
+def step_score(history: np.ndarray) -> WindowScore:
+    """The published form's score at the last step of `history` (one row per step since
+    the client's first): gap and IoU from that step's own statistics, err from fits over
+    the whole history."""
+    return _score(*(float(v) for v in history[-1]),
+                  err=(fit_rmse(history[:, 0]) + fit_rmse(history[:, 2])) / 2)
+
+
+def _score(mean_s: float, std_s: float, mean_d: float, std_d: float, err: float) -> WindowScore:
     gap = (mean_s - mean_d) / (mean_s + mean_d) if mean_s + mean_d > 0 else 0.0
-    err = (fit_rmse(stats[:, 0]) + fit_rmse(stats[:, 2])) / 2
     iou = interval_iou((mean_s - std_s, mean_s + std_s), (mean_d - std_d, mean_d + std_d))
     m_gap = gap / abs(gap) ** 0.6 if gap != 0 else 0.0
     m_err = -math.log(7 * err + math.exp(-2))
@@ -100,13 +118,21 @@ def window_score(stats: np.ndarray) -> WindowScore:
     return WindowScore(gap, err, iou, sigmoid(5 * (m_gap * m_err * m_iou - 0.7)))
 
 
+FORMS = ("windowed", "published")
+
+
 class Scrutinizer(Detector):
     name = "scrutinizer"
 
-    def __init__(self, window: int = 50, threshold: float = THRESHOLD) -> None:
-        self.window, self.threshold = window, threshold
+    def __init__(self, window: int = 50, threshold: float = THRESHOLD, form: str = "windowed",
+                 trace: bool = False) -> None:
+        if form not in FORMS:
+            raise ValueError(f"unknown Scrutinizer form {form!r}")
+        self.window, self.threshold, self.form, self.tracing = window, threshold, form, trace
         self.pending: list[torch.Tensor] = []
+        self.history: list[np.ndarray] = []  # every step's statistics (the published form, or a trace)
         self.epoch_values: list[float] = []
+        self.epoch_trace: dict[str, list[float]] = {f: [] for f in FORMS}
         self.windows = 0
 
     def observe(self, obs: Observation) -> bool:
@@ -120,14 +146,30 @@ class Scrutinizer(Detector):
             return False
         window = torch.stack(self.pending).cpu().double().numpy()
         self.pending = []
-        score = window_score(window)
+        scores: dict[str, float] = {}
+        if self.form == "windowed" or self.tracing:
+            scores["windowed"] = window_score(window).ds
+        if self.form == "published" or self.tracing:
+            self.history.append(window)
+            scores["published"] = step_score(np.concatenate(self.history)).ds
+        if self.tracing:
+            for form, ds in scores.items():
+                self.epoch_trace[form].append(ds)
+        score = scores[self.form]
         self.windows += 1
-        self.epoch_values.append(score.ds)
-        return score.ds < self.threshold
+        self.epoch_values.append(score)
+        return score < self.threshold
 
     def epoch_score(self) -> float | None:
         values, self.epoch_values = self.epoch_values, []
         return sum(values) / len(values) if values else None
+
+    def trace(self) -> dict[str, list[float]] | None:
+        """This epoch's score at each checkpoint in both forms (only when tracing)."""
+        if not self.tracing:
+            return None
+        out, self.epoch_trace = self.epoch_trace, {f: [] for f in FORMS}
+        return out
 
     def facts(self) -> dict[str, int]:
         return {"windows": self.windows}

@@ -87,21 +87,71 @@ def splitguard_score(fake: GradientSet, r1: GradientSet, r2: GradientSet,
     return sigmoid(alpha * s) ** beta
 
 
+class MemoryScorer:
+    """SG over the fake and regular gradients one memory keeps: with `memory` M > 0 the
+    last M fake batches and the regular batches since the first of them, with M = 0 every
+    batch since the start. Every scorer of a detector sees the same batches (the fake
+    batches and the R1/R2 draws are the detector's), so several memories can be scored
+    side by side on one run (calibration, docs/detectors.md)."""
+
+    def __init__(self, memory: int) -> None:
+        self.memory = memory
+        self.fake, self.r1, self.r2 = GradientSet(), GradientSet(), GradientSet()
+        self.kept: deque[tuple[GradientSet, torch.Tensor, float]] = deque()
+
+    def add(self, part: str, g: torch.Tensor, norm: float) -> None:
+        into = {"fake": self.fake, "r1": self.r1, "r2": self.r2}[part]
+        into.add(g, norm)
+        if self.memory:
+            self.kept.append((into, g, norm))
+        if part == "fake":
+            self._forget()
+
+    def _forget(self) -> None:
+        """Keep the last `memory` fake batches and the regular ones since the first of them."""
+        while self.memory and self.kept and (
+                self.fake.count > self.memory or (self.fake.count == self.memory and self.kept[0][0] is not self.fake)):
+            into, g, norm = self.kept.popleft()
+            into.remove(g, norm)
+
+    def score(self) -> float | None:
+        """SG now, or None while a set is empty (or the score is undefined)."""
+        if self.fake.count == 0 or self.r1.count == 0 or self.r2.count == 0:
+            return None
+        score = splitguard_score(self.fake, self.r1, self.r2)
+        return None if math.isnan(score) else score
+
+
 class SplitGuard(Detector):
     name = "splitguard"
 
     def __init__(self, start: int = 20, fake_prob: float = 0.1, window: int = 5,
-                 threshold: float = 0.5, seed: int = 0, memory: int = 0) -> None:
+                 threshold: float = 0.5, seed: int = 0, memory: int = 0,
+                 trace_memories: tuple[int, ...] = ()) -> None:
+        if memory == 1:
+            raise ValueError("a SplitGuard memory of 1 keeps no regular batch to score against; use 0 or >= 2")
         self.start, self.fake_prob, self.window, self.threshold = start, fake_prob, window, threshold
         self.memory = memory
-        self.kept: deque[tuple[GradientSet, torch.Tensor, float]] = deque()
+        self.scorers = {m: MemoryScorer(m) for m in dict.fromkeys((memory, *trace_memories))}
         self.fake_batches = 0
         self.generator = torch.Generator().manual_seed(seed)
         self.num_classes = 0
         self.batches = 0
-        self.fake, self.r1, self.r2 = GradientSet(), GradientSet(), GradientSet()
         self.history: list[float] = []
         self.epoch_values: list[float] = []
+        self.epoch_trace: dict[int, list[float | None]] = {m: [] for m in trace_memories}
+
+    @property
+    def fake(self) -> GradientSet:
+        return self.scorers[self.memory].fake
+
+    @property
+    def r1(self) -> GradientSet:
+        return self.scorers[self.memory].r1
+
+    @property
+    def r2(self) -> GradientSet:
+        return self.scorers[self.memory].r2
 
     def prepare(self, view: ClientView) -> None:
         self.num_classes = view.num_classes
@@ -118,40 +168,36 @@ class SplitGuard(Detector):
     def observe(self, obs: Observation) -> bool:
         if self.batches <= self.start:
             return False
-        g = obs.first_grad.detach().flatten().float()
+        # A copy: the gradient tensor is the weight's .grad, which the next step overwrites.
+        g = obs.first_grad.detach().flatten().to(torch.float32, copy=True)
         norm = float(g.norm())
         if not obs.fake:
-            half = self.r1 if float(torch.rand((), generator=self.generator)) < 0.5 else self.r2
-            self._add(half, g, norm)
+            part = "r1" if float(torch.rand((), generator=self.generator)) < 0.5 else "r2"
+            for scorer in self.scorers.values():
+                scorer.add(part, g, norm)
             return False
         self.fake_batches += 1
-        self._add(self.fake, g, norm)
-        self._forget()
-        if self.r1.count == 0 or self.r2.count == 0:
-            return False
-        score = splitguard_score(self.fake, self.r1, self.r2)
-        if math.isnan(score):
+        for scorer in self.scorers.values():
+            scorer.add("fake", g, norm)
+        for memory, values in self.epoch_trace.items():
+            values.append(self.scorers[memory].score())
+        score = self.scorers[self.memory].score()
+        if score is None:
             return False
         self.history.append(score)
         self.epoch_values.append(score)
         recent = self.history[-self.window:]
         return len(recent) == self.window and sum(recent) / self.window < self.threshold
 
-    def _add(self, into: GradientSet, g: torch.Tensor, norm: float) -> None:
-        into.add(g, norm)
-        if self.memory:
-            self.kept.append((into, g, norm))
-
-    def _forget(self) -> None:
-        """Keep the last `memory` fake batches and the regular ones since the first of them."""
-        while self.memory and self.kept and (
-                self.fake.count > self.memory or (self.fake.count == self.memory and self.kept[0][0] is not self.fake)):
-            into, g, norm = self.kept.popleft()
-            into.remove(g, norm)
-
     def epoch_score(self) -> float | None:
         values, self.epoch_values = self.epoch_values, []
         return sum(values) / len(values) if values else None
+
+    def trace(self) -> dict[str, list[float | None]]:
+        """This epoch's SG after each fake batch, per traced memory (None: not scored yet)."""
+        out = {str(m): values for m, values in self.epoch_trace.items()}
+        self.epoch_trace = {m: [] for m in self.epoch_trace}
+        return out
 
     def facts(self) -> dict[str, Any]:
         return {"fake_batches": self.fake_batches}

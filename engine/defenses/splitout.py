@@ -36,6 +36,16 @@ from .base import ClientView, Detector, Observation
 from .lof import NoveltyLOF
 
 MIN_BATCHES = 10
+FEATURES = ("direction", "raw")
+
+
+def features_of(grads: np.ndarray, features: str) -> np.ndarray:
+    """The rows LOF sees: the gradients as they are ("raw"), or scaled to unit length
+    ("direction"; an all-zero gradient stays zero)."""
+    if features == "raw":
+        return grads
+    norms = np.linalg.norm(grads, axis=1, keepdims=True)
+    return grads / np.where(norms > 0, norms, 1.0)
 
 
 def first_weight(network: torch.nn.Module) -> torch.nn.Parameter:
@@ -71,13 +81,17 @@ def honest_gradients(view: ClientView, share: float, generator: torch.Generator)
 class SplitOut(Detector):
     name = "splitout"
 
-    def __init__(self, share: float = 0.01, window: int = 10, seed: int = 0, features: str = "direction") -> None:
-        if features not in ("direction", "raw"):
+    def __init__(self, share: float = 0.01, window: int = 10, seed: int = 0, features: str = "direction",
+                 trace: bool = False) -> None:
+        if features not in FEATURES:
             raise ValueError(f"unknown SplitOut features {features!r}")
         self.share, self.window, self.seed, self.features = share, window, seed, features
+        self.tracing = trace
         self.lof: NoveltyLOF | None = None  # once fitted
+        self.traced_lofs: dict[str, NoveltyLOF] = {}  # every kind of features, when tracing
         self.recent: list[int] = []  # the last `window` decisions, 1 = outlier
         self.epoch_labels: list[int] = []
+        self.epoch_trace: dict[str, list[str]] = {f: [] for f in FEATURES}
         self.examples = 0
 
     def prepare(self, view: ClientView) -> None:
@@ -88,24 +102,23 @@ class SplitOut(Detector):
         self.fit(examples)
 
     def fit(self, examples: np.ndarray) -> None:
-        """Fit the outlier model to honest example gradients, one per row (n >= 2)."""
+        """Fit the outlier model to honest example gradients, one per row (n >= 2); when
+        tracing, one model per kind of features."""
         self.examples = len(examples)
-        self.lof = NoveltyLOF(self.features_of(examples))
-
-    def features_of(self, grads: np.ndarray) -> np.ndarray:
-        """The rows LOF sees: the gradients as they are ("raw"), or scaled to unit length
-        ("direction"; an all-zero gradient stays zero)."""
-        if self.features == "raw":
-            return grads
-        norms = np.linalg.norm(grads, axis=1, keepdims=True)
-        return grads / np.where(norms > 0, norms, 1.0)
+        self.lof = NoveltyLOF(features_of(examples, self.features))
+        if self.tracing:
+            self.traced_lofs = {f: self.lof if f == self.features else NoveltyLOF(features_of(examples, f))
+                                for f in FEATURES}
 
     def observe(self, obs: Observation) -> bool:
         if obs.fake:
             return False
         assert self.lof is not None, "prepare() or fit() first"
         g = obs.first_grad.detach().flatten().double().cpu().numpy()[None]
-        outlier = int(self.lof.is_outlier(self.features_of(g)[0]))
+        outlier = int(self.lof.is_outlier(features_of(g, self.features)[0]))
+        for kind, lof in self.traced_lofs.items():
+            verdict = outlier if kind == self.features else int(lof.is_outlier(features_of(g, kind)[0]))
+            self.epoch_trace[kind].append(str(verdict))
         self.epoch_labels.append(outlier)
         self.recent = (self.recent + [outlier])[-self.window:]
         return len(self.recent) == self.window and 2 * sum(self.recent) > self.window
@@ -113,6 +126,15 @@ class SplitOut(Detector):
     def epoch_score(self) -> float | None:
         labels, self.epoch_labels = self.epoch_labels, []
         return 1.0 - sum(labels) / len(labels) if labels else None
+
+    def trace(self) -> dict[str, str] | None:
+        """This epoch's decisions per gradient, "1" an outlier, for each kind of features
+        (only when tracing): any window can be judged from them afterwards."""
+        if not self.tracing:
+            return None
+        out = {kind: "".join(labels) for kind, labels in self.epoch_trace.items()}
+        self.epoch_trace = {f: [] for f in FEATURES}
+        return out
 
     def facts(self) -> dict[str, int]:
         return {"honest_examples": self.examples}

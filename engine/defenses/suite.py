@@ -15,13 +15,15 @@ from typing import Any, Callable
 
 import torch
 
-from ..config import RunConfig
+from ..config import RunConfig, honest_clients
 from .base import ClientView, Detector, Observation
 from .scrutinizer import Scrutinizer
 from .splitguard import SplitGuard
 from .splitout import SplitOut
 
 Received = Callable[[torch.Tensor, Any], bool]
+# The memories a tracing SplitGuard scores besides its own (calibration, docs/detectors.md).
+SPLITGUARD_TRACED_MEMORIES = (0, 5, 10, 20, 50, 100)
 
 
 def make_detector(name: str, cfg: RunConfig, client: int) -> Detector:
@@ -30,22 +32,15 @@ def make_detector(name: str, cfg: RunConfig, client: int) -> Detector:
     if name == "splitguard":
         return SplitGuard(cfg.splitguard_start, cfg.splitguard_fake_prob, cfg.splitguard_window,
                           cfg.splitguard_threshold, seed=cfg.seed * 1000 + 100 + client,
-                          memory=cfg.splitguard_memory)
+                          memory=cfg.splitguard_memory,
+                          trace_memories=SPLITGUARD_TRACED_MEMORIES if cfg.defense_trace else ())
     if name == "scrutinizer":
-        return Scrutinizer(cfg.scrutinizer_window, cfg.scrutinizer_threshold)
+        return Scrutinizer(cfg.scrutinizer_window, cfg.scrutinizer_threshold, form=cfg.scrutinizer_form,
+                           trace=cfg.defense_trace)
     if name == "splitout":
         return SplitOut(cfg.splitout_share, cfg.splitout_window, seed=cfg.seed * 1000 + 200 + client,
-                        features=cfg.splitout_features)
+                        features=cfg.splitout_features, trace=cfg.defense_trace)
     raise ValueError(f"unknown defense {name!r}")
-
-
-def honest_clients(cfg: RunConfig) -> list[int]:
-    """Indices (0-based) of the clients that run the detectors: all of them, but the
-    malicious one of the `client` attack."""
-    if cfg.attack == "client":
-        bad = getattr(cfg, "malicious_client", 0)
-        return [k for k in range(cfg.clients) if k != bad]
-    return list(range(cfg.clients))
 
 
 class ClientDefenses:
@@ -88,7 +83,7 @@ class ClientDefenses:
             assert weight.grad is not None
             obs = Observation(client=k, epoch=self.epoch, step=step, inputs=x, labels=y, sent_labels=sent,
                               fake=fake, cut_grad=cut_grad, first_grad=weight.grad.detach().flatten(),
-                              first_weight=weight.detach().clone(), loss=result.clean.detach())
+                              loss=result.clean.detach())
             for name, by_client in self.detectors.items():
                 if by_client[k].observe(obs) and self.flagged_at[name] is None:
                     self.flagged_at[name] = {"epoch": self.epoch, "step": step, "client": k + 1}
@@ -102,10 +97,14 @@ class ClientDefenses:
         out: dict[str, dict[str, Any]] = {}
         for name, by_client in self.detectors.items():
             scores: list[float | None] = [None] * self.clients
+            traces: list[Any] = [None] * self.clients
             facts: dict[str, Any] = {}
             for k, detector in by_client.items():
                 scores[k] = detector.epoch_score()
+                traces[k] = detector.trace()
                 for key, value in detector.facts().items():
                     facts[key] = facts.get(key, 0) + value
             out[name] = {"scores": scores, "flagged_at": self.flagged_at[name], **facts}
+            if any(t is not None for t in traces):
+                out[name]["trace"] = traces
         return out

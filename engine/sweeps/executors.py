@@ -91,7 +91,7 @@ class SweepFile:
             "schema": SWEEP_SCHEMA, "id": sweep.sweep_id(), "created": old.get("created", now_iso()),
             "updated": now_iso(), "status": "running", **sweep.to_dict(), "points": [],
         }
-        old_points = {p.get("key"): p for p in old.get("points", []) if isinstance(p, dict)}
+        old_points = {point_key(p): p for p in old.get("points", []) if isinstance(p, dict)}
         for point in points:
             previous = old_points.get(point.key, {})
             self.doc["points"].append({"key": point.key, "config": point.config.to_dict(),
@@ -139,10 +139,23 @@ def sweep_run_docs(runs_root: Path, sweep_doc: dict[str, Any]) -> list[dict[str,
     return point_run_docs(sweep_doc, runs_by_key(RunStore(runs_root)))
 
 
+def point_key(point: dict[str, Any]) -> str | None:
+    """A stored sweep point's experiment key, recomputed from the config it stored (so a
+    sweep written by an older version, whose keys were computed another way, finds its
+    runs); the stored key only where the point has no config."""
+    config = point.get("config")
+    return experiment_key(config) if isinstance(config, dict) else point.get("key")
+
+
 def point_run_docs(sweep_doc: dict[str, Any], have: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    """The run documents of a sweep's points among `have` (runs_by_key), so that one read
-    of the runs folder serves several sweeps."""
-    return [doc for point in sweep_doc["points"] if isinstance(point, dict) for doc in have.get(point.get("key"), [])]
+    """The run documents of a sweep's points among `have` (runs_by_key), each once, so
+    that one read of the runs folder serves several sweeps."""
+    docs: dict[Any, dict[str, Any]] = {}
+    for point in sweep_doc["points"]:
+        if isinstance(point, dict):
+            for doc in have.get(point_key(point), []):
+                docs.setdefault(doc.get("id") or id(doc), doc)
+    return list(docs.values())
 
 
 # ------------------------------------------------------------------ executors

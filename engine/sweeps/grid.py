@@ -1,8 +1,13 @@
 """A sweep: a grid of settings times seeds -> the RunConfigs to run, each with a stable identity.
 
-Pure and torch-free. The identity of a grid point is a hash of its resolved config without
-the fields that do not change what is computed (device, data root, name, ...), so the same
-sweep started again finds the runs it already has, whatever their run ids.
+Pure and torch-free. The identity of a grid point (its experiment key) is a hash of the
+fields of its resolved config that matter for that run: not those that change nothing
+computed (device, data root, name, ...), and not the options of an attack, trigger kind or
+detector the run does not use. A field missing from an older run file counts at the value
+runs had before the field existed (LEGACY_VALUES), never at today's default, so a default
+can change without moving any stored run's key. Sweeps find their runs by recomputing keys
+from the configs they stored (executors.point_run_docs), so a stored sweep keeps finding
+its runs whatever the key function of the version that wrote it.
 """
 from __future__ import annotations
 
@@ -18,7 +23,8 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-from ..config import ATTACKS, CUTS, DATASETS, MODELS, TRIGGERS, RunConfig, resolve
+from ..config import (ATTACK_FIELDS, ATTACKS, CUTS, DATASETS, DEFENSE_FIELDS, MODELS, TRIGGER_FIELDS, TRIGGERS,
+                      RunConfig, resolve)
 from ..errors import ConfigError
 
 # The grid's axes: sweep key -> RunConfig field.
@@ -27,7 +33,25 @@ AXES = {
     "alphas": "alpha", "attacks": "attack", "triggers": "trigger", "seeds": "seed",
 }
 # Fields that do not change the experiment's numbers: left out of its identity.
-NOT_EXPERIMENT = ("name", "device", "data_root", "save_weights", "eval_batch_size")
+NOT_EXPERIMENT = ("name", "device", "data_root", "save_weights", "eval_batch_size", "defense_trace")
+# The value a run had for each field before the field existed: what a run file without the
+# field means. Frozen: a new field adds its entry (the value that keeps the old behaviour,
+# tests/test_sweep.py checks every field has one); a changed default changes nothing here.
+LEGACY_VALUES: dict[str, Any] = {
+    "dataset": "mnist", "model": "lenet", "cut": 1, "clients": 1, "attack": "none", "alpha": 0.5,
+    "epochs": None, "batch_size": 128, "lr": 1e-3, "weight_decay": 1e-4, "lr_milestones": None, "lr_gamma": 0.1,
+    "patience": None, "seed": 47, "trigger_size": 8, "trigger_row": 0, "trigger_col": None, "trigger_seed": 56,
+    "target": 0, "trigger": "patch", "blend_alpha": 0.2, "sig_delta": 20 / 255, "sig_freq": 6.0,
+    "poison_ratio": 0.5, "loss_halved": False, "rr_granularity": "epoch", "ae_share": 0.5, "ae_grad": "straight",
+    "ae_phase1_epochs": None, "ae_epochs": None, "aux_size": None, "hijack_warmup_epochs": 2,
+    "hijack_shadow_epochs": 5, "hijack_shadows": 3, "hijack_gp": 500.0, "hijack_d_lr": 1e-4, "hijack_beta": 0.7,
+    "hijack_train_h": False, "hijack_critic": "conditional", "hijack_finetune": "both",
+    "hijack_task_head": "backdoored", "malicious_client": 0, "train_limit": None, "eval_limit": None,
+    "defenses": [], "splitguard_start": 20, "splitguard_fake_prob": 0.1, "splitguard_window": 5,
+    # SplitGuard's memory came after runs of the published detector, which keeps everything.
+    "splitguard_memory": 0, "splitguard_threshold": 0.5, "scrutinizer_window": 50, "scrutinizer_threshold": 0.15,
+    "scrutinizer_form": "windowed", "splitout_share": 0.01, "splitout_window": 10, "splitout_features": "direction",
+}
 
 # The paper's surrogate-attack grid (docs/protocol.md section 6; the authors' results_{mnist,fmnist,cifar10}.csv hold
 # one run for each of these 3 x 3 x 3 x 4 x 5 = 540 settings).
@@ -123,14 +147,25 @@ def make_sweep(axes: dict[str, Any], base: dict[str, Any], paper: bool = False) 
     return Sweep(grid=grid, base=dict(base))
 
 
+def experiment_fields(config: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a stored or resolved config that decide what its run computes: every
+    field but NOT_EXPERIMENT, less the options of the attacks, trigger kinds and detectors
+    the run does not use; a missing field at its LEGACY_VALUES value; the detectors sorted."""
+    full = {**LEGACY_VALUES, **{k: (list(v) if isinstance(v, tuple) else v) for k, v in config.items()}}
+    attack, trigger = full.get("attack"), full.get("trigger")
+    defenses = sorted(str(d) for d in (full.get("defenses") or []))
+    unused = {name for owner, names in ATTACK_FIELDS.items() if owner != attack for name in names}
+    unused -= set(ATTACK_FIELDS.get(str(attack), ()))
+    unused |= {name for kind, names in TRIGGER_FIELDS.items() if kind != trigger for name in names}
+    unused |= {name for detector, names in DEFENSE_FIELDS.items() if detector not in defenses for name in names}
+    keep = {k: v for k, v in full.items() if k not in NOT_EXPERIMENT and k not in unused}
+    keep["defenses"] = defenses
+    return keep
+
+
 def experiment_key(config: dict[str, Any], drop: Iterable[str] = ()) -> str:
-    """A stable hash of what a run computes: its resolved config without NOT_EXPERIMENT and
-    `drop`, and without fields at RunConfig's default, so that a field added in a later
-    version (at a default that keeps the old behaviour) leaves stored runs' keys unchanged."""
-    defaults = RunConfig().to_dict()
-    keep = {k: (list(v) if isinstance(v, tuple) else v) for k, v in config.items()
-            if k not in NOT_EXPERIMENT and k not in set(drop)}
-    keep = {k: v for k, v in keep.items() if k not in defaults or v != defaults[k]}
+    """A stable hash of what a run computes (experiment_fields), without `drop`."""
+    keep = {k: v for k, v in experiment_fields(config).items() if k not in set(drop)}
     return hashlib.sha1(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -16,7 +16,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from engine.errors import ConfigError
 from engine.store import RunEntry
 from engine.sweeps.arena import MATRIX_COLUMNS, is_arena, long_rows, matrix_rows, planned_cells
-from engine.sweeps.executors import SWEEPS_DIR, load_sweep_doc, point_run_docs, runs_by_key
+from engine.sweeps.executors import SWEEPS_DIR, load_sweep_doc, point_key, point_run_docs, runs_by_key
 from engine.sweeps.grid import NOT_EXPERIMENT
 
 from ..format import MISSING, fmt_arena_cell
@@ -106,7 +106,7 @@ def find_arenas(root: Path, entries: Iterable[RunEntry]) -> tuple[list[Arena], i
             continue
         if not is_arena(doc):
             continue
-        points = Counter(point_state(have.get(p.get("key"), [])) for p in doc["points"] if isinstance(p, dict))
+        points = Counter(point_state(have.get(point_key(p), [])) for p in doc["points"] if isinstance(p, dict))
         arenas.append(Arena(str(doc.get("id") or path.stem), path, doc, point_run_docs(doc, have), points))
     arenas.sort(key=lambda a: (str(a.doc.get("updated") or a.doc.get("created") or ""), a.id), reverse=True)
     return arenas, unreadable

@@ -10,7 +10,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from engine.clone import user_config
-from engine.config import (AE_GRADS, ATTACKS, CUTS, DATASETS, DEVICES, FIELD_HELP, HIJACK_CRITICS, HIJACK_FINETUNE, HIJACK_TASK_HEADS, MODELS,
+from engine.config import (ATTACK_FIELDS, DEFENSE_FIELDS, SCRUTINIZER_FORMS, TRIGGER_FIELDS, AE_GRADS, ATTACKS, CUTS, DATASETS, DEVICES, FIELD_HELP, HIJACK_CRITICS, HIJACK_FINETUNE, HIJACK_TASK_HEADS, MODELS,
                            RR_GRANULARITIES, SPLITOUT_FEATURES, TRIGGERS, ConfigError, RunConfig,
                            parse_defenses, parse_milestones, validate)
 
@@ -18,31 +18,13 @@ CHOICES: dict[str, tuple] = {
     "dataset": DATASETS, "model": MODELS, "cut": CUTS, "attack": ATTACKS, "trigger": TRIGGERS,
     "rr_granularity": RR_GRANULARITIES, "ae_grad": AE_GRADS, "device": DEVICES,
     "splitout_features": SPLITOUT_FEATURES, "hijack_critic": HIJACK_CRITICS, "hijack_finetune": HIJACK_FINETUNE,
-    "hijack_task_head": HIJACK_TASK_HEADS,
-}
-# Fields shown only when one of these attacks is selected.
-ATTACK_FIELDS: dict[str, tuple[str, ...]] = {
-    "surrogate": ("alpha", "poison_ratio", "loss_halved", "aux_size"),
-    "autoencoder": ("ae_share", "ae_grad", "ae_phase1_epochs", "ae_epochs", "aux_size"),
-    "hijack": ("poison_ratio", "aux_size", "hijack_warmup_epochs", "hijack_shadow_epochs", "hijack_shadows", "hijack_gp",
-               "hijack_d_lr", "hijack_beta", "hijack_train_h", "hijack_critic",
-               "hijack_finetune", "hijack_task_head"),
-    "client": ("malicious_client", "poison_ratio"),
+    "hijack_task_head": HIJACK_TASK_HEADS, "scrutinizer_form": SCRUTINIZER_FORMS,
 }
 ATTACK_ONLY: dict[str, tuple[str, ...]] = {}
 for _attack, _names in ATTACK_FIELDS.items():
     for _name in _names:
         ATTACK_ONLY[_name] = ATTACK_ONLY.get(_name, ()) + (_attack,)
-# Fields shown only with that trigger kind.
-TRIGGER_FIELDS: dict[str, tuple[str, ...]] = {"blend": ("blend_alpha",), "sig": ("sig_delta", "sig_freq")}
 TRIGGER_ONLY = {name: kind for kind, names in TRIGGER_FIELDS.items() for name in names}
-# Fields shown only when that detector is among the defenses.
-DEFENSE_FIELDS: dict[str, tuple[str, ...]] = {
-    "splitguard": ("splitguard_start", "splitguard_fake_prob", "splitguard_window", "splitguard_threshold",
-                   "splitguard_memory"),
-    "scrutinizer": ("scrutinizer_window", "scrutinizer_threshold"),
-    "splitout": ("splitout_share", "splitout_window", "splitout_features"),
-}
 DEFENSE_ONLY = {name: defense for defense, names in DEFENSE_FIELDS.items() for name in names}
 # Fields whose empty text means "the paper's default for this dataset/model".
 OPTIONAL = {f.name for f in fields(RunConfig) if "None" in str(f.type)}
