@@ -1,0 +1,106 @@
+"""The calibration rule (engine/calibration.py) on constructed honest runs, and the traces a
+real run records judged afterwards the way the detectors judged them live."""
+from __future__ import annotations
+
+import pytest
+
+from engine.calibration import (MARGIN, calibrate, highest_window_share, lowest_rolling_mean, streams)
+from engine.config import RunConfig
+from engine.training.runner import run
+from engine.store import RunStore
+
+
+def honest_doc(splitguard=None, scrutinizer=None, splitout=None, clients=1, attack="none", seed=101):
+    """A completed run whose detectors traced the given per-client epoch lists."""
+    defenses = {}
+    for name, per_client in (("splitguard", splitguard), ("scrutinizer", scrutinizer), ("splitout", splitout)):
+        if per_client is not None:
+            epochs = max(len(c) for c in per_client)
+            defenses[name] = {"flagged_at": None, "trace": [[c[e] for c in per_client] for e in range(epochs)]}
+    return {"id": f"run-{seed}", "status": "completed", "config": {"attack": attack, "clients": clients, "seed": seed},
+            "defenses": defenses}
+
+
+def sg_epoch(value_by_memory):
+    return {str(m): list(v) for m, v in value_by_memory.items()}
+
+
+def test_rolling_mean_and_window_share():
+    assert lowest_rolling_mean([1, 1, None, 0.0, 0.0, 1], 2) == 0.0
+    assert lowest_rolling_mean([1, 0.5, 1], 2) == pytest.approx(0.75)
+    assert lowest_rolling_mean([1], 2) is None
+    assert highest_window_share("0011100", 3) == 1.0
+    assert highest_window_share("0101010", 4) == 0.5
+    assert highest_window_share("01", 3) is None
+
+
+def test_splitguard_takes_the_most_responsive_memory_that_flags_no_honest_stream():
+    good = {m: [0.95] * 10 for m in (0, 5, 10, 20, 50, 100)}
+    # Memory 5 and 10 dip to 0.52 over five batches: under 0.5 + margin, so they fail.
+    dips = {**good, 5: [0.95] * 3 + [0.52] * 5 + [0.95] * 2, 10: [0.95] * 3 + [0.53] * 5 + [0.95] * 2}
+    docs = [honest_doc(splitguard=[[sg_epoch(good), sg_epoch(dips)]]),
+            honest_doc(splitguard=[[sg_epoch(good)], [sg_epoch(good)]], clients=2, seed=102)]
+    result = calibrate(docs)["detectors"]["splitguard"]
+    assert result["parameters"]["splitguard_memory"] == 20 and result["passed"]
+    assert [c["passes"] for c in result["candidates"]][:3] == [False, False, True]
+
+
+def test_an_attack_run_never_enters_the_calibration():
+    bad = {m: [0.0] * 10 for m in (0, 5, 10, 20, 50, 100)}
+    docs = [honest_doc(splitguard=[[sg_epoch({m: [0.9] * 10 for m in bad})]]),
+            honest_doc(splitguard=[[sg_epoch(bad)]], attack="hijack", seed=7)]
+    result = calibrate(docs)
+    assert result["runs"] == ["run-101"]
+    assert result["detectors"]["splitguard"]["parameters"]["splitguard_memory"] == 5
+
+
+def test_the_malicious_clients_stream_is_not_an_honest_one():
+    # In a `client` run client 0 is the attacker: its slot holds no trace.
+    doc = honest_doc(splitout=[[None], [{"raw": "0000000000", "direction": "0"}]], clients=2, attack="client")
+    assert streams(doc, "splitout") == [[{"raw": "0000000000", "direction": "0"}]]
+
+
+def test_scrutinizer_form_with_the_higher_passing_threshold_and_the_published_at_a_tie():
+    def doc(published, windowed, seed=101):
+        return honest_doc(scrutinizer=[[{"published": published, "windowed": windowed}]], seed=seed)
+
+    result = calibrate([doc([0.9, 0.36], [0.9, 0.5])])["detectors"]["scrutinizer"]
+    # published: lowest 0.36 passes 0.3 (0.3 + 0.05 <= 0.36); windowed: lowest 0.5 passes 0.4.
+    assert result["parameters"] == {"scrutinizer_form": "windowed", "scrutinizer_threshold": 0.4}
+    tie = calibrate([doc([0.6], [0.58])])["detectors"]["scrutinizer"]
+    assert tie["parameters"] == {"scrutinizer_form": "published", "scrutinizer_threshold": 0.5}
+    none = calibrate([doc([0.05], [0.1])])["detectors"]["scrutinizer"]
+    assert not none["passed"] and none["parameters"]["scrutinizer_form"] == "published"
+
+
+def test_splitout_smallest_window_then_raw_before_direction():
+    # raw: a burst of 3 outliers in 5 fails window 5 (0.6), passes 10 (0.3); direction passes 5.
+    result = calibrate([honest_doc(splitout=[[{"raw": "0001110000" * 3, "direction": "0100000000" * 3}]])])
+    params = result["detectors"]["splitout"]["parameters"]
+    assert params == {"splitout_features": "direction", "splitout_window": 5}
+    result = calibrate([honest_doc(splitout=[[{"raw": "0100000000" * 3, "direction": "0100000000" * 3}]])])
+    assert result["detectors"]["splitout"]["parameters"] == {"splitout_features": "raw", "splitout_window": 5}
+    assert MARGIN == pytest.approx(0.05)
+
+
+@pytest.mark.slow
+def test_a_real_runs_trace_judged_afterwards_gives_the_live_verdict(tmp_path):
+    """SplitOut on raw features flags honest training (its examples come from the first
+    steps); the trace, windowed afterwards, must say the same as the live verdict, and the
+    trace of the configured SplitGuard memory must give its live verdict too."""
+    cfg = RunConfig(dataset="synthetic", clients=1, epochs=3, batch_size=32, train_limit=2400, eval_limit=300,
+                    defenses=("splitguard", "splitout"), splitout_features="raw", splitguard_start=2,
+                    splitguard_fake_prob=0.3, splitguard_memory=10, defense_trace=True, save_weights=False,
+                    device="cpu", seed=5)
+    store = RunStore(tmp_path)
+    run(cfg, emit=store.recorder())
+    doc = store.entries()[0].doc
+    assert doc["defenses"]["splitout"]["flagged_at"] is not None  # raw LOF calls honest training an outlier
+    (out,) = streams(doc, "splitout")
+    share = highest_window_share("".join(e["raw"] for e in out), cfg.splitout_window)
+    assert (share > 0.5) == (doc["defenses"]["splitout"]["flagged_at"] is not None)
+    (sg,) = streams(doc, "splitguard")
+    values = [v for e in sg for v in e["10"]]
+    assert len(values) > cfg.splitguard_window
+    low = lowest_rolling_mean(values, cfg.splitguard_window)
+    assert (low < cfg.splitguard_threshold) == (doc["defenses"]["splitguard"]["flagged_at"] is not None)
