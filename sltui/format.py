@@ -91,17 +91,39 @@ def fmt_defenses(report: Any) -> str:
     return "  ".join(parts)
 
 
-# The arena matrix's rate columns (shares of runs, shown as whole percentages).
-ARENA_RATES = frozenset({"detection_rate", "false_positive_rate"})
-ARENA_NUMBERS = frozenset({"cda_cost", "asr", "cda", "mean_detection_epoch"})
+def fmt_rate(k: Any, n: Any, low: Any, high: Any) -> str:
+    """A rate as `k/n (low-high%)`, its 95% interval in whole percentages; '-' for n = 0."""
+    if not is_number(n) or not n:
+        return MISSING
+    interval = f" ({100 * low:.0f}-{100 * high:.0f}%)" if is_number(low) and is_number(high) else ""
+    return f"{k}/{n}{interval}"
 
 
-def fmt_arena_cell(key: str, value: Any) -> str:
-    """A cell of the arena matrix (engine.sweeps.arena.matrix_rows), the same in arena.md
-    and the TUI's arena view: rates as whole percentages (`100%`), CDA cost, ASR, CDA and
-    the mean detection epoch with two decimals, '-' where there is no value."""
-    if key in ARENA_RATES:
-        return fmt_num(None if not is_number(value) else 100 * value, ".0f") + ("%" if is_number(value) else "")
-    if key in ARENA_NUMBERS:
-        return fmt_num(value, ".2f")
-    return MISSING if value is None else str(value)
+def fmt_mean_n(mean: Any, std: Any, n: Any, spec: str = ".1f", sign: bool = False) -> str:
+    """A mean over runs as `mean ± std (n)`; '-' without values."""
+    if not is_number(mean):
+        return MISSING
+    spec = ("+" if sign else "") + spec
+    return f"{format(mean, spec)} ± {format(std if is_number(std) else 0.0, spec.lstrip('+'))} ({n})"
+
+
+def arena_cells(cell: dict) -> dict[str, str]:
+    """A row of engine.sweeps.verdicts.cell_rows as text, the same in arena.md and the TUI:
+    detection (`honest` where the server never attacks) and false accusations as k/n with
+    their interval, caught before live as k/n,
+    latency, CDA cost, ASR and CDA as mean ± std (n)."""
+    from engine.sweeps.verdicts import HONEST_SERVER_ATTACKS
+
+    return {
+        "detection": "honest" if cell.get("attack") in HONEST_SERVER_ATTACKS else
+        fmt_rate(cell.get("detected"), cell.get("malicious_runs"), cell.get("detection_ci_low"),
+                 cell.get("detection_ci_high")),
+        "false_accusation": fmt_rate(cell.get("false_accusations"), cell.get("runs"),
+                                     cell.get("false_accusation_ci_low"), cell.get("false_accusation_ci_high")),
+        "latency": fmt_mean_n(cell.get("latency_epochs"), cell.get("latency_std"), cell.get("latency_n")),
+        "before_live": (f"{cell.get('caught_before_live')}/{cell.get('caught_before_live_of')}"
+                        if cell.get("caught_before_live_of") else MISSING),
+        "cost": fmt_mean_n(cell.get("cost_cda"), cell.get("cost_cda_std"), cell.get("cost_cda_n"), ".2f", sign=True),
+        "asr": fmt_mean_n(cell.get("asr"), cell.get("asr_std"), cell.get("runs")),
+        "cda": fmt_mean_n(cell.get("cda"), cell.get("cda_std"), cell.get("runs")),
+    }

@@ -5,8 +5,10 @@ import csv
 
 import pytest
 
-from engine.sweeps.arena import arena_groups, arena_sweep, long_rows, matrix_rows, planned_cells
+from engine.errors import ConfigError
+from engine.sweeps.arena import arena_groups, arena_sweep, planned_cells
 
+from engine.sweeps.verdicts import CELL_COLUMNS, RUN_COLUMNS
 from test_cli import assert_one_line_error, sltui  # noqa: F401 - the fixture
 
 TINY = ["--dataset", "synthetic", "--epochs", "1", "--train-limit", "200", "--eval-limit", "64", "--batch-size", "32",
@@ -27,57 +29,6 @@ def test_arena_points_are_attacks_by_seeds_by_detector_sets():
     assert sweep.sweep_id() == again.sweep_id()
 
 
-def doc(attack, seed, defenses, cda, flags):
-    return {"id": f"{attack}-{seed}-{'+'.join(defenses)}", "status": "completed",
-            "config": {"attack": attack, "seed": seed, "defenses": list(defenses)},
-            "final": {"cda": cda, "asr": 10.0 if attack != "none" else 1.0},
-            "defenses": {d: {"scores": [], "flagged_at": flags.get(d)} for d in defenses}}
-
-
-def flag(epoch):
-    return {"epoch": epoch, "step": 3, "client": 1}
-
-
-def hand_made_arena():
-    docs = []
-    for seed in (1, 2):
-        docs.append(doc("none", seed, ("scrutinizer",), 98.0, {"scrutinizer": flag(1) if seed == 1 else None}))
-        docs.append(doc("none", seed, ("splitguard",), 97.0, {}))
-        docs.append(doc("hijack", seed, ("scrutinizer",), 90.0, {"scrutinizer": flag(seed)}))
-        docs.append(doc("hijack", seed, ("splitguard",), 89.0, {"splitguard": flag(2)}))
-    return docs
-
-
-def test_long_table_has_a_row_per_attack_detector_seed_with_the_cost():
-    rows = long_rows(hand_made_arena())
-    assert len(rows) == 2 * 2 * 2
-    guard = [r for r in rows if r["detector"] == "splitguard" and r["attack"] == "hijack"]
-    assert [r["cda_cost"] for r in guard] == [-1.0, -1.0]
-    watch = [r for r in rows if r["detector"] == "scrutinizer"]
-    assert all(r["cda_cost"] == 0.0 for r in watch)  # it is its own baseline
-
-
-def test_a_client_attack_without_an_honest_client_is_left_out_of_the_table():
-    alone, among = doc("client", 1, ("scrutinizer",), 95.0, {}), doc("client", 1, ("splitguard",), 95.0, {})
-    alone["config"]["clients"], among["config"]["clients"] = 1, 3
-    rows = long_rows([alone, among])
-    assert [(r["attack"], r["detector"]) for r in rows] == [("client", "splitguard")]
-    # Nor is it planned, so the arena's cells are complete without it.
-    sweep = {"points": [{"config": d["config"]} for d in (alone, among)]}
-    assert planned_cells(sweep) == {("client", "splitguard"): 1}
-
-
-def test_matrix_is_the_pivot_of_the_long_table():
-    matrix = {(r["attack"], r["detector"]): r for r in matrix_rows(long_rows(hand_made_arena()))}
-    assert matrix[("hijack", "scrutinizer")]["detection_rate"] == 1.0
-    assert matrix[("hijack", "scrutinizer")]["mean_detection_epoch"] == 1.5
-    assert matrix[("hijack", "scrutinizer")]["false_positive_rate"] == 0.5
-    assert matrix[("none", "scrutinizer")]["detection_rate"] is None
-    assert matrix[("none", "splitguard")]["false_positive_rate"] == 0.0
-    assert matrix[("hijack", "splitguard")]["cda_cost"] == -1.0
-    assert matrix[("none", "splitguard")]["mean_detection_epoch"] is None
-
-
 def test_arena_runs_resumes_and_writes_the_matrix(sltui, tmp_path):  # noqa: F811
     runs = tmp_path / "runs"
     args = ["arena", "--attacks", "none,surrogate", "--defenses", "splitguard,scrutinizer", "--seeds", "1",
@@ -90,14 +41,26 @@ def test_arena_runs_resumes_and_writes_the_matrix(sltui, tmp_path):  # noqa: F81
     assert len(list(runs.rglob("run.json"))) == 4
     [report] = list((runs / "sweeps").glob("*/report"))
     names = sorted(p.name for p in report.iterdir())
-    assert names == ["arena-heatmap.png", "arena-long.csv", "arena-matrix.csv", "arena.md"]
-    with (report / "arena-long.csv").open() as fh:
-        long = list(csv.DictReader(fh))
-    assert {(r["attack"], r["detector"]) for r in long} == {(a, d) for a in ("none", "surrogate")
-                                                            for d in ("splitguard", "scrutinizer")}
-    with (report / "arena-matrix.csv").open() as fh:
-        assert len(list(csv.DictReader(fh))) == 4
-    assert "| surrogate | splitguard |" in (report / "arena.md").read_text()
+    assert names == ["arena-heatmap.png", "arena.md", "cells.csv", "runs.csv"]
+    with (report / "runs.csv").open() as fh:
+        runs_csv = list(csv.DictReader(fh))
+    assert list(runs_csv[0]) == list(RUN_COLUMNS)
+    assert {(r["attack"], r["detector"]) for r in runs_csv} == {(a, d) for a in ("none", "surrogate")
+                                                                for d in ("splitguard", "scrutinizer")}
+    # No honest server is ever detected; the surrogate's server is malicious from epoch 1.
+    assert all(r["verdict"] in ("false_accusation", "quiet") for r in runs_csv if r["attack"] == "none")
+    assert all(r["server"] == "malicious" and r["attack_start_epoch"] == "1" for r in runs_csv
+               if r["attack"] == "surrogate")
+    with (report / "cells.csv").open() as fh:
+        cells = list(csv.DictReader(fh))
+    assert list(cells[0]) == list(CELL_COLUMNS) and len(cells) == 4
+    for cell in cells:  # every rate lies inside its interval
+        for rate, low, high in (("detection_rate", "detection_ci_low", "detection_ci_high"),
+                                ("false_accusation_rate", "false_accusation_ci_low", "false_accusation_ci_high")):
+            if cell[rate]:
+                assert float(cell[low]) <= float(cell[rate]) <= float(cell[high])
+    text = (report / "arena.md").read_text()
+    assert "| surrogate | splitguard |" in text and "none (honest server)" in text
     code, out, err = sltui(*args)
     assert code == 0 and "4 already done, 0 to run" in out
 
@@ -110,3 +73,23 @@ def test_arena_runs_resumes_and_writes_the_matrix(sltui, tmp_path):  # noqa: F81
 def test_arena_errors_are_one_line(sltui, tmp_path, args, needle):  # noqa: F811
     line = assert_one_line_error(*sltui("arena", *args, "--runs-dir", str(tmp_path / "runs")))
     assert needle in line
+
+
+def test_impossible_points_are_neither_planned_nor_run():
+    _, points = arena_sweep("none,client", ["splitguard"], "1", {"dataset": "synthetic", "clients": 1})
+    assert {p.config.attack for p in points} == {"none"}
+    with pytest.raises(ConfigError, match="honest client"):
+        arena_sweep("client", ["splitguard"], "1", {"dataset": "synthetic", "clients": 1})
+    # An older arena file that lists such a point: not a planned cell either.
+    alone = {"attack": "client", "clients": 1, "defenses": ["splitguard"]}
+    among = {"attack": "client", "clients": 3, "defenses": ["splitguard"]}
+    assert planned_cells({"points": [{"config": alone}, {"config": among}]}) == {("client", "", "splitguard"): 1}
+
+
+def test_options_of_another_attack_do_not_split_the_none_point():
+    _, plain = arena_sweep("none,hijack", ["scrutinizer"], "1", {"dataset": "synthetic"})
+    _, blind = arena_sweep("none,hijack", ["scrutinizer"], "1", {"dataset": "synthetic", "hijack_critic": "plain",
+                                                                 "hijack_beta": 0.0})
+    none_key = {p.key for p in plain if p.config.attack == "none"}
+    assert none_key == {p.key for p in blind if p.config.attack == "none"}
+    assert {p.key for p in plain if p.config.attack == "hijack"} != {p.key for p in blind if p.config.attack == "hijack"}

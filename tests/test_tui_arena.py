@@ -13,7 +13,7 @@ import pytest
 from textual.widgets import DataTable, Static
 
 from engine.store import RunStore
-from engine.sweeps.arena import MATRIX_COLUMNS, arena_sweep
+from engine.sweeps.arena import arena_sweep
 from engine.sweeps.executors import SweepFile, sweep_run_docs
 from engine.sweeps.grid import expand, make_sweep
 from sltui.cli.arena import write_arena_report
@@ -55,17 +55,20 @@ def arenas_in(root: Path):
     return find_arenas(root, RunIndex(root).scan())
 
 
+MD_COLUMNS = ("attack", "detector", "detection", "false_accusation", "latency", "before_live", "cost", "asr", "cda")
+
+
 def cli_report(root: Path, arena, out: Path) -> tuple[dict, dict]:
-    """What `sltui arena` writes for the arena, by cell: arena-matrix.csv's values and
-    arena.md's cells (each a dict by matrix column)."""
+    """What `sltui arena` writes for the arena, by (attack, detector): cells.csv's values
+    and arena.md's cells (each a dict by column; the attack as arena.md labels it)."""
     write_arena_report(sweep_run_docs(root, arena.doc), out, arena.id)
-    with (out / "arena-matrix.csv").open() as fh:
+    with (out / "cells.csv").open() as fh:
         values = {(r["attack"], r["detector"]): r for r in csv.DictReader(fh)}
     cells = {}
     for line in (out / "arena.md").read_text().splitlines():
         parts = [c.strip() for c in line.strip().strip("|").split("|")]
-        if line.startswith("| ") and (parts[0], parts[1]) in values:
-            cells[(parts[0], parts[1])] = dict(zip(MATRIX_COLUMNS, parts))
+        if line.startswith("| ") and len(parts) == len(MD_COLUMNS) and parts[1] in {d for _, d in values}:
+            cells[(parts[0].split(" ")[0], parts[1])] = dict(zip(MD_COLUMNS, parts))
     return values, cells
 
 
@@ -93,10 +96,13 @@ def test_matrix_is_the_one_sltui_arena_writes(tmp_path):
     assert {(r["attack"], r["detector"]) for r in rows} == set(values)
     for row in rows:
         want = values[(row["attack"], row["detector"])]
-        for key in ("detection_rate", "false_positive_rate", "mean_detection_epoch", "cda_cost", "asr", "cda"):
+        for key in ("detection_rate", "false_accusation_rate", "latency_epochs", "cost_cda", "asr", "cda"):
             assert (row[key] is None and want[key] == "") or row[key] == pytest.approx(float(want[key]))
         assert row["runs"] == int(want["runs"]) == row["planned"] and row["complete"]
-        assert matrix_cells(row) == cells[(row["attack"], row["detector"])]     # each cell reads as in arena.md
+        shown, written = matrix_cells(row), cells[(row["attack"], row["detector"])]
+        assert {k: shown[k] for k in MD_COLUMNS[1:]} == {k: written[k] for k in MD_COLUMNS[1:]}  # as in arena.md
+    # The honest server's row holds false accusations, never detections.
+    assert all(matrix_cells(r)["detection"] == "honest" for r in rows if r["attack"] == "none")
 
 
 def test_a_partial_arena_shows_what_there_is_and_marks_the_rest(tmp_path):
@@ -113,9 +119,7 @@ def test_a_partial_arena_shows_what_there_is_and_marks_the_rest(tmp_path):
     rows = {(r["attack"], r["detector"]): r for r in matrix_view(arena)}
     assert len(rows) == 6                                        # every planned cell, runs or not
     empty = rows[("hijack", "splitguard")]
-    assert empty["runs"] == 0 and not empty["complete"] and empty["detection_rate"] is None
-    # The false-positive rate comes from the `none` run that is done.
-    assert empty["false_positive_rate"] == rows[("none", "splitguard")]["false_positive_rate"] == 0.0
+    assert empty["runs"] == 0 and not empty["complete"] and empty.get("detection_rate") is None
     assert matrix_cells(empty)["runs"] == "0/2" and matrix_cells(empty)["cda"] == "-"
     assert matrix_cells(rows[("hijack", "scrutinizer")])["runs"] == "1/2"
     assert matrix_cells(rows[("none", "scrutinizer")])["runs"] == "2"
@@ -139,9 +143,12 @@ def test_synthetic_arena_without_runs_and_a_plain_sweep_beside_it(tmp_path):
                                                                 ("none", "splitguard")]
     assert len(rows) == 5 * 3 and all(r["planned"] == 3 and r["runs"] == 0 for r in rows)
     assert setting(arena).startswith("synthetic ")
-    # Five attacks by three detectors fit a DataTable in 80 columns (less its scrollbar).
+    # Five attacks by three detectors: which cell and both verdicts fit 80 columns (less the
+    # scrollbar); the rest as width allows, all of it at 120.
     cells = [matrix_cells(r) for r in rows]
-    assert table_columns(MATRIX_VIEW_COLUMNS, cells, 78) == list(MATRIX_VIEW_COLUMNS)
+    assert [c.key for c in table_columns(MATRIX_VIEW_COLUMNS, cells, 78)][:5] == [
+        "attack", "detector", "runs", "detection", "false_accusation"]
+    assert table_columns(MATRIX_VIEW_COLUMNS, cells, 118) == list(MATRIX_VIEW_COLUMNS)
     assert [c.key for c in table_columns(LIST_COLUMNS, [list_cells(arena)], 78)][:3] == ["id", "state", "runs"]
 
 
@@ -171,11 +178,12 @@ async def test_arena_view_at_80x24_shows_the_clis_matrix(tmp_path):
         assert not screen.query_one("#arena-empty").display
         assert screen.query_one("#arena-list", DataTable).row_count == 1
         table = screen.query_one("#arena-matrix", DataTable)
-        assert [str(c.value) for c in table.columns] == [c.key for c in MATRIX_VIEW_COLUMNS]
         assert sum(c.get_render_width(table) for c in table.columns.values()) <= 80 - 2
+        shown = [c.key for c in table.columns.values()]
+        assert {"attack", "detector", "runs", "detection", "false_accusation"} <= {str(k.value) for k in shown}
         for (attack, detector), cells in expected.items():
-            for key in ("detection_rate", "false_positive_rate", "cda_cost", "asr", "cda"):
-                assert matrix_cell(app, f"{attack}/{detector}", key) == cells[key]
+            for key in ("detection", "false_accusation"):
+                assert matrix_cell(app, f"{attack}//{detector}", key) == cells[key]
         assert "8 of 8 runs done" in str(screen.query_one("#arena-detail", Static).render())
         assert app.check_action("arena", ()) is False              # not offered on its own screen
         assert "Arena" in [c.title for c in app.get_system_commands(screen)]
@@ -199,10 +207,10 @@ async def test_arena_view_follows_the_choice_and_the_runs_as_they_finish(tmp_pat
         assert screen.chosen == newest.id and older.state == INCOMPLETE
         await pilot.press("down")
         await wait_for(pilot, lambda: screen.chosen == older.id)
-        await wait_for(pilot, lambda: matrix_cell(app, "hijack/splitguard", "runs") == "1/2")
+        await wait_for(pilot, lambda: matrix_cell(app, "hijack//splitguard", "runs") == "1/2")
         assert "7 of 8 runs done, 1 not started" in str(screen.query_one("#arena-detail", Static).render())
         shutil.move(kept, missing)                                   # the run finishes
-        await wait_for(pilot, lambda: matrix_cell(app, "hijack/splitguard", "runs") == "2")
+        await wait_for(pilot, lambda: matrix_cell(app, "hijack//splitguard", "runs") == "2")
         assert screen.chosen == older.id
 
 

@@ -11,16 +11,18 @@ import typer
 
 from engine.config import ATTACKS, DEFENSES
 from engine.errors import ConfigError
-from engine.sweeps.arena import LONG_COLUMNS, MATRIX_COLUMNS, arena_sweep, long_rows, matrix_rows
+from engine.sweeps.arena import DEFAULT_SEEDS, arena_sweep, planned_variants
 from engine.sweeps.executors import sweep_run_docs
+from engine.sweeps.verdicts import CELL_COLUMNS, HONEST_SERVER_ATTACKS, RUN_COLUMNS, SETTING, cell_rows, run_rows
 
-from ..format import fmt_arena_cell
+from ..format import arena_cells
 from .config_flags import given_fields, with_config_flags
 
-MATRIX_LABELS = {
-    "attack": "attack", "detector": "detector", "runs": "runs", "detection_rate": "detection rate",
-    "false_positive_rate": "false-positive rate", "mean_detection_epoch": "mean detection epoch",
-    "cda_cost": "CDA cost (points)", "asr": "ASR %", "cda": "CDA %",
+# arena.md's columns: cells.csv's numbers as text (sltui.format.arena_cells).
+TABLE_LABELS = {
+    "attack": "attack", "detector": "detector", "detection": "detected (95% CI)",
+    "false_accusation": "false accusations (95% CI)", "latency": "latency, epochs",
+    "before_live": "caught before live", "cost": "CDA cost, points", "asr": "ASR %", "cda": "CDA %",
 }
 
 
@@ -34,17 +36,32 @@ def parse_defenses_list(text: str) -> tuple[str, ...]:
     return names
 
 
-def markdown(matrix: list[Mapping[str, Any]], title: str, runs: int) -> str:
+def markdown(cells: list[Mapping[str, Any]], title: str, runs: int, left_out: int) -> str:
+    """arena.md: per setting, one table of the cells (sltui.format.arena_cells)."""
+    epochs = sorted({c["epochs"] for c in cells})
     lines = [f"# {title}: attacks against client-side detectors", "",
-             f"{runs} runs. Per attack and detector: the share of its runs the detector flagged (detection "
-             "rate), the share of `none` runs it flagged (false-positive rate), the mean epoch of the first "
-             "flag over flagged runs, the final CDA with the detector minus without (same attack and seed), "
-             "and the mean final ASR and CDA of its runs. The long table is arena-long.csv.", "",
-             "| " + " | ".join(MATRIX_LABELS[c] for c in MATRIX_COLUMNS) + " |",
-             "|" + "---|" * len(MATRIX_COLUMNS)]
-    for row in matrix:
-        lines.append("| " + " | ".join(fmt_arena_cell(c, row.get(c)) for c in MATRIX_COLUMNS) + " |")
-    return "\n".join(lines) + "\n"
+             f"{runs} runs of {', '.join(map(str, epochs))} epochs, one per point and seed (the newest); "
+             f"{left_out} older rerun(s) of a point left out. Verdicts follow docs/protocol.md section 11: a flag "
+             "counts as a detection only while the server is malicious (from the attack's start epoch); a flag on "
+             "an honest server (`none` and `client` runs, the hijack's warm-up) is a false accusation. Rates are "
+             "k/n with a 95% Wilson interval; means are mean ± std (n). Detected counts runs whose server turned "
+             "malicious; latency is epochs from the attack's start to the first flag; caught before live counts "
+             "detections that came no later than the first epoch with ASR >= 50%; CDA cost is the final CDA with "
+             "the detector minus without, same point and seed. Per run: runs.csv; per cell: cells.csv.", ""]
+    settings = list(dict.fromkeys(tuple(c[k] for k in SETTING) for c in cells))
+    for setting in settings:
+        dataset, model, cut, clients = setting
+        lines += [f"## {dataset} {model}, cut {cut}, K={clients}", "",
+                  "| " + " | ".join(TABLE_LABELS.values()) + " |", "|" + "---|" * len(TABLE_LABELS)]
+        for cell in (c for c in cells if tuple(c[k] for k in SETTING) == setting):
+            text = arena_cells(cell)
+            attack = cell["attack"] + (f" ({cell['variant']})" if cell.get("variant") else "")
+            if cell["attack"] in HONEST_SERVER_ATTACKS:
+                attack += " (honest server)"
+            row = {"attack": attack, "detector": cell["detector"], **text}
+            lines.append("| " + " | ".join(str(row[k]) for k in TABLE_LABELS) + " |")
+        lines.append("")
+    return "\n".join(lines)
 
 
 def write_csv(path: Path, columns: tuple[str, ...], rows: list[Mapping[str, Any]]) -> Path:
@@ -56,57 +73,67 @@ def write_csv(path: Path, columns: tuple[str, ...], rows: list[Mapping[str, Any]
     return path
 
 
-def heatmap(matrix: list[Mapping[str, Any]], path: Path, title: str) -> Path:
-    """Attacks x detectors, each cell annotated with the share of runs flagged (the `none`
-    row: the false-positive rate), the mean detection epoch and the CDA cost, and coloured
-    green where that is good for the client (attacks flagged, `none` runs not)."""
+def heatmap(cells: list[Mapping[str, Any]], path: Path, title: str) -> Path:
+    """Rows: attack (and variant) per setting; columns: detectors. A malicious server's cell
+    is coloured by its detection rate (red 0% to green 100%) and reads `k/n (low-high%)`; an
+    honest server's cell (`none`, `client`) is never coloured as a success: it reads
+    `FA k/n (low-high%)`, white when nobody was accused, red as false accusations grow."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
 
-    attacks = list(dict.fromkeys(r["attack"] for r in matrix))
-    detectors = list(dict.fromkeys(r["detector"] for r in matrix))
-    grid = np.full((len(attacks), len(detectors)), np.nan)
-    notes = [["" for _ in detectors] for _ in attacks]
-    for row in matrix:
-        i, j = attacks.index(row["attack"]), detectors.index(row["detector"])
-        rate = row["false_positive_rate"] if row["attack"] == "none" else row["detection_rate"]
-        if rate is not None:
-            grid[i, j] = 100 * (1 - rate if row["attack"] == "none" else rate)
-        epoch = row.get("mean_detection_epoch")
-        notes[i][j] = (f"{fmt_arena_cell('detection_rate', rate)}" + (f"\nepoch {epoch:.1f}" if epoch is not None else "")
-                       + (f"\nCDA {row['cda_cost']:+.2f}" if row.get("cda_cost") is not None else ""))
-    fig, ax = plt.subplots(figsize=(1.9 * len(detectors) + 2.2, 0.9 * len(attacks) + 1.6))
-    image = ax.imshow(grid, cmap="RdYlGn", vmin=0, vmax=100, aspect="auto")
+    def row_label(c: Mapping[str, Any]) -> str:
+        setting = f"{c['dataset']} c{c['cut']} K{c['clients']}"
+        variant = f" {c['variant']}" if c.get("variant") else ""
+        honest = " (honest server)" if c["attack"] in HONEST_SERVER_ATTACKS else ""
+        return f"{setting} {c['attack']}{variant}{honest}"
+
+    rows = list(dict.fromkeys(row_label(c) for c in cells))
+    detectors = list(dict.fromkeys(c["detector"] for c in cells))
+    detect = np.full((len(rows), len(detectors)), np.nan)
+    accuse = np.full((len(rows), len(detectors)), np.nan)
+    notes = [["" for _ in detectors] for _ in rows]
+    for c in cells:
+        i, j = rows.index(row_label(c)), detectors.index(c["detector"])
+        text = arena_cells(c)
+        if c["attack"] in HONEST_SERVER_ATTACKS:
+            accuse[i, j] = 100 * c["false_accusation_rate"]
+            notes[i][j] = f"FA {text['false_accusation']}"
+        else:
+            if c["detection_rate"] is not None:
+                detect[i, j] = 100 * c["detection_rate"]
+            notes[i][j] = text["detection"] + (f"\nFA {text['false_accusation']}" if c["false_accusations"] else "")
+    fig, ax = plt.subplots(figsize=(2.6 * len(detectors) + 3.5, 0.55 * len(rows) + 1.6))
+    image = ax.imshow(detect, cmap="RdYlGn", vmin=0, vmax=100, aspect="auto")
+    ax.imshow(accuse, cmap="Reds", vmin=0, vmax=100, aspect="auto")
     ax.set_xticks(range(len(detectors)), detectors)
-    ax.set_yticks(range(len(attacks)), [a + (" (false pos.)" if a == "none" else "") for a in attacks])
-    for i in range(len(attacks)):
+    ax.set_yticks(range(len(rows)), rows, fontsize=7)
+    for i in range(len(rows)):
         for j in range(len(detectors)):
-            ax.text(j, i, notes[i][j], ha="center", va="center", fontsize=8)
-    fig.colorbar(image, ax=ax, label="right verdicts (%)")
-    ax.set_title(f"{title}: share of runs flagged", fontsize=10)
+            ax.text(j, i, notes[i][j], ha="center", va="center", fontsize=7)
+    fig.colorbar(image, ax=ax, label="detection rate, malicious servers (%)")
+    ax.set_title(f"{title}: detections (k/n, 95% CI); FA = false accusations of an honest server", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
 
 
-def write_arena_report(docs: list[Mapping[str, Any]], out: Path, title: str) -> list[Path]:
-    """arena-long.csv, arena-matrix.csv, arena.md and arena-heatmap.png under `out` ([]
-    without completed runs)."""
-    rows = long_rows(docs)
+def write_arena_report(docs: list[Mapping[str, Any]], out: Path, title: str,
+                       varying: Mapping[str, tuple[str, ...]] | None = None) -> list[Path]:
+    """runs.csv, cells.csv, arena.md and arena-heatmap.png under `out` ([] without
+    completed runs), all from engine.sweeps.verdicts."""
+    rows, left_out = run_rows(docs, varying)
     if not rows:
         return []
-    matrix = matrix_rows(rows)
+    cells = cell_rows(rows)
     out.mkdir(parents=True, exist_ok=True)
-    runs = len({r["run"] for r in rows})
     summary = out / "arena.md"
-    summary.write_text(markdown(matrix, title, runs))
-    return [write_csv(out / "arena-long.csv", LONG_COLUMNS, rows),
-            write_csv(out / "arena-matrix.csv", MATRIX_COLUMNS, matrix),
-            summary, heatmap(matrix, out / "arena-heatmap.png", title)]
+    summary.write_text(markdown(cells, title, len({r["run_id"] for r in rows}), left_out))
+    return [write_csv(out / "runs.csv", RUN_COLUMNS, rows), write_csv(out / "cells.csv", CELL_COLUMNS, cells),
+            summary, heatmap(cells, out / "arena-heatmap.png", title)]
 
 
 def register(app: typer.Typer, console: Any, default_runs_dir: Any) -> None:
@@ -117,9 +144,10 @@ def register(app: typer.Typer, console: Any, default_runs_dir: Any) -> None:
 
     def arena_command(
         attacks: str = typer.Option(",".join(ATTACKS), "--attacks",
-                                    help="comma list of attacks; `none` gives the false-positive rate"),
+                                    help="comma list of attacks; `none` gives the false-accusation rate"),
         defenses: str = typer.Option(",".join(DEFENSES), "--defenses", help="comma list: " + ", ".join(DEFENSES)),
-        seeds: str = typer.Option("1,2,3", "--seeds", help="comma list, e.g. 1,2,3"),
+        seeds: str = typer.Option(DEFAULT_SEEDS, "--seeds",
+                                  help="comma list of evaluation seeds (never the calibration seeds 101-103)"),
         dry_run: bool = DRY_RUN_OPTION,
         jobs: int = JOBS_OPTION,
         executor: str = EXECUTOR_OPTION,
@@ -140,7 +168,8 @@ def register(app: typer.Typer, console: Any, default_runs_dir: Any) -> None:
             return
         record, results = ran
         folder = record.path.parent / record.doc["id"] / "report"
-        for path in write_arena_report(sweep_run_docs(root, record.doc), folder, record.doc["id"]):
+        for path in write_arena_report(sweep_run_docs(root, record.doc), folder, record.doc["id"],
+                                       planned_variants(record.doc)):
             console.print(str(path), highlight=False, soft_wrap=True)
         summarize(console, record, results, "arena")
 

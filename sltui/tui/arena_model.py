@@ -15,11 +15,12 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from engine.errors import ConfigError
 from engine.store import RunEntry
-from engine.sweeps.arena import MATRIX_COLUMNS, is_arena, long_rows, matrix_rows, planned_cells
+from engine.sweeps.arena import is_arena, planned_cells, planned_variants
 from engine.sweeps.executors import SWEEPS_DIR, load_sweep_doc, point_key, point_run_docs, runs_by_key
 from engine.sweeps.grid import NOT_EXPERIMENT
+from engine.sweeps.verdicts import cell_rows, run_rows
 
-from ..format import MISSING, fmt_arena_cell
+from ..format import MISSING, arena_cells
 from ..tables import Column
 
 # A point of the sweep is in one of these states, from the runs the folder holds for it.
@@ -35,22 +36,24 @@ LIST_COLUMNS: tuple[Column, ...] = (
     Column("setting", "setting", 1),
     Column("updated", "updated", 2),
 )
-# The matrix: which cell and how many of its runs are done always; then the verdicts
-# before the costs.
+# The matrix: which cell and how many of its runs are done always, and both verdicts
+# (detections of a malicious server, false accusations of an honest one); then latency,
+# caught before live, cost, ASR and CDA as width allows.
 MATRIX_VIEW_COLUMNS: tuple[Column, ...] = (
     Column("attack", "attack"),
     Column("detector", "detector"),
     Column("runs", "runs", 0, "right"),
-    Column("detection_rate", "detect", 0, "right"),
-    Column("false_positive_rate", "FP", 1, "right"),
-    Column("mean_detection_epoch", "epoch", 2, "right"),
-    Column("cda_cost", "cost", 3, "right"),
-    Column("asr", "ASR", 4, "right"),
+    Column("detection", "detected", 0, "right"),
+    Column("false_accusation", "false acc.", 0, "right"),
+    Column("latency", "latency", 2, "right"),
+    Column("before_live", "pre-live", 2, "right"),
+    Column("cost", "CDA cost", 3, "right"),
+    Column("asr", "ASR", 3, "right"),
     Column("cda", "CDA", 4, "right"),
 )
-LEGEND = ("detect: share of the attack's runs flagged  FP: share of `none` runs flagged  "
-          "epoch: mean epoch of the first flag  cost: CDA with the detector minus without (points)  "
-          "ASR, CDA: mean final %  runs 1/2: 1 of 2 planned runs done")
+LEGEND = ("detected: k/n runs of a malicious server flagged (95% CI)  false acc.: k/n runs flagged while the "
+          "server was honest  latency: epochs from the attack's start to the flag  pre-live: detections before "
+          "ASR reached 50%  cost: CDA with minus without the detector  mean ± std (n)  runs 1/2: 1 of 2 done")
 # Config fields every arena setting names first (the rest: the fields its command gave).
 HEADLINE = ("dataset", "model", "cut", "clients", "epochs")
 
@@ -145,26 +148,26 @@ def detail(arena: Arena) -> str:
 
 
 def matrix_view(arena: Arena) -> list[dict[str, Any]]:
-    """The arena's matrix (engine.sweeps.arena.matrix_rows over its completed runs), one
-    row per planned (attack, detector) in the sweep's order, each with `planned` and
-    `complete`. A cell without a completed run yet is a row with `runs` 0 and no values
-    but the detector's false-positive rate, where the `none` runs give one."""
-    computed = {(r["attack"], r["detector"]): r for r in matrix_rows(long_rows(arena.docs))}
-    fpr = {r["detector"]: r["false_positive_rate"] for r in computed.values()}
+    """The arena's cells (engine.sweeps.verdicts over its completed runs, one per point
+    and seed), one row per planned (attack, variant, detector) in the sweep's order, each
+    with `planned` and `complete`. A cell without a completed run yet has `runs` 0."""
+    rows_, _ = run_rows(arena.docs, planned_variants(arena.doc))
+    computed = {(c["attack"], c["variant"], c["detector"]): c for c in cell_rows(rows_)}
     rows = []
-    for (attack, detector), planned in planned_cells(arena.doc).items():
-        row = computed.get((attack, detector))
-        if row is None:
-            row = {c: None for c in MATRIX_COLUMNS} | {"attack": attack, "detector": detector, "runs": 0,
-                                                       "false_positive_rate": fpr.get(detector)}
+    for (attack, variant, detector), planned in planned_cells(arena.doc).items():
+        row = computed.get((attack, variant, detector)) or {"attack": attack, "variant": variant,
+                                                            "detector": detector, "runs": 0}
         rows.append({**row, "planned": planned, "complete": row["runs"] >= planned})
     return rows
 
 
 def matrix_cells(row: Mapping[str, Any]) -> dict[str, str]:
     """A matrix row's cells, as arena.md writes them; `runs` reads `1/2` where the cell
-    lacks runs."""
-    cells = {c.key: fmt_arena_cell(c.key, row.get(c.key)) for c in MATRIX_VIEW_COLUMNS}
+    lacks runs; the attack names its variant and says where the server is honest."""
+    cells = {"attack": str(row["attack"]) + (f" {row['variant']}" if row.get("variant") else ""),
+             "detector": str(row["detector"]), "runs": str(row.get("runs", 0)),
+             **(arena_cells(row) if row.get("runs") else {})}
+    cells = {c.key: cells.get(c.key, MISSING) for c in MATRIX_VIEW_COLUMNS}
     if not row.get("complete"):
         cells["runs"] = f"{row.get('runs', 0)}/{row.get('planned')}"
     return cells

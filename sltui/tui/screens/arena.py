@@ -133,7 +133,7 @@ class ArenaScreen(Screen[None]):
         for col in columns:
             table.add_column(col.header, key=col.key)
         for row, cell in zip(rows, cells):
-            table.add_row(*_styled(cell, columns, not row["complete"]), key=f"{row['attack']}/{row['detector']}")
+            table.add_row(*_styled(cell, columns, not row["complete"]), key=f"{row['attack']}/{row.get('variant', '')}/{row['detector']}")
         if table.row_count:
             table.move_cursor(row=min(keep, table.row_count - 1), animate=False)
 

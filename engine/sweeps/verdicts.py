@@ -1,0 +1,245 @@
+"""Who is guilty, when: the arena's verdicts and statistics (docs/protocol.md section 11).
+Pure functions over run documents; the CLI's report, the heatmap, the TUI's arena view and
+the runs browser all call them, and none derives a verdict of its own.
+
+* A run's server is malicious from its attack's start epoch (the run file's
+  `attack_start_epoch`: 1 for the surrogate and the autoencoder, the first epoch after the
+  hijack's warm-up), honest before it and throughout `none` and `client` runs.
+* One run and one detector give one verdict: `detected` (first flag while the server is
+  malicious), `false_accusation` (first flag while it is honest), `missed` (malicious,
+  never flagged) or `quiet` (honest, never flagged).
+* Counting keeps one run per (point, seed), the newest; a cell is a setting, an attack (with
+  its options) and a detector. Rates are k/n with a 95% Wilson interval, means come with
+  their standard deviation and n.
+"""
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping
+
+from ..config import ATTACK_FIELDS, ATTACKS, TRAINING_DEFENSES, attack_start_epoch, honest_clients
+from .grid import experiment_key
+
+VERDICTS = ("detected", "false_accusation", "missed", "quiet")
+# Attacks whose server never turns malicious (`none`; `client`, where a client attacks):
+# their rows hold false accusations only.
+HONEST_SERVER_ATTACKS = tuple(a for a in ATTACKS if attack_start_epoch({"attack": a}) is None)
+SETTING = ("dataset", "model", "cut", "clients")
+# Runs whose ASR reached this (percent) carry a working backdoor: a flag after it protects nobody.
+LIVE_ASR = 50.0
+Z95 = 1.959963984540054
+
+RUN_COLUMNS = ("run_id", "dataset", "model", "cut", "clients", "attack", "variant", "detector", "seed", "server",
+               "attack_start_epoch", "flag_epoch", "flag_step", "verdict", "live_epoch", "caught_before_live",
+               "asr", "cda", "baseline_cda", "cost_cda", "epochs")
+CELL_COLUMNS = ("dataset", "model", "cut", "clients", "attack", "variant", "detector", "runs", "malicious_runs",
+                "detected", "false_accusations", "detection_rate", "detection_ci_low", "detection_ci_high",
+                "false_accusation_rate", "false_accusation_ci_low", "false_accusation_ci_high",
+                "latency_epochs", "latency_std", "latency_n", "caught_before_live", "caught_before_live_of",
+                "cost_cda", "cost_cda_std", "cost_cda_n", "asr", "asr_std", "cda", "cda_std", "epochs")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    detector: str
+    verdict: str                 # one of VERDICTS
+    server: str                  # honest | malicious, as the run ended
+    attack_start_epoch: int | None
+    flag_epoch: int | None
+    flag_step: int | None
+    flag_client: int | None
+
+
+def wilson(k: int, n: int) -> tuple[float | None, float | None]:
+    """The 95% Wilson score interval of k successes in n trials, as fractions; (None, None)
+    for n = 0."""
+    if n <= 0:
+        return None, None
+    if k == 0 or k == n:  # closed form at the ends, free of rounding: 0 and 1 are inside exactly
+        edge = n / (n + Z95 ** 2)
+        return (0.0, 1.0 - edge) if k == 0 else (edge, 1.0)
+    p = k / n
+    denominator = 1 + Z95 ** 2 / n
+    centre = (p + Z95 ** 2 / (2 * n)) / denominator
+    half = Z95 * math.sqrt(p * (1 - p) / n + Z95 ** 2 / (4 * n * n)) / denominator
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def mean_std_n(values: Iterable[Any]) -> tuple[float | None, float | None, int]:
+    """Mean, sample standard deviation (0 for one value) and n of the numbers among `values`."""
+    numbers = [float(v) for v in values
+               if isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(v)]
+    if not numbers:
+        return None, None, 0
+    return statistics.fmean(numbers), (statistics.stdev(numbers) if len(numbers) > 1 else 0.0), len(numbers)
+
+
+def start_epoch(doc: Mapping[str, Any]) -> int | None:
+    """The run's attack start epoch: as recorded, else (older run files) from its config."""
+    if "attack_start_epoch" in doc:
+        value = doc.get("attack_start_epoch")
+        return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
+    config = doc.get("config")
+    return attack_start_epoch(config) if isinstance(config, dict) else None
+
+
+def epochs_run(doc: Mapping[str, Any]) -> int:
+    epochs = doc.get("epochs")
+    return len(epochs) if isinstance(epochs, list) else 0
+
+
+def run_verdicts(doc: Mapping[str, Any]) -> dict[str, Verdict]:
+    """Per detector the run recorded, its verdict (docs/protocol.md section 11)."""
+    start = start_epoch(doc)
+    malicious = start is not None and epochs_run(doc) >= start
+    out: dict[str, Verdict] = {}
+    defenses = doc.get("defenses")
+    for name, entry in (defenses.items() if isinstance(defenses, dict) else ()):
+        flag = entry.get("flagged_at") if isinstance(entry, dict) else None
+        flag = flag if isinstance(flag, dict) else None
+        epoch = flag.get("epoch") if flag else None
+        if flag is not None and isinstance(epoch, int):
+            verdict = "detected" if start is not None and epoch >= start else "false_accusation"
+        else:
+            verdict = "missed" if malicious else "quiet"
+        out[str(name)] = Verdict(str(name), verdict, "malicious" if malicious else "honest", start,
+                                 epoch if flag else None, flag.get("step") if flag else None,
+                                 flag.get("client") if flag else None)
+    return out
+
+
+def has_honest_client(config: Mapping[str, Any]) -> bool:
+    """Whether any client runs the detectors (not so for the `client` attack with K = 1)."""
+    return bool(honest_clients(dict(config)))
+
+
+def _metric(doc: Mapping[str, Any], name: str) -> float | None:
+    value = (doc.get("final") or {}).get(name)
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or math.isnan(value):
+        return None
+    return float(value)
+
+
+def live_epoch(doc: Mapping[str, Any]) -> int | None:
+    """The first epoch whose ASR reached LIVE_ASR, or None."""
+    for record in doc.get("epochs") or []:
+        asr = record.get("asr") if isinstance(record, dict) else None
+        if isinstance(asr, (int, float)) and not math.isnan(asr) and asr >= LIVE_ASR:
+            return int(record.get("epoch"))
+    return None
+
+
+def newest_per_point(docs: Iterable[Mapping[str, Any]]) -> tuple[list[Mapping[str, Any]], int]:
+    """The completed runs that count, one per (point, seed): where several share an
+    experiment key (seed included), the newest (by `created`, then id). Runs without an
+    honest client are dropped. Returns (runs, how many completed runs were left out)."""
+    newest: dict[str, Mapping[str, Any]] = {}
+    left_out = 0
+    for doc in docs:
+        config = doc.get("config")
+        if doc.get("status") != "completed" or not isinstance(config, dict) or doc.get("source_run"):
+            continue
+        if not has_honest_client(config):
+            continue
+        key = experiment_key(config)
+        old = newest.get(key)
+        if old is not None:
+            left_out += 1
+            if (str(old.get("created") or ""), str(old.get("id"))) >= (str(doc.get("created") or ""), str(doc.get("id"))):
+                continue
+        newest[key] = doc
+    return list(newest.values()), left_out
+
+
+def untrained_key(config: Mapping[str, Any]) -> str:
+    """The key of the run's experiment without any detector. The detectors that only watch
+    change no step, so a run with them trains exactly as this one; a run with SplitGuard
+    finds here the run its CDA cost is measured against."""
+    return experiment_key({**config, "defenses": []})
+
+
+def variants(docs: Iterable[Mapping[str, Any]]) -> dict[str, tuple[str, ...]]:
+    """Per attack, its options that take more than one value among `docs`: the cells of
+    that attack are split by them (e.g. the hijack's beta in a frontier arena)."""
+    values: dict[str, dict[str, set]] = {}
+    for doc in docs:
+        config = doc.get("config") or {}
+        attack = str(config.get("attack"))
+        for name in ATTACK_FIELDS.get(attack, ()):
+            values.setdefault(attack, {}).setdefault(name, set()).add(repr(config.get(name)))
+    return {attack: tuple(n for n, seen in fields.items() if len(seen) > 1) for attack, fields in values.items()}
+
+
+def variant_label(config: Mapping[str, Any], varying: tuple[str, ...]) -> str:
+    return " ".join(f"{name}={config.get(name)}" for name in varying)
+
+
+def run_rows(docs: Iterable[Mapping[str, Any]],
+             varying: Mapping[str, tuple[str, ...]] | None = None) -> tuple[list[dict[str, Any]], int]:
+    """runs.csv: one row per counted run and detector (RUN_COLUMNS), and how many completed
+    runs were left out as older reruns of a point. `varying` (default: from the runs) names
+    per attack the options that split its cells, e.g. from a sweep's planned points."""
+    counted, left_out = newest_per_point(docs)
+    baselines: dict[str, Mapping[str, Any]] = {}
+    for doc in counted:
+        if not any(d in TRAINING_DEFENSES for d in doc["config"].get("defenses") or []):
+            baselines.setdefault(untrained_key(doc["config"]), doc)
+    varying = variants(counted) if varying is None else varying
+    rows = []
+    for doc in counted:
+        cfg = doc["config"]
+        base_doc = baselines.get(untrained_key(cfg))
+        cda, base_cda = _metric(doc, "cda"), _metric(base_doc, "cda") if base_doc is not None else None
+        live = live_epoch(doc)
+        for detector, v in run_verdicts(doc).items():
+            rows.append({
+                "run_id": doc.get("id"), **{k: cfg.get(k) for k in SETTING}, "attack": cfg.get("attack"),
+                "variant": variant_label(cfg, varying.get(str(cfg.get("attack")), ())),
+                "detector": detector, "seed": cfg.get("seed"), "server": v.server,
+                "attack_start_epoch": v.attack_start_epoch, "flag_epoch": v.flag_epoch, "flag_step": v.flag_step,
+                "verdict": v.verdict, "live_epoch": live,
+                "caught_before_live": (live is None or v.flag_epoch <= live) if v.verdict == "detected" else None,
+                "asr": _metric(doc, "asr"), "cda": cda, "baseline_cda": base_cda,
+                "cost_cda": cda - base_cda if cda is not None and base_cda is not None else None,
+                "epochs": epochs_run(doc),
+            })
+    rows.sort(key=lambda r: tuple(str(r[k]) for k in (*SETTING, "attack", "variant", "detector"))
+              + (r["seed"] if isinstance(r["seed"], int) else 0,))
+    return rows, left_out
+
+
+def cell_rows(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """cells.csv: one row per (setting, attack and variant, detector) of runs.csv's rows
+    (CELL_COLUMNS), rates as fractions with their Wilson interval, means with std and n.
+    A cell's detection rate counts only runs whose server turned malicious; its
+    false-accusation rate counts every run, and is a separate column."""
+    cells: dict[tuple, list[Mapping[str, Any]]] = {}
+    for row in rows:
+        key = tuple(row[k] for k in (*SETTING, "attack", "variant", "detector"))
+        cells.setdefault(key, []).append(row)
+    out = []
+    for key, members in cells.items():
+        malicious = [r for r in members if r["server"] == "malicious"]
+        detected = [r for r in malicious if r["verdict"] == "detected"]
+        accused = [r for r in members if r["verdict"] == "false_accusation"]
+        d_low, d_high = wilson(len(detected), len(malicious))
+        f_low, f_high = wilson(len(accused), len(members))
+        latency = mean_std_n(r["flag_epoch"] - r["attack_start_epoch"] for r in detected)
+        cost, asr, cda = (mean_std_n(r[c] for r in members) for c in ("cost_cda", "asr", "cda"))
+        out.append({
+            **dict(zip((*SETTING, "attack", "variant", "detector"), key)), "runs": len(members),
+            "malicious_runs": len(malicious), "detected": len(detected), "false_accusations": len(accused),
+            "detection_rate": len(detected) / len(malicious) if malicious else None,
+            "detection_ci_low": d_low, "detection_ci_high": d_high,
+            "false_accusation_rate": len(accused) / len(members), "false_accusation_ci_low": f_low,
+            "false_accusation_ci_high": f_high,
+            "latency_epochs": latency[0], "latency_std": latency[1], "latency_n": latency[2],
+            "caught_before_live": sum(1 for r in detected if r["caught_before_live"]),
+            "caught_before_live_of": len(detected),
+            "cost_cda": cost[0], "cost_cda_std": cost[1], "cost_cda_n": cost[2],
+            "asr": asr[0], "asr_std": asr[1], "cda": cda[0], "cda_std": cda[1],
+            "epochs": max(r["epochs"] for r in members),
+        })
+    return out

@@ -1,0 +1,129 @@
+"""docs/protocol.md section 11: who is guilty when, one run per point and seed, intervals.
+Each rule on a constructed run (engine/sweeps/verdicts.py)."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from engine.sweeps.verdicts import (cell_rows, live_epoch, mean_std_n, newest_per_point, run_rows, run_verdicts,
+                                    wilson)
+
+
+def run(attack="hijack", seed=1, defenses=("scrutinizer",), flags=None, epochs=6, cda=95.0, asr=None,
+        created="2026-12-01T10:00:00", clients=1, start="config", **config):
+    """A completed run with `epochs` epochs; `asr` a list per epoch (default: 0 then 100 after
+    the attack starts); `start` the recorded attack_start_epoch ("config": not recorded,
+    as in older run files)."""
+    cfg = {"attack": attack, "seed": seed, "defenses": list(defenses), "clients": clients, "dataset": "mnist",
+           "model": "lenet", "cut": 1, "hijack_warmup_epochs": 2, **config}
+    asr = asr or [0.0] * epochs
+    doc = {"id": f"{attack}-{seed}-{'+'.join(defenses)}-{created}", "created": created, "status": "completed",
+           "config": cfg, "epochs": [{"epoch": e + 1, "asr": asr[e], "cda": cda} for e in range(epochs)],
+           "final": {"cda": cda, "asr": asr[-1]},
+           "defenses": {d: {"flagged_at": (flags or {}).get(d)} for d in defenses}}
+    if start != "config":
+        doc["attack_start_epoch"] = start
+    return doc
+
+
+def flag(epoch, step=5):
+    return {"epoch": epoch, "step": step, "client": 1}
+
+
+@pytest.mark.parametrize("attack,flag_epoch,expected,server", [
+    ("none", 1, "false_accusation", "honest"),        # any flag on a `none` run
+    ("none", None, "quiet", "honest"),
+    ("client", 4, "false_accusation", "honest"),      # a client attacks, the server is honest
+    ("hijack", 1, "false_accusation", "malicious"),   # in the warm-up (epochs 1-2), though the attack starts later
+    ("hijack", 2, "false_accusation", "malicious"),
+    ("hijack", 3, "detected", "malicious"),           # the first epoch after the warm-up
+    ("hijack", None, "missed", "malicious"),
+    ("surrogate", 1, "detected", "malicious"),        # malicious from the first step
+    ("autoencoder", None, "missed", "malicious"),
+])
+def test_verdict_by_who_is_guilty_when(attack, flag_epoch, expected, server):
+    doc = run(attack, clients=3, flags={"scrutinizer": flag(flag_epoch) if flag_epoch else None})
+    verdict = run_verdicts(doc)["scrutinizer"]
+    assert (verdict.verdict, verdict.server) == (expected, server)
+
+
+def test_recorded_start_wins_over_the_config_and_a_run_that_ended_in_the_warm_up_stayed_honest():
+    doc = run("hijack", flags={"scrutinizer": flag(3)}, start=5, epochs=6)
+    assert run_verdicts(doc)["scrutinizer"].verdict == "false_accusation"
+    short = run("hijack", epochs=2)  # stopped before the attack's start epoch 3
+    assert run_verdicts(short)["scrutinizer"].verdict == "quiet"
+
+
+def test_the_newest_run_of_a_point_and_seed_counts_and_the_others_are_counted_as_left_out():
+    old = run("none", flags={"scrutinizer": flag(1)}, created="2026-12-01T10:00:00")
+    new = run("none", created="2026-12-02T10:00:00")
+    other_seed = run("none", seed=2, created="2026-12-01T09:00:00")
+    counted, left_out = newest_per_point([new, old, other_seed])
+    assert left_out == 1 and sorted(d["id"] for d in counted) == sorted([new["id"], other_seed["id"]])
+    rows, left = run_rows([old, new, other_seed])
+    assert left == 1 and [r["verdict"] for r in rows] == ["quiet", "quiet"]
+
+
+def test_options_of_another_attack_do_not_make_a_second_point():
+    plain = run("none", created="2026-12-01T10:00:00")
+    blind = run("none", created="2026-12-02T10:00:00", hijack_critic="plain", hijack_beta=0.0)
+    counted, left_out = newest_per_point([plain, blind])
+    assert left_out == 1 and counted[0]["id"] == blind["id"]
+
+
+def test_the_client_row_holds_false_accusations_never_detections():
+    docs = [run("client", seed=s, clients=3, flags={"scrutinizer": flag(2) if s < 3 else None}) for s in (1, 2, 3)]
+    (cell,) = cell_rows(run_rows(docs)[0])
+    assert cell["detected"] == 0 and cell["malicious_runs"] == 0 and cell["detection_rate"] is None
+    assert (cell["false_accusations"], cell["runs"]) == (2, 3)
+    assert run_rows([run("client", clients=1)])[0] == []  # no honest client: no row at all
+
+
+def test_cell_rates_latency_caught_before_live_and_cost():
+    docs = []
+    for seed, flag_epoch in ((1, 3), (2, 5), (3, None), (4, 1)):
+        asr = [0, 0, 0, 20, 80, 99]  # live (ASR >= 50) from epoch 5
+        docs.append(run("hijack", seed=seed, asr=asr, cda=90.0,
+                        flags={"scrutinizer": flag(flag_epoch) if flag_epoch else None}))
+        docs.append(run("hijack", seed=seed, defenses=("splitguard",), asr=asr, cda=88.5,
+                        flags={"splitguard": flag(6)}))
+    cells = {c["detector"]: c for c in cell_rows(run_rows(docs)[0])}
+    watch = cells["scrutinizer"]
+    # Seeds 1 and 2 detected (epochs 3 and 5), seed 3 missed, seed 4 flagged in the warm-up.
+    assert (watch["detected"], watch["malicious_runs"], watch["false_accusations"]) == (2, 4, 1)
+    assert watch["detection_rate"] == 0.5 and watch["false_accusation_rate"] == 0.25
+    assert watch["latency_epochs"] == pytest.approx(((3 - 3) + (5 - 3)) / 2) and watch["latency_n"] == 2
+    assert (watch["caught_before_live"], watch["caught_before_live_of"]) == (2, 2)  # epoch 5 is no later than live
+    guard = cells["splitguard"]
+    assert (guard["caught_before_live"], guard["caught_before_live_of"]) == (0, 4)  # epoch 6: after live
+    assert guard["cost_cda"] == pytest.approx(-1.5) and guard["cost_cda_n"] == 4 and watch["cost_cda"] == 0.0
+    for cell in cells.values():
+        for rate, low, high in (("detection_rate", "detection_ci_low", "detection_ci_high"),
+                                ("false_accusation_rate", "false_accusation_ci_low", "false_accusation_ci_high")):
+            assert cell[low] <= cell[rate] <= cell[high]
+
+
+def test_hijack_options_that_vary_split_the_cells():
+    docs = [run("hijack", seed=s, hijack_beta=b) for s in (1, 2) for b in (0.0, 0.7)]
+    cells = cell_rows(run_rows(docs)[0])
+    assert sorted(c["variant"] for c in cells) == ["hijack_beta=0.0", "hijack_beta=0.7"]
+    assert all(c["runs"] == 2 for c in cells)
+
+
+def test_wilson_interval():
+    low, high = wilson(0, 12)
+    assert low == 0.0 and high == pytest.approx(0.2425, abs=1e-4)  # "0/12 still allows about 24%"
+    low, high = wilson(5, 10)
+    assert low == pytest.approx(0.2366, abs=1e-4) and high == pytest.approx(0.7634, abs=1e-4)
+    assert wilson(0, 0) == (None, None)
+    for k in range(0, 8):
+        low, high = wilson(k, 7)
+        assert low <= k / 7 <= high
+
+
+def test_mean_std_n_and_live_epoch():
+    assert mean_std_n([1.0, 3.0, None, math.nan]) == (2.0, pytest.approx(math.sqrt(2)), 2)
+    assert mean_std_n([]) == (None, None, 0)
+    assert live_epoch(run(asr=[0, 49.9, 50.0, 10, 90, 90])) == 3
+    assert live_epoch(run(asr=[0] * 6)) is None
