@@ -293,3 +293,47 @@ def test_local_and_ray_executors_share_one_schedule():
     assert started == jobs[:4]  # two ended, two more started, then stop: job4 never starts
     assert [r.status for r in ended] == ["completed"] * 4
     assert cancelled  # the running ones were told to stop
+
+
+# ---- experiment keys ----------------------------------------------------------------
+def test_every_config_field_has_a_legacy_value():
+    from dataclasses import fields as dc_fields
+
+    from engine.config import RunConfig
+    from engine.sweeps.grid import LEGACY_VALUES, NOT_EXPERIMENT
+    missing = {f.name for f in dc_fields(RunConfig)} - set(LEGACY_VALUES) - set(NOT_EXPERIMENT)
+    assert not missing, f"add the value runs had before these fields existed to LEGACY_VALUES: {missing}"
+
+
+def test_a_stored_sweep_keeps_finding_its_runs_after_a_default_changes(tmp_path, monkeypatch):
+    import json
+
+    from engine.config import RunConfig
+    from engine.sweeps.executors import SweepFile, load_sweep_doc, sweep_run_docs
+    from engine.sweeps.grid import expand, make_sweep
+
+    sweep = make_sweep({"attacks": "none,hijack", "seeds": "1,2"}, {"dataset": "synthetic"})
+    points = expand(sweep)
+    record = SweepFile(tmp_path, sweep, points)
+    record.save()
+    for i, point in enumerate(points):
+        config = point.config.to_dict()
+        if i == 0:
+            del config["scrutinizer_form"]  # a run file written before the field existed
+        folder = tmp_path / f"run-{i}"
+        folder.mkdir()
+        (folder / "run.json").write_text(json.dumps({"schema": 1, "id": folder.name, "status": "completed",
+                                                     "config": config, "epochs": []}))
+    stored = load_sweep_doc(record.path)
+    assert len(sweep_run_docs(tmp_path, stored)) == len(points) == 4
+    # The hijack's warm-up default changes (a field every hijack point holds at the old one).
+    defaults = list(RunConfig.__init__.__defaults__)
+    names = [f for f in RunConfig.__dataclass_fields__][-len(defaults):]
+    defaults[names.index("hijack_warmup_epochs")] = 6
+    monkeypatch.setattr(RunConfig.__init__, "__defaults__", tuple(defaults))
+    assert RunConfig().hijack_warmup_epochs == 6
+    assert len(sweep_run_docs(tmp_path, stored)) == 4
+    # The same command now plans other hijack points (a new experiment), and the same `none` ones.
+    again = {p.key for p in expand(sweep)}
+    assert {p.key for p in points if p.config.attack == "none"} <= again
+    assert not {p.key for p in points if p.config.attack == "hijack"} & again
