@@ -46,6 +46,7 @@ HIJACK_FINETUNE = ("h", "both")
 # (backdoored) h, or a frozen copy of h as the honest warm-up left it.
 HIJACK_TASK_HEADS = ("backdoored", "clean")
 DEVICES = ("auto", "cpu", "cuda")
+ON_FLAG = ("continue", "stop")
 
 # Options that mean something only for one attack, one trigger kind or one detector: the
 # new-run form shows them only then, and a run's experiment key leaves them out otherwise
@@ -136,6 +137,11 @@ class RunConfig:
     splitout_share: float = 0.01
     splitout_window: int = 10
     splitout_features: str = "direction"
+    # The client that reacts (docs/protocol.md section 12): at the first flag, `stop` ends
+    # split learning and each honest client trains a fresh server part on its own share
+    # for `local_epochs` under its frozen network.
+    on_flag: str = "continue"
+    local_epochs: int = 10
     # Record what calibration needs (every detector's scores in its other forms,
     # docs/detectors.md "Calibration"); changes no number of the run.
     defense_trace: bool = False
@@ -238,6 +244,8 @@ FIELD_HELP: dict[str, str] = {
     "splitout_window": "SplitOut: gradients per window; flag when outliers outnumber inliers in one",
     "splitout_features": "SplitOut: what LOF compares, direction (gradients scaled to unit length) or raw (the published)",
     "scrutinizer_form": "Gradients Scrutinizer: score the means of each window (windowed) or each checkpoint step itself (published)",
+    "on_flag": "what the honest clients do at a detector's first flag: continue, or stop split learning and train a fresh server part locally",
+    "local_epochs": "with --on-flag stop: epochs each honest client trains its local server part",
     "defense_trace": "record every detector's scores in its other settings too (for calibration); changes no result",
 }
 
@@ -383,6 +391,10 @@ def validate(cfg: RunConfig) -> RunConfig:
     if cfg.splitguard_memory == 1:
         raise ConfigError("--splitguard-memory 1 keeps no regular batch to score against; use 0 (everything) or >= 2")
     choice("scrutinizer_form", SCRUTINIZER_FORMS)
+    choice("on_flag", ON_FLAG)
+    at_least("local_epochs", 1)
+    if cfg.on_flag == "stop" and not (cfg.defenses and honest_clients(cfg)):
+        raise ConfigError("--on-flag stop reacts to a detector's flag: give --defenses, and an honest client to run them")
     unit("splitguard_threshold", low_open=False)
     at_least("scrutinizer_window", 2)
     unit("scrutinizer_threshold", low_open=False)

@@ -86,6 +86,17 @@ class RunFinished(Event):
 
 
 @dataclass(frozen=True)
+class Reaction(Event):
+    """The honest clients stopped split learning at a flag (docs/protocol.md section 12):
+    the flags, the epoch it ended in, and each honest client's local model (client,
+    epochs, cda, asr) with their mean."""
+    epoch: int
+    flags: dict[str, Any]
+    local: list[dict[str, Any]]
+    mean: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class WeightsReady(Event):
     """The final weights as state dicts of tensors (stored with torch.save, read back
     with weights_only=True)."""

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from .config import attack_start_epoch
-from .events import DefenseScores, EpochMetrics, Event, PhaseProgress, RunFailed, RunFinished, RunStarted, WeightsReady
+from .events import (DefenseScores, EpochMetrics, Event, PhaseProgress, Reaction, RunFailed, RunFinished, RunStarted,
+                     WeightsReady)
 
 SCHEMA = 1
 RUN_FILE = "run.json"
@@ -227,6 +228,8 @@ def new_document(started: RunStarted) -> dict[str, Any]:
         "stopped_early": False,
         "attack_info": {},
         "defenses": {},
+        # With --on-flag stop, once a detector flagged: the local models (section 12).
+        "reaction": None,
         "weights": None,
         "source_run": started.source_run,
         "error": None,
@@ -255,6 +258,9 @@ class RunRecorder:
             phase.update(event.info)
         elif isinstance(event, DefenseScores):
             record_defenses(self.doc.setdefault("defenses", {}), event)
+        elif isinstance(event, Reaction):
+            self.doc["reaction"] = {"epoch": event.epoch, "flags": event.flags, "local": event.local,
+                                    "mean": event.mean}
         elif isinstance(event, EpochMetrics):
             self.doc["epochs"].append({k: v for k, v in event.to_dict().items() if k != "run_id"})
         elif isinstance(event, RunFinished):

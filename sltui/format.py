@@ -78,6 +78,20 @@ def fmt_flag(flagged_at: Any) -> str:
     return f"epoch {flagged_at.get('epoch')} step {flagged_at.get('step')} client {flagged_at.get('client')}"
 
 
+def fmt_reaction(reaction: Any) -> str:
+    """The honest clients' reaction to a flag (a run file's `reaction`) in a line: where
+    split learning stopped and what each client's local model reached."""
+    if not isinstance(reaction, dict):
+        return MISSING
+    local = reaction.get("local") or []
+    mean = reaction.get("mean") or {}
+    epochs = local[0].get("epochs") if local else "?"
+    each = "; ".join(f"client {m.get('client')} CDA {fmt_pct(m.get('cda'))}% ASR {fmt_pct(m.get('asr'))}%"
+                     for m in local)
+    return (f"stopped split learning at epoch {reaction.get('epoch')}; local models ({epochs} epochs): "
+            f"mean CDA {fmt_pct(mean.get('cda'))}% ASR {fmt_pct(mean.get('asr'))}% ({each})")
+
+
 def fmt_defenses(report: Any) -> str:
     """One epoch's detectors in a line: each one's mean score over clients, and
     `FLAGGED@E` once it has flagged the server (in epoch E)."""

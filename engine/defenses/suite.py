@@ -54,6 +54,13 @@ class ClientDefenses:
         self.flagged_at: dict[str, dict[str, int] | None] = {name: None for name in self.names}
         self.epoch = 0
         self.steps = [0] * cfg.clients
+        self.stop_on_flag = cfg.on_flag == "stop"
+
+    @property
+    def halted(self) -> bool:
+        """With --on-flag stop, whether a detector of an honest client has flagged: the
+        clients then send no more smashed data (the protocol ends the epoch there)."""
+        return self.stop_on_flag and any(flag is not None for flag in self.flagged_at.values())
 
     def prepare(self, views: dict[int, ClientView]) -> None:
         """Give each honest client's detectors what that client knows before training."""

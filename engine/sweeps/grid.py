@@ -51,6 +51,7 @@ LEGACY_VALUES: dict[str, Any] = {
     # SplitGuard's memory came after runs of the published detector, which keeps everything.
     "splitguard_memory": 0, "splitguard_threshold": 0.5, "scrutinizer_window": 50, "scrutinizer_threshold": 0.15,
     "scrutinizer_form": "windowed", "splitout_share": 0.01, "splitout_window": 10, "splitout_features": "direction",
+    "on_flag": "continue", "local_epochs": 10,
 }
 
 # The paper's surrogate-attack grid (docs/protocol.md section 6; the authors' results_{mnist,fmnist,cifar10}.csv hold
@@ -158,6 +159,8 @@ def experiment_fields(config: dict[str, Any]) -> dict[str, Any]:
     unused -= set(ATTACK_FIELDS.get(str(attack), ()))
     unused |= {name for kind, names in TRIGGER_FIELDS.items() if kind != trigger for name in names}
     unused |= {name for detector, names in DEFENSE_FIELDS.items() if detector not in defenses for name in names}
+    if full.get("on_flag") != "stop":
+        unused.add("local_epochs")
     keep = {k: v for k, v in full.items() if k not in NOT_EXPERIMENT and k not in unused}
     keep["defenses"] = defenses
     return keep

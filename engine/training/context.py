@@ -79,6 +79,8 @@ class ClientWatch(Protocol):
     send and None or a call `received(cut_grad, step_loss) -> apply the update?` made
     after the client's backward pass."""
 
+    halted: bool  # the clients stopped split learning at a flag (--on-flag stop)
+
     def begin(self, k: int, x: torch.Tensor, y: torch.Tensor
               ) -> tuple[torch.Tensor, Callable[[torch.Tensor, StepLoss], bool] | None]: ...
 
@@ -108,6 +110,11 @@ class RunContext:
         if self.stop is not None and self.stop.is_set():
             raise Cancelled()
         self.speed.follow_thread_share()
+
+    @property
+    def halted(self) -> bool:
+        """Split learning has ended: the honest clients stopped at a detector's flag."""
+        return self.defenses is not None and self.defenses.halted
 
     def close(self) -> None:
         """Stop the second stream's thread (the context stays usable, on one stream)."""

@@ -22,6 +22,8 @@ class RunResult:
     stopped_early: bool = False
     # The detectors' last report (events.DefenseScores.defenses), {} without detectors.
     defenses: dict[str, Any] = field(default_factory=dict)
+    # With --on-flag stop, once a detector flagged: the local models (events.Reaction's fields).
+    reaction: dict[str, Any] | None = None
 
 
 def run_lifecycle(started: RunStarted, emit: Callable[[Event], None], work: Callable[[RunResult], None],

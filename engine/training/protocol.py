@@ -127,5 +127,7 @@ def train_epoch(ctx: RunContext) -> EpochStats:
                 has_malicious = True
             batches += 1
             samples += size
+            if ctx.halted:
+                break
     means = (sums / max(batches, 1)).tolist()
     return EpochStats(means[0], means[1], means[2] if has_malicious else None, samples)

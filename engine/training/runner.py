@@ -23,7 +23,7 @@ from ..data.datasets import EVAL_SPLIT_SEED, load_experiment_data
 from ..data.prepared import prepare_data
 from ..data.trigger import trigger_for
 from ..defenses import ClientDefenses, ClientView
-from ..events import DefenseScores, EpochMetrics, Event, RunFinished, RunStarted, WeightsReady
+from ..events import DefenseScores, EpochMetrics, Event, Reaction, RunFinished, RunStarted, WeightsReady
 from ..models import build_split
 from ..models.seeded import GLOBAL_RNG_LOCK
 from ..speed import determinism, device_check
@@ -35,6 +35,7 @@ from ..speed.state import SpeedState
 from ..speed.streams import streams_for
 from ..store import new_run_id  # noqa: F401 - re-exported: callers name a run before it starts
 from .context import RunContext
+from .reaction import local_models
 from .lifecycle import RunResult, run_lifecycle
 from .metrics import Evaluation, evaluate
 from .protocol import train_epoch
@@ -213,6 +214,13 @@ def _train(ctx: RunContext, result: RunResult) -> None:
             since_best += 1
         emit(metrics)
         ctx.attack.end_epoch(ctx, epoch)
+        if ctx.halted:  # the honest clients stopped at a flag: their local models, and the run ends
+            assert isinstance(ctx.defenses, ClientDefenses)
+            flags = {name: flag for name, flag in ctx.defenses.flagged_at.items() if flag is not None}
+            models = local_models(ctx, ctx.defenses.honest, lambda model: evaluate_epoch(ctx, model))
+            result.reaction = {"epoch": epoch + 1, "flags": flags, **models}
+            emit(Reaction(ctx.run_id, epoch + 1, flags, models["local"], models["mean"]))
+            break
         if cfg.patience and since_best >= cfg.patience:
             result.stopped_early = True
             break
@@ -241,9 +249,10 @@ def client_defenses(ctx: RunContext) -> ClientDefenses | None:
     return suite
 
 
-def evaluate_epoch(ctx: RunContext) -> tuple[Evaluation, Evaluation]:
-    """(validation, test with ASR) of the last client's weights with the server."""
-    joined, bs = ctx.joined(), ctx.speed.options.eval_batch_size
+def evaluate_epoch(ctx: RunContext, model: torch.nn.Module | None = None) -> tuple[Evaluation, Evaluation]:
+    """(validation, test with ASR) of the last client's weights with the server, or of
+    `model` (a whole network on the run's device)."""
+    joined, bs = model if model is not None else ctx.joined(), ctx.speed.options.eval_batch_size
     data, p = ctx.data, ctx.speed.prepared
     with ctx.autocast():
         if p is None:

@@ -16,7 +16,7 @@ from engine.errors import ConfigError, DataError
 from engine.store import RunNotFound, RunStore, RunUnreadable, summary_row
 
 from .config_flags import build_config, with_config_flags
-from ..format import fmt_cell, fmt_flag, fmt_num, fmt_pct
+from ..format import fmt_cell, fmt_flag, fmt_num, fmt_pct, fmt_reaction
 from ..tables import Column, WIDE_HELP, print_table
 from .arena import register as register_arena
 from .doctor import register as register_doctor
@@ -161,6 +161,8 @@ def print_result(result) -> None:
         verdict = "flagged the server at " + fmt_flag(report["flagged_at"]) if report.get("flagged_at") else "did not flag the server"
         counts = "".join(f", {k.replace('_', ' ')} {v}" for k, v in report.items() if k not in ("scores", "flagged_at", "trace"))
         console.print(f"  {name:12} {verdict}{counts}", highlight=False)
+    if getattr(result, "reaction", None):
+        console.print("  " + fmt_reaction(result.reaction), highlight=False, markup=False)
 
 
 # The run list's columns in display order. Priorities: the id and status always; then the

@@ -10,7 +10,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from engine.clone import user_config
-from engine.config import (ATTACK_FIELDS, DEFENSE_FIELDS, SCRUTINIZER_FORMS, TRIGGER_FIELDS, AE_GRADS, ATTACKS, CUTS, DATASETS, DEVICES, FIELD_HELP, HIJACK_CRITICS, HIJACK_FINETUNE, HIJACK_TASK_HEADS, MODELS,
+from engine.config import (ON_FLAG, ATTACK_FIELDS, DEFENSE_FIELDS, SCRUTINIZER_FORMS, TRIGGER_FIELDS, AE_GRADS, ATTACKS, CUTS, DATASETS, DEVICES, FIELD_HELP, HIJACK_CRITICS, HIJACK_FINETUNE, HIJACK_TASK_HEADS, MODELS,
                            RR_GRANULARITIES, SPLITOUT_FEATURES, TRIGGERS, ConfigError, RunConfig,
                            parse_defenses, parse_milestones, validate)
 
@@ -18,7 +18,7 @@ CHOICES: dict[str, tuple] = {
     "dataset": DATASETS, "model": MODELS, "cut": CUTS, "attack": ATTACKS, "trigger": TRIGGERS,
     "rr_granularity": RR_GRANULARITIES, "ae_grad": AE_GRADS, "device": DEVICES,
     "splitout_features": SPLITOUT_FEATURES, "hijack_critic": HIJACK_CRITICS, "hijack_finetune": HIJACK_FINETUNE,
-    "hijack_task_head": HIJACK_TASK_HEADS, "scrutinizer_form": SCRUTINIZER_FORMS,
+    "hijack_task_head": HIJACK_TASK_HEADS, "scrutinizer_form": SCRUTINIZER_FORMS, "on_flag": ON_FLAG,
 }
 ATTACK_ONLY: dict[str, tuple[str, ...]] = {}
 for _attack, _names in ATTACK_FIELDS.items():

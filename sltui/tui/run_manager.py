@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from engine.events import DefenseScores, EpochMetrics, PhaseProgress, RunFailed, RunFinished, RunStarted
+from engine.events import DefenseScores, EpochMetrics, PhaseProgress, Reaction, RunFailed, RunFinished, RunStarted
 from engine.store import record_defenses
 
 ACTIVE = ("starting", "running")
@@ -39,6 +39,7 @@ class RunState:
     ended_at: float | None = None
     cancel_requested: bool = False
     defenses: dict[str, Any] = field(default_factory=dict)  # as the run file's `defenses`
+    reaction: dict[str, Any] | None = None  # as the run file's `reaction` (--on-flag stop)
 
     @property
     def active(self) -> bool:
@@ -76,6 +77,8 @@ class RunState:
             self.phase_loss = item.loss
         elif isinstance(item, DefenseScores):
             record_defenses(self.defenses, item)
+        elif isinstance(item, Reaction):
+            self.reaction = {"epoch": item.epoch, "flags": item.flags, "local": item.local, "mean": item.mean}
         elif isinstance(item, EpochMetrics):
             self.phase = None
             self.epochs.append({k: v for k, v in item.to_dict().items() if k != "run_id"})

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from textual import on
+from rich.markup import escape
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
@@ -14,7 +15,7 @@ from textual.widgets import ContentSwitcher, DataTable, Footer, Header, Label, P
 
 from ..messages import RunsChanged
 from ..run_manager import RunState
-from ...format import fmt_duration, fmt_flag, fmt_num, fmt_pct
+from ...format import fmt_duration, fmt_flag, fmt_num, fmt_pct, fmt_reaction
 from ..runs_model import defense_series, series
 from ..widgets.charts import MetricChart
 
@@ -27,7 +28,7 @@ def view_of_state(state: RunState) -> dict[str, Any]:
         "total_epochs": state.total_epochs or state.config.get("epochs"),
         "phase": (state.phase, state.phase_epoch, state.phase_epochs, state.phase_loss) if state.phase else None,
         "eta": eta, "error": state.error, "cancelling": state.cancel_requested and state.active,
-        "defenses": state.defenses,
+        "defenses": state.defenses, "reaction": state.reaction,
     }
 
 
@@ -51,7 +52,7 @@ def view_of_doc(doc: dict[str, Any]) -> dict[str, Any]:
     return {"id": doc.get("id"), "status": status, "config": doc.get("config") or {},
             "config_resolved": doc.get("config_resolved"), "epochs": epochs,
             "total_epochs": total, "phase": phase, "eta": eta, "error": doc.get("error"),
-            "cancelling": False, "defenses": doc.get("defenses") or {}}
+            "cancelling": False, "defenses": doc.get("defenses") or {}, "reaction": doc.get("reaction")}
 
 
 def stats_line(view: dict[str, Any]) -> str:
@@ -152,6 +153,8 @@ class LiveRunScreen(Screen[None]):
         stats = stats_line(view)
         for line in verdict_lines(view):
             stats += f"\n[b red]{line}[/b red]"
+        if view.get("reaction"):
+            stats += f"\n[b]{escape(fmt_reaction(view['reaction']))}[/b]"
         if view["error"]:
             stats += f"\n[red]error:[/red] {str(view['error']).splitlines()[0]}"
         self.query_one("#run-stats", Static).update(stats)
