@@ -140,4 +140,5 @@ def arena_cells(cell: dict) -> dict[str, str]:
         "cost": fmt_mean_n(cell.get("cost_cda"), cell.get("cost_cda_std"), cell.get("cost_cda_n"), ".2f", sign=True),
         "asr": fmt_mean_n(cell.get("asr"), cell.get("asr_std"), cell.get("runs")),
         "cda": fmt_mean_n(cell.get("cda"), cell.get("cda_std"), cell.get("runs")),
+        "asr_reacting": fmt_mean_n(cell.get("asr_reacting"), cell.get("asr_reacting_std"), cell.get("asr_reacting_n")),
     }

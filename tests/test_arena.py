@@ -41,7 +41,7 @@ def test_arena_runs_resumes_and_writes_the_matrix(sltui, tmp_path):  # noqa: F81
     assert len(list(runs.rglob("run.json"))) == 4
     [report] = list((runs / "sweeps").glob("*/report"))
     names = sorted(p.name for p in report.iterdir())
-    assert names == ["arena-heatmap.png", "arena.md", "cells.csv", "runs.csv"]
+    assert names == ["arena-heatmap.png", "arena.md", "cells.csv", "frontier.csv", "frontier.png", "runs.csv"]
     with (report / "runs.csv").open() as fh:
         runs_csv = list(csv.DictReader(fh))
     assert list(runs_csv[0]) == list(RUN_COLUMNS)
@@ -93,3 +93,18 @@ def test_options_of_another_attack_do_not_split_the_none_point():
     none_key = {p.key for p in plain if p.config.attack == "none"}
     assert none_key == {p.key for p in blind if p.config.attack == "none"}
     assert {p.key for p in plain if p.config.attack == "hijack"} != {p.key for p in blind if p.config.attack == "hijack"}
+
+
+@pytest.mark.slow
+def test_a_frontier_arena_writes_frontier_csv_and_png(sltui, tmp_path):  # noqa: F811
+    runs = tmp_path / "runs"
+    code, out, err = sltui("arena", "--attacks", "none,hijack", "--hijack-betas", "0,0.7", "--defenses", "scrutinizer",
+                           "--seeds", "1", "--hijack-warmup-epochs", "1", "--hijack-shadow-epochs", "1",
+                           *TINY, "--epochs", "2", "--runs-dir", str(runs))
+    assert code == 0, err
+    [report] = list((runs / "sweeps").glob("*/report"))
+    with (report / "frontier.csv").open() as fh:
+        frontier = list(csv.DictReader(fh))
+    assert {(r["hijack_beta"], r["detector"]) for r in frontier} == {("0.0", "scrutinizer"), ("0.7", "scrutinizer")}
+    assert (report / "frontier.png").stat().st_size > 0
+    assert "## The attacker's frontier" in (report / "arena.md").read_text()

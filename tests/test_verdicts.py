@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from engine.sweeps.verdicts import (cell_rows, live_epoch, mean_std_n, newest_per_point, run_rows, run_verdicts,
+from engine.sweeps.verdicts import (cell_rows, frontier_rows, live_epoch, mean_std_n, newest_per_point, run_rows,
+                                    run_verdicts, stealthiest,
                                     wilson)
 
 
@@ -127,3 +128,33 @@ def test_mean_std_n_and_live_epoch():
     assert mean_std_n([]) == (None, None, 0)
     assert live_epoch(run(asr=[0, 49.9, 50.0, 10, 90, 90])) == 3
     assert live_epoch(run(asr=[0] * 6)) is None
+
+
+def test_reacting_runs_add_what_the_clients_deploy_and_are_not_counted_twice():
+    going = run("hijack", flags={"scrutinizer": flag(3)}, asr=[0, 0, 0, 60, 90, 99])
+    stopping = run("hijack", flags={"scrutinizer": flag(3)}, asr=[0, 0, 40], epochs=3, on_flag="stop",
+                   local_epochs=2, created="2026-12-01T11:00:00")
+    stopping["reaction"] = {"epoch": 3, "flags": {}, "local": [{"client": 1, "epochs": 2, "cda": 93.0, "asr": 1.5}],
+                            "mean": {"cda": 93.0, "asr": 1.5}}
+    rows, left_out = run_rows([going, stopping])
+    assert left_out == 0 and len(rows) == 1
+    (row,) = rows
+    assert (row["asr"], row["asr_reacting"], row["cda_reacting"], row["reacting_run"]) == (99, 1.5, 93.0, stopping["id"])
+    (cell,) = cell_rows(rows)
+    assert cell["asr_reacting"] == 1.5 and cell["asr_reacting_n"] == 1 and cell["runs"] == 1
+
+
+def test_frontier_names_the_stealthiest_working_setting_and_who_evades_all():
+    docs = [run("none", seed=s, cda=98.0, defenses=(d,)) for s in (1, 2) for d in ("scrutinizer", "splitout")]
+    for beta, caught in ((0.0, True), (0.7, False)):
+        for s in (1, 2):
+            for d in ("scrutinizer", "splitout"):
+                docs.append(run("hijack", seed=s, cda=96.5, asr=[0, 0, 0, 99, 99, 99], defenses=(d,),
+                                hijack_beta=beta, flags={d: flag(4) if caught else None}))
+    frontier = frontier_rows(cell_rows(run_rows(docs)[0]))
+    assert {(f["hijack_beta"], f["detector"], f["qualifies"]) for f in frontier} == {
+        (b, d, True) for b in (0.0, 0.7) for d in ("scrutinizer", "splitout")}
+    assert all(f["cda_gap"] == pytest.approx(-1.5) for f in frontier)
+    found = stealthiest(frontier)
+    assert {(f["detector"], f["hijack_beta"]) for f in found["per_detector"]} == {("scrutinizer", 0.7), ("splitout", 0.7)}
+    assert [e["variant"] for e in found["evades_all"]] == ["hijack_beta=0.7"]

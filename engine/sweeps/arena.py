@@ -13,7 +13,7 @@ from typing import Any, Iterable, Mapping
 
 from ..config import TRAINING_DEFENSES, RunConfig
 from ..errors import ConfigError
-from .grid import Point, Sweep, expand, make_sweep
+from .grid import Point, Sweep, expand, make_sweep, parse_list
 from .verdicts import has_honest_client, variant_label, variants
 
 # The seeds `sltui arena` runs when none are given: evaluation seeds, disjoint from the
@@ -29,13 +29,16 @@ def arena_groups(defenses: Iterable[str]) -> list[tuple[str, ...]]:
     return [watching] + [(d,) for d in defenses if d in TRAINING_DEFENSES]
 
 
-def arena_sweep(attacks: Any, defenses: Iterable[str], seeds: Any, base: dict[str, Any]) -> tuple[Sweep, list[Point]]:
-    """The arena's sweep (its id and record) and its points: attacks x seeds x detector sets."""
+def arena_sweep(attacks: Any, defenses: Iterable[str], seeds: Any, base: dict[str, Any],
+                axes: Mapping[str, Any] | None = None) -> tuple[Sweep, list[Point]]:
+    """The arena's sweep (its id and record) and its points: attacks x seeds x detector
+    sets, times any further sweep axes given (the hijack's knobs, the reaction)."""
     base = {"dataset": RunConfig().dataset, **base}
     groups = arena_groups(defenses)
+    extra = {k: v for k, v in (axes or {}).items() if v is not None}
     points: dict[str, Point] = {}
     for group in groups:
-        for point in expand(make_sweep({"attacks": attacks, "seeds": seeds}, {**base, "defenses": group})):
+        for point in expand(make_sweep({"attacks": attacks, "seeds": seeds, **extra}, {**base, "defenses": group})):
             if has_honest_client(point.config.to_dict()):
                 points.setdefault(point.key, point)
     if not points:
@@ -43,7 +46,8 @@ def arena_sweep(attacks: Any, defenses: Iterable[str], seeds: Any, base: dict[st
                           "--clients 1 has none); add attacks or clients")
     grid = {"attacks": tuple(dict.fromkeys(p.config.attack for p in points.values())),
             "seeds": tuple(dict.fromkeys(p.config.seed for p in points.values())),
-            "defenses": tuple(tuple(g) for g in groups)}
+            "defenses": tuple(tuple(g) for g in groups),
+            **{axis: tuple(parse_list(axis, value)) for axis, value in extra.items()}}
     return Sweep(grid=grid, base=base), list(points.values())
 
 

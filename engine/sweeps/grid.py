@@ -23,15 +23,21 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-from ..config import (ATTACK_FIELDS, ATTACKS, CUTS, DATASETS, DEFENSE_FIELDS, MODELS, TRIGGER_FIELDS, TRIGGERS,
-                      RunConfig, resolve)
+from ..config import (ATTACK_FIELDS, ATTACKS, CUTS, DATASETS, DEFENSE_FIELDS, HIJACK_CRITICS, MODELS, ON_FLAG,
+                      TRIGGER_FIELDS, TRIGGERS, RunConfig, resolve)
 from ..errors import ConfigError
 
 # The grid's axes: sweep key -> RunConfig field.
 AXES = {
     "datasets": "dataset", "models": "model", "cuts": "cut", "clients": "clients",
     "alphas": "alpha", "attacks": "attack", "triggers": "trigger", "seeds": "seed",
+    # The hijack's knobs (the attacker's frontier, docs/protocol.md section 12) and the
+    # honest clients' reaction to a flag.
+    "hijack_betas": "hijack_beta", "hijack_critics": "hijack_critic", "hijack_warmups": "hijack_warmup_epochs",
+    "on_flags": "on_flag",
 }
+# Axes that vary only the hijack attack: other attacks run once for all their values.
+HIJACK_AXES = ("hijack_betas", "hijack_critics", "hijack_warmups")
 # Fields that do not change the experiment's numbers: left out of its identity.
 NOT_EXPERIMENT = ("name", "device", "data_root", "save_weights", "eval_batch_size", "defense_trace")
 # The value a run had for each field before the field existed: what a run file without the
@@ -66,7 +72,10 @@ PAPER_GRID: dict[str, tuple] = {
     "seeds": (47,),
 }
 
-_CHOICES = {"datasets": DATASETS, "models": MODELS, "cuts": CUTS, "attacks": ATTACKS, "triggers": TRIGGERS}
+_CHOICES = {"datasets": DATASETS, "models": MODELS, "cuts": CUTS, "attacks": ATTACKS, "triggers": TRIGGERS,
+            "hijack_critics": HIJACK_CRITICS, "on_flags": ON_FLAG}
+_INTEGER_AXES = ("cuts", "clients", "seeds", "hijack_warmups")
+_FLOAT_AXES = ("alphas", "hijack_betas")
 
 
 @dataclass(frozen=True)
@@ -101,7 +110,7 @@ def parse_list(axis: str, text: str | Iterable[Any]) -> tuple:
     out = []
     for item in items:
         try:
-            value = int(item) if axis in ("cuts", "clients", "seeds") else float(item) if axis == "alphas" else str(item)
+            value = int(item) if axis in _INTEGER_AXES else float(item) if axis in _FLOAT_AXES else str(item)
         except (TypeError, ValueError):
             raise ConfigError(f"--{axis}: {item!r} is not a number") from None
         if axis in _CHOICES and value not in _CHOICES[axis]:
@@ -183,6 +192,10 @@ def expand(sweep: Sweep) -> list[Point]:
             fields_.pop("alpha", None)  # alpha means nothing without the surrogate: one run, not five
         if fields_.get("attack", "none") == "none":
             fields_.pop("trigger", None)  # no attack, no trigger to vary: one clean run
+        if fields_.get("attack", "none") != "hijack":
+            for axis in HIJACK_AXES:  # the hijack's knobs vary only the hijack
+                if axis in sweep.grid:
+                    fields_.pop(AXES[axis], None)
         try:
             given = RunConfig.from_dict(fields_)
             cfg = resolve(given)

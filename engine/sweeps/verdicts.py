@@ -33,12 +33,21 @@ Z95 = 1.959963984540054
 
 RUN_COLUMNS = ("run_id", "dataset", "model", "cut", "clients", "attack", "variant", "detector", "seed", "server",
                "attack_start_epoch", "flag_epoch", "flag_step", "verdict", "live_epoch", "caught_before_live",
-               "asr", "cda", "baseline_cda", "cost_cda", "epochs")
+               "asr", "cda", "baseline_cda", "cost_cda", "reacting_run", "asr_reacting", "cda_reacting", "epochs")
 CELL_COLUMNS = ("dataset", "model", "cut", "clients", "attack", "variant", "detector", "runs", "malicious_runs",
                 "detected", "false_accusations", "detection_rate", "detection_ci_low", "detection_ci_high",
                 "false_accusation_rate", "false_accusation_ci_low", "false_accusation_ci_high",
                 "latency_epochs", "latency_std", "latency_n", "caught_before_live", "caught_before_live_of",
-                "cost_cda", "cost_cda_std", "cost_cda_n", "asr", "asr_std", "cda", "cda_std", "epochs")
+                "cost_cda", "cost_cda_std", "cost_cda_n", "asr", "asr_std", "cda", "cda_std",
+                "asr_reacting", "asr_reacting_std", "asr_reacting_n", "cda_reacting", "cda_reacting_std", "epochs")
+FRONTIER_COLUMNS = ("dataset", "model", "cut", "clients", "attack", "variant", "hijack_beta", "hijack_critic",
+                    "hijack_warmup_epochs", "detector", "malicious_runs", "detected", "detection_rate",
+                    "detection_ci_low", "detection_ci_high", "asr", "asr_std", "cda", "cda_std", "clean_cda",
+                    "cda_gap", "qualifies")
+# The frontier's bar for an attack that works (docs/protocol.md section 12): ASR at least
+# this, and CDA no more than CDA_SLACK points under the clean run's.
+WORKING_ASR, CDA_SLACK = 90.0, 3.0
+HIJACK_KNOBS = ("hijack_beta", "hijack_critic", "hijack_warmup_epochs")
 
 
 @dataclass(frozen=True)
@@ -131,6 +140,21 @@ def live_epoch(doc: Mapping[str, Any]) -> int | None:
     return None
 
 
+def reacts(config: Mapping[str, Any]) -> bool:
+    """Whether the run's honest clients stop at a flag (--on-flag stop)."""
+    return config.get("on_flag") == "stop"
+
+
+def reacting_outcome(doc: Mapping[str, Any]) -> tuple[float | None, float | None]:
+    """(ASR, CDA) the honest clients deploy in a reacting run: their local models' means
+    where they stopped, the joint model's final values where no detector flagged."""
+    reaction = doc.get("reaction")
+    if isinstance(reaction, dict) and isinstance(reaction.get("mean"), dict):
+        mean = reaction["mean"]
+        return mean.get("asr"), mean.get("cda")
+    return _metric(doc, "asr"), _metric(doc, "cda")
+
+
 def newest_per_point(docs: Iterable[Mapping[str, Any]]) -> tuple[list[Mapping[str, Any]], int]:
     """The completed runs that count, one per (point, seed): where several share an
     experiment key (seed included), the newest (by `created`, then id). Runs without an
@@ -160,12 +184,11 @@ def untrained_key(config: Mapping[str, Any]) -> str:
     return experiment_key({**config, "defenses": []})
 
 
-def variants(docs: Iterable[Mapping[str, Any]]) -> dict[str, tuple[str, ...]]:
-    """Per attack, its options that take more than one value among `docs`: the cells of
-    that attack are split by them (e.g. the hijack's beta in a frontier arena)."""
+def variants(configs: Iterable[Mapping[str, Any]]) -> dict[str, tuple[str, ...]]:
+    """Per attack, its options that take more than one value among the runs' `configs`:
+    the cells of that attack are split by them (e.g. the hijack's beta in a frontier arena)."""
     values: dict[str, dict[str, set]] = {}
-    for doc in docs:
-        config = doc.get("config") or {}
+    for config in configs:
         attack = str(config.get("attack"))
         for name in ATTACK_FIELDS.get(attack, ()):
             values.setdefault(attack, {}).setdefault(name, set()).add(repr(config.get(name)))
@@ -182,17 +205,23 @@ def run_rows(docs: Iterable[Mapping[str, Any]],
     runs were left out as older reruns of a point. `varying` (default: from the runs) names
     per attack the options that split its cells, e.g. from a sweep's planned points."""
     counted, left_out = newest_per_point(docs)
+    # Reacting runs (--on-flag stop) train as their continuing twins up to the flag: their
+    # verdicts are the twins', so they only add what the clients deploy after reacting.
+    reacting = {experiment_key({**d["config"], "on_flag": "continue"}): d for d in counted if reacts(d["config"])}
+    counted = [d for d in counted if not reacts(d["config"])]
     baselines: dict[str, Mapping[str, Any]] = {}
     for doc in counted:
         if not any(d in TRAINING_DEFENSES for d in doc["config"].get("defenses") or []):
             baselines.setdefault(untrained_key(doc["config"]), doc)
-    varying = variants(counted) if varying is None else varying
+    varying = variants(d["config"] for d in counted) if varying is None else varying
     rows = []
     for doc in counted:
         cfg = doc["config"]
         base_doc = baselines.get(untrained_key(cfg))
         cda, base_cda = _metric(doc, "cda"), _metric(base_doc, "cda") if base_doc is not None else None
         live = live_epoch(doc)
+        twin = reacting.get(experiment_key(cfg))
+        asr_reacting, cda_reacting = reacting_outcome(twin) if twin is not None else (None, None)
         for detector, v in run_verdicts(doc).items():
             rows.append({
                 "run_id": doc.get("id"), **{k: cfg.get(k) for k in SETTING}, "attack": cfg.get("attack"),
@@ -203,7 +232,10 @@ def run_rows(docs: Iterable[Mapping[str, Any]],
                 "caught_before_live": (live is None or v.flag_epoch <= live) if v.verdict == "detected" else None,
                 "asr": _metric(doc, "asr"), "cda": cda, "baseline_cda": base_cda,
                 "cost_cda": cda - base_cda if cda is not None and base_cda is not None else None,
+                "reacting_run": twin.get("id") if twin is not None else None,
+                "asr_reacting": asr_reacting, "cda_reacting": cda_reacting,
                 "epochs": epochs_run(doc),
+                **{k: cfg.get(k) if cfg.get("attack") == "hijack" else None for k in HIJACK_KNOBS},
             })
     rows.sort(key=lambda r: tuple(str(r[k]) for k in (*SETTING, "attack", "variant", "detector"))
               + (r["seed"] if isinstance(r["seed"], int) else 0,))
@@ -227,7 +259,8 @@ def cell_rows(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
         d_low, d_high = wilson(len(detected), len(malicious))
         f_low, f_high = wilson(len(accused), len(members))
         latency = mean_std_n(r["flag_epoch"] - r["attack_start_epoch"] for r in detected)
-        cost, asr, cda = (mean_std_n(r[c] for r in members) for c in ("cost_cda", "asr", "cda"))
+        cost, asr, cda, asr_r, cda_r = (mean_std_n(r[c] for r in members)
+                                        for c in ("cost_cda", "asr", "cda", "asr_reacting", "cda_reacting"))
         out.append({
             **dict(zip((*SETTING, "attack", "variant", "detector"), key)), "runs": len(members),
             "malicious_runs": len(malicious), "detected": len(detected), "false_accusations": len(accused),
@@ -240,6 +273,60 @@ def cell_rows(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
             "caught_before_live_of": len(detected),
             "cost_cda": cost[0], "cost_cda_std": cost[1], "cost_cda_n": cost[2],
             "asr": asr[0], "asr_std": asr[1], "cda": cda[0], "cda_std": cda[1],
+            "asr_reacting": asr_r[0], "asr_reacting_std": asr_r[1], "asr_reacting_n": asr_r[2],
+            "cda_reacting": cda_r[0], "cda_reacting_std": cda_r[1],
             "epochs": max(r["epochs"] for r in members),
+            **{k: members[0].get(k) for k in HIJACK_KNOBS},
         })
     return out
+
+
+def frontier_rows(cells: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """frontier.csv: per malicious cell (setting, attack with its variant, detector), the
+    detection rate with its interval against mean ASR and the CDA gap to the clean (`none`)
+    runs of the same setting and detector; `qualifies` where the attack works (ASR >=
+    WORKING_ASR, CDA within CDA_SLACK points of clean). The hijack's knobs are columns of
+    their own, read from the runs."""
+    cells = list(cells)
+    clean = {(*(c[k] for k in SETTING), c["detector"]): c["cda"] for c in cells if c["attack"] == "none"}
+    out = []
+    for cell in cells:
+        if cell["attack"] in HONEST_SERVER_ATTACKS:
+            continue
+        clean_cda = clean.get((*(cell[k] for k in SETTING), cell["detector"]))
+        gap = cell["cda"] - clean_cda if cell["cda"] is not None and clean_cda is not None else None
+        out.append({
+            **{k: cell[k] for k in (*SETTING, "attack", "variant", "detector", "malicious_runs", "detected",
+                                    "detection_rate", "detection_ci_low", "detection_ci_high", "asr", "asr_std",
+                                    "cda", "cda_std")},
+            **{k: cell.get(k) for k in HIJACK_KNOBS},
+            "clean_cda": clean_cda, "cda_gap": gap,
+            "qualifies": bool(cell["asr"] is not None and cell["asr"] >= WORKING_ASR
+                              and gap is not None and gap >= -CDA_SLACK),
+        })
+    return out
+
+
+def stealthiest(frontier: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """Per (setting, detector), the qualifying attack setting with the lowest detection
+    rate (then the lower upper bound, then the higher ASR), and the attack settings that
+    qualify and that no detector of their setting ever flagged."""
+    frontier = [f for f in frontier if f["qualifies"] and f["detection_rate"] is not None]
+    best: dict[tuple, Mapping[str, Any]] = {}
+    for f in frontier:
+        key = (*(f[k] for k in SETTING), f["detector"])
+        rank = (f["detection_rate"], f["detection_ci_high"], -(f["asr"] or 0))
+        if key not in best or rank < (best[key]["detection_rate"], best[key]["detection_ci_high"],
+                                      -(best[key]["asr"] or 0)):
+            best[key] = f
+    by_setting: dict[tuple, list[Mapping[str, Any]]] = {}
+    for f in frontier:
+        by_setting.setdefault((*(f[k] for k in SETTING), f["attack"], f["variant"]), []).append(f)
+    detectors = {tuple(f[k] for k in SETTING): set() for f in frontier}
+    for f in frontier:
+        detectors[tuple(f[k] for k in SETTING)].add(f["detector"])
+    evading = [{"setting": key[:4], "attack": key[4], "variant": key[5],
+                "detectors": sorted(f["detector"] for f in members)}
+               for key, members in by_setting.items()
+               if all(f["detected"] == 0 for f in members) and {f["detector"] for f in members} == detectors[key[:4]]]
+    return {"per_detector": list(best.values()), "evades_all": evading}

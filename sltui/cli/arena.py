@@ -13,9 +13,10 @@ from engine.config import ATTACKS, DEFENSES
 from engine.errors import ConfigError
 from engine.sweeps.arena import DEFAULT_SEEDS, arena_sweep, planned_variants
 from engine.sweeps.executors import sweep_run_docs
-from engine.sweeps.verdicts import CELL_COLUMNS, HONEST_SERVER_ATTACKS, RUN_COLUMNS, SETTING, cell_rows, run_rows
+from engine.sweeps.verdicts import (CDA_SLACK, CELL_COLUMNS, FRONTIER_COLUMNS, HONEST_SERVER_ATTACKS, RUN_COLUMNS,
+                                    SETTING, WORKING_ASR, cell_rows, frontier_rows, run_rows, stealthiest)
 
-from ..format import arena_cells
+from ..format import arena_cells, fmt_rate
 from .config_flags import given_fields, with_config_flags
 
 # arena.md's columns: cells.csv's numbers as text (sltui.format.arena_cells).
@@ -24,6 +25,8 @@ TABLE_LABELS = {
     "false_accusation": "false accusations (95% CI)", "latency": "latency, epochs",
     "before_live": "caught before live", "cost": "CDA cost, points", "asr": "ASR %", "cda": "CDA %",
 }
+# With reacting runs (--on-flags stop): what the honest clients deploy after stopping at a flag.
+REACTING_LABELS = {"asr_reacting": "ASR % after reacting"}
 
 
 def parse_defenses_list(text: str) -> tuple[str, ...]:
@@ -48,20 +51,50 @@ def markdown(cells: list[Mapping[str, Any]], title: str, runs: int, left_out: in
              "malicious; latency is epochs from the attack's start to the first flag; caught before live counts "
              "detections that came no later than the first epoch with ASR >= 50%; CDA cost is the final CDA with "
              "the detector minus without, same point and seed. Per run: runs.csv; per cell: cells.csv.", ""]
+    labels = dict(TABLE_LABELS, **(REACTING_LABELS if any(c.get("asr_reacting_n") for c in cells) else {}))
     settings = list(dict.fromkeys(tuple(c[k] for k in SETTING) for c in cells))
     for setting in settings:
         dataset, model, cut, clients = setting
         lines += [f"## {dataset} {model}, cut {cut}, K={clients}", "",
-                  "| " + " | ".join(TABLE_LABELS.values()) + " |", "|" + "---|" * len(TABLE_LABELS)]
+                  "| " + " | ".join(labels.values()) + " |", "|" + "---|" * len(labels)]
         for cell in (c for c in cells if tuple(c[k] for k in SETTING) == setting):
             text = arena_cells(cell)
             attack = cell["attack"] + (f" ({cell['variant']})" if cell.get("variant") else "")
             if cell["attack"] in HONEST_SERVER_ATTACKS:
                 attack += " (honest server)"
             row = {"attack": attack, "detector": cell["detector"], **text}
-            lines.append("| " + " | ".join(str(row[k]) for k in TABLE_LABELS) + " |")
+            lines.append("| " + " | ".join(str(row[k]) for k in labels) + " |")
         lines.append("")
+    lines += frontier_markdown(frontier_rows(cells))
     return "\n".join(lines)
+
+
+def frontier_markdown(frontier: list[Mapping[str, Any]]) -> list[str]:
+    """The stealthiest working attack setting per detector, and whether one evades all."""
+    if not frontier:
+        return []
+    found = stealthiest(frontier)
+    lines = ["## The attacker's frontier", "",
+             f"An attack setting works when its mean ASR is at least {WORKING_ASR:.0f}% with CDA within "
+             f"{CDA_SLACK:.0f} points of the clean runs' (frontier.csv, frontier.png). Per detector, the working "
+             "setting it detected least:", ""]
+    if not found["per_detector"]:
+        lines += ["No attack setting works here.", ""]
+        return lines
+    for f in found["per_detector"]:
+        attack = f["attack"] + (f" ({f['variant']})" if f.get("variant") else "")
+        rate = fmt_rate(f["detected"], f["malicious_runs"], f["detection_ci_low"], f["detection_ci_high"])
+        lines.append(f"- {f['dataset']} c{f['cut']} K{f['clients']}, {f['detector']}: {attack}, detected {rate}, "
+                     f"ASR {f['asr']:.1f}%, CDA {f['cda_gap']:+.2f} points against clean")
+    lines.append("")
+    if found["evades_all"]:
+        for e in found["evades_all"]:
+            attack = e["attack"] + (f" ({e['variant']})" if e.get("variant") else "")
+            lines.append(f"Evades every detector run ({', '.join(e['detectors'])}): {attack} on "
+                         f"{' '.join(map(str, e['setting']))} (0 detections in each; see the intervals above).")
+    else:
+        lines.append("No working setting evades every detector run.")
+    return lines + [""]
 
 
 def write_csv(path: Path, columns: tuple[str, ...], rows: list[Mapping[str, Any]]) -> Path:
@@ -121,10 +154,47 @@ def heatmap(cells: list[Mapping[str, Any]], path: Path, title: str) -> Path:
     return path
 
 
+def frontier_plot(frontier: list[Mapping[str, Any]], path: Path, title: str) -> Path:
+    """Per (dataset, cut, K) a panel: detection rate (95% interval) against mean ASR, one
+    point per attack setting, one colour per detector; working settings filled."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = list(dict.fromkeys(tuple(f[k] for k in SETTING) for f in frontier))
+    detectors = list(dict.fromkeys(f["detector"] for f in frontier))
+    colours = {d: plt.get_cmap("tab10")(i) for i, d in enumerate(detectors)}
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        for f in (f for f in frontier if tuple(f[k] for k in SETTING) == panel and f["detection_rate"] is not None):
+            rate, colour = 100 * f["detection_rate"], colours[f["detector"]]
+            err = [[rate - 100 * f["detection_ci_low"]], [100 * f["detection_ci_high"] - rate]]
+            ax.errorbar(f["asr"], rate, yerr=err, fmt="o", color=colour, capsize=3,
+                        markerfacecolor=colour if f["qualifies"] else "white")
+            label = (f["variant"] or f["attack"]).replace("hijack_", "")
+            ax.annotate(label, (f["asr"], rate), fontsize=6, xytext=(3, 3), textcoords="offset points")
+        ax.set_title(f"{panel[0]} {panel[1]} cut {panel[2]} K={panel[3]}", fontsize=9)
+        ax.set_xlabel("final ASR (%)")
+        ax.set_ylabel("detection rate (%), 95% CI")
+        ax.set_xlim(-5, 105)
+        ax.set_ylim(-5, 105)
+        ax.axvline(WORKING_ASR, color="grey", lw=0.6, ls="--")
+    handles = [plt.Line2D([], [], marker="o", ls="", color=colours[d], label=d) for d in detectors]
+    fig.legend(handles=handles, loc="upper right", fontsize=8)
+    fig.suptitle(f"{title}: the attacker's frontier (filled: ASR >= {WORKING_ASR:.0f}% and CDA within "
+                 f"{CDA_SLACK:.0f} points of clean)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def write_arena_report(docs: list[Mapping[str, Any]], out: Path, title: str,
                        varying: Mapping[str, tuple[str, ...]] | None = None) -> list[Path]:
     """runs.csv, cells.csv, arena.md and arena-heatmap.png under `out` ([] without
-    completed runs), all from engine.sweeps.verdicts."""
+    completed runs), and where attacks ran frontier.csv and frontier.png, all from
+    engine.sweeps.verdicts."""
     rows, left_out = run_rows(docs, varying)
     if not rows:
         return []
@@ -132,13 +202,18 @@ def write_arena_report(docs: list[Mapping[str, Any]], out: Path, title: str,
     out.mkdir(parents=True, exist_ok=True)
     summary = out / "arena.md"
     summary.write_text(markdown(cells, title, len({r["run_id"] for r in rows}), left_out))
-    return [write_csv(out / "runs.csv", RUN_COLUMNS, rows), write_csv(out / "cells.csv", CELL_COLUMNS, cells),
-            summary, heatmap(cells, out / "arena-heatmap.png", title)]
+    paths = [write_csv(out / "runs.csv", RUN_COLUMNS, rows), write_csv(out / "cells.csv", CELL_COLUMNS, cells),
+             summary, heatmap(cells, out / "arena-heatmap.png", title)]
+    frontier = frontier_rows(cells)
+    if frontier:
+        paths += [write_csv(out / "frontier.csv", FRONTIER_COLUMNS, frontier),
+                  frontier_plot(frontier, out / "frontier.png", title)]
+    return paths
 
 
 def register(app: typer.Typer, console: Any, default_runs_dir: Any) -> None:
     """Add `sltui arena` to the app."""
-    from .sweep import (DRY_RUN_OPTION, EXECUTOR_OPTION, GPUS_PER_JOB_OPTION, JOBS_OPTION, RAY_ADDRESS_OPTION,
+    from .sweep import (AXIS_HELP, DRY_RUN_OPTION, EXECUTOR_OPTION, GPUS_PER_JOB_OPTION, JOBS_OPTION, RAY_ADDRESS_OPTION,
                         RUNS_DIR_OPTION, WIDE_DRY_RUN_OPTION, check_executor, gpu_share, launch,
                         summarize)
 
@@ -148,6 +223,10 @@ def register(app: typer.Typer, console: Any, default_runs_dir: Any) -> None:
         defenses: str = typer.Option(",".join(DEFENSES), "--defenses", help="comma list: " + ", ".join(DEFENSES)),
         seeds: str = typer.Option(DEFAULT_SEEDS, "--seeds",
                                   help="comma list of evaluation seeds (never the calibration seeds 101-103)"),
+        hijack_betas: Optional[str] = typer.Option(None, "--hijack-betas", help=AXIS_HELP["hijack_betas"]),
+        hijack_critics: Optional[str] = typer.Option(None, "--hijack-critics", help=AXIS_HELP["hijack_critics"]),
+        hijack_warmups: Optional[str] = typer.Option(None, "--hijack-warmups", help=AXIS_HELP["hijack_warmups"]),
+        on_flags: Optional[str] = typer.Option(None, "--on-flags", help=AXIS_HELP["on_flags"]),
         dry_run: bool = DRY_RUN_OPTION,
         jobs: int = JOBS_OPTION,
         executor: str = EXECUTOR_OPTION,
@@ -160,7 +239,9 @@ def register(app: typer.Typer, console: Any, default_runs_dir: Any) -> None:
         """Every attack against every detector over seeds, then the matrix (arena.md, CSV, heatmap)."""
         check_executor(jobs, executor)
         base = given_fields(flags)
-        sweep, points = arena_sweep(attacks, parse_defenses_list(defenses), seeds, base)
+        axes = {"hijack_betas": hijack_betas, "hijack_critics": hijack_critics, "hijack_warmups": hijack_warmups,
+                "on_flags": on_flags}
+        sweep, points = arena_sweep(attacks, parse_defenses_list(defenses), seeds, base, axes)
         share = gpu_share(gpus_per_job, jobs, base.get("device"))
         root = default_runs_dir(runs_dir)
         ran = launch("arena", sweep, points, root, jobs, executor, ray_address, share, dry_run, wide, console)

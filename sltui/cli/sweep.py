@@ -23,13 +23,18 @@ from .config_flags import given_fields, with_config_flags
 from ..format import fmt_cell, fmt_mean_std, fmt_pct
 from ..tables import Column, WIDE_HELP, print_table
 
-AXIS_FIELDS = tuple(AXES.values())
+# The run fields the sweep command takes only as axes (the other axes' fields stay single flags too).
+AXIS_FIELDS = ("dataset", "model", "cut", "clients", "alpha", "attack", "trigger", "seed")
 AXIS_HELP = {
     "datasets": "comma list, e.g. mnist,fmnist", "models": "comma list: lenet,stripnet,resnet9",
     "cuts": "comma list, e.g. 1,3", "clients": "comma list of K, e.g. 1,3,5,7",
     "alphas": "comma list, e.g. 0.5,0.09 (surrogate attack only)", "attacks": "comma list: " + ",".join(ATTACKS),
     "triggers": "comma list: " + ",".join(TRIGGERS) + " (attacks only; none runs once)",
     "seeds": "comma list, e.g. 1,2,3",
+    "hijack_betas": "comma list of the hijack's task-gradient share, e.g. 0,0.25,0.5,0.7,0.9 (hijack only)",
+    "hijack_critics": "comma list: conditional,plain (hijack only)",
+    "hijack_warmups": "comma list of the hijack's honest warm-up epochs, e.g. 2,6 (hijack only)",
+    "on_flags": "comma list: continue,stop (what the honest clients do at a detector's flag)",
 }
 
 
@@ -118,6 +123,10 @@ def register(app: typer.Typer, runs_app: typer.Typer, console: Any, default_runs
         attacks: Optional[str] = typer.Option(None, "--attacks", help=AXIS_HELP["attacks"]),
         triggers: Optional[str] = typer.Option(None, "--triggers", help=AXIS_HELP["triggers"]),
         seeds: Optional[str] = typer.Option(None, "--seeds", help=AXIS_HELP["seeds"]),
+        hijack_betas: Optional[str] = typer.Option(None, "--hijack-betas", help=AXIS_HELP["hijack_betas"]),
+        hijack_critics: Optional[str] = typer.Option(None, "--hijack-critics", help=AXIS_HELP["hijack_critics"]),
+        hijack_warmups: Optional[str] = typer.Option(None, "--hijack-warmups", help=AXIS_HELP["hijack_warmups"]),
+        on_flags: Optional[str] = typer.Option(None, "--on-flags", help=AXIS_HELP["on_flags"]),
         grid_file: Optional[Path] = typer.Option(None, "--file", help="TOML or JSON file of axes and run fields"),
         paper: bool = typer.Option(False, "--paper", help="the paper's grid (docs/protocol.md section 6); other axes narrow it"),
         dry_run: bool = DRY_RUN_OPTION,
@@ -134,7 +143,9 @@ def register(app: typer.Typer, runs_app: typer.Typer, console: Any, default_runs
         from_file = load_sweep_file(grid_file) if grid_file else {}
         axes = {axis: from_file.get(axis) for axis in AXES}
         given_axes = {"datasets": datasets, "models": models, "cuts": cuts, "clients": clients,
-                      "alphas": alphas, "attacks": attacks, "triggers": triggers, "seeds": seeds}
+                      "alphas": alphas, "attacks": attacks, "triggers": triggers, "seeds": seeds,
+                      "hijack_betas": hijack_betas, "hijack_critics": hijack_critics,
+                      "hijack_warmups": hijack_warmups, "on_flags": on_flags}
         axes.update({k: v for k, v in given_axes.items() if v is not None})
         base = {k: v for k, v in from_file.items() if k not in AXES}
         base.update(given_fields(flags))
