@@ -137,3 +137,15 @@ def test_lr_multiplier_follows_spec_schedule(model, table):
 
 def test_lr_multiplier_constant_without_milestones():
     assert lr_multiplier(RunConfig(lr_milestones=()), 500) == 1.0
+
+
+def test_the_hijacks_warm_up_follows_the_dataset_and_leaves_attack_epochs():
+    from engine.config import attack_start_epoch, resolve
+    assert resolve(RunConfig(dataset="mnist", attack="hijack")).hijack_warmup_epochs == 6
+    assert resolve(RunConfig(dataset="fmnist", attack="hijack")).hijack_warmup_epochs == 12
+    assert resolve(RunConfig(dataset="synthetic", attack="hijack")).hijack_warmup_epochs == 2
+    assert resolve(RunConfig(dataset="fmnist", attack="hijack", epochs=5)).hijack_warmup_epochs == 4
+    assert resolve(RunConfig(dataset="mnist", attack="hijack", hijack_warmup_epochs=1)).hijack_warmup_epochs == 1
+    # A stored config from before the default moved has its 2; a resolved one its own value.
+    assert attack_start_epoch({"attack": "hijack"}) == 3
+    assert attack_start_epoch(resolve(RunConfig(dataset="fmnist", attack="hijack"))) == 13
