@@ -113,6 +113,65 @@ def splitout_statistics(docs: Iterable[Mapping[str, Any]]) -> dict[tuple[str, in
     return out
 
 
+def first_flag_epoch(doc: Mapping[str, Any], detector: str, params: Mapping[str, Any]) -> int | None:
+    """The epoch of the first flag `detector` would have raised in this run with the
+    parameters `params` (RunConfig fields; those not given at the run's own), judged
+    afterwards from the run's trace as the detector judges live; None if never."""
+    config = {**RunConfig().to_dict(), **(doc.get("config") or {}), **params}
+    first = None
+    for stream in streams(doc, detector):
+        epoch = _stream_first_flag(stream, detector, config)
+        if epoch is not None and (first is None or epoch < first):
+            first = epoch
+    return first
+
+
+def _stream_first_flag(stream: list[Any], detector: str, config: Mapping[str, Any]) -> int | None:
+    if detector == "splitguard":
+        window, threshold, key = config["splitguard_window"], config["splitguard_threshold"], str(config["splitguard_memory"])
+        history: list[float] = []
+        for epoch, trace in enumerate(stream, start=1):
+            for value in trace.get(key) or []:
+                if value is None:
+                    continue
+                history.append(float(value))
+                if len(history) >= window and sum(history[-window:]) / window < threshold:
+                    return epoch
+    elif detector == "scrutinizer":
+        form, threshold = config["scrutinizer_form"], config["scrutinizer_threshold"]
+        for epoch, trace in enumerate(stream, start=1):
+            if any(float(v) < threshold for v in trace.get(form) or []):
+                return epoch
+    elif detector == "splitout":
+        features, window = config["splitout_features"], config["splitout_window"]
+        recent: list[int] = []
+        for epoch, trace in enumerate(stream, start=1):
+            for c in str(trace.get(features) or ""):
+                recent = (recent + [c == "1"])[-window:]
+                if len(recent) == window and 2 * sum(recent) > window:
+                    return epoch
+    return None
+
+
+def false_accusations_by_epoch(docs: Iterable[Mapping[str, Any]], detector: str,
+                               params: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Per epoch e of the longest honest run, the share of honest runs (attack `none`, with
+    a trace of `detector`) flagged by epoch e with `params`: k/n with its 95% Wilson
+    interval. A run shorter than e counts as flagged or not as it ended."""
+    from .sweeps.verdicts import wilson
+    honest = [d for d in docs if d.get("status") == "completed" and (d.get("config") or {}).get("attack") == "none"
+              and streams(d, detector)]
+    firsts = [first_flag_epoch(d, detector, params) for d in honest]
+    longest = max((len(d.get("epochs") or []) for d in honest), default=0)
+    out = []
+    for epoch in range(1, longest + 1):
+        k = sum(1 for f in firsts if f is not None and f <= epoch)
+        low, high = wilson(k, len(honest))
+        out.append({"detector": detector, "epoch": epoch, "flagged": k, "runs": len(honest),
+                    "rate": k / len(honest) if honest else None, "ci_low": low, "ci_high": high})
+    return out
+
+
 def _passes_scores(values: list[float | None], threshold: float) -> bool:
     known = [v for v in values if v is not None]
     return bool(known) and min(known) >= threshold + MARGIN

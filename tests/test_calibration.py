@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from engine.calibration import (MARGIN, calibrate, highest_window_share, lowest_rolling_mean, streams)
+from engine.calibration import (MARGIN, calibrate, false_accusations_by_epoch, first_flag_epoch,
+                                highest_window_share, lowest_rolling_mean, streams)
 from engine.config import RunConfig
 from engine.training.runner import run
 from engine.store import RunStore
@@ -104,3 +105,10 @@ def test_a_real_runs_trace_judged_afterwards_gives_the_live_verdict(tmp_path):
     assert len(values) > cfg.splitguard_window
     low = lowest_rolling_mean(values, cfg.splitguard_window)
     assert (low < cfg.splitguard_threshold) == (doc["defenses"]["splitguard"]["flagged_at"] is not None)
+    # The first flag judged afterwards with the run's own parameters is the live one's epoch.
+    for detector in ("splitguard", "splitout"):
+        live = doc["defenses"][detector]["flagged_at"]
+        assert first_flag_epoch(doc, detector, {}) == (live["epoch"] if live else None)
+    curve = false_accusations_by_epoch([doc], "splitout", {})
+    live_epoch = doc["defenses"]["splitout"]["flagged_at"]["epoch"]
+    assert [c["flagged"] for c in curve] == [int(e >= live_epoch) for e in range(1, len(curve) + 1)]
