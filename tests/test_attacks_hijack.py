@@ -210,3 +210,34 @@ def test_clean_task_head_is_h_before_finetune_and_the_task_gradient_goes_through
     hijack = torch.autograd.grad(ctx.attack.disc(probe, y).mean(), probe)[0]
     torch.testing.assert_close(wire.grad, beta * task + (1 - beta) * hijack)
     assert all(p.grad is None for p in head.parameters())
+
+
+@pytest.mark.slow
+def test_h_is_frozen_in_implant_batchnorm_statistics_included():
+    """StripNet's server part has BatchNorm: from Implant on (h frozen) its running
+    statistics must stay as Finetune left them, though the client's features move."""
+    import engine.attacks.hijack as hijack_module
+    from engine.config import RunConfig
+    from engine.events import WeightsReady
+
+    cfg = RunConfig(dataset="synthetic", model="stripnet", cut=1, clients=1, attack="hijack", epochs=4,
+                    hijack_warmup_epochs=1, hijack_shadow_epochs=1, batch_size=32, train_limit=600, eval_limit=100,
+                    save_weights=True, device="cpu", seed=2)
+    states = []
+    original = hijack_module.HijackAttack.start_epoch
+
+    def start_epoch(self, ctx, epoch):
+        original(self, ctx, epoch)
+        if epoch == ctx.cfg.hijack_warmup_epochs:
+            states.append({k: v.clone() for k, v in ctx.server.state_dict().items() if "running" in k})
+
+    hijack_module.HijackAttack.start_epoch = start_epoch
+    try:
+        final = {}
+        run(cfg, emit=lambda e: final.update(e.state) if isinstance(e, WeightsReady) else None)
+    finally:
+        hijack_module.HijackAttack.start_epoch = original
+    (after_finetune,) = states
+    assert after_finetune, "StripNet's server part should have BatchNorm statistics"
+    for name, value in after_finetune.items():
+        assert torch.equal(final["server"][name], value), name

@@ -33,6 +33,11 @@ class Attack:
     def end_epoch(self, ctx: RunContext, epoch: int) -> None:
         """After epoch `epoch`'s metrics were emitted (e.g. the hijack attack's Implant losses)."""
 
+    def server_trains(self) -> bool:
+        """Whether the server's network is in training mode during split learning (its
+        BatchNorm statistics move); an attack that freezes it says no."""
+        return True
+
     def client_batch(self, ctx: RunContext, share: int, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The (normalised images, labels) client `share` (1..K) trains on for rows `idx`:
         its own data, unless the attack is a client's (engine/attacks/client.py)."""

@@ -38,6 +38,7 @@ from ..config import lr_multiplier
 from ..data.trigger import stamp
 from ..events import PhaseProgress
 from ..models import build_split, smashed_shape
+from ..models.frozen import Frozen
 from ..models.seeded import built
 from ..speed.adam import set_lr
 from ..training.context import RunContext, StepLoss
@@ -236,10 +237,14 @@ class HijackAttack(Attack):
 
     @staticmethod
     def _frozen_copy(module: nn.Module) -> nn.Module:
-        """A copy of `module` on its device that never trains (its gradients are not kept)."""
-        head = copy.deepcopy(module)
-        head.requires_grad_(False)
-        return head
+        """A copy of `module` on its device that never trains: no gradients kept, and in
+        eval mode for good, so its BatchNorm statistics stay as they were copied."""
+        return Frozen(copy.deepcopy(module))
+
+    def server_trains(self) -> bool:
+        """h is frozen in Implant (unless `hijack_train_h`): eval mode, so its BatchNorm
+        statistics do not drift on the client's features."""
+        return self.stage != "implant" or self.train_h
 
     def client_signal(self, ctx: RunContext, wire: torch.Tensor, labels: torch.Tensor
                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

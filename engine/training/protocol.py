@@ -92,7 +92,7 @@ def train_epoch(ctx: RunContext) -> EpochStats:
     cfg, data = ctx.cfg, ctx.data
     clients = data.shares[1:]
     ctx.client.train()
-    ctx.server.train()
+    ctx.server.train(ctx.attack.server_trains())
     sums = torch.zeros(3, device=ctx.device)
     batches, samples, has_malicious = 0, 0, False
 

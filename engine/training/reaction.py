@@ -19,26 +19,9 @@ import torch
 from torch import nn
 
 from ..models import build_split
+from ..models.frozen import Frozen
 from .context import RunContext
 from .local_training import fit
-
-
-class FrozenFront(nn.Module):
-    """The client network, frozen and always in eval mode, before a trainable server part."""
-
-    def __init__(self, client: nn.Module, server: nn.Module) -> None:
-        super().__init__()
-        self.client, self.server = client, server
-        self.client.requires_grad_(False)
-
-    def train(self, mode: bool = True) -> "FrozenFront":
-        self.client.eval()
-        self.server.train(mode)
-        self.training = mode
-        return self
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.server(self.client(x))
 
 
 def local_models(ctx: RunContext, honest: list[int], evaluate_model) -> dict[str, Any]:
@@ -52,13 +35,13 @@ def local_models(ctx: RunContext, honest: list[int], evaluate_model) -> dict[str
         init = torch.Generator(device="cpu").manual_seed(cfg.seed * 1000 + 300 + k)
         _, server = build_split(cfg.model, cfg.cut, data.input_shape, data.num_classes, device=ctx.device,
                                 generator=init)
-        model = FrozenFront(copy.deepcopy(ctx.client), server)
+        model = nn.Sequential(Frozen(copy.deepcopy(ctx.client)), server)
         optimizer = torch.optim.Adam(server.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         order = torch.Generator(device="cpu").manual_seed(cfg.seed * 1000 + 400 + k)
         fit(model, optimizer, len(data.shares[k + 1]), lambda idx, k=k: ctx.client_batch(k + 1, idx),
             cfg.local_epochs, cfg.batch_size, order, ctx.device, check_stop=ctx.check_stop)
         model.eval()
-        _, test = evaluate_model(nn.Sequential(model.client, model.server))
+        _, test = evaluate_model(model)
         local.append({"client": k + 1, "epochs": cfg.local_epochs, "cda": test.acc,
                       "asr": test.asr if test.asr is not None else None})
     asr = [m["asr"] for m in local if m["asr"] is not None]

@@ -20,6 +20,7 @@ from ..data.datasets import default_data_root, load_raw, table1_splits
 from ..data.trigger import trigger_for
 from ..events import EpochMetrics, Event, RunFinished, RunStarted
 from ..models import build_split
+from ..models.frozen import Frozen
 from ..models.seeded import built
 from ..speed import determinism, device_check
 from ..speed.device import environment, resolve_device
@@ -111,21 +112,10 @@ def _retrain(source: dict[str, Any], weights: dict[str, Any], cfg: RunConfig, em
     opt = torch.optim.Adam(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
 
-    class _Frozen(nn.Module):
-        """Everything but the head stays in eval mode (BatchNorm statistics frozen too)."""
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.net = net
-
-        def train(self, mode: bool = True) -> "_Frozen":
-            self.net.eval()
-            return self
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.net(x)
-
-    model = _Frozen()
+    # Everything but the head stays in eval mode (BatchNorm statistics frozen too); the head
+    # trains in eval mode as well (a linear layer has no mode to follow).
+    model = Frozen(net)
+    head.requires_grad_(True)
 
     def check_stop() -> None:
         if stop is not None and stop.is_set():
