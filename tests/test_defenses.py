@@ -23,12 +23,15 @@ from tests.conftest import tiny_config
 ALL = ("splitguard", "scrutinizer", "splitout")
 
 
+NOISE = torch.Generator().manual_seed(20261201)  # every random tensor of these tests is seeded
+
+
 def observation(first_grad=None, cut_grad=None, labels=None, fake=False, step=1) -> Observation:
     labels = labels if labels is not None else torch.zeros(4, dtype=torch.long)
     return Observation(client=0, epoch=1, step=step, inputs=torch.zeros(len(labels), 1, 4, 4), labels=labels,
                        sent_labels=labels, fake=fake,
-                       cut_grad=cut_grad if cut_grad is not None else torch.randn(len(labels), 8),
-                       first_grad=first_grad if first_grad is not None else torch.randn(16),
+                       cut_grad=cut_grad if cut_grad is not None else torch.randn(len(labels), 8, generator=NOISE),
+                       first_grad=first_grad if first_grad is not None else torch.randn(16, generator=NOISE),
                        loss=torch.tensor(1.0))
 
 
@@ -71,7 +74,7 @@ def test_splitguard_fakes_batches_after_start_and_flags_a_server_that_ignores_la
             assert not torch.equal(shifted, y)
             assert torch.equal((shifted - y) % 10, torch.full_like(y, int((shifted[0] - y[0]) % 10)))
             assert 1 <= int((shifted[0] - y[0]) % 10) <= 8
-        g = direction + 0.05 * torch.randn(16)  # the same answer whatever the labels
+        g = direction + 0.05 * torch.randn(16, generator=NOISE)  # the same answer whatever the labels
         flagged.append(detector.observe(observation(g, fake=shifted is not None, step=step)))
     assert detector.facts()["fake_batches"] == fakes > 0
     assert any(flagged)
@@ -252,9 +255,11 @@ def cone(gen, direction, n, spread, scales):
 
 
 def test_splitout_by_direction_keeps_honest_gradients_that_grew_and_flags_a_turned_server():
-    # The measured failure: honest examples come from the first batches, where the
-    # first-layer gradient is small; honest training then makes it 10-80x larger in the
-    # same directions. Raw LOF calls that growth an outlier; by direction it is not.
+    # A constructed case of the failure documented in protocol.md section 10: the honest
+    # examples are small gradients; honest training later gives much larger ones in the
+    # same directions. Raw LOF calls that growth an outlier; by direction it is not. (The
+    # real-run counterpart: tests/test_calibration.py, where raw SplitOut flags honest
+    # training in a run.)
     gen = np.random.default_rng(3)
     direction = gen.normal(0, 1, 64)
     direction /= np.linalg.norm(direction)

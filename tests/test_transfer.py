@@ -86,7 +86,7 @@ def test_transfer_changes_the_last_linear_layer_and_nothing_else(tmp_path, tiny,
     fit = transfer.fit
 
     def recording_fit(model, opt, *args, **kwargs):
-        trained["net"] = model.net
+        trained["net"] = model.module
         trained["head_before"] = [p.detach().clone() for p in opt.param_groups[0]["params"]]
         trained["head"] = opt.param_groups[0]["params"]
         return fit(model, opt, *args, **kwargs)
