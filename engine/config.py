@@ -44,6 +44,9 @@ HIJACK_FINETUNE = ("h", "both")
 HIJACK_TASK_HEADS = ("backdoored", "clean")
 DEVICES = ("auto", "cpu", "cuda")
 
+# The attacks that train on the attacker's auxiliary set, which --aux-size limits.
+AUX_ATTACKS = ("surrogate", "autoencoder", "hijack")
+
 CIFAR_LIKE = ("cifar10", "cifar10-jpeg", "synthetic-rgb")
 
 
@@ -270,9 +273,52 @@ def _check_type(cfg: RunConfig) -> None:
             raise ConfigError(f"{_flag(f.name)} has the wrong type: {value!r} ({FIELD_HELP[f.name]})")
 
 
+# The largest value of each integer field: past these a run could not finish (epochs), a
+# number no longer fits the 64-bit integers torch takes (seeds, sizes) or a run would
+# build networks without end (clients, shadows). Every other integer field: INT_CEILING.
+MAX_EPOCHS = 100_000
+MAX_SEED = 2**32 - 1
+INT_CEILING = 2**31 - 1
+INT_CEILINGS: dict[str, int] = {
+    "epochs": MAX_EPOCHS, "patience": MAX_EPOCHS, "ae_phase1_epochs": MAX_EPOCHS, "ae_epochs": MAX_EPOCHS,
+    "hijack_warmup_epochs": MAX_EPOCHS, "hijack_shadow_epochs": MAX_EPOCHS,
+    "seed": MAX_SEED, "trigger_seed": MAX_SEED, "clients": 1000, "hijack_shadows": 100,
+}
+SEED_FIELDS = ("seed", "trigger_seed")
+
+
+def _check_ranges(cfg: RunConfig) -> None:
+    """Every integer field (and LR milestone) no larger than its ceiling, seeds not negative."""
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        if not isinstance(value, int) or isinstance(value, bool):
+            continue
+        high = INT_CEILINGS.get(f.name, INT_CEILING)
+        if value > high:
+            raise ConfigError(f"{_flag(f.name)} must be at most {high} (got {value})")
+    for name in SEED_FIELDS:
+        if getattr(cfg, name) < 0:
+            raise ConfigError(f"{_flag(name)} must be in 0..{MAX_SEED} (got {getattr(cfg, name)})")
+    for milestone in cfg.lr_milestones or ():
+        if not 0 <= milestone <= MAX_EPOCHS:
+            raise ConfigError(f"--lr-milestones must be epochs in 0..{MAX_EPOCHS} (got {milestone})")
+
+
+def check_honest_client(cfg: RunConfig) -> RunConfig:
+    """Detectors run inside honest clients: with the client attack and one client there is
+    none (the only client is the attacker), so such a run cannot detect anything.
+    Checked where a single run is asked for (`sltui run`, `sltui sweep`, the TUI form);
+    the arena plans such points itself (engine/sweeps/arena.py)."""
+    if cfg.defenses and cfg.attack == "client" and cfg.clients <= 1:
+        raise ConfigError(f"--defenses {','.join(cfg.defenses)} needs an honest client to run in: with "
+                          "--attack client and --clients 1 the only client is the attacker (use --clients 2 or more)")
+    return cfg
+
+
 def validate(cfg: RunConfig) -> RunConfig:
     """Raise ConfigError with one line naming the flag and the fix; return cfg unchanged."""
     _check_type(cfg)
+    _check_ranges(cfg)
 
     def choice(name: str, allowed: tuple) -> None:
         value = getattr(cfg, name)

@@ -18,7 +18,7 @@ from typing import Any, Callable
 import torch
 
 from ..attacks import make_attack
-from ..config import RunConfig, lr_multiplier, resolve, resolved_fields
+from ..config import AUX_ATTACKS, ConfigError, RunConfig, lr_multiplier, resolve, resolved_fields
 from ..data.datasets import EVAL_SPLIT_SEED, load_experiment_data
 from ..data.prepared import prepare_data
 from ..data.trigger import trigger_for
@@ -66,6 +66,9 @@ def build_context(cfg: RunConfig, emit: Callable[[Event], None], stop: threading
     if device.type == "cpu" and isinstance(options.threads, int):
         torch.set_num_threads(options.threads)
     data = load_experiment_data(cfg, device)
+    if cfg.aux_size is not None and cfg.attack in AUX_ATTACKS and cfg.aux_size > len(data.shares[0]):
+        raise ConfigError(f"--aux-size {cfg.aux_size} is more than the attacker's share holds "
+                          f"({len(data.shares[0])} images with --clients {cfg.clients}); give at most that")
     trigger = trigger_for(cfg, data.input_shape[0], device, data.norm.mean, data.norm.std)
     seed_everything(cfg.seed)
     client, server = build_split(cfg.model, cfg.cut, data.input_shape, data.num_classes, device=device,

@@ -11,7 +11,7 @@ from typing import Any
 
 from engine.clone import user_config
 from engine.config import (AE_GRADS, ATTACKS, CUTS, DATASETS, DEVICES, FIELD_HELP, HIJACK_CRITICS, HIJACK_FINETUNE, HIJACK_TASK_HEADS, MODELS,
-                           RR_GRANULARITIES, SPLITOUT_FEATURES, TRIGGERS, ConfigError, RunConfig,
+                           RR_GRANULARITIES, SPLITOUT_FEATURES, TRIGGERS, ConfigError, RunConfig, check_honest_client,
                            parse_defenses, parse_milestones, validate)
 
 CHOICES: dict[str, tuple] = {
@@ -185,7 +185,7 @@ def build(values: dict[str, Any]) -> tuple[RunConfig | None, dict[str, str]]:
     if errors:
         return None, errors
     try:
-        cfg = validate(RunConfig(**parsed))
+        cfg = check_honest_client(validate(RunConfig(**parsed)))
     except ConfigError as exc:
         return None, {field_of_error(str(exc)) or "": str(exc)}
     except TypeError as exc:  # a field left out entirely
