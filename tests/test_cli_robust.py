@@ -314,3 +314,10 @@ def test_a_closed_stdout_ends_the_run_cleanly(sltui, tmp_path, command, lines):
     newest = [d for d in docs if command == "run" or d.get("source_run")]
     assert [d["status"] for d in newest] in (["cancelled"], ["completed"])
     assert newest[0]["epochs"] and newest[0]["final"]
+
+
+def test_the_terminal_ui_on_a_runs_folder_that_is_a_file_is_one_line(sltui, tmp_path):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    line = assert_one_line_error(*sltui("--runs-dir", str(a_file)))
+    assert str(a_file) in line and "file" in line
