@@ -58,8 +58,7 @@ def write_json_atomic(path: Path, data: dict[str, Any], exclusive: bool = False)
             fh.flush()
             os.fsync(fh.fileno())
         if exclusive:
-            os.link(tmp, path)
-            os.unlink(tmp)
+            _link_new(tmp, path)
         else:
             os.replace(tmp, path)
     except BaseException:
@@ -68,6 +67,21 @@ def write_json_atomic(path: Path, data: dict[str, Any], exclusive: bool = False)
         except FileNotFoundError:
             pass
         raise
+
+
+def _link_new(tmp: str, path: Path) -> None:
+    """Give the finished temp file `tmp` the name `path` only if nothing has that name
+    (FileExistsError otherwise): a hard link, or where the file system has none, an
+    exclusive create of the name and then the rename over it."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise
+    except OSError:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+        os.replace(tmp, path)
+        return
+    os.unlink(tmp)
 
 
 def _pid_alive(pid: int) -> bool:
