@@ -77,7 +77,7 @@ def seed_dropout(module: nn.Module, generator: torch.Generator) -> None:
         return
     copy = torch.Generator(device="cpu")
     copy.set_state(generator.get_state())
-    own = torch.Generator(device="cpu").manual_seed(int(torch.randint(0, 2**62, (), generator=copy)))
+    own = torch.Generator(device="cpu").manual_seed(int(torch.randint(0, 2**62, (), generator=copy, device="cpu")))
     for layer in layers:
         layer.generator = own
 
