@@ -67,6 +67,9 @@ DEFENSE_FIELDS: dict[str, tuple[str, ...]] = {
     "splitout": ("splitout_share", "splitout_window", "splitout_features"),
 }
 
+# The attacks that train on the attacker's auxiliary set, which --aux-size limits.
+AUX_ATTACKS = ("surrogate", "autoencoder", "hijack")
+
 CIFAR_LIKE = ("cifar10", "cifar10-jpeg", "synthetic-rgb")
 
 
@@ -306,9 +309,41 @@ def _check_type(cfg: RunConfig) -> None:
             raise ConfigError(f"{_flag(f.name)} has the wrong type: {value!r} ({FIELD_HELP[f.name]})")
 
 
+# The largest value of each integer field: past these a run could not finish (epochs), a
+# number no longer fits the 64-bit integers torch takes (seeds, sizes) or a run would
+# build networks without end (clients, shadows). Every other integer field: INT_CEILING.
+MAX_EPOCHS = 100_000
+MAX_SEED = 2**32 - 1
+INT_CEILING = 2**31 - 1
+INT_CEILINGS: dict[str, int] = {
+    "epochs": MAX_EPOCHS, "patience": MAX_EPOCHS, "ae_phase1_epochs": MAX_EPOCHS, "ae_epochs": MAX_EPOCHS,
+    "hijack_warmup_epochs": MAX_EPOCHS, "hijack_shadow_epochs": MAX_EPOCHS,
+    "seed": MAX_SEED, "trigger_seed": MAX_SEED, "clients": 1000, "hijack_shadows": 100,
+}
+SEED_FIELDS = ("seed", "trigger_seed")
+
+
+def _check_ranges(cfg: RunConfig) -> None:
+    """Every integer field (and LR milestone) no larger than its ceiling, seeds not negative."""
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        if not isinstance(value, int) or isinstance(value, bool):
+            continue
+        high = INT_CEILINGS.get(f.name, INT_CEILING)
+        if value > high:
+            raise ConfigError(f"{_flag(f.name)} must be at most {high} (got {value})")
+    for name in SEED_FIELDS:
+        if getattr(cfg, name) < 0:
+            raise ConfigError(f"{_flag(name)} must be in 0..{MAX_SEED} (got {getattr(cfg, name)})")
+    for milestone in cfg.lr_milestones or ():
+        if not 0 <= milestone <= MAX_EPOCHS:
+            raise ConfigError(f"--lr-milestones must be epochs in 0..{MAX_EPOCHS} (got {milestone})")
+
+
 def validate(cfg: RunConfig) -> RunConfig:
     """Raise ConfigError with one line naming the flag and the fix; return cfg unchanged."""
     _check_type(cfg)
+    _check_ranges(cfg)
 
     def choice(name: str, allowed: tuple) -> None:
         value = getattr(cfg, name)
@@ -394,6 +429,9 @@ def validate(cfg: RunConfig) -> RunConfig:
     choice("scrutinizer_form", SCRUTINIZER_FORMS)
     choice("on_flag", ON_FLAG)
     at_least("local_epochs", 1)
+    if cfg.defenses and not honest_clients(cfg):
+        raise ConfigError(f"--defenses {','.join(cfg.defenses)} needs an honest client to run in: with "
+                          "--attack client and --clients 1 the only client is the attacker (use --clients 2 or more)")
     if cfg.on_flag == "stop" and not (cfg.defenses and honest_clients(cfg)):
         raise ConfigError("--on-flag stop reacts to a detector's flag: give --defenses, and an honest client to run them")
     unit("splitguard_threshold", low_open=False)

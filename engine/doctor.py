@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from .files import check_folder_creatable
 from .speed.cores import available_cores
 
 DATASETS = ("mnist", "fmnist", "cifar10", "cifar10-jpeg", "emnist-letters-aj")
@@ -139,29 +140,17 @@ def check_datasets(data_root: str | None) -> Iterator[Finding]:
 
 
 def check_runs_dir(runs_dir: Path) -> Iterator[Finding]:
-    """The runs folder can hold run files: it is a folder we can write a file into, or it
-    does not exist yet and its nearest existing parent is a writable folder."""
-    if runs_dir.exists() and not runs_dir.is_dir():
-        yield Finding("error", "runs folder", f"{runs_dir} is a file, not a folder; pass --runs-dir")
-        return
-    if runs_dir.is_dir():
-        try:
-            with tempfile.NamedTemporaryFile(dir=runs_dir, prefix=".doctor-"):
-                pass
-        except OSError as exc:
-            yield Finding("error", "runs folder", f"{runs_dir} is not writable ({exc.strerror or exc}); "
-                                                  f"pass --runs-dir to a writable folder")
-            return
-        yield Finding("ok", "runs folder", f"{runs_dir} is writable")
-        return
-    parent = runs_dir.absolute().parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        yield Finding("error", "runs folder", f"{runs_dir} does not exist and cannot be created in {parent}; "
+    """The runs folder can hold run files: it is a folder in which a folder (a run's) can
+    be made, or it does not exist yet and one can be made where it would be
+    (engine.files.check_folder_creatable: tried, changing nothing)."""
+    problem = check_folder_creatable(runs_dir)
+    if problem is not None:
+        yield Finding("error", "runs folder", f"{runs_dir} cannot hold runs: {problem}; "
                                               f"pass --runs-dir to a writable folder")
-        return
-    yield Finding("ok", "runs folder", f"{runs_dir} does not exist yet; the first run creates it")
+    elif runs_dir.is_dir():
+        yield Finding("ok", "runs folder", f"{runs_dir} is writable")
+    else:
+        yield Finding("ok", "runs folder", f"{runs_dir} does not exist yet; the first run creates it")
 
 
 def check_training_step(device: str) -> Iterator[Finding]:

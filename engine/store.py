@@ -13,9 +13,10 @@ import socket
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .config import attack_start_epoch
+from .files import read_json
 from .events import (DefenseScores, EpochMetrics, Event, PhaseProgress, Reaction, RunFailed, RunFinished, RunStarted,
                      WeightsReady)
 
@@ -33,6 +34,10 @@ class RunUnreadable(ValueError):
     pass
 
 
+class RunIdTaken(FileExistsError):
+    """A new run's id names a folder that already holds a run."""
+
+
 def new_run_id(cfg: Any) -> str:
     """`<date>-<time>-<dataset>-<model>-c<cut>-k<K>-<attack>-<4 hex>` for a RunConfig."""
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -43,22 +48,42 @@ def now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).astimezone().isoformat(timespec="seconds")
 
 
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON to a temp file beside `path`, then rename it over `path`."""
+def write_json_atomic(path: Path, data: dict[str, Any], exclusive: bool = False) -> None:
+    """Write JSON to a temp file beside `path`, then rename it over `path`. `exclusive`:
+    only if there is no `path` yet (FileExistsError otherwise): the file appears whole,
+    by a hard link, and never replaces another writer's."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".run-", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as fh:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(data, fh, indent=1, allow_nan=True)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        if exclusive:
+            _link_new(tmp, path)
+        else:
+            os.replace(tmp, path)
     except BaseException:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
         raise
+
+
+def _link_new(tmp: str, path: Path) -> None:
+    """Give the finished temp file `tmp` the name `path` only if nothing has that name
+    (FileExistsError otherwise): a hard link, or where the file system has none, an
+    exclusive create of the name and then the rename over it."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise
+    except OSError:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+        os.replace(tmp, path)
+        return
+    os.unlink(tmp)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -115,16 +140,9 @@ class RunEntry:
 
 
 def read_run_file(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise RunNotFound(str(path)) from None
-    except OSError as exc:
-        raise RunUnreadable(f"{path}: {exc.strerror}") from None
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise RunUnreadable(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    """A run file's document; RunNotFound if there is none, RunUnreadable (one line
+    naming the file) if it is not UTF-8 JSON of a run."""
+    doc = read_json(path, "run file", RunUnreadable, RunNotFound)
     if not isinstance(doc, dict) or "id" not in doc or not isinstance(doc.get("config"), dict):
         raise RunUnreadable(f"{path}: not an sltui run file")
     epochs = doc.get("epochs", [])
@@ -166,9 +184,35 @@ class RunStore:
     def exists(self, run_id: str) -> bool:
         return self.path(run_id).exists()
 
-    def save(self, doc: dict[str, Any]) -> None:
+    def save(self, doc: dict[str, Any], create: bool = False) -> None:
+        """Write a run's file; `create`: its first write, which never replaces another
+        run's file of the same id (RunIdTaken)."""
         doc["updated"] = now_iso()
-        write_json_atomic(self.path(doc["id"]), doc)
+        try:
+            write_json_atomic(self.path(doc["id"]), doc, exclusive=create)
+        except FileExistsError:
+            raise RunIdTaken(f"{self.path(doc['id'])} already holds another run") from None
+
+    def reserve(self, make_id: Callable[[int], str], attempts: int = 50) -> str:
+        """A new run id whose folder this call created (so no other run can have it):
+        `make_id(0)`, else `make_id(1)`, ... while their folders exist. An OSError when
+        the runs folder cannot be made."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        for attempt in range(attempts):
+            run_id = make_id(attempt)
+            try:
+                (self.root / run_id).mkdir()
+            except FileExistsError:
+                continue
+            return run_id
+        raise RunIdTaken(f"no free run id under {self.root} after {attempts} tries")
+
+    def release(self, run_id: str) -> None:
+        """Remove a reserved run folder that never received a run file (the run did not start)."""
+        try:
+            (self.root / run_id).rmdir()
+        except OSError:
+            pass
 
     def load(self, run_id: str) -> dict[str, Any]:
         if not run_id or "/" in run_id or run_id.startswith("."):
@@ -246,9 +290,11 @@ class RunRecorder:
     def __call__(self, event: Event) -> None:
         if isinstance(event, RunStarted):
             self.doc = new_document(event)
-        elif self.doc is None:
+            self.store.save(self.doc, create=True)
             return
-        elif isinstance(event, PhaseProgress):
+        if self.doc is None:
+            return
+        if isinstance(event, PhaseProgress):
             phase = self.doc["phases"].setdefault(event.phase, {"history": []})
             phase["epochs"] = event.epochs
             # Each entry keeps the epoch's own results (losses, diagnostics) and how many

@@ -5,6 +5,7 @@ Pure Python: no Rich, no Textual.
 """
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -142,3 +143,29 @@ def arena_cells(cell: dict) -> dict[str, str]:
         "cda": fmt_mean_n(cell.get("cda"), cell.get("cda_std"), cell.get("runs")),
         "asr_reacting": fmt_mean_n(cell.get("asr_reacting"), cell.get("asr_reacting_std"), cell.get("asr_reacting_n")),
     }
+
+
+def printable(text: Any) -> str:
+    """`text` safe to print on a terminal: control characters (escape sequences, carriage
+    returns, bells) shown as Python escapes (`\\x1b`), so a run's name or a file's id can
+    never move the cursor or recolour the screen; other text unchanged."""
+    text = str(text)
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def json_text(data: Any, indent: int | None = 1) -> str:
+    """`data` as standard JSON, as sltui prints it: NaN and infinities (a metric that does
+    not exist, such as a transfer run's validation accuracy) become null."""
+    return json.dumps(_finite(data), indent=indent, allow_nan=False)

@@ -16,6 +16,8 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence, TextIO
 
+from .format import printable
+
 # What `--wide` does, for every command that prints a table.
 WIDE_HELP = "show every column, however wide (by default columns are left out to fit the terminal)"
 
@@ -47,7 +49,7 @@ def terminal_width() -> int:
 
 def _cell(row: Mapping[str, Any], key: str) -> str:
     value = row.get(key)
-    return "-" if value is None else str(value)
+    return "-" if value is None else printable(value)
 
 
 def _natural_widths(columns: Sequence[Column], rows: Sequence[Mapping[str, Any]], header: bool) -> list[int]:

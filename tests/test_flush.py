@@ -72,6 +72,30 @@ def test_call_with_flush_reaches_workers_made_before_it():
     assert not after  # the caller's own switch is restored
 
 
+def test_call_with_flush_leaves_the_callers_workers_as_they_were():
+    """A caller that does not flush and has no intra-op workers yet: the run flushes
+    everywhere, and afterwards neither the caller nor its workers (made by its first
+    parallel op, after the run) flush."""
+    def body():
+        set_flush(False)
+        inside = call_with_flush(lambda flushed: (flushed, *probe()), True)
+        return inside, probe()
+
+    (flushed, here, survivors), (after_here, after_survivors) = in_thread_with(2, body)
+    assert flushed and here and survivors == 0
+    assert not after_here
+    assert after_survivors == 2 * subnormals_per_probe_thread()  # every product kept its subnormal
+
+
+def subnormals_per_probe_thread() -> int:
+    """How many subnormal results the probe computes per intra-op thread (none flushing)."""
+    def body():
+        set_flush(False)
+        torch.set_num_threads(1)
+        return subnormals_survive()
+    return in_thread_with(1, body)
+
+
 def test_call_with_flush_off_computes_with_subnormals():
     flushed, here, survivors = in_thread_with(2, lambda: call_with_flush(lambda f: (f, *probe()), False))
     assert not flushed and not here and survivors > 0

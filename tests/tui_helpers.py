@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import queue
+import tempfile
 import threading
 from pathlib import Path
 from typing import Any
@@ -20,10 +21,13 @@ def epoch_metrics(run_id: str, epoch: int, cda: float = 90.0, asr: float = 10.0)
 def write_run(root: Path, run_id: str, *, status: str = "completed", epochs: int = 3,
               created: str = "2025-01-01T00:00:00+00:00", cda0: float = 80.0, asr0: float = 10.0,
               **config: Any) -> Path:
-    """Write a run file the way the engine's recorder would, without training."""
+    """Write a run file the way the engine's recorder would, without training. The
+    document is built by a recorder of its own (which never replaces a run file) and then
+    saved over `root/run_id/run.json` in one atomic write, as a live run updates its file."""
     store = RunStore(root)
     cfg = RunConfig(**{"dataset": "mnist", "epochs": epochs, **config})
-    recorder = store.recorder()
+    scratch = tempfile.TemporaryDirectory(prefix="sltui-write-run-")
+    recorder = RunStore(scratch.name).recorder()
     recorder(RunStarted(run_id=run_id, config=cfg.to_dict(), env={"python": "3"}, total_epochs=epochs,
                         samples_per_epoch=1000))
     for e in range(1, epochs + 1):
@@ -35,6 +39,7 @@ def write_run(root: Path, run_id: str, *, status: str = "completed", epochs: int
     doc["created"] = created
     doc["pid"] = None
     store.save(doc)
+    scratch.cleanup()
     return store.path(run_id)
 
 

@@ -52,7 +52,7 @@ def first_weight(network: torch.nn.Module) -> torch.nn.Parameter:
     return next(network.parameters())
 
 
-def honest_gradients(view: ClientView, share: float, generator: torch.Generator) -> np.ndarray:
+def honest_gradients(view: ClientView, share: float, generator: torch.Generator, seed: int = 0) -> np.ndarray:
     """One simulated epoch of honest split learning, in batches of the run's batch size
     (so the examples have the scale and noise of the real steps' gradients), on `share`
     of the client's data, or on MIN_BATCHES batches of it where that share is fewer.
@@ -62,7 +62,9 @@ def honest_gradients(view: ClientView, share: float, generator: torch.Generator)
     size = min(n, max(math.ceil(share * n), MIN_BATCHES * batch))
     rows = torch.randperm(n, generator=generator)[:size].to(view.labels.device)
     client = view.network
-    _, server = build_split(view.model, view.cut, view.input_shape, view.num_classes)
+    # The stand-in server's initial weights: a generator of the detector's own (`seed`).
+    _, server = build_split(view.model, view.cut, view.input_shape, view.num_classes,
+                            generator=torch.Generator().manual_seed(seed))
     server.to(view.inputs.device)
     params = list(client.parameters()) + list(server.parameters())
     opt = torch.optim.Adam(params, lr=view.lr, weight_decay=view.weight_decay)
@@ -95,10 +97,9 @@ class SplitOut(Detector):
         self.examples = 0
 
     def prepare(self, view: ClientView) -> None:
+        # Generators of its own only: the global ones (CPU and CUDA) are never seeded or drawn from.
         generator = torch.Generator().manual_seed(self.seed)
-        with torch.random.fork_rng(devices=[]):  # the run's own random stream stays as it was
-            torch.manual_seed(self.seed)
-            examples = honest_gradients(view, self.share, generator)
+        examples = honest_gradients(view, self.share, generator, self.seed)
         self.fit(examples)
 
     def fit(self, examples: np.ndarray) -> None:

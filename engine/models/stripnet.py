@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from .seeded import SeededDropout2d
 from .shapes import flat_features
 
 
@@ -16,9 +17,9 @@ def stripnet_stages(input_shape: tuple[int, int, int], num_classes: int) -> list
     stage2 = nn.Sequential(nn.BatchNorm2d(32))
     stage3 = nn.Sequential(nn.Conv2d(32, 32, 3, padding=1), nn.ELU())
     body = [
-        nn.BatchNorm2d(32), nn.MaxPool2d(2), nn.Dropout2d(0.2),
-        *_conv_elu_bn(32, 64), *_conv_elu_bn(64, 64), nn.MaxPool2d(2), nn.Dropout2d(0.3),
-        *_conv_elu_bn(64, 128), *_conv_elu_bn(128, 128), nn.MaxPool2d(2), nn.Dropout2d(0.4),
+        nn.BatchNorm2d(32), nn.MaxPool2d(2), SeededDropout2d(0.2),
+        *_conv_elu_bn(32, 64), *_conv_elu_bn(64, 64), nn.MaxPool2d(2), SeededDropout2d(0.3),
+        *_conv_elu_bn(64, 128), *_conv_elu_bn(128, 128), nn.MaxPool2d(2), SeededDropout2d(0.4),
         nn.Flatten(),
     ]
     features = flat_features([stage1, stage2, stage3, *body], input_shape)

@@ -13,10 +13,12 @@ must reach every thread that runs a run's torch ops:
 - torch's intra-op worker threads: OpenMP gives every thread that starts a parallel
   region its own team of workers, created on first use as copies of that thread's
   floating-point state. Workers created before the flag was set keep computing with
-  subnormals; they cannot be reached from Python. So the flag is set, then *checked* on
-  all of the thread's intra-op workers with `subnormals_survive` (a parallel product
-  whose exact result is subnormal); if any worker still keeps subnormals, the run moves
-  to a fresh thread, whose workers are created after the flag;
+  subnormals; they cannot be reached from Python, and workers created while the flag is
+  set keep flushing after it is cleared. So a run stays on its caller's thread only when
+  that thread flushes already and all of its intra-op workers do too (*checked* with
+  `subnormals_survive`, a parallel product whose exact result is subnormal); otherwise it
+  moves to a fresh thread, whose workers are created after the flag and end with it,
+  leaving the caller's threads as they were;
 - the second CPU stream (engine/streams.py): its thread sets the flag when it starts.
 
 `set_flush_denormal` is public torch API; on CPUs without these bits it returns False
@@ -59,15 +61,19 @@ def set_flush(enabled: bool) -> bool:
 def call_with_flush(fn: Callable[[bool], T], enabled: bool) -> T:
     """Call `fn(flushed)` with subnormals flushed (or not) on every thread it computes
     on; `flushed` says whether the flush is in force (False when not enabled or not
-    supported). On the calling thread when its intra-op workers all obey the switch,
-    else on a fresh thread with the caller's intra-op thread count. The calling
-    thread's own switch is restored afterwards."""
+    supported). The caller's threads are left as they were, its intra-op workers
+    included: on the calling thread only when it flushes already and so do all its
+    workers; otherwise on a fresh thread with the caller's intra-op thread count, whose
+    workers (created there, with the flush) end with it. (Setting the caller's switch and
+    running here would create any workers it does not have yet with the switch set, and
+    they would keep flushing after the switch is put back, unreachable from Python.)
+    The calling thread's own switch is restored afterwards."""
     before = flushing_here()
     supported = set_flush(enabled)
     try:
         if not enabled or not supported:
             return fn(False)
-        if subnormals_survive() == 0:
+        if before and subnormals_survive() == 0:
             return fn(True)
         return _call_in_fresh_thread(lambda: fn(True))
     finally:

@@ -36,14 +36,16 @@ def arena_sweep(attacks: Any, defenses: Iterable[str], seeds: Any, base: dict[st
     base = {"dataset": RunConfig().dataset, **base}
     groups = arena_groups(defenses)
     extra = {k: v for k, v in (axes or {}).items() if v is not None}
+    # Attacks that leave no honest client to run a detector (the client attack with one
+    # client) are not planned at all.
+    attacks = tuple(a for a in parse_list("attacks", attacks) if has_honest_client({**base, "attack": a}))
+    if not attacks:
+        raise ConfigError("no arena point has an honest client to run a detector (the client attack with "
+                          "--clients 1 has none); add attacks or clients")
     points: dict[str, Point] = {}
     for group in groups:
         for point in expand(make_sweep({"attacks": attacks, "seeds": seeds, **extra}, {**base, "defenses": group})):
-            if has_honest_client(point.config.to_dict()):
-                points.setdefault(point.key, point)
-    if not points:
-        raise ConfigError("no arena point has an honest client to run a detector (the client attack with "
-                          "--clients 1 has none); add attacks or clients")
+            points.setdefault(point.key, point)
     grid = {"attacks": tuple(dict.fromkeys(p.config.attack for p in points.values())),
             "seeds": tuple(dict.fromkeys(p.config.seed for p in points.values())),
             "defenses": tuple(tuple(g) for g in groups),

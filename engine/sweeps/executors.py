@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from ..errors import ConfigError
+from ..files import read_json
 from ..speed.cores import available_cores, cpu_threads_for
 from ..store import RunEntry, RunStore, new_run_id, now_iso, write_json_atomic
 from .grid import Point, Sweep, experiment_key
@@ -125,10 +126,7 @@ class SweepFile:
 
 
 def load_sweep_doc(path: Path) -> dict[str, Any]:
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot read sweep file {path}: {exc}") from None
+    doc = read_json(path, "sweep file")
     if not isinstance(doc, dict) or not isinstance(doc.get("points"), list):
         raise ConfigError(f"{path} is not a sweep file (no points)")
     return doc

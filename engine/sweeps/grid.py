@@ -26,6 +26,7 @@ except ModuleNotFoundError:  # Python 3.10
 from ..config import (ATTACK_FIELDS, ATTACKS, CUTS, DATASETS, DEFENSE_FIELDS, HIJACK_CRITICS, MODELS, ON_FLAG,
                       TRIGGER_FIELDS, TRIGGERS, RunConfig, resolve)
 from ..errors import ConfigError
+from ..files import read_text
 
 # The grid's axes: sweep key -> RunConfig field.
 AXES = {
@@ -122,10 +123,7 @@ def parse_list(axis: str, text: str | Iterable[Any]) -> tuple:
 
 def load_sweep_file(path: Path) -> dict[str, Any]:
     """A TOML or JSON file of axes (lists or comma strings) and shared run fields."""
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"cannot read sweep file {path}: {exc.strerror}") from None
+    text = read_text(path, "sweep file")
     try:
         data = tomllib.loads(text) if path.suffix.lower() == ".toml" else json.loads(text)
     except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:

@@ -1,17 +1,17 @@
 """One sweep job in its own process: `python -m engine.sweeps.worker CONFIG_JSON RUN_ID RUNS_DIR`.
 
-Writes the run file like `sltui run --headless` does. SIGINT/SIGTERM end the run as
-cancelled. Exit code: 0 completed, 1 failed, 130 cancelled, 2 it could not start (bad
+Writes the run file like `sltui run --headless` does. SIGINT, SIGTERM and SIGHUP end the run
+as cancelled (engine/signals.py). Exit code: 0 completed, 1 failed, 130 cancelled, 2 it could not start (bad
 config, missing data; the reason is the last line printed).
 """
 from __future__ import annotations
 
-import signal
 import sys
 import threading
 
 from ..config import RunConfig
 from ..errors import ConfigError, DataError
+from ..signals import stop_on_signals
 from ..store import RunStore
 
 EXIT_CODES = {"completed": 0, "failed": 1, "cancelled": 130}
@@ -40,9 +40,8 @@ def main(argv: list[str]) -> int:
         print("usage: python -m engine.sweeps.worker CONFIG_JSON RUN_ID RUNS_DIR", file=sys.stderr)
         return 2
     stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda signum, frame: stop.set())
-    status, error = run_point(argv[0], argv[1], argv[2], stop)
+    with stop_on_signals(stop):
+        status, error = run_point(argv[0], argv[1], argv[2], stop)
     print(f"{argv[1]}: {status}" + (f": {error}" if error else ""), flush=True)
     return EXIT_CODES.get(status, 2)
 

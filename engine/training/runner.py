@@ -18,14 +18,13 @@ from typing import Any, Callable
 import torch
 
 from ..attacks import make_attack
-from ..config import RunConfig, lr_multiplier, resolve, resolved_fields
+from ..config import AUX_ATTACKS, ConfigError, RunConfig, lr_multiplier, resolve, resolved_fields
 from ..data.datasets import EVAL_SPLIT_SEED, load_experiment_data
 from ..data.prepared import prepare_data
 from ..data.trigger import trigger_for
 from ..defenses import ClientDefenses, ClientView
 from ..events import DefenseScores, EpochMetrics, Event, Reaction, RunFinished, RunStarted, WeightsReady
 from ..models import build_split
-from ..models.seeded import GLOBAL_RNG_LOCK
 from ..speed import determinism, device_check
 from ..speed.adam import set_lr
 from ..speed.device import environment, resolve_device
@@ -39,18 +38,6 @@ from .reaction import local_models
 from .lifecycle import RunResult, run_lifecycle
 from .metrics import Evaluation, evaluate
 from .protocol import train_epoch
-
-
-def seed_everything(seed: int) -> None:
-    """Seed torch's global CPU and CUDA generators: the only global seeding a run does,
-    once, before its networks are built. The engine's own random draws (initial
-    weights, batch orders, poisoned rows, the trigger) come from generators of their
-    own (engine/models/seeded.py), so this is for randomness in code that takes no
-    generator (a layer such as dropout, were a model to add one)."""
-    with GLOBAL_RNG_LOCK:
-        torch.manual_seed(seed)
-        if torch.cuda.is_available():
-            torch.cuda.manual_seed_all(seed)
 
 
 def build_context(cfg: RunConfig, emit: Callable[[Event], None], stop: threading.Event | None,
@@ -67,8 +54,10 @@ def build_context(cfg: RunConfig, emit: Callable[[Event], None], stop: threading
     if device.type == "cpu" and isinstance(options.threads, int):
         torch.set_num_threads(options.threads)
     data = load_experiment_data(cfg, device)
+    if cfg.aux_size is not None and cfg.attack in AUX_ATTACKS and cfg.aux_size > len(data.shares[0]):
+        raise ConfigError(f"--aux-size {cfg.aux_size} is more than the attacker's share holds "
+                          f"({len(data.shares[0])} images with --clients {cfg.clients}); give at most that")
     trigger = trigger_for(cfg, data.input_shape[0], device, data.norm.mean, data.norm.std)
-    seed_everything(cfg.seed)
     client, server = build_split(cfg.model, cfg.cut, data.input_shape, data.num_classes, device=device,
                                  generator=torch.Generator(device="cpu").manual_seed(cfg.seed))
     ctx = RunContext(
@@ -119,16 +108,17 @@ def choose_threads(ctx: RunContext, candidates: tuple[int, ...] = (1, 2), rounds
     idx = torch.arange(min(ctx.cfg.batch_size, len(ctx.data.shares[1])), device=ctx.device)
     x, y = ctx.client_batch(1, idx)
     timings: dict[int, list[float]] = {t: [] for t in candidates}
-    with torch.random.fork_rng(devices=[]):
-        for r in range(rounds + 1):
-            for t in candidates:
-                torch.set_num_threads(t)
-                started = time.perf_counter()
-                for _ in range(3):
-                    net.zero_grad(set_to_none=True)
-                    torch.nn.functional.cross_entropy(net(x), y).backward()
-                if r:  # round 0 warms up
-                    timings[t].append(time.perf_counter() - started)
+    # The copy's dropout layers draw from copies of the run's dropout generators: the run's
+    # own random streams are left as they were.
+    for r in range(rounds + 1):
+        for t in candidates:
+            torch.set_num_threads(t)
+            started = time.perf_counter()
+            for _ in range(3):
+                net.zero_grad(set_to_none=True)
+                torch.nn.functional.cross_entropy(net(x), y).backward()
+            if r:  # round 0 warms up
+                timings[t].append(time.perf_counter() - started)
     best = min(candidates, key=lambda t: statistics.median(timings[t]))
     torch.set_num_threads(best)
     return best
@@ -239,8 +229,9 @@ def client_defenses(ctx: RunContext) -> ClientDefenses | None:
     views = {}
     for k in suite.honest:
         x, y = ctx.client_batch(k + 1, torch.arange(len(ctx.data.shares[k + 1]), device=ctx.device))
-        with torch.random.fork_rng(devices=[]):
-            network, _ = build_split(cfg.model, cfg.cut, ctx.data.input_shape, ctx.data.num_classes)
+        # Its initial weights are replaced at once; drawn from a generator of its own all the same.
+        network, _ = build_split(cfg.model, cfg.cut, ctx.data.input_shape, ctx.data.num_classes,
+                                 generator=torch.Generator(device="cpu").manual_seed(cfg.seed))
         network.load_state_dict(ctx.client.state_dict())
         views[k] = ClientView(k, x.contiguous(), y, network.to(ctx.device), cfg.model, cfg.cut,
                               ctx.data.input_shape, ctx.data.num_classes, cfg.batch_size, cfg.lr,

@@ -30,7 +30,6 @@ from .context import Cancelled
 from .lifecycle import RunResult, run_lifecycle
 from .local_training import fit
 from .metrics import evaluate
-from .runner import seed_everything
 
 TRANSFER_DATASETS = ("mnist", "emnist-letters-aj", "fmnist", "mnist-10k", "fmnist-5", "synthetic")
 
@@ -90,7 +89,6 @@ def _retrain(source: dict[str, Any], weights: dict[str, Any], cfg: RunConfig, em
     if cfg.target >= classes:
         raise ConfigError(f"the source run's target class {cfg.target} does not exist in {cfg.dataset}")
 
-    seed_everything(cfg.seed)
     src_cfg = RunConfig.from_dict(source["config"])
     src_classes = 5 if src_cfg.dataset == "fmnist-5" else 10
     # The new head's initial weights come from a generator of the run's own (after the

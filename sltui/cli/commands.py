@@ -3,8 +3,6 @@
 User errors print one line on stderr and exit with code 2, never a traceback."""
 from __future__ import annotations
 
-import json
-import os
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -13,14 +11,17 @@ import typer
 from rich.console import Console
 
 from engine.errors import ConfigError, DataError
+from engine.files import make_folder, reason
 from engine.store import RunNotFound, RunStore, RunUnreadable, summary_row
 
 from .config_flags import build_config, with_config_flags
-from ..format import fmt_cell, fmt_flag, fmt_num, fmt_pct, fmt_reaction
+from ..format import fmt_cell, fmt_flag, fmt_num, fmt_pct, fmt_reaction, json_text, printable
 from ..tables import Column, WIDE_HELP, print_table
 from .arena import register as register_arena
 from .doctor import register as register_doctor
-from .sweep import register as register_sweep
+from .root import default_data_root, default_runs_dir, set_root_options
+from .signals import guard_output
+from .sweep import register as register_sweep, unreadable_warnings
 
 app = typer.Typer(add_completion=False, no_args_is_help=False, rich_markup_mode="rich",
                   help="Run, watch and compare server-side backdoor attacks on split learning.")
@@ -40,7 +41,7 @@ def fail(message: str, code: int = 2) -> None:
 
 def load_run(runs_dir: Optional[Path], run_id: str) -> tuple[RunStore, dict[str, Any]]:
     """(the store, run `run_id`'s file), or one line and exit 2 when it is missing or unreadable."""
-    store = RunStore(default_runs_dir(runs_dir))
+    store = RunStore(runs_folder_to_read(runs_dir))
     try:
         return store, store.load(run_id)
     except RunNotFound:
@@ -49,20 +50,25 @@ def load_run(runs_dir: Optional[Path], run_id: str) -> tuple[RunStore, dict[str,
         fail(f"run {run_id!r} is unreadable: {exc}")
 
 
-def default_runs_dir(runs_dir: Optional[Path]) -> Path:
-    return runs_dir or Path(os.environ.get("SLTUI_RUNS") or "runs")
+def runs_folder_to_read(runs_dir: Optional[Path]) -> Path:
+    """The runs folder a command reads; one line and exit 2 when it is a file."""
+    root = default_runs_dir(runs_dir)
+    if root.exists() and not root.is_dir():
+        fail(f"the runs folder {root} is a file, not a folder; pass --runs-dir to a folder")
+    return root
 
 
 @app.callback(invoke_without_command=True)
 def main_callback(
     ctx: typer.Context,
-    runs_dir: Optional[Path] = typer.Option(None, "--runs-dir", help=RUNS_DIR_HELP),
-    data_root: Optional[str] = typer.Option(None, "--data-root", help="folder holding the datasets"),
+    runs_dir: Optional[Path] = typer.Option(None, "--runs-dir", help=RUNS_DIR_HELP + "; for every command"),
+    data_root: Optional[str] = typer.Option(None, "--data-root", help="folder holding the datasets; for every command"),
 ) -> None:
     """With no command: open the terminal UI."""
+    set_root_options(runs_dir, data_root)
     if ctx.invoked_subcommand is not None:
         return
-    open_tui(default_runs_dir(runs_dir), data_root)
+    open_tui(runs_folder_to_read(None), data_root)
 
 
 def open_tui(runs_dir: Path, data_root: Optional[str], config: Any = None) -> None:
@@ -85,18 +91,19 @@ def run_command(
         cfg = build_config(config_file, flags)
     except ConfigError as exc:
         fail(str(exc))
-    store = RunStore(default_runs_dir(runs_dir))
     if not headless:
-        open_tui(store.root, cfg.data_root, cfg)
+        open_tui(runs_folder_to_read(runs_dir), cfg.data_root, cfg)
         return
     from .headless import run_headless
+
+    store = RunStore(make_folder(default_runs_dir(runs_dir), "the runs folder"))
 
     result, start_error = run_headless(cfg, store, console)
     if start_error is not None:
         if isinstance(start_error, (ConfigError, DataError)):
             fail(str(start_error))
         if isinstance(start_error, OSError):  # e.g. --runs-dir is a file or read-only
-            fail(f"cannot write the run file under {store.root}: {start_error}")
+            fail(f"cannot write the run file under {store.root}: {reason(start_error)}")
         fail(f"{type(start_error).__name__}: {start_error}", code=1)
     assert result is not None
     print_result(result)
@@ -131,17 +138,24 @@ def transfer_command(
     store, source = load_run(runs_dir, run_id)
     if source.get("status") != "completed":
         fail(f"run {run_id!r} is {source.get('status')}, not completed: only a finished run can be checked")
-    if not source.get("weights") or not store.weights_path(run_id).is_file():
+    if not source.get("weights"):
         fail(f"run {run_id!r} has no stored weights (it ran with --no-save-weights)")
+    if not store.weights_path(run_id).is_file():
+        fail(f"run {run_id!r}'s weights file {store.weights_path(run_id)} is missing (deleted or moved)")
     try:
-        cfg = transfer_config(source, dataset, epochs, data_root=data_root, device=device,
+        cfg = transfer_config(source, dataset, epochs, data_root=default_data_root(data_root), device=device,
                               train_limit=train_limit, eval_limit=eval_limit)
         weights = load_weights(store.weights_path(run_id))
-    except (ConfigError, RunUnreadable) as exc:
+    except (ConfigError, RunUnreadable, RunNotFound) as exc:
         fail(str(exc))
-    new_id = f"{run_id}-transfer-{dataset}"
+    # Each transfer is a run of its own: a second one on the same dataset gets the next number.
+    try:
+        new_id = store.reserve(lambda n: f"{run_id}-transfer-{dataset}" + (f"-{n + 1}" if n else ""))
+    except OSError as exc:
+        fail(f"cannot write the run file under {store.root}: {reason(exc)}")
     result, start_error = follow_thread(
-        lambda emit, stop: run_transfer(source, weights, cfg, emit, stop, new_id), store, console, cfg.epochs)
+        lambda emit, stop: run_transfer(source, weights, cfg, emit, stop, new_id), store, console, cfg.epochs,
+        new_id)
     if start_error is not None:
         fail(str(start_error) if isinstance(start_error, (ConfigError, DataError)) else
              f"{type(start_error).__name__}: {start_error}", code=2 if isinstance(start_error, (ConfigError, DataError)) else 1)
@@ -195,14 +209,12 @@ def runs_list(
     wide: bool = typer.Option(False, "--wide", help=WIDE_HELP),
 ) -> None:
     """A table of stored runs, newest first; unreadable files are listed and marked."""
-    store = RunStore(default_runs_dir(runs_dir))
+    store = RunStore(runs_folder_to_read(runs_dir))
     entries = store.entries()
-    for entry in entries:
-        if not entry.readable:
-            err_console.print(f"[yellow]warning:[/] skipped unreadable {entry.error}", highlight=False)
+    unreadable_warnings(entries, "listed with status unreadable")
     rows = [summary_row(e) for e in entries]
     if as_json:
-        print(json.dumps(rows, indent=1))
+        print(json_text(rows))
         return
     if not rows:
         err_console.print(f"no runs in {store.root}", highlight=False, soft_wrap=True)
@@ -230,31 +242,31 @@ def runs_show(
     """One run: its config, environment and per-epoch metrics."""
     store, doc = load_run(runs_dir, run_id)
     if as_json:
-        print(json.dumps(doc, indent=1))
+        print(json_text(doc))
         return
-    print(doc["id"])
-    print(f"status {doc['status']}, created {doc.get('created')}")
+    print(printable(doc["id"]))
+    print(printable(f"status {doc['status']}, created {doc.get('created')}"))
     if doc.get("error"):
-        print(f"error: {str(doc['error']).splitlines()[0]}")
+        print(printable(f"error: {(str(doc['error']).splitlines() or [''])[0]}"))
     env = doc.get("env") or {}
-    print("env: " + ", ".join(f"{k} {v}" for k, v in env.items()))
+    print(printable("env: " + ", ".join(f"{k} {v}" for k, v in env.items())))
     print("\nconfig")
     print_table(CONFIG_COLUMNS, [{"key": k, "value": fmt_cell(k, v)} for k, v in sorted(doc.get("config", {}).items())],
                 wide, header=False)
     for name, phase in (doc.get("phases") or {}).items():
         info = {k: v for k, v in phase.items() if k != "history"}
-        print(f"phase {name}: " + ", ".join(f"{k} {v}" for k, v in info.items()))
+        print(printable(f"phase {name}: " + ", ".join(f"{k} {v}" for k, v in info.items())))
     if doc.get("epochs"):
         print("\nepochs")
         print_table(EPOCH_COLUMNS, [epoch_cells(e) for e in doc["epochs"]], wide)
     for label in ("final", "best"):
         if doc.get(label):
             m = doc[label]
-            print(f"{label}: epoch {m.get('epoch')}  CDA {fmt_pct(m.get('cda'))}%  ASR {fmt_pct(m.get('asr'))}%")
+            print(printable(f"{label}: epoch {m.get('epoch')}  CDA {fmt_pct(m.get('cda'))}%  ASR {fmt_pct(m.get('asr'))}%"))
 
 
-register_sweep(app, runs_app, console, default_runs_dir)
-register_doctor(app, console, default_runs_dir, fail, RUNS_DIR_HELP)
+register_sweep(app, runs_app, console, default_runs_dir, default_data_root)
+register_doctor(app, console, default_runs_dir, fail, RUNS_DIR_HELP, default_data_root)
 register_arena(app, console, default_runs_dir)
 
 
@@ -265,6 +277,7 @@ def _is_usage_error(exc: BaseException) -> bool:
 
 
 def main() -> None:
+    guard_output()  # a closed stdout or stderr cancels cleanly (sltui/cli/signals.py)
     try:
         code = app(standalone_mode=False)
     except typer.Abort:

@@ -12,6 +12,9 @@ import typer
 
 from engine.clone import user_config
 from engine.config import FIELD_HELP, ConfigError, RunConfig, parse_defenses, parse_milestones
+from engine.files import read_json
+
+from .root import default_data_root
 
 
 def _option_type(field_type: str) -> Any:
@@ -55,8 +58,11 @@ def with_config_flags(func: Callable, exclude: tuple[str, ...] = ()) -> Callable
 
 
 def given_fields(flags: dict[str, Any]) -> dict[str, Any]:
-    """The config flags given on the command line, parsed like --config values."""
+    """The config flags given on the command line, parsed like --config values; the root
+    --data-root (sltui/cli/root.py) where the command's own is not given."""
     given = {k: v for k, v in flags.items() if v is not None}
+    if "data_root" in flags and given.get("data_root") is None and default_data_root(None) is not None:
+        given["data_root"] = default_data_root(None)
     if "lr_milestones" in given:
         given["lr_milestones"] = parse_milestones(given["lr_milestones"])
     if "defenses" in given:
@@ -65,19 +71,15 @@ def given_fields(flags: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_config_file(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"cannot read --config {path}: {exc.strerror}") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"--config {path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    data = read_json(path, "--config")
     if not isinstance(data, dict):
         raise ConfigError(f"--config {path} must hold a JSON object of field: value")
     # A run file can be used as a config: take the part of its "config" the user chose, so
     # that fields resolved from its dataset/model defaults are resolved again for new flags.
-    if "config" in data and "schema" in data and isinstance(data["config"], dict):
+    if "config" in data and "schema" in data:
+        if not isinstance(data["config"], dict):
+            raise ConfigError(f"--config {path} is a run file without a config (its \"config\" is "
+                              f"{json.dumps(data['config'])}); give a run file that has one, or a JSON object of fields")
         data = user_config(data)
     return data
 

@@ -14,7 +14,8 @@ STYLES = {"ok": "green", "warning": "yellow", "error": "bold red"}
 
 
 def register(app: typer.Typer, console: Any, default_runs_dir: Callable[[Optional[Path]], Path],
-             fail: Callable[[str], None], runs_dir_help: str) -> None:
+             fail: Callable[[str], None], runs_dir_help: str,
+             default_data_root: Callable[[Optional[str]], Optional[str]] = lambda d: d) -> None:
     """Add the doctor command to the `sltui` app."""
 
     @app.command("doctor")
@@ -34,7 +35,7 @@ def register(app: typer.Typer, console: Any, default_runs_dir: Callable[[Optiona
         if device is not None and device not in DEVICES:
             fail(f"--device must be one of {', '.join(DEVICES)} (got {device!r})")
         counts = {"ok": 0, "warning": 0, "error": 0}
-        for finding in diagnose(data_root, default_runs_dir(runs_dir), device):
+        for finding in diagnose(default_data_root(data_root), default_runs_dir(runs_dir), device):
             counts[finding.level] += 1
             label = "  ok" if finding.level == "ok" else finding.level + ":"
             console.print(Text.assemble((label, STYLES[finding.level]), f" {finding.topic}: {finding.text}"),

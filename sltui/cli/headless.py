@@ -1,15 +1,14 @@
 """`sltui run --headless`: a run in a worker thread, a Rich progress bar in the main one.
 
-The main thread only drains the event queue; Ctrl-C sets the stop event, and the engine
-ends the run at the next batch with the run file marked cancelled."""
+The main thread only drains the event queue; Ctrl-C, SIGTERM, SIGHUP or a closed stdout
+set the stop event (sltui/cli/signals.py), and the engine ends the run at the next batch
+with the run file marked cancelled."""
 from __future__ import annotations
 
-import contextlib
 import queue
-import signal
 import threading
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -20,6 +19,7 @@ from engine.store import RunStore, fanout
 from engine.training.runner import RunResult, new_run_id, run
 
 from ..format import fmt_defenses, fmt_num
+from .signals import cancellation
 
 
 @dataclass
@@ -35,15 +35,18 @@ Job = Callable[[Callable[[Any], None], threading.Event], RunResult]
 
 
 def start_job_thread(job: Job, store: RunStore, sink: "queue.Queue[Any]", stop: threading.Event,
-                     name: str = "run") -> threading.Thread:
+                     name: str = "run", reserved: str | None = None) -> threading.Thread:
     """Run `job(emit, stop)` in a daemon thread; its events go to the run file and `sink`,
-    then its RunResult (or a StartError), then a sentinel."""
+    then its RunResult (or a StartError), then a sentinel. `reserved`: the run's folder,
+    made by RunStore.reserve, removed again if the job never starts."""
     emit = fanout(store.recorder(), sink.put)
 
     def target() -> None:
         try:
             sink.put(job(emit, stop))
         except BaseException as exc:  # noqa: BLE001 - reported through the queue
+            if reserved is not None:
+                store.release(reserved)
             sink.put(StartError(exc))
         finally:
             sink.put(_DONE)
@@ -55,39 +58,33 @@ def start_job_thread(job: Job, store: RunStore, sink: "queue.Queue[Any]", stop: 
 
 def start_run_thread(cfg: RunConfig, store: RunStore, sink: "queue.Queue[Any]",
                      stop: threading.Event, run_id: str | None = None) -> tuple[threading.Thread, str]:
-    """Start `engine.training.runner.run` in a daemon thread writing the run file and feeding `sink`."""
-    run_id = run_id or new_run_id(cfg)
-    thread = start_job_thread(lambda emit, stop_: run(cfg, emit, stop_, run_id), store, sink, stop, f"run-{run_id}")
+    """Start `engine.training.runner.run` in a daemon thread writing the run file and
+    feeding `sink`. Without `run_id`, a fresh one whose folder is reserved (RunStore.reserve)."""
+    reserved = None
+    if run_id is None:
+        run_id = reserved = store.reserve(lambda _: new_run_id(cfg))
+    thread = start_job_thread(lambda emit, stop_: run(cfg, emit, stop_, run_id), store, sink, stop, f"run-{run_id}",
+                              reserved)
     return thread, run_id
 
 
-
-
 def run_headless(cfg: RunConfig, store: RunStore, console: Console) -> tuple[RunResult | None, BaseException | None]:
-    run_id = new_run_id(cfg)
-    return follow_thread(lambda emit, stop: run(cfg, emit, stop, run_id), store, console, cfg.epochs)
+    try:
+        run_id = store.reserve(lambda _: new_run_id(cfg))
+    except OSError as exc:  # the runs folder cannot be made
+        return None, exc
+    return follow_thread(lambda emit, stop: run(cfg, emit, stop, run_id), store, console, cfg.epochs, run_id)
 
 
-def follow_thread(job: Job, store: RunStore, console: Console, epochs: int | None
+def follow_thread(job: Job, store: RunStore, console: Console, epochs: int | None, reserved: str | None = None
                   ) -> tuple[RunResult | None, BaseException | None]:
-    """Run `job` in a worker thread and show its events as a progress bar until it ends."""
+    """Run `job` in a worker thread and show its events as a progress bar until it ends;
+    every cause of cancellation (sltui/cli/signals.py) stops it cleanly."""
     events: "queue.Queue[Any]" = queue.Queue()
     stop = threading.Event()
-    with stop_on_signals(stop):
-        thread = start_job_thread(job, store, events, stop)
+    with cancellation(stop):
+        thread = start_job_thread(job, store, events, stop, reserved=reserved)
         return _follow(epochs, store, console, thread, events, stop)
-
-
-@contextlib.contextmanager
-def stop_on_signals(stop: threading.Event) -> Iterator[None]:
-    """Ctrl-C and SIGTERM set `stop` (the run ends cancelled) instead of raising."""
-    handler = lambda signum, frame: stop.set()  # noqa: E731
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
 
 
 def log_line(console: Console, text: str) -> None:
@@ -149,5 +146,5 @@ def _follow(epochs: int | None, store: RunStore, console: Console, thread: threa
                 pass
     finally:
         progress.stop()
-    thread.join(timeout=5)
+    thread.join()  # the sentinel came last: the thread is ending (no run left behind in torch)
     return result, start_error

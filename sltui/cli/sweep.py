@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import threading
 from pathlib import Path
 from typing import Any, Optional
@@ -13,14 +12,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from engine.config import ATTACKS, TRIGGERS
 from engine.errors import ConfigError
-from engine.store import RunStore, read_run_file
+from engine.files import make_folder, write_output
+from engine.store import RunEntry, RunStore, read_run_file
 from engine.sweeps.aggregate import aggregate
 from engine.sweeps.grid import AXES, expand, load_sweep_file, make_sweep
 from engine.sweeps.executors import (JobResult, LocalExecutor, RayExecutor, SweepFile, find_sweep, load_sweep_doc,
-                               make_jobs, pending, sweep_run_docs)
+                               make_jobs, pending, point_run_docs, runs_by_key)
 
 from .config_flags import given_fields, with_config_flags
-from ..format import fmt_cell, fmt_mean_std, fmt_pct
+from ..format import fmt_cell, fmt_mean_std, fmt_pct, json_text, printable
 from ..tables import Column, WIDE_HELP, print_table
 
 # The run fields the sweep command takes only as axes (the other axes' fields stay single flags too).
@@ -84,6 +84,21 @@ def gpu_share(gpus_per_job: Optional[float], jobs: int, device: Any) -> float:
     return min(1.0, 1.0 / jobs) if device == "cuda" else 0.0
 
 
+def unreadable_warnings(entries: list[RunEntry], what: str) -> None:
+    """One warning on stderr per run file that could not be read, naming it and saying
+    what became of it (`what`), so that no run goes missing from a table in silence."""
+    for entry in entries:
+        if not entry.readable:
+            typer.echo(printable(f"warning: {entry.error} ({what})"), err=True)
+
+
+def read_runs(root: Path, what: str = "left out") -> list[RunEntry]:
+    """The runs folder's entries, with a warning for each unreadable one."""
+    entries = RunStore(root).entries()
+    unreadable_warnings(entries, what)
+    return entries
+
+
 def launch(kind: str, sweep: Any, points: list, root: Path, jobs: int, executor: str, ray_address: Optional[str],
            gpu_share: float, dry_run: bool, wide: bool, console: Any) -> tuple[SweepFile, list] | None:
     """The plan (--dry-run: None), or the runs of `points` not yet done: the sweep file,
@@ -94,6 +109,7 @@ def launch(kind: str, sweep: Any, points: list, root: Path, jobs: int, executor:
     if dry_run:
         print_plan(sweep.sweep_id(), points, done, wide)
         return None
+    make_folder(root, "the runs folder")
     runner: Any = None
     if executor == "ray":
         runner = RayExecutor(root, jobs, ray_address, gpu_share)
@@ -111,7 +127,7 @@ def launch(kind: str, sweep: Any, points: list, root: Path, jobs: int, executor:
     return record, execute(runner, make_jobs(todo), record, store, console, len(points), len(done))
 
 
-def register(app: typer.Typer, runs_app: typer.Typer, console: Any, default_runs_dir: Any) -> None:
+def register(app: typer.Typer, runs_app: typer.Typer, console: Any, default_runs_dir: Any, default_data_root: Any) -> None:
     """Add the sweep, aggregate and report commands to the `sltui` app."""
 
     def sweep_command(
@@ -149,6 +165,8 @@ def register(app: typer.Typer, runs_app: typer.Typer, console: Any, default_runs
         axes.update({k: v for k, v in given_axes.items() if v is not None})
         base = {k: v for k, v in from_file.items() if k not in AXES}
         base.update(given_fields(flags))
+        if "data_root" not in base and default_data_root(None):
+            base["data_root"] = default_data_root(None)
         sweep = make_sweep(axes, base, paper=paper)
         points = expand(sweep)
         share = gpu_share(gpus_per_job, jobs, base.get("device"))
@@ -175,17 +193,18 @@ def register(app: typer.Typer, runs_app: typer.Typer, console: Any, default_runs
             raise ConfigError("--format table is for reading on screen; write --format csv or json to --out")
         root = default_runs_dir(runs_dir)
         if sweep:
-            docs = sweep_run_docs(root, load_sweep_doc(find_sweep(root, sweep)))
+            sweep_doc = load_sweep_doc(find_sweep(root, sweep))
+            docs = point_run_docs(sweep_doc, runs_by_key(read_runs(root)))
         else:
-            docs = [{**e.doc, "status": e.status} for e in RunStore(root).entries() if e.doc is not None]
+            docs = [{**e.doc, "status": e.status} for e in read_runs(root) if e.doc is not None]
         rows = aggregate(docs)
         if fmt == "table":
             print_table(AGGREGATE_COLUMNS, [aggregate_cells(r) for r in rows], wide)
             return
-        text = json.dumps(rows, indent=1) if fmt == "json" else rows_to_csv(rows)
+        text = json_text(rows) if fmt == "json" else rows_to_csv(rows)
         if out:
-            out.write_text(text)
-            console.print(f"{len(rows)} setting(s) -> {out}")
+            write_output(out, text, "--out")
+            console.print(f"{len(rows)} setting(s) -> {out}", highlight=False, soft_wrap=True)
         else:
             print(text, end="" if text.endswith("\n") else "\n")
 
@@ -202,7 +221,10 @@ def register(app: typer.Typer, runs_app: typer.Typer, console: Any, default_runs
         path = find_sweep(root, sweep)
         doc = load_sweep_doc(path)
         folder = out or path.parent / doc.get("id", path.stem) / "report"
-        written = write_report(sweep_run_docs(root, doc), folder, title=doc.get("id", path.stem))
+        docs = point_run_docs(doc, runs_by_key(read_runs(root)))
+        if docs:
+            make_folder(folder, "the report folder (--out)")
+        written = write_report(docs, folder, title=doc.get("id", path.stem))
         if not written:
             raise ConfigError(f"sweep {doc.get('id')} has no completed runs yet: nothing to plot")
         for path_ in written:
@@ -240,13 +262,13 @@ def aggregate_cells(row: dict[str, Any]) -> dict[str, str]:
 
 def execute(runner: Any, jobs: list, record: SweepFile, store: RunStore, console: Any,
             total: int, already: int) -> list[JobResult]:
-    from .headless import stop_on_signals
+    from .signals import cancellation
 
     results: list[JobResult] = []
     stop = threading.Event()
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("{task.fields[running]} running"))
-    with stop_on_signals(stop), Progress(*columns, console=console, disable=not console.is_terminal) as progress:
+    with cancellation(stop), Progress(*columns, console=console, disable=not console.is_terminal) as progress:
         task = progress.add_task("sweep", total=total, completed=already, running=0)
         active = [0]
 
@@ -294,7 +316,7 @@ def summarize(console: Any, record: SweepFile, results: list[JobResult], kind: s
     console.print(f"{kind} {record.doc['id']}: " + ", ".join(f"{n} {s}" for s, n in counts.items()), highlight=False)
     if complete and kind == "sweep":
         console.print(f"report: sltui report {record.doc['id']}", highlight=False)
-    else:
+    elif not complete:
         console.print("run the same command again to do the rest (completed runs are kept)", highlight=False)
     if any(r.status == "cancelled" for r in results):
         raise typer.Exit(130)
