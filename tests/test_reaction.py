@@ -19,7 +19,7 @@ def config(**changes) -> RunConfig:
 def test_stop_needs_a_detector_and_an_honest_client():
     with pytest.raises(ConfigError, match="--on-flag stop"):
         RunConfig.from_dict({"on_flag": "stop"})
-    with pytest.raises(ConfigError, match="--on-flag stop"):
+    with pytest.raises(ConfigError, match="honest client"):
         RunConfig.from_dict({"on_flag": "stop", "attack": "client", "clients": 1, "defenses": ["splitout"]})
     with pytest.raises(ConfigError, match="--on-flag"):
         RunConfig.from_dict({"on_flag": "flee", "defenses": ["splitout"]})
