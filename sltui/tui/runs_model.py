@@ -18,7 +18,7 @@ from engine.sweeps.aggregate import PER_RUN, aggregate
 from .form_model import visible
 from ..format import fmt_cell, fmt_mean_std, mean_score
 from ..reference import lookup
-from ..tables import Column, fit_columns
+from ..tables import Column, fit_columns, fit_columns_wrapping
 
 
 # The browser's columns in display order (sltui.tables.Column: key, header, priority, align).
@@ -63,6 +63,13 @@ def table_columns(columns: Sequence[Column], cells: Sequence[Mapping[str, str]],
     """The columns of a Textual DataTable `width` cells wide to show (sltui.tables.fit_columns,
     with the DataTable's cell padding instead of the CLI's gap)."""
     return fit_columns(columns, cells, width - CELL_PADDING)
+
+
+def table_columns_wrapping(columns: Sequence[Column], cells: Sequence[Mapping[str, str]], width: int,
+                           wrap_key: str) -> tuple[list[Column], list[dict[str, str]]]:
+    """table_columns, with the `wrap_key` column's words wrapped onto several lines rather
+    than pushing the other columns off a DataTable `width` cells wide (sltui.tables.fit_columns_wrapping)."""
+    return fit_columns_wrapping(columns, cells, width - CELL_PADDING, wrap_key)
 
 
 def browser_layout(rows: Sequence[Mapping[str, Any]], width: int) -> tuple[list[Column], list[dict[str, str]]]:
@@ -256,7 +263,9 @@ def seed_summary(docs: Sequence[Mapping[str, Any]]) -> list[str]:
 
     def pm(row: Mapping[str, Any], name: str) -> str:
         return fmt_mean_std(row[f"{name}_mean"], row[f"{name}_std"])
-    return [f"{', '.join(f'{f} {r.get(f)}' for f in diff) or 'same setting'} over seeds "
+    def shown(row: Mapping[str, Any]) -> list[str]:   # only the fields the row's attack uses
+        return [f for f in diff if visible(f, str(row.get("attack")), str(row.get("trigger") or "patch"), row.get("defenses"))]
+    return [f"{', '.join(f'{f} {r.get(f)}' for f in shown(r)) or 'same setting'} over seeds "
             f"{', '.join(map(str, r['seeds']))}: CDA {pm(r, 'cda')}  ASR {pm(r, 'asr')}" for r in rows]
 
 

@@ -19,10 +19,11 @@ from textual.widgets import DataTable, Footer, Header, Static
 from ..messages import RunsChanged
 from ...format import fmt_cell
 from ..runs_model import (COLUMN_LABELS, METRIC_COLUMNS, PAPER_COLUMNS, PAPER_MARK, compare_rows, paper_differs,
-                          paper_footnote, run_labels, seed_summary, series, table_columns, write_csv,
+                          paper_footnote, run_labels, seed_summary, series, table_columns_wrapping, write_csv,
                           defense_series)
 from ...tables import Column
 from ..widgets.charts import MetricChart
+from ..widgets.fitted_table import add_fitted_columns
 
 SCROLLBAR = 2
 # The screen's table: the run's number (the charts' legend falls back to it where the labels
@@ -129,22 +130,26 @@ class CompareScreen(Screen[None]):
             cells.append(cell)
         return cells
 
-    def shown_columns(self) -> list[str]:
-        """The keys of the table's columns at the screen's width (paper values only when toggled on)."""
+    def table_layout(self) -> tuple[list[Column], list[dict[str, str]]]:
+        """(the table's columns at the screen's width, its cells): paper values only when
+        toggled on; run labels wrapped at spaces where whole labels would push the status
+        and metrics off the screen (runs_model.table_columns_wrapping)."""
         columns = [c for c in TABLE_COLUMNS if self.show_paper or c.key not in PAPER_COLUMNS]
         width = (self.size.width or self.app.size.width) - SCROLLBAR
-        return [c.key for c in table_columns(columns, self.table_cells(), width)]
+        return table_columns_wrapping(columns, self.table_cells(), width, "run")
+
+    def shown_columns(self) -> list[str]:
+        """The keys of the table's columns at the screen's width."""
+        return [c.key for c in self.table_layout()[0]]
 
     def _render_table(self) -> None:
         table = self.query_one("#compare-table", DataTable)
         table.clear(columns=True)
-        keys = self.shown_columns()
-        columns = [c for c in TABLE_COLUMNS if c.key in keys]
-        for col in columns:
-            table.add_column(col.header, key=col.key)
-        for row, cell in zip(self.rows, self.table_cells()):
+        columns, cells = self.table_layout()
+        add_fitted_columns(table, columns, cells)
+        for row, cell in zip(self.rows, cells):
             table.add_row(*[Text(cell[c.key], justify="right") if c.align == "right" else cell[c.key]
-                            for c in columns], key=str(row["id"]))
+                            for c in columns], key=str(row["id"]), height=cell["run"].count("\n") + 1)
         note = f"{len(self.rows)} runs"
         hidden = len([c for c in TABLE_COLUMNS if self.show_paper or c.key not in PAPER_COLUMNS]) - len(columns)
         if hidden:

@@ -1,0 +1,95 @@
+"""The explorer at real size, driven as a user drives it: the committed example run files,
+the browser, keys; what is checked is what shows on the screen."""
+from __future__ import annotations
+
+import shutil
+import time
+
+import pytest
+from textual.css.query import NoMatches
+
+from engine.store import RunStore
+from sltui.format import fmt_pct
+from sltui.tui.app import SlTuiApp
+from sltui.tui.screens.browser import BrowserScreen
+from sltui.tui.screens.compare import CompareScreen
+
+from tui_helpers import EXAMPLE_RUNS, screen_lines
+
+
+@pytest.fixture
+def example_runs(tmp_path):
+    root = tmp_path / "runs"
+    shutil.copytree(EXAMPLE_RUNS, root)
+    return root
+
+
+async def wait_for(pilot, predicate, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if predicate():
+                break
+        except NoMatches:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await pilot.pause(0.1)
+    await pilot.pause(0.3)
+
+
+def browser_order(app) -> list[str]:
+    from textual.widgets import DataTable
+    return [str(k.value) for k in app.screen.query_one("#runs", DataTable).rows]
+
+
+async def open_compare(pilot, picks: int, first: int = 0) -> list[str]:
+    """Browser, `picks` runs selected with space from row `first` on, then `c`: the ids picked."""
+    await wait_for(pilot, lambda: isinstance(pilot.app.screen, BrowserScreen) and browser_order(pilot.app))
+    ids = browser_order(pilot.app)[first:first + picks]
+    await pilot.press(*["down"] * first, *["space"] * picks, "c")
+    await wait_for(pilot, lambda: isinstance(pilot.app.screen, CompareScreen))
+    return ids
+
+
+def assert_whole(lines: list[str], docs: list[dict], labels: list[str]) -> None:
+    """Each run's line shows the start of its label, its status and its final CDA and ASR,
+    each whole (a separate word on the line, not cut)."""
+    for doc, label in zip(docs, labels):
+        first_word = label.split()[0]
+        candidates = [line.split() for line in lines if first_word in line.split() and doc["status"] in line.split()]
+        want = {fmt_pct(doc["final"]["cda"]), fmt_pct(doc["final"]["asr"])}
+        assert any(want <= set(words) for words in candidates), (label, doc["status"], want, "\n".join(lines))
+        shown = " ".join(" ".join(lines).split())
+        assert all(word in shown.split() for word in label.split()), (label, shown)
+
+
+@pytest.mark.parametrize("size", [(80, 24), (100, 30), (120, 30)])
+@pytest.mark.parametrize("paper", [False, True])
+async def test_compare_two_runs_shows_every_value_whole(example_runs, size, paper):
+    """Two runs of one setting that differ in alpha (labels α=0.5 / α=0.09): labels,
+    statuses, CDA and ASR whole as soon as compare opens, and after `p`."""
+    app = SlTuiApp(runs_dir=example_runs, poll_interval=3600)
+    async with app.run_test(size=size) as pilot:
+        ids = await open_compare(pilot, 2, first=1)
+        if paper:
+            await pilot.press("p")
+            await pilot.pause(0.3)
+        screen = app.screen
+        docs = [RunStore(example_runs).load(i) for i in ids]
+        assert_whole(screen_lines(app), docs, screen.labels)
+        assert {label.split()[0] for label in screen.labels} == {"α=0.5", "α=0.09"}
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 30)])
+async def test_compare_many_runs_wraps_labels_not_values(example_runs, size):
+    """Four runs whose labels are long: a label goes onto several lines, its status and
+    metrics stay on the screen, whole."""
+    app = SlTuiApp(runs_dir=example_runs, poll_interval=3600)
+    async with app.run_test(size=(size[0], 60)) as pilot:
+        ids = await open_compare(pilot, 4, first=4)
+        docs = [RunStore(example_runs).load(i) for i in ids]
+        readable = [d for d in docs if d.get("final")]
+        labels = [label for label, d in zip(app.screen.labels, docs) if d.get("final")]
+        assert_whole(screen_lines(app), readable, labels)
+        assert all(len(line.rstrip()) <= size[0] for line in screen_lines(app))
