@@ -78,6 +78,49 @@ def fmt_flag(flagged_at: Any) -> str:
     return f"epoch {flagged_at.get('epoch')} step {flagged_at.get('step')} client {flagged_at.get('client')}"
 
 
+# Short names of the detectors, for one-line cells.
+DETECTOR_SHORT = {"splitguard": "SG", "scrutinizer": "Scr", "splitout": "SO"}
+
+
+def detector_verdicts(doc: Any) -> dict[str, tuple[str, Any]]:
+    """{detector: (verdict word, epoch it flagged or None)} for a run file (or its index
+    summary), in the order the run ran them. The one place every view asks what each
+    detector said: `flagged` with its `defenses[name]["flagged_at"]` epoch, else `quiet`.
+    (To be switched to engine.sweeps.verdicts.run_verdicts, whose words also say whether
+    a flag was right, once that lands.)"""
+    defenses = (doc or {}).get("defenses") if isinstance(doc, dict) else None
+    if not isinstance(defenses, dict):
+        return {}
+    out = {}
+    for name, entry in defenses.items():
+        flag = entry.get("flagged_at") if isinstance(entry, dict) else None
+        out[name] = ("flagged", flag.get("epoch")) if isinstance(flag, dict) else ("quiet", None)
+    return out
+
+
+def fmt_verdicts(doc: Any) -> str:
+    """The detectors of a run in a cell: `SG@3` for one that flagged the server in epoch 3,
+    `SO-` for one that never did, '-' for a run without detectors."""
+    parts = [f"{DETECTOR_SHORT.get(name, name)}@{epoch}" if word != "quiet" else f"{DETECTOR_SHORT.get(name, name)}-"
+             for name, (word, epoch) in detector_verdicts(doc).items()]
+    return " ".join(parts) or MISSING
+
+
+def fmt_setting(row: Any) -> str:
+    """A run's setting in a few words, as a table row (engine.store.summary_row) has it:
+    `mnist lenet c3 K3 hijack`, with alpha where the attack has one (`surrogate α=0.09`)
+    and the trigger where it is not the paper's patch (`client blend`)."""
+    if not isinstance(row, dict) or row.get("dataset") is None:
+        return MISSING
+    parts = [str(row.get("dataset")), str(row.get("model")), f"c{row.get('cut')}", f"K{row.get('clients')}",
+             str(row.get("attack"))]
+    if is_number(row.get("alpha")):
+        parts.append(f"α={row['alpha']:g}")
+    if row.get("trigger") not in (None, "patch"):
+        parts.append(str(row["trigger"]))
+    return " ".join(parts)
+
+
 def fmt_defenses(report: Any) -> str:
     """One epoch's detectors in a line: each one's mean score over clients, and
     `FLAGGED@E` once it has flagged the server (in epoch E)."""

@@ -275,6 +275,16 @@ def test_short_ids_keep_what_tells_runs_apart():
     assert len(set(labels.values())) == len(GENERATED)
 
 
+def test_unique_suffixes_are_the_shortest_tails_no_other_id_ends_with():
+    labels = runs_model.unique_suffixes(GENERATED)
+    assert labels[GENERATED[1]] == "1f2e"
+    # Two ids end in 8eac: each keeps one more part.
+    assert labels[GENERATED[0]] == "surrogate-8eac" and labels[GENERATED[2]] == "none-8eac"
+    assert all(run_id.endswith(label) for run_id, label in labels.items())
+    assert len(set(labels.values())) == len(GENERATED)
+    assert runs_model.unique_suffixes(["a-b", "b"]) == {"a-b": "a-b", "b": "b"}
+
+
 def test_browser_layout_fits_the_width_and_never_cuts_ids():
     rows = [{"id": run_id, "status": "interrupted", "dataset": "mnist", "model": "lenet", "cut": 1, "clients": 1,
              "attack": "surrogate", "alpha": 0.09, "cda": 98.1, "asr": 60.5, "seconds": 28.0} for run_id in GENERATED]
@@ -287,7 +297,7 @@ def test_browser_layout_fits_the_width_and_never_cuts_ids():
         keys = [c.key for c in columns]
         assert keys[:2] == ["id", "status"] and len(keys) < len(every)
         assert len({c["id"] for c in cells}) == len(GENERATED)                 # never two alike
-        assert all(c["id"] == runs_model.short_ids(GENERATED)[r] for c, r in zip(cells, GENERATED))
+        assert all(c["id"] == runs_model.unique_suffixes(GENERATED)[r] for c, r in zip(cells, GENERATED))
         dropped = [c for c in runs_model.BROWSER_COLUMNS if c.key not in keys]
         assert min(c.priority for c in dropped) >= max(c.priority for c in columns)
 

@@ -13,12 +13,16 @@ from textual.widgets import DataTable, Footer, Header, Input, Static
 
 from ..form_model import config_from_run
 from ..messages import RunsChanged
-from ..runs_model import BROWSER_COLUMNS, browser_layout, browser_row, matches, sort_rows
+from ...query import QueryError, parse_query
+from ..runs_model import SORT_KEYS, browser_layout, browser_row, sort_rows
+from ..widgets.fitted_table import add_fitted_columns, fitted_widths
 
 # Cells kept free at the right of the table for its vertical scrollbar, and taken by the
 # selection mark column (one character and its padding).
 SCROLLBAR = 2
 MARK_WIDTH = 3
+# Seconds of run-file reading per refresh while the run index catches up.
+INDEX_BUDGET_S = 0.25
 STATUS_STYLE = {"running": "bold", "completed": "", "cancelled": "italic", "failed": "reverse",
                 "interrupted": "italic", "unreadable": "reverse", "starting": "bold"}
 
@@ -53,6 +57,8 @@ class BrowserScreen(Screen[None]):
         self.sort_key = "id"
         self.sort_reverse = True       # newest first: ids start with a timestamp
         self.query_text = ""
+        self.filter_query = parse_query("")
+        self.query_error = ""
         self.selected: set[str] = set()
         self.rows: list[dict[str, Any]] = []
         self._shown: tuple = ()
@@ -60,7 +66,7 @@ class BrowserScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield Header()
         yield DataTable(id="runs", cursor_type="row", zebra_stripes=True)
-        yield Input(placeholder="filter: words that must all appear (esc closes)", id="filter", compact=True)
+        yield Input(placeholder="filter: words, attack=hijack cut>=2 asr>90 tag:paper (esc closes)", id="filter", compact=True)
         yield Static("", id="browser-status")
         yield Footer()
 
@@ -74,10 +80,22 @@ class BrowserScreen(Screen[None]):
     # ---- data -------------------------------------------------------------
     def refresh_runs(self) -> None:
         index = getattr(self.app, "index", None)
-        entries = index.scan() if index is not None else []
+        entries = []
+        if index is not None:
+            # A bounded slice of the work per call, so the first rows show at once even
+            # when thousands of run files are new to the index; the rest follow.
+            if index.refresh(budget_s=INDEX_BUDGET_S):
+                self.set_timer(0.05, self.refresh_runs)
+            entries = index.entries()
+        self.pending = index.pending if index is not None else 0
         rows = [browser_row(e) for e in entries]
         self.all_count = len(rows)
-        rows = [r for r in rows if matches(r, self.query_text)]
+        try:
+            self.filter_query = parse_query(self.query_text)
+            self.query_error = ""
+        except QueryError as exc:   # keep the last filter that could be read; say why not this one
+            self.query_error = str(exc)
+        rows = [r for r in rows if self.filter_query.matches(r)]
         self.rows = sort_rows(rows, self.sort_key, self.sort_reverse)
         self._render_rows()
 
@@ -90,7 +108,7 @@ class BrowserScreen(Screen[None]):
         table = self.query_one("#runs", DataTable)
         width = (self.size.width or self.app.size.width) - SCROLLBAR - MARK_WIDTH
         columns, cells = browser_layout(self.rows, width)
-        shown = (tuple(c.key for c in columns),
+        shown = (tuple(c.key for c in columns) + fitted_widths(columns, cells),
                  tuple((row["id"], row["id"] in self.selected, tuple(cell[c.key] for c in columns))
                        for row, cell in zip(self.rows, cells)))
         if shown != self._shown:
@@ -100,8 +118,7 @@ class BrowserScreen(Screen[None]):
             table.clear(columns=keys_changed)
             if keys_changed:
                 table.add_column(" ", key="sel", width=1)
-                for col in columns:
-                    table.add_column(col.header, key=col.key)
+                add_fitted_columns(table, columns, cells)
             for run_id, selected, values in shown[1]:
                 styled = [Text(v, style=STATUS_STYLE.get(v, "")) if c.key == "status" else
                           Text(v, justify="right") if c.align == "right" else v
@@ -115,9 +132,13 @@ class BrowserScreen(Screen[None]):
 
     def _update_status(self) -> None:
         arrow = "desc" if self.sort_reverse else "asc"
-        label = next(c.header for c in BROWSER_COLUMNS if c.key == self.sort_key)
+        label = SORT_KEYS.get(self.sort_key, self.sort_key)
         parts = [f"{len(self.rows)}/{getattr(self, 'all_count', 0)} runs", f"sort {label} {arrow}"]
-        if self.query_text:
+        if getattr(self, "pending", 0):
+            parts.insert(1, f"reading {self.pending} more run files")
+        if self.query_error:
+            parts.append(f"filter: {self.query_error}")
+        elif self.query_text:
             parts.append(f"filter '{self.query_text}'")
         if self.selected:
             parts.append(f"{len(self.selected)} selected")
@@ -169,7 +190,7 @@ class BrowserScreen(Screen[None]):
         self.refresh_runs()
 
     def action_sort_next(self) -> None:
-        keys = [c.key for c in BROWSER_COLUMNS]
+        keys = list(SORT_KEYS)
         self.sort_by(keys[(keys.index(self.sort_key) + 1) % len(keys)], False)
 
     def action_sort_reverse(self) -> None:
