@@ -21,6 +21,7 @@ from engine.sweeps.executors import (JobResult, LocalExecutor, RayExecutor, Swee
 
 from .config_flags import given_fields, with_config_flags
 from ..format import fmt_cell, fmt_mean_std, fmt_pct
+from ..run_index import RunIndex
 from ..tables import Column, WIDE_HELP, print_table
 
 AXIS_FIELDS = tuple(AXES.values())
@@ -166,7 +167,7 @@ def register(app: typer.Typer, runs_app: typer.Typer, console: Any, default_runs
         if sweep:
             docs = sweep_run_docs(root, load_sweep_doc(find_sweep(root, sweep)))
         else:
-            docs = [{**e.doc, "status": e.status} for e in RunStore(root).entries() if e.doc is not None]
+            docs = [{**e.doc, "status": e.status} for e in RunIndex(root).scan() if e.doc is not None]
         rows = aggregate(docs)
         if fmt == "table":
             print_table(AGGREGATE_COLUMNS, [aggregate_cells(r) for r in rows], wide)
