@@ -2,7 +2,7 @@
 
 `<runs>/.index.sqlite` (the standard library's sqlite3, WAL mode) keeps one row per run
 folder: the run file's size and mtime, and a *summary* of the run: the run file without
-its per-epoch lists (epochs, phase histories, detector scores), its table row
+its per-epoch lists and diagnostics (summarize), its table row
 (engine.store.summary_row, computed from the whole file) and its tags and note
 (sltui.annotations). A refresh stats every run file and re-reads only those whose size
 or mtime changed since they were indexed, newest first, as many as a time budget allows.
@@ -30,20 +30,21 @@ from .format import fmt_setting, fmt_verdicts
 
 INDEX_FILE = ".index.sqlite"
 # Bumped whenever what a summary holds changes: an index of another version is rebuilt.
-INDEX_VERSION = "1"
+INDEX_VERSION = "2"
 ROW_KEY = "_row"          # the summary's table row (summary_row of the whole file)
 Stamp = tuple[int, int, int, int]   # run file (mtime_ns, size), annotations (mtime_ns, size)
 
 
+# What a summary leaves out of a run file: what grows with its epochs, and what no listing
+# reads (the environment, the attack's and its phases' diagnostics). RunStore.load has it all.
+LEFT_OUT = ("epochs", "phases", "env", "attack_info")
+
+
 def summarize(doc: dict[str, Any], entry: RunEntry) -> dict[str, Any]:
-    """A run file without what grows with its epochs: `epochs`, each phase's `history` and
-    each detector's per-epoch `scores` go; everything else stays (config, final, best,
-    flags, ...), with the table row of the whole file under ROW_KEY."""
-    slim = {k: v for k, v in doc.items() if k != "epochs"}
-    phases = doc.get("phases")
-    if isinstance(phases, dict):
-        slim["phases"] = {name: {k: v for k, v in p.items() if k != "history"} if isinstance(p, dict) else p
-                          for name, p in phases.items()}
+    """A run file without LEFT_OUT and without each detector's per-epoch `scores`; the rest
+    stays (config, status, final, best, each detector's flag), with the table row of the
+    whole file under ROW_KEY."""
+    slim = {k: v for k, v in doc.items() if k not in LEFT_OUT}
     defenses = doc.get("defenses")
     if isinstance(defenses, dict):
         slim["defenses"] = {name: {k: v for k, v in d.items() if k != "scores"} if isinstance(d, dict) else d
@@ -74,6 +75,7 @@ class RunIndex:
         self._entries: dict[str, tuple[Stamp, RunEntry]] = {}
         self._cleaned: set[str] = set()
         self.pending = 0               # changed run files left for the next refresh
+        self.version = 0               # goes up whenever a refresh changes what entries() returns
         self.db: sqlite3.Connection | None = None
         self.persistent = False        # whether summaries are being kept in INDEX_FILE
         if persist:
@@ -189,6 +191,7 @@ class RunIndex:
             upserts.append((run_id, stamps[run_id], entry))
         self.pending = len(changed) - len(upserts)
         if upserts or gone:
+            self.version += 1
             self._persist(upserts, gone)
         return self.pending
 

@@ -70,14 +70,20 @@ def unique_suffixes(ids: Iterable[str]) -> dict[str, str]:
     ids = list(dict.fromkeys(ids))
     parts = {run_id: run_id.split("-") for run_id in ids}
     out: dict[str, str] = {}
-    for run_id in ids:
-        for k in range(1, len(parts[run_id]) + 1):
-            tail = "-".join(parts[run_id][-k:])
-            if not any(other != run_id and (other == tail or other.endswith("-" + tail)) for other in ids):
-                out[run_id] = tail
-                break
-        else:
-            out[run_id] = run_id
+    left = ids
+    k = 1
+    while left:
+        # Each id's last k parts (the whole id when it has fewer); a tail that only one
+        # id has is that id's label. Linear per round: thousands of ids take a moment.
+        tails = {run_id: "-".join(parts[run_id][-k:]) for run_id in ids}
+        counts = Counter(tails.values())
+        still = []
+        for run_id in left:
+            if counts[tails[run_id]] == 1 or k >= len(parts[run_id]):
+                out[run_id] = tails[run_id] if counts[tails[run_id]] == 1 else run_id
+            else:
+                still.append(run_id)
+        left, k = still, k + 1
     return out
 
 

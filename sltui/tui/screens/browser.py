@@ -23,6 +23,9 @@ SCROLLBAR = 2
 MARK_WIDTH = 3
 # Seconds of run-file reading per refresh while the run index catches up.
 INDEX_BUDGET_S = 0.25
+# Rows added before the first paint (more than a screenful), then per batch after it.
+FIRST_ROWS = 80
+ROW_BATCH = 400
 STATUS_STYLE = {"running": "bold", "completed": "", "cancelled": "italic", "failed": "reverse",
                 "interrupted": "italic", "unreadable": "reverse", "starting": "bold"}
 
@@ -62,6 +65,11 @@ class BrowserScreen(Screen[None]):
         self.selected: set[str] = set()
         self.rows: list[dict[str, Any]] = []
         self._shown: tuple = ()
+        self._rows_key: tuple | None = None
+        self._layout_memo: tuple = (None, None)
+        self._columns: list = []
+        self._to_add: list = []
+        self._cursor_to: str | None = None
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -88,6 +96,15 @@ class BrowserScreen(Screen[None]):
                 self.set_timer(0.05, self.refresh_runs)
             entries = index.entries()
         self.pending = index.pending if index is not None else 0
+        # Rows are rebuilt only when something they show can have changed: the index, the
+        # status of a run whose file says running (its writer may have died), the filter
+        # or the sort. A poll over thousands of unchanged runs then costs their stat calls.
+        live = tuple(e.status for e in entries if e.doc is not None and e.doc.get("status") == "running")
+        key = (getattr(index, "version", None), len(entries), live, self.query_text, self.sort_key, self.sort_reverse)
+        if key == self._rows_key:
+            self._update_status()
+            return
+        self._rows_key = key
         rows = [browser_row(e) for e in entries]
         self.all_count = len(rows)
         try:
@@ -102,33 +119,71 @@ class BrowserScreen(Screen[None]):
     def on_resize(self) -> None:
         self._render_rows()
 
+    def _layout(self, width: int):
+        """runs_model.browser_layout of the current rows, computed once per rows and width."""
+        key = (id(self.rows), width)
+        if self._layout_memo[0] != key:
+            self._layout_memo = (key, browser_layout(self.rows, width))
+        return self._layout_memo[1]
+
     def _render_rows(self) -> None:
         """Fill the table for the screen's width: which columns show and how ids are
-        written follow the width (runs_model.browser_layout); redrawn only on a change."""
+        written follow the width (runs_model.browser_layout). Only what changed is redrawn:
+        changed cells in place when the columns and the order of the runs are the same,
+        else the whole table, a screenful first and the rest in batches (add_row and the
+        table's measuring of thousands of rows would otherwise hold up the first paint)."""
         table = self.query_one("#runs", DataTable)
         width = (self.size.width or self.app.size.width) - SCROLLBAR - MARK_WIDTH
-        columns, cells = browser_layout(self.rows, width)
-        shown = (tuple(c.key for c in columns) + fitted_widths(columns, cells),
-                 tuple((row["id"], row["id"] in self.selected, tuple(cell[c.key] for c in columns))
-                       for row, cell in zip(self.rows, cells)))
-        if shown != self._shown:
-            current = self.current_id()
-            keys_changed = shown[0] != (self._shown[0] if self._shown else None)
-            self._shown = shown
-            table.clear(columns=keys_changed)
-            if keys_changed:
-                table.add_column(" ", key="sel", width=1)
-                add_fitted_columns(table, columns, cells)
-            for run_id, selected, values in shown[1]:
-                styled = [Text(v, style=STATUS_STYLE.get(v, "")) if c.key == "status" else
-                          Text(v, justify="right") if c.align == "right" else v
-                          for c, v in zip(columns, values)]
-                table.add_row("*" if selected else " ", *styled, key=run_id)
-            if current is not None:
-                ids = [c[0] for c in shown[1]]
-                if current in ids:
-                    table.move_cursor(row=ids.index(current), animate=False)
+        columns, cells = self._layout(width)
+        head = tuple(c.key for c in columns) + fitted_widths(columns, cells)
+        body = [(row["id"], row["id"] in self.selected, tuple(cell[c.key] for c in columns))
+                for row, cell in zip(self.rows, cells)]
+        old_head, old_body = self._shown or (None, [])
+        self._columns = columns
+        if head == old_head and [b[0] for b in body] == [b[0] for b in old_body] and not self._to_add:
+            for new, old in zip(body, old_body):
+                if new != old:
+                    table.update_cell(new[0], "sel", "*" if new[1] else " ")
+                    for col, value, before in zip(columns, new[2], old[2]):
+                        if value != before:
+                            table.update_cell(new[0], col.key, self._styled(col, value))
+            self._shown = (head, body)
+            self._update_status()
+            return
+        self._cursor_to = self.current_id() if self._cursor_to is None else self._cursor_to
+        self._shown = (head, body)
+        table.clear(columns=head != old_head)
+        if head != old_head:
+            table.add_column(" ", key="sel", width=1)
+            add_fitted_columns(table, columns, cells)
+        self._to_add = list(body)
+        self._add_rows(FIRST_ROWS)
         self._update_status()
+
+    def _styled(self, col, value: str):
+        if col.key == "status":
+            return Text(value, style=STATUS_STYLE.get(value, ""))
+        return Text(value, justify="right") if col.align == "right" else value
+
+    def _add_rows(self, count: int = 0) -> None:
+        """Add the next `count` (default ROW_BATCH) rows waiting to be shown; schedule the rest."""
+        table = self.query_one("#runs", DataTable)
+        batch, self._to_add = self._to_add[:count or ROW_BATCH], self._to_add[count or ROW_BATCH:]
+        for run_id, selected, values in batch:
+            table.add_row("*" if selected else " ", *[self._styled(c, v) for c, v in zip(self._columns, values)],
+                          key=run_id)
+        if self._cursor_to is not None:
+            try:
+                row = table.get_row_index(self._cursor_to)
+            except Exception:  # noqa: BLE001 - not added yet, or gone
+                row = None
+            if row is not None:
+                table.move_cursor(row=row, animate=False)
+                self._cursor_to = None
+            elif not self._to_add:
+                self._cursor_to = None
+        if self._to_add:
+            self.set_timer(0.01, self._add_rows)
 
     def _update_status(self) -> None:
         arrow = "desc" if self.sort_reverse else "asc"
@@ -164,6 +219,7 @@ class BrowserScreen(Screen[None]):
         self.refresh_runs()
 
     def on_screen_resume(self) -> None:
+        self._rows_key = None      # tags, notes or deletions from another screen
         self.refresh_runs()
 
     # ---- table events -----------------------------------------------------
@@ -197,6 +253,7 @@ class BrowserScreen(Screen[None]):
         self.sort_by(self.sort_key, not self.sort_reverse)
 
     def action_refresh_runs(self) -> None:
+        self._rows_key = None      # re-read every row, even if no file changed
         self.refresh_runs()
 
     def action_filter(self) -> None:
