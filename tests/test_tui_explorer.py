@@ -93,3 +93,33 @@ async def test_compare_many_runs_wraps_labels_not_values(example_runs, size):
         labels = [label for label, d in zip(app.screen.labels, docs) if d.get("final")]
         assert_whole(screen_lines(app), readable, labels)
         assert all(len(line.rstrip()) <= size[0] for line in screen_lines(app))
+
+
+async def test_form_labels_never_run_into_their_values(tmp_path):
+    """At 80 columns, with the hijack attack's and two detectors' fields shown, every
+    label is followed by a space before its value (`hijack warmup epochs  2`)."""
+    from textual.widgets import Input, Select
+
+    from sltui.tui.form_model import SPECS, visible
+    from sltui.tui.screens.new_run import NewRunScreen
+
+    app = SlTuiApp(runs_dir=tmp_path, poll_interval=3600)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, BrowserScreen))
+        await pilot.press("n")
+        await wait_for(pilot, lambda: isinstance(app.screen, NewRunScreen))
+        app.screen.query_one("#f-attack", Select).value = "hijack"
+        app.screen.query_one("#f-defenses", Input).value = "splitguard,scrutinizer"
+        await pilot.pause(0.3)
+        form = app.screen.query_one("#form")
+        seen = {}
+        for y in range(0, 120, 10):
+            form.scroll_to(y=y, animate=False)
+            await pilot.pause(0.1)
+            for line in screen_lines(app):
+                for spec in SPECS:
+                    if line.startswith(" " + spec.label) and len(line) > len(spec.label) + 1:
+                        seen.setdefault(spec.label, line[len(spec.label) + 1])
+        shown = [s.label for s in SPECS if visible(s.name, "hijack", "patch", ("splitguard", "scrutinizer"))]
+        assert "hijack warmup epochs" in seen and "scrutinizer threshold" in seen
+        assert all(seen[label] == " " for label in shown if label in seen), seen
