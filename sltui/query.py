@@ -112,6 +112,8 @@ def parse_query(text: str) -> Query:
         name, op, value = m.group(1).lower(), m.group(2), m.group(3).strip().lower()
         if name not in FIELDS:
             raise QueryError(f"unknown field {name!r} in {word!r}; fields: {', '.join(sorted(set(FIELDS) - {'clients', 'seconds'}))}")
+        if value[:1] in ("<", ">", "=", "!"):
+            raise QueryError(f"cannot read {word!r}: one operator per term, e.g. {name}>=2")
         if not value:
             raise QueryError(f"{word!r} needs a value after {op!r}, e.g. {name}{op}2")
         if op in (">=", "<=", ">", "<") and _number(value) is None:
