@@ -100,15 +100,31 @@ def table_columns_wrapping(columns: Sequence[Column], cells: Sequence[Mapping[st
     return fit_columns_wrapping(columns, cells, width - CELL_PADDING, wrap_key)
 
 
-def browser_layout(rows: Sequence[Mapping[str, Any]], width: int) -> tuple[list[Column], list[dict[str, str]]]:
+def browser_columns(best: bool = False) -> tuple[Column, ...]:
+    """BROWSER_COLUMNS, with the metric columns headed `best CDA` / `best ASR` when the
+    browser shows the best-validation epoch's metrics (best_metrics)."""
+    if not best:
+        return BROWSER_COLUMNS
+    names = {"cda": "best CDA", "asr": "best ASR"}
+    return tuple(Column(c.key, names[c.key], c.priority, c.align) if c.key in names else c for c in BROWSER_COLUMNS)
+
+
+def best_metrics(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A row whose `cda` and `asr` are those of the best-validation epoch: what the browser
+    shows, sorts and filters by while its metrics toggle (m) is on best."""
+    return {**row, "cda": row.get("best_cda"), "asr": row.get("best_asr")}
+
+
+def browser_layout(rows: Sequence[Mapping[str, Any]], width: int,
+                   columns: Sequence[Column] = BROWSER_COLUMNS) -> tuple[list[Column], list[dict[str, str]]]:
     """(columns, cells) of the browser for a table `width` cells wide: whole ids when every
     column fits with them, else each id's unique suffix (unique_suffixes) and columns left
     out by priority."""
-    cells = [{c.key: fmt_cell(c.key, row.get(c.key)) for c in BROWSER_COLUMNS} for row in rows]
-    if len(table_columns(BROWSER_COLUMNS, cells, width)) < len(BROWSER_COLUMNS):
+    cells = [{c.key: fmt_cell(c.key, row.get(c.key)) for c in columns} for row in rows]
+    if len(table_columns(columns, cells, width)) < len(columns):
         labels = unique_suffixes(cell["id"] for cell in cells)
         cells = [{**cell, "id": labels[cell["id"]]} for cell in cells]
-    return table_columns(BROWSER_COLUMNS, cells, width), cells
+    return table_columns(columns, cells, width), cells
 
 
 def browser_row(entry: RunEntry) -> dict[str, Any]:

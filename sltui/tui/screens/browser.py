@@ -14,7 +14,7 @@ from textual.widgets import DataTable, Footer, Header, Input, Static
 from ..form_model import config_from_run
 from ..messages import RunsChanged
 from ...query import QueryError, parse_query
-from ..runs_model import SORT_KEYS, browser_layout, browser_row, sort_rows
+from ..runs_model import SORT_KEYS, best_metrics, browser_columns, browser_layout, browser_row, sort_rows
 from ..widgets.fitted_table import add_fitted_columns, fitted_widths
 
 # Cells kept free at the right of the table for its vertical scrollbar, and taken by the
@@ -39,6 +39,7 @@ class BrowserScreen(Screen[None]):
         Binding("S", "sort_reverse", "Reverse", show=False),
         Binding("r", "refresh_runs", "Refresh", show=False),  # it refreshes itself: the footer's room goes to the arena
         Binding("C", "clone", "Clone", show=False),
+        Binding("m", "toggle_best", "Final/best", show=False),
         Binding("escape", "clear", "Clear", show=False),
     ]
     PALETTE = (
@@ -48,6 +49,7 @@ class BrowserScreen(Screen[None]):
         ("Sort by next column", "Cycle the sort column (s; S reverses)", "sort_next"),
         ("Refresh runs", "Re-read the runs folder (r)", "refresh_runs"),
         ("Clone run config", "Open the new-run form with this run's config (C)", "clone"),
+        ("Final or best metrics", "CDA/ASR of the last epoch or of the best-validation epoch (m)", "toggle_best"),
     )
 
     class RunOpened(Message):
@@ -70,6 +72,7 @@ class BrowserScreen(Screen[None]):
         self._columns: list = []
         self._to_add: list = []
         self._cursor_to: str | None = None
+        self.best = False              # CDA/ASR of the best-validation epoch instead of the last
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -100,12 +103,15 @@ class BrowserScreen(Screen[None]):
         # status of a run whose file says running (its writer may have died), the filter
         # or the sort. A poll over thousands of unchanged runs then costs their stat calls.
         live = tuple(e.status for e in entries if e.doc is not None and e.doc.get("status") == "running")
-        key = (getattr(index, "version", None), len(entries), live, self.query_text, self.sort_key, self.sort_reverse)
+        key = (getattr(index, "version", None), len(entries), live, self.query_text, self.sort_key, self.sort_reverse,
+               self.best)
         if key == self._rows_key:
             self._update_status()
             return
         self._rows_key = key
         rows = [browser_row(e) for e in entries]
+        if self.best:
+            rows = [best_metrics(r) for r in rows]
         self.all_count = len(rows)
         try:
             self.filter_query = parse_query(self.query_text)
@@ -121,9 +127,9 @@ class BrowserScreen(Screen[None]):
 
     def _layout(self, width: int):
         """runs_model.browser_layout of the current rows, computed once per rows and width."""
-        key = (id(self.rows), width)
+        key = (id(self.rows), width, self.best)
         if self._layout_memo[0] != key:
-            self._layout_memo = (key, browser_layout(self.rows, width))
+            self._layout_memo = (key, browser_layout(self.rows, width, browser_columns(self.best)))
         return self._layout_memo[1]
 
     def _render_rows(self) -> None:
@@ -189,6 +195,8 @@ class BrowserScreen(Screen[None]):
         arrow = "desc" if self.sort_reverse else "asc"
         label = SORT_KEYS.get(self.sort_key, self.sort_key)
         parts = [f"{len(self.rows)}/{getattr(self, 'all_count', 0)} runs", f"sort {label} {arrow}"]
+        if self.best:
+            parts.append("best-val metrics")
         if getattr(self, "pending", 0):
             parts.insert(1, f"reading {self.pending} more run files")
         if self.query_error:
@@ -251,6 +259,10 @@ class BrowserScreen(Screen[None]):
 
     def action_sort_reverse(self) -> None:
         self.sort_by(self.sort_key, not self.sort_reverse)
+
+    def action_toggle_best(self) -> None:
+        self.best = not self.best
+        self.refresh_runs()
 
     def action_refresh_runs(self) -> None:
         self._rows_key = None      # re-read every row, even if no file changed

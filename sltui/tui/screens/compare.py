@@ -36,16 +36,29 @@ TABLE_COLUMNS = (
 )
 
 
+def table_columns_for(best: bool) -> list[Column]:
+    """TABLE_COLUMNS, or with best-validation metrics (m) before the final ones and kept
+    longest instead of them when the width runs out."""
+    if not best:
+        return list(TABLE_COLUMNS)
+    swap = {"final_cda": 3, "final_asr": 3, "best_cda": 1, "best_asr": 1}
+    cols = [Column(c.key, c.header, swap.get(c.key, c.priority), c.align) for c in TABLE_COLUMNS]
+    order = ["n", "run", "status", "best_cda", "best_asr", "final_cda", "final_asr", "paper_cda", "paper_asr"]
+    return sorted(cols, key=lambda c: order.index(c.key))
+
+
 class CompareScreen(Screen[None]):
     BINDINGS = [
         Binding("escape", "back", "Back"),
         Binding("p", "toggle_paper", "Paper values"),
+        Binding("m", "toggle_best", "Final/best", show=False),
         Binding("e", "export", "Export CSV"),
         Binding("r", "reload", "Refresh", show=False),
     ]
     PALETTE = (
         ("Toggle paper values", "Show the authors' CDA/ASR for each run's setting (p)", "toggle_paper"),
         ("Export comparison as CSV", "Write the table into the runs folder (e)", "export"),
+        ("Final or best metrics first", "Best-validation CDA/ASR before the final ones (m)", "toggle_best"),
     )
 
     class Exported(Message):
@@ -57,6 +70,7 @@ class CompareScreen(Screen[None]):
         super().__init__()
         self.run_ids = list(run_ids)
         self.show_paper = show_paper
+        self.best = False
         self.docs: list[dict[str, Any]] = []
         self.columns: list[str] = []
         self.rows: list[dict[str, Any]] = []
@@ -134,7 +148,7 @@ class CompareScreen(Screen[None]):
         """(the table's columns at the screen's width, its cells): paper values only when
         toggled on; run labels wrapped at spaces where whole labels would push the status
         and metrics off the screen (runs_model.table_columns_wrapping)."""
-        columns = [c for c in TABLE_COLUMNS if self.show_paper or c.key not in PAPER_COLUMNS]
+        columns = [c for c in table_columns_for(self.best) if self.show_paper or c.key not in PAPER_COLUMNS]
         width = (self.size.width or self.app.size.width) - SCROLLBAR
         return table_columns_wrapping(columns, self.table_cells(), width, "run")
 
@@ -152,6 +166,8 @@ class CompareScreen(Screen[None]):
                             for c in columns], key=str(row["id"]), height=cell["run"].count("\n") + 1)
         note = f"{len(self.rows)} runs"
         hidden = len([c for c in TABLE_COLUMNS if self.show_paper or c.key not in PAPER_COLUMNS]) - len(columns)
+        if self.best:
+            note += "  |  best-val metrics first"
         if hidden:
             note += f", {hidden} columns hidden"
         if self.show_paper:
@@ -171,6 +187,10 @@ class CompareScreen(Screen[None]):
 
     def action_reload(self) -> None:
         self.reload()
+
+    def action_toggle_best(self) -> None:
+        self.best = not self.best
+        self._render_table()
 
     def action_toggle_paper(self) -> None:
         self.show_paper = not self.show_paper
