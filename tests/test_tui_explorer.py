@@ -123,3 +123,36 @@ async def test_form_labels_never_run_into_their_values(tmp_path):
         shown = [s.label for s in SPECS if visible(s.name, "hijack", "patch", ("splitguard", "scrutinizer"))]
         assert "hijack warmup epochs" in seen and "scrutinizer threshold" in seen
         assert all(seen[label] == " " for label in shown if label in seen), seen
+
+
+async def test_seeds_grouped_show_the_aggregate_numbers_and_open_into_their_runs(example_runs):
+    """g: one row per setting with n and mean ± std, the numbers `sltui runs aggregate`
+    prints (engine.sweeps.aggregate); enter lists the group's runs; esc goes back; a
+    selected group compares its runs."""
+    from engine.sweeps.aggregate import aggregate
+    from sltui.format import fmt_mean_std
+    from sltui.run_index import RunIndex
+
+    docs = [{**e.doc, "status": e.status} for e in RunIndex(example_runs, persist=False).scan() if e.doc]
+    groups = aggregate(docs)
+    app = SlTuiApp(runs_dir=example_runs, poll_interval=3600)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, BrowserScreen) and browser_order(app))
+        await pilot.press("g")
+        await wait_for(pilot, lambda: len(browser_order(app)) == len(groups))
+        text = "\n".join(screen_lines(app))
+        for g in groups:
+            spread = g["n"] > 1
+            assert fmt_mean_std(g["cda_mean"], g["cda_std"] if spread else None) in text
+            assert fmt_mean_std(g["asr_mean"], g["asr_std"] if spread else None) in text
+        pair = next(g for g in groups if g["n"] == 2)
+        row = browser_order(app).index(pair["group"])
+        await pilot.press(*["down"] * row, "enter")
+        await wait_for(pilot, lambda: sorted(browser_order(app)) == sorted(pair["runs"]))
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: len(browser_order(app)) == len(groups))
+        browser = app.screen
+        browser.query_one("#runs").move_cursor(row=browser_order(app).index(pair["group"]))
+        await pilot.press("space", "c")
+        await wait_for(pilot, lambda: isinstance(app.screen, CompareScreen))
+        assert sorted(app.screen.run_ids) == sorted(pair["runs"])

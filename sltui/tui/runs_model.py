@@ -16,7 +16,7 @@ from engine.store import RunEntry
 from engine.sweeps.aggregate import PER_RUN, aggregate
 
 from .form_model import visible
-from ..format import fmt_cell, fmt_mean_std, mean_score
+from ..format import fmt_cell, fmt_mean_std, fmt_setting, mean_score
 from ..query import parse_query
 from ..run_index import RunIndex, run_row  # noqa: F401 - RunIndex: the screens' index
 from ..reference import lookup
@@ -121,10 +121,43 @@ def browser_layout(rows: Sequence[Mapping[str, Any]], width: int,
     column fits with them, else each id's unique suffix (unique_suffixes) and columns left
     out by priority."""
     cells = [{c.key: fmt_cell(c.key, row.get(c.key)) for c in columns} for row in rows]
-    if len(table_columns(columns, cells, width)) < len(columns):
+    if len(table_columns(columns, cells, width)) < len(columns) and any(c.key == "id" for c in columns):
         labels = unique_suffixes(cell["id"] for cell in cells)
         cells = [{**cell, "id": labels[cell["id"]]} for cell in cells]
     return table_columns(columns, cells, width), cells
+
+
+# The browser's columns with seeds grouped (g): one row per setting.
+GROUP_COLUMNS: tuple[Column, ...] = (
+    Column("setting", "setting"),
+    Column("n", "n", 0, "right"),
+    Column("cda_pm", "CDA", 1, "right"),
+    Column("asr_pm", "ASR", 1, "right"),
+    Column("epochs", "epochs", 2, "right"),
+    Column("seeds", "seeds", 3),
+)
+
+
+def group_rows(docs: Iterable[Mapping[str, Any]], best: bool = False) -> list[dict[str, Any]]:
+    """One row per setting of the completed runs among `docs` (run files or their index
+    summaries, with their effective status): engine.sweeps.aggregate's groups, the numbers
+    `sltui runs aggregate` prints. `id` is the group's key, `runs` its run ids, `cda`/`asr`
+    the means (final, or best-validation with `best`) and `cda_pm`/`asr_pm` mean ± std."""
+    which = "best_" if best else ""
+    rows = []
+    for group in aggregate(docs):
+        attack = group.get("attack")
+        setting = {**group, "alpha": group.get("alpha") if attack == "surrogate" else None,
+                   "trigger": group.get("trigger", "patch") if attack not in (None, "none") else None}
+        spread = group["n"] > 1
+        rows.append({
+            "id": group["group"], "status": "group", "setting": fmt_setting(setting), "n": group["n"],
+            "epochs": group.get("epochs"), "seeds": ",".join(map(str, group["seeds"])), "runs": list(group["runs"]),
+            "cda": group[f"{which}cda_mean"], "asr": group[f"{which}asr_mean"],
+            "cda_pm": fmt_mean_std(group[f"{which}cda_mean"], group[f"{which}cda_std"] if spread else None),
+            "asr_pm": fmt_mean_std(group[f"{which}asr_mean"], group[f"{which}asr_std"] if spread else None),
+        })
+    return rows
 
 
 def browser_row(entry: RunEntry) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from textual.widgets import DataTable, Footer, Header, Input, Static
 from ..form_model import config_from_run
 from ..messages import RunsChanged
 from ...query import QueryError, parse_query
-from ..runs_model import SORT_KEYS, best_metrics, browser_columns, browser_layout, browser_row, sort_rows
+from ..runs_model import GROUP_COLUMNS, SORT_KEYS, best_metrics, group_rows, browser_columns, browser_layout, browser_row, sort_rows
 from ..widgets.fitted_table import add_fitted_columns, fitted_widths
 
 # Cells kept free at the right of the table for its vertical scrollbar, and taken by the
@@ -40,6 +40,7 @@ class BrowserScreen(Screen[None]):
         Binding("r", "refresh_runs", "Refresh", show=False),  # it refreshes itself: the footer's room goes to the arena
         Binding("C", "clone", "Clone", show=False),
         Binding("m", "toggle_best", "Final/best", show=False),
+        Binding("g", "toggle_groups", "Group seeds", show=False),
         Binding("escape", "clear", "Clear", show=False),
     ]
     PALETTE = (
@@ -50,6 +51,7 @@ class BrowserScreen(Screen[None]):
         ("Refresh runs", "Re-read the runs folder (r)", "refresh_runs"),
         ("Clone run config", "Open the new-run form with this run's config (C)", "clone"),
         ("Final or best metrics", "CDA/ASR of the last epoch or of the best-validation epoch (m)", "toggle_best"),
+        ("Group seeds", "One row per setting: n, CDA and ASR mean ± std over seeds (g)", "toggle_groups"),
     )
 
     class RunOpened(Message):
@@ -73,6 +75,8 @@ class BrowserScreen(Screen[None]):
         self._to_add: list = []
         self._cursor_to: str | None = None
         self.best = False              # CDA/ASR of the best-validation epoch instead of the last
+        self.grouped = False           # one row per setting (seeds grouped), g
+        self.group_runs: tuple[str, frozenset[str]] | None = None   # (setting, run ids) after enter on a group
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -104,7 +108,7 @@ class BrowserScreen(Screen[None]):
         # or the sort. A poll over thousands of unchanged runs then costs their stat calls.
         live = tuple(e.status for e in entries if e.doc is not None and e.doc.get("status") == "running")
         key = (getattr(index, "version", None), len(entries), live, self.query_text, self.sort_key, self.sort_reverse,
-               self.best)
+               self.best, self.grouped, self.group_runs)
         if key == self._rows_key:
             self._update_status()
             return
@@ -119,6 +123,12 @@ class BrowserScreen(Screen[None]):
         except QueryError as exc:   # keep the last filter that could be read; say why not this one
             self.query_error = str(exc)
         rows = [r for r in rows if self.filter_query.matches(r)]
+        if self.group_runs is not None:            # enter on a group: its runs only
+            rows = [r for r in rows if r["id"] in self.group_runs[1]]
+        if self.grouped:
+            chosen = {r["id"] for r in rows}
+            rows = group_rows(({**e.doc, "status": e.status} for e in entries
+                               if e.doc is not None and e.run_id in chosen), self.best)
         self.rows = sort_rows(rows, self.sort_key, self.sort_reverse)
         self._render_rows()
 
@@ -127,9 +137,10 @@ class BrowserScreen(Screen[None]):
 
     def _layout(self, width: int):
         """runs_model.browser_layout of the current rows, computed once per rows and width."""
-        key = (id(self.rows), width, self.best)
+        key = (id(self.rows), width, self.best, self.grouped)
         if self._layout_memo[0] != key:
-            self._layout_memo = (key, browser_layout(self.rows, width, browser_columns(self.best)))
+            columns = GROUP_COLUMNS if self.grouped else browser_columns(self.best)
+            self._layout_memo = (key, browser_layout(self.rows, width, columns))
         return self._layout_memo[1]
 
     def _render_rows(self) -> None:
@@ -197,6 +208,10 @@ class BrowserScreen(Screen[None]):
         parts = [f"{len(self.rows)}/{getattr(self, 'all_count', 0)} runs", f"sort {label} {arrow}"]
         if self.best:
             parts.append("best-val metrics")
+        if self.grouped:
+            parts[0] = f"{len(self.rows)} settings (seeds grouped; completed runs)"
+        if self.group_runs is not None:
+            parts.append(f"group '{self.group_runs[0]}' (esc: back to groups)")
         if getattr(self, "pending", 0):
             parts.insert(1, f"reading {self.pending} more run files")
         if self.query_error:
@@ -234,6 +249,14 @@ class BrowserScreen(Screen[None]):
     @on(DataTable.RowSelected, "#runs")
     def _open(self, event: DataTable.RowSelected) -> None:
         run_id = str(event.row_key.value)
+        if self.grouped:       # a group: list its runs
+            group = next((r for r in self.rows if r["id"] == run_id), None)
+            if group is not None:
+                self.group_runs = (group["setting"], frozenset(group["runs"]))
+                self.grouped = False
+                self.selected.clear()
+                self.refresh_runs()
+            return
         row = next((r for r in self.rows if r["id"] == run_id), None)
         if row is not None and row["status"] == "unreadable":
             self.notify(f"unreadable run file: {row.get('error')}", severity="error", timeout=6)
@@ -291,6 +314,10 @@ class BrowserScreen(Screen[None]):
         box = self.query_one("#filter", Input)
         if box.has_focus:
             self._close_filter()
+        elif self.group_runs is not None:
+            self.group_runs = None
+            self.grouped = True
+            self.refresh_runs()
         elif self.query_text:
             box.value = ""
             self.query_text = ""
@@ -310,8 +337,16 @@ class BrowserScreen(Screen[None]):
         if table.cursor_row < table.row_count - 1:
             table.move_cursor(row=table.cursor_row + 1)
 
+    def action_toggle_groups(self) -> None:
+        self.grouped = not self.grouped
+        self.selected.clear()      # run ids and group keys are not to be mixed
+        self.refresh_runs()
+
     def action_compare(self) -> None:
-        ids = [r["id"] for r in self.rows if r["id"] in self.selected and r["status"] != "unreadable"]
+        if self.grouped:           # the runs of the selected groups
+            ids = [run for r in self.rows if r["id"] in self.selected for run in r["runs"]]
+        else:
+            ids = [r["id"] for r in self.rows if r["id"] in self.selected and r["status"] != "unreadable"]
         if len(ids) < 2:
             self.notify("select at least two runs with space first", severity="warning", timeout=3)
             return
