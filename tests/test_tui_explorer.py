@@ -156,3 +156,52 @@ async def test_seeds_grouped_show_the_aggregate_numbers_and_open_into_their_runs
         await pilot.press("space", "c")
         await wait_for(pilot, lambda: isinstance(app.screen, CompareScreen))
         assert sorted(app.screen.run_ids) == sorted(pair["runs"])
+
+
+async def test_tag_note_and_delete_from_the_browser(example_runs):
+    """t and N write the run's notes file (read back here), the filter finds the tag, the
+    status line shows tag and note; d asks, n keeps the run, y moves it to runs/.trash."""
+    from sltui.annotations import read_annotations
+    from sltui.tui.screens.prompts import Confirm, TextPrompt
+
+    app = SlTuiApp(runs_dir=example_runs, poll_interval=3600)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, BrowserScreen) and browser_order(app))
+        run_id = browser_order(app)[0]
+        await pilot.press("t")
+        await wait_for(pilot, lambda: isinstance(app.screen, TextPrompt))
+        await pilot.press(*"paper best", "enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, BrowserScreen))
+        await pilot.press("N")
+        await wait_for(pilot, lambda: isinstance(app.screen, TextPrompt))
+        await pilot.press(*"kept for the paper", "enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, BrowserScreen))
+        assert read_annotations(example_runs / run_id) == {"tags": ["paper", "best"], "note": "kept for the paper"}
+        await wait_for(pilot, lambda: "#paper #best kept for the paper" in " ".join(" ".join(screen_lines(app)).split()))
+        await pilot.press("slash", *"tag:paper", "enter")
+        await wait_for(pilot, lambda: browser_order(app) == [run_id])
+        await pilot.press("d")
+        await wait_for(pilot, lambda: isinstance(app.screen, Confirm))
+        await pilot.press("n")
+        await wait_for(pilot, lambda: isinstance(app.screen, BrowserScreen))
+        assert (example_runs / run_id / "run.json").is_file()
+        await pilot.press("d")
+        await wait_for(pilot, lambda: isinstance(app.screen, Confirm))
+        await pilot.press("y")
+        await wait_for(pilot, lambda: browser_order(app) == [])
+        assert not (example_runs / run_id).exists()
+        assert (example_runs / ".trash" / run_id / "run.json").is_file()
+
+
+async def test_malformed_filter_says_why_and_keeps_the_last_good_one(example_runs):
+    import json
+    deep = sum(json.loads(p.read_text())["config"]["cut"] >= 3 for p in example_runs.glob("*/run.json"))
+    app = SlTuiApp(runs_dir=example_runs, poll_interval=3600)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, BrowserScreen) and browser_order(app))
+        await pilot.press("slash", *"cut>=3")
+        await wait_for(pilot, lambda: len(browser_order(app)) == deep)
+        await pilot.press(*" asr>")
+        await pilot.pause(0.3)
+        text = " ".join(screen_lines(app))
+        assert "needs a value" in text and len(browser_order(app)) == deep

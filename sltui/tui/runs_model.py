@@ -26,7 +26,8 @@ from ..tables import Column, fit_columns, fit_columns_wrapping
 # The browser's columns in display order (sltui.tables.Column: key, header, priority, align).
 # The id, status and setting (dataset, model, cut, K, attack: sltui.format.fmt_setting)
 # always show; at narrow widths the rest go, least important first: the metrics stay
-# longest, then the detectors' verdicts, the time, the seed.
+# longest, then the detectors' verdicts, the time, the seed, the tags (the status line
+# shows the tags and note of the run under the cursor at any width).
 BROWSER_COLUMNS: tuple[Column, ...] = (
     Column("id", "id"),
     Column("status", "status"),
@@ -36,6 +37,7 @@ BROWSER_COLUMNS: tuple[Column, ...] = (
     Column("detectors", "flagged@epoch", 2),
     Column("seconds", "time", 3, "right"),
     Column("seed", "seed", 4, "right"),
+    Column("tags", "tags", 5),
 )
 # What the browser sorts by (`s` cycles them in this order; a click on a header sorts by
 # its column) and how the status line names each.

@@ -11,11 +11,16 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
+from engine.store import RunNotFound
+
+from ...annotations import add_tags, remove_tags, set_note
+from ...trash import TRASH_DIR, delete_run
 from ..form_model import config_from_run
 from ..messages import RunsChanged
 from ...query import QueryError, parse_query
 from ..runs_model import GROUP_COLUMNS, SORT_KEYS, best_metrics, group_rows, browser_columns, browser_layout, browser_row, sort_rows
 from ..widgets.fitted_table import add_fitted_columns, fitted_widths
+from .prompts import Confirm, TextPrompt
 
 # Cells kept free at the right of the table for its vertical scrollbar, and taken by the
 # selection mark column (one character and its padding).
@@ -41,6 +46,9 @@ class BrowserScreen(Screen[None]):
         Binding("C", "clone", "Clone", show=False),
         Binding("m", "toggle_best", "Final/best", show=False),
         Binding("g", "toggle_groups", "Group seeds", show=False),
+        Binding("t", "tag", "Tag", show=False),
+        Binding("N", "note", "Note", show=False),
+        Binding("d", "delete", "Delete", show=False),
         Binding("escape", "clear", "Clear", show=False),
     ]
     PALETTE = (
@@ -52,6 +60,9 @@ class BrowserScreen(Screen[None]):
         ("Clone run config", "Open the new-run form with this run's config (C)", "clone"),
         ("Final or best metrics", "CDA/ASR of the last epoch or of the best-validation epoch (m)", "toggle_best"),
         ("Group seeds", "One row per setting: n, CDA and ASR mean ± std over seeds (g)", "toggle_groups"),
+        ("Tag runs", "Add tags to the selected runs or the one under the cursor; -tag removes (t)", "tag"),
+        ("Note on a run", "Write a note on the run under the cursor (N)", "note"),
+        ("Delete runs", "Move the selected runs (or the one under the cursor) to the trash, after asking (d)", "delete"),
     )
 
     class RunOpened(Message):
@@ -220,6 +231,10 @@ class BrowserScreen(Screen[None]):
             parts.append(f"filter '{self.query_text}'")
         if self.selected:
             parts.append(f"{len(self.selected)} selected")
+        row = None if self.grouped else self.current_row()
+        if row is not None and (row.get("tags") or row.get("note")):
+            mark = " ".join(f"#{t}" for t in row.get("tags") or [])
+            parts.append(f"{mark} {row.get('note') or ''}".strip())
         root = getattr(self.app, "runs_dir", "")
         parts.append(str(root))
         self.query_one("#browser-status", Static).update("  |  ".join(parts))
@@ -263,6 +278,10 @@ class BrowserScreen(Screen[None]):
             return
         self.post_message(self.RunOpened(run_id))
         self.app.action_open_run(run_id)  # type: ignore[attr-defined]
+
+    @on(DataTable.RowHighlighted, "#runs")
+    def _cursor_moved(self) -> None:
+        self._update_status()       # the tags and note of the run under the cursor
 
     @on(DataTable.HeaderSelected, "#runs")
     def _header(self, event: DataTable.HeaderSelected) -> None:
@@ -353,6 +372,97 @@ class BrowserScreen(Screen[None]):
         from .compare import CompareScreen
 
         self.app.push_screen(CompareScreen(ids))
+
+    # ---- tags, notes, the trash (sltui.annotations, sltui.trash) ------------------
+    def target_ids(self) -> list[str]:
+        """The runs an action applies to: the selected ones, else the one under the cursor
+        (none in the grouped view, whose rows are settings)."""
+        if self.grouped:
+            self.notify("tags, notes and delete work on runs: g shows them", severity="warning", timeout=3)
+            return []
+        readable = [r["id"] for r in self.rows if r["status"] != "unreadable"]
+        ids = [i for i in readable if i in self.selected]
+        current = self.current_id()
+        return ids or ([current] if current in readable else [])
+
+    def _changed(self) -> None:
+        self._rows_key = None
+        self.refresh_runs()
+
+    def action_tag(self) -> None:
+        ids = self.target_ids()
+        if not ids:
+            return
+        entry = self.app.index.get(ids[0]) if len(ids) == 1 else None  # type: ignore[attr-defined]
+        have = " ".join((entry.doc or {}).get("tags") or []) if entry else ""
+        what = ids[0] if len(ids) == 1 else f"{len(ids)} runs"
+        self.app.push_screen(TextPrompt(f"Tags for {what}: words to add, -word to remove" + (f" (now: {have})" if have else ""),
+                                        placeholder="e.g. paper -draft"), lambda text: self._apply_tags(ids, text))
+
+    def _apply_tags(self, ids: list[str], text: str | None) -> None:
+        if not text or not text.split():
+            return
+        words = text.split()
+        add = [w for w in words if not w.startswith("-")]
+        drop = [w[1:] for w in words if w.startswith("-") and len(w) > 1]
+        store = self.app.index.store  # type: ignore[attr-defined]
+        try:
+            for run_id in ids:
+                if add:
+                    add_tags(store, run_id, add)
+                if drop:
+                    remove_tags(store, run_id, drop)
+        except (ValueError, OSError, RunNotFound) as exc:
+            self.notify(f"tags not saved: {exc}", severity="error", timeout=6)
+        self._changed()
+
+    def action_note(self) -> None:
+        ids = self.target_ids()
+        if len(ids) != 1:
+            if ids:
+                self.notify("a note is for one run: put the cursor on it (no selection)", severity="warning", timeout=3)
+            return
+        entry = self.app.index.get(ids[0])  # type: ignore[attr-defined]
+        note = (entry.doc or {}).get("note") or "" if entry else ""
+        self.app.push_screen(TextPrompt(f"Note on {ids[0]} (empty clears it)", note),
+                             lambda text: self._apply_note(ids[0], text))
+
+    def _apply_note(self, run_id: str, text: str | None) -> None:
+        if text is None:
+            return
+        try:
+            set_note(self.app.index.store, run_id, text)  # type: ignore[attr-defined]
+        except (OSError, RunNotFound) as exc:
+            self.notify(f"note not saved: {exc}", severity="error", timeout=6)
+        self._changed()
+
+    def action_delete(self) -> None:
+        ids = self.target_ids()
+        if not ids:
+            return
+        running = [r["id"] for r in self.rows if r["id"] in ids and r["status"] in ("running", "starting")]
+        if running:
+            self.notify(f"{len(running)} of them still running: cancel first", severity="warning", timeout=4)
+            return
+        what = ids[0] if len(ids) == 1 else f"{len(ids)} runs"
+        trash = self.app.index.root / TRASH_DIR  # type: ignore[attr-defined]
+        self.app.push_screen(Confirm(f"Move {what} to {trash}?\n`sltui runs restore ID` brings a run back.",
+                                     yes="Delete (y)", no="Keep (n)"), lambda yes: self._apply_delete(ids, yes))
+
+    def _apply_delete(self, ids: list[str], yes: bool | None) -> None:
+        if not yes:
+            return
+        store = self.app.index.store  # type: ignore[attr-defined]
+        done = 0
+        for run_id in ids:
+            try:
+                delete_run(store, run_id)
+                done += 1
+            except (OSError, RunNotFound) as exc:
+                self.notify(f"{run_id} not deleted: {exc}", severity="error", timeout=6)
+        self.selected.difference_update(ids)
+        self.notify(f"moved {done} run(s) to the trash", timeout=4)
+        self._changed()
 
     def action_clone(self) -> None:
         row = self.current_row()
