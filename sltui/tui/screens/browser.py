@@ -256,7 +256,12 @@ class BrowserScreen(Screen[None]):
     def _runs_changed(self) -> None:
         self.refresh_runs()
 
+    def on_screen_suspend(self) -> None:
+        self._left = True
+
     def on_screen_resume(self) -> None:
+        if not getattr(self, "_left", False):
+            return                 # the first showing: on_mount has just read the runs
         self._rows_key = None      # tags, notes or deletions from another screen
         self.refresh_runs()
 

@@ -79,7 +79,7 @@ class LiveRunScreen(Screen[None]):
         Binding("escape", "back", "Back"),
         Binding("x", "cancel_run", "Cancel run"),
         Binding("v", "toggle_view", "Charts/config"),
-        Binding("l", "toggle_log", "Log loss"),
+        Binding("l", "toggle_log", "Log loss", show=False),   # in the help and the palette: the footer is full at 80
         Binding("C", "clone", "Clone"),
     ]
     PALETTE = (
