@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from engine.store import RUN_FILE, RunNotFound, RunStore
+from engine.store import RUN_FILE, RunNotFound, RunStore, RunUnreadable
 
 TRASH_DIR = ".trash"
 
@@ -20,11 +20,23 @@ def trash_path(store: RunStore, run_id: str) -> Path:
     return store.root / TRASH_DIR / run_id
 
 
+class RunBusy(RuntimeError):
+    """The run is still being written: moving its folder would only make its writer
+    create it again at its next epoch."""
+
+
 def delete_run(store: RunStore, run_id: str) -> Path:
     """Move run `run_id`'s folder into the trash; returns where it now is. RunNotFound if
-    there is no such run; FileExistsError if the trash already holds a run of that id."""
+    there is no such run; RunBusy if its writer is still running; FileExistsError if the
+    trash already holds a run of that id."""
     if not _valid(run_id) or not (store.root / run_id / RUN_FILE).exists():
         raise RunNotFound(run_id)
+    try:
+        status = store.load(run_id).get("status")
+    except RunUnreadable:
+        status = "unreadable"      # a spoilt file can go to the trash too
+    if status == "running":
+        raise RunBusy(f"run {run_id!r} is still running: cancel it first")
     target = trash_path(store, run_id)
     if target.exists():
         raise FileExistsError(f"{target} already exists: restore or remove it first")

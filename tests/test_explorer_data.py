@@ -16,7 +16,7 @@ from engine.store import RunStore
 from sltui.annotations import ANNOTATIONS_FILE, add_tags, read_annotations, remove_tags, set_note
 from sltui.query import QueryError, parse_query
 from sltui.run_index import INDEX_FILE, RunIndex, run_row
-from sltui.trash import TRASH_DIR, delete_run, restore_run
+from sltui.trash import TRASH_DIR, RunBusy, delete_run, restore_run
 
 from tests.test_cli import sltui  # noqa: F401 - the fixture
 from tui_helpers import EXAMPLE_RUNS, epoch_metrics, write_run
@@ -175,6 +175,13 @@ def test_delete_moves_a_run_to_the_trash_and_restore_brings_it_back(tmp_path):
     assert set(rows_by_id(index)) == {"b"}
     restore_run(store, "a")
     assert set(rows_by_id(index)) == {"a", "b"} and store.load("a")["id"] == "a"
+    write_run(tmp_path, "live", status="running")
+    doc = json.loads(store.path("live").read_text())
+    doc["pid"], doc["host"] = os.getpid(), __import__("socket").gethostname()   # its writer is alive
+    store.path("live").write_text(json.dumps(doc))
+    with pytest.raises(RunBusy):
+        delete_run(store, "live")
+    assert store.path("live").is_file()
 
 
 # ---- the command line -------------------------------------------------------------------

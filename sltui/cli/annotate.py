@@ -10,7 +10,7 @@ import typer
 from engine.store import RunNotFound, RunStore
 
 from ..annotations import add_tags, remove_tags, set_note
-from ..trash import delete_run, restore_run, trashed
+from ..trash import RunBusy, delete_run, restore_run, trashed
 
 
 def register(runs_app: typer.Typer, console: Any, default_runs_dir: Callable[[Optional[Path]], Path],
@@ -85,7 +85,7 @@ def register(runs_app: typer.Typer, console: Any, default_runs_dir: Callable[[Op
         for run_id in run_ids:
             try:
                 where = delete_run(store, run_id)
-            except FileExistsError as exc:
+            except (FileExistsError, RunBusy) as exc:
                 fail(str(exc))
             console.print(f"{run_id} -> {where}", highlight=False)
 

@@ -14,7 +14,7 @@ from textual.widgets import DataTable, Footer, Header, Input, Static
 from engine.store import RunNotFound
 
 from ...annotations import add_tags, remove_tags, set_note
-from ...trash import TRASH_DIR, delete_run
+from ...trash import TRASH_DIR, RunBusy, delete_run
 from ..form_model import config_from_run
 from ..messages import RunsChanged
 from ...query import QueryError, parse_query
@@ -463,7 +463,7 @@ class BrowserScreen(Screen[None]):
             try:
                 delete_run(store, run_id)
                 done += 1
-            except (OSError, RunNotFound) as exc:
+            except (OSError, RunNotFound, RunBusy) as exc:
                 self.notify(f"{run_id} not deleted: {exc}", severity="error", timeout=6)
         self.selected.difference_update(ids)
         self.notify(f"moved {done} run(s) to the trash", timeout=4)
