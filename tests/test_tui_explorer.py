@@ -205,3 +205,46 @@ async def test_malformed_filter_says_why_and_keeps_the_last_good_one(example_run
         await pilot.pause(0.3)
         text = " ".join(" ".join(screen_lines(app)).split())
         assert "needs a value" in text and len(browser_order(app)) == deep
+
+
+@pytest.mark.parametrize("runs", ["runs", "arena"])
+async def test_browser_at_80x24_says_each_runs_setting(tmp_path, runs):
+    """Each visible row at 80x24 names the run's dataset, model, cut (c3), K (K3) and
+    attack, and its id's suffix, whole."""
+    root = tmp_path / "runs"
+    shutil.copytree(EXAMPLE_RUNS.parent / runs, root)
+    docs = {p.parent.name: __import__("json").loads(p.read_text()) for p in root.glob("*/run.json")}
+    app = SlTuiApp(runs_dir=root, poll_interval=3600)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, BrowserScreen) and browser_order(app))
+        lines = screen_lines(app)
+        shown = browser_order(app)[:len(lines) - 5]             # the rows on the screen
+        for run_id in shown[:15]:
+            cfg = docs[run_id]["config"]
+            want = [cfg["dataset"], cfg["model"], f"c{cfg['cut']}", f"K{cfg['clients']}", cfg["attack"], run_id[-4:]]
+            assert any(all(w in line.split() for w in want) for line in lines), (want, "\n".join(lines))
+
+
+async def test_best_metrics_and_log_loss_toggles(example_runs):
+    """m shows the best-validation CDA of each run where the final one was; l puts the
+    run screen's loss chart on a log scale and back."""
+    from sltui.tui.screens.live_run import LiveRunScreen
+    from sltui.tui.widgets.charts import MetricChart
+
+    docs = {d["id"]: d for d in (RunStore(example_runs).load(p.parent.name) for p in example_runs.glob("*/run.json"))}
+    app = SlTuiApp(runs_dir=example_runs, poll_interval=3600)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, BrowserScreen) and browser_order(app))
+        differs = next(i for i, d in docs.items() if d.get("best") and d["best"]["cda"] != d["final"]["cda"])
+        cell = lambda: str(app.screen.query_one("#runs").get_cell(differs, "cda"))  # noqa: E731
+        assert cell() == fmt_pct(docs[differs]["final"]["cda"])
+        await pilot.press("m")
+        await wait_for(pilot, lambda: cell() == fmt_pct(docs[differs]["best"]["cda"]))
+        assert "best CDA" in " ".join(screen_lines(app))
+        app.action_open_run(differs)
+        await wait_for(pilot, lambda: isinstance(app.screen, LiveRunScreen))
+        chart = app.screen.query_one("#chart-loss", MetricChart)
+        await pilot.press("l")
+        assert chart.log_y
+        await pilot.press("l")
+        assert not chart.log_y
