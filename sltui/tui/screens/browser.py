@@ -30,7 +30,10 @@ MARK_WIDTH = 3
 INDEX_BUDGET_S = 0.25
 # Rows added before the first paint (more than a screenful), then per batch after it.
 FIRST_ROWS = 80
-ROW_BATCH = 400
+ROW_BATCH = 200
+# Seconds the filter waits for the next keystroke before it is applied.
+FILTER_DELAY_S = 0.15
+DEBOUNCE_FROM = 500       # runs; fewer filter at every keystroke
 STATUS_STYLE = {"running": "bold", "completed": "", "cancelled": "italic", "failed": "reverse",
                 "interrupted": "italic", "unreadable": "reverse", "starting": "bold"}
 
@@ -85,6 +88,8 @@ class BrowserScreen(Screen[None]):
         self._columns: list = []
         self._to_add: list = []
         self._cursor_to: str | None = None
+        self._all_rows: tuple = (None, [])
+        self._filter_timer = None
         self.best = False              # CDA/ASR of the best-validation epoch instead of the last
         self.grouped = False           # one row per setting (seeds grouped), g
         self.group_runs: tuple[str, frozenset[str]] | None = None   # (setting, run ids) after enter on a group
@@ -124,9 +129,10 @@ class BrowserScreen(Screen[None]):
             self._update_status()
             return
         self._rows_key = key
-        rows = [browser_row(e) for e in entries]
-        if self.best:
-            rows = [best_metrics(r) for r in rows]
+        if self._all_rows[0] != key[:3] + (self.best,):    # the rows themselves, before filter and sort
+            rows = [browser_row(e) for e in entries]
+            self._all_rows = (key[:3] + (self.best,), [best_metrics(r) for r in rows] if self.best else rows)
+        rows = self._all_rows[1]
         self.all_count = len(rows)
         try:
             self.filter_query = parse_query(self.query_text)
@@ -262,7 +268,7 @@ class BrowserScreen(Screen[None]):
     def on_screen_resume(self) -> None:
         if not getattr(self, "_left", False):
             return                 # the first showing: on_mount has just read the runs
-        self._rows_key = None      # tags, notes or deletions from another screen
+        self._invalidate()         # tags, notes or deletions from another screen
         self.refresh_runs()
 
     # ---- table events -----------------------------------------------------
@@ -311,8 +317,13 @@ class BrowserScreen(Screen[None]):
         self.best = not self.best
         self.refresh_runs()
 
+    def _invalidate(self) -> None:
+        """Forget the rows built so far: the next refresh builds them again."""
+        self._rows_key = None
+        self._all_rows = (None, [])
+
     def action_refresh_runs(self) -> None:
-        self._rows_key = None      # re-read every row, even if no file changed
+        self._invalidate()         # re-read every row, even if no file changed
         self.refresh_runs()
 
     def action_filter(self) -> None:
@@ -322,11 +333,23 @@ class BrowserScreen(Screen[None]):
 
     @on(Input.Changed, "#filter")
     def _filter_changed(self, event: Input.Changed) -> None:
+        # Applied once typing pauses: each keystroke re-filtering thousands of rows
+        # would make the box lag behind the keys.
         self.query_text = event.value.strip()
-        self.refresh_runs()
+        if self._filter_timer is not None:
+            self._filter_timer.stop()
+            self._filter_timer = None
+        if getattr(self, "all_count", 0) < DEBOUNCE_FROM:
+            self.refresh_runs()
+        else:
+            self._filter_timer = self.set_timer(FILTER_DELAY_S, self.refresh_runs)
 
     @on(Input.Submitted, "#filter")
     def _filter_done(self) -> None:
+        if self._filter_timer is not None:     # enter applies a filter still waiting
+            self._filter_timer.stop()
+            self._filter_timer = None
+            self.refresh_runs()
         self._close_filter()
 
     def _close_filter(self) -> None:
@@ -391,7 +414,7 @@ class BrowserScreen(Screen[None]):
         return ids or ([current] if current in readable else [])
 
     def _changed(self) -> None:
-        self._rows_key = None
+        self._invalidate()
         self.refresh_runs()
 
     def action_tag(self) -> None:
