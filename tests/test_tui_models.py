@@ -333,3 +333,25 @@ def test_chart_legend_numbers_the_series_when_names_do_not_fit():
     assert legend_names(names[:1], 40) == names[:1]
     assert legend_names(names, 40) == ["1", "2"]
     assert legend_names(names, 200) == names
+
+
+def test_browser_rows_rebuild_only_on_change_and_group_by_setting(tmp_path):
+    from sltui.tui.browser_model import BrowserRows
+
+    for seed in (1, 2):
+        write_run(tmp_path, f"a{seed}", seed=seed, attack="surrogate", alpha=0.09)
+    write_run(tmp_path, "b1", cut=3)
+    index = runs_model.RunIndex(tmp_path, persist=False)
+    view = BrowserRows()
+    assert view.update(index.scan(), index.version) and len(view.rows) == 3
+    assert not view.update(index.scan(), index.version)             # nothing changed: nothing rebuilt
+    view.query_text = "cut>=3"
+    assert view.update(index.scan(), index.version) and [r["id"] for r in view.rows] == ["b1"]
+    view.query_text, view.grouped = "", True
+    view.update(index.scan(), index.version)
+    assert sorted(r["n"] for r in view.rows) == [1, 2]
+    pair = next(r for r in view.rows if r["n"] == 2)
+    assert sorted(view.compare_ids({pair["id"]})) == ["a1", "a2"]
+    assert view.open_group(pair["id"]) and view.update(index.scan(), index.version)
+    assert sorted(r["id"] for r in view.rows) == ["a1", "a2"]
+    assert view.close_group() and view.grouped

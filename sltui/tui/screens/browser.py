@@ -1,4 +1,6 @@
-"""The runs browser: every run file under the runs folder, live, sortable, filterable."""
+"""The runs browser: every run file under the runs folder, live, sortable, filterable,
+seeds grouped or not; tags, notes and the trash. What it lists is browser_model.BrowserRows;
+this screen renders it (only what changed, thousands of rows in batches) and sends commands."""
 from __future__ import annotations
 
 from typing import Any
@@ -17,8 +19,8 @@ from ...annotations import add_tags, remove_tags, set_note
 from ...trash import TRASH_DIR, RunBusy, delete_run
 from ..form_model import config_from_run
 from ..messages import RunsChanged
-from ...query import QueryError, parse_query
-from ..runs_model import GROUP_COLUMNS, SORT_KEYS, best_metrics, group_rows, browser_columns, browser_layout, browser_row, sort_rows
+from ..browser_model import BrowserRows
+from ..runs_model import GROUP_COLUMNS, SORT_KEYS, browser_columns, browser_layout
 from ..widgets.fitted_table import add_fitted_columns, fitted_widths
 from .prompts import Confirm, TextPrompt
 
@@ -75,24 +77,23 @@ class BrowserScreen(Screen[None]):
 
     def __init__(self) -> None:
         super().__init__()
-        self.sort_key = "id"
-        self.sort_reverse = True       # newest first: ids start with a timestamp
-        self.query_text = ""
-        self.filter_query = parse_query("")
-        self.query_error = ""
+        self.view = BrowserRows()          # what is listed (browser_model): rows, filter, sort, toggles
         self.selected: set[str] = set()
-        self.rows: list[dict[str, Any]] = []
+        self.pending = 0                   # run files the index has still to read
         self._shown: tuple = ()
-        self._rows_key: tuple | None = None
         self._layout_memo: tuple = (None, None)
         self._columns: list = []
         self._to_add: list = []
         self._cursor_to: str | None = None
-        self._all_rows: tuple = (None, [])
         self._filter_timer = None
-        self.best = False              # CDA/ASR of the best-validation epoch instead of the last
-        self.grouped = False           # one row per setting (seeds grouped), g
-        self.group_runs: tuple[str, frozenset[str]] | None = None   # (setting, run ids) after enter on a group
+
+    @property
+    def rows(self) -> list[dict[str, Any]]:
+        return self.view.rows
+
+    @property
+    def sort_key(self) -> str:
+        return self.view.sort_key
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -119,45 +120,20 @@ class BrowserScreen(Screen[None]):
                 self.set_timer(0.05, self.refresh_runs)
             entries = index.entries()
         self.pending = index.pending if index is not None else 0
-        # Rows are rebuilt only when something they show can have changed: the index, the
-        # status of a run whose file says running (its writer may have died), the filter
-        # or the sort. A poll over thousands of unchanged runs then costs their stat calls.
-        live = tuple(e.status for e in entries if e.doc is not None and e.doc.get("status") == "running")
-        key = (getattr(index, "version", None), len(entries), live, self.query_text, self.sort_key, self.sort_reverse,
-               self.best, self.grouped, self.group_runs)
-        if key == self._rows_key:
+        if self.view.update(entries, getattr(index, "version", None)):
+            self._render_rows()
+        else:
             self._update_status()
-            return
-        self._rows_key = key
-        if self._all_rows[0] != key[:3] + (self.best,):    # the rows themselves, before filter and sort
-            rows = [browser_row(e) for e in entries]
-            self._all_rows = (key[:3] + (self.best,), [best_metrics(r) for r in rows] if self.best else rows)
-        rows = self._all_rows[1]
-        self.all_count = len(rows)
-        try:
-            self.filter_query = parse_query(self.query_text)
-            self.query_error = ""
-        except QueryError as exc:   # keep the last filter that could be read; say why not this one
-            self.query_error = str(exc)
-        rows = [r for r in rows if self.filter_query.matches(r)]
-        if self.group_runs is not None:            # enter on a group: its runs only
-            rows = [r for r in rows if r["id"] in self.group_runs[1]]
-        if self.grouped:
-            chosen = {r["id"] for r in rows}
-            rows = group_rows(({**e.doc, "status": e.status} for e in entries
-                               if e.doc is not None and e.run_id in chosen), self.best)
-        self.rows = sort_rows(rows, self.sort_key, self.sort_reverse)
-        self._render_rows()
 
     def on_resize(self) -> None:
         self._render_rows()
 
     def _layout(self, width: int):
         """runs_model.browser_layout of the current rows, computed once per rows and width."""
-        key = (id(self.rows), width, self.best, self.grouped)
+        key = (id(self.view.rows), width, self.view.best, self.view.grouped)
         if self._layout_memo[0] != key:
-            columns = GROUP_COLUMNS if self.grouped else browser_columns(self.best)
-            self._layout_memo = (key, browser_layout(self.rows, width, columns))
+            columns = GROUP_COLUMNS if self.view.grouped else browser_columns(self.view.best)
+            self._layout_memo = (key, browser_layout(self.view.rows, width, columns))
         return self._layout_memo[1]
 
     def _render_rows(self) -> None:
@@ -171,7 +147,7 @@ class BrowserScreen(Screen[None]):
         columns, cells = self._layout(width)
         head = tuple(c.key for c in columns) + fitted_widths(columns, cells)
         body = [(row["id"], row["id"] in self.selected, tuple(cell[c.key] for c in columns))
-                for row, cell in zip(self.rows, cells)]
+                for row, cell in zip(self.view.rows, cells)]
         old_head, old_body = self._shown or (None, [])
         self._columns = columns
         if head == old_head and [b[0] for b in body] == [b[0] for b in old_body] and not self._to_add:
@@ -220,24 +196,24 @@ class BrowserScreen(Screen[None]):
             self.set_timer(0.01, self._add_rows)
 
     def _update_status(self) -> None:
-        arrow = "desc" if self.sort_reverse else "asc"
-        label = SORT_KEYS.get(self.sort_key, self.sort_key)
-        parts = [f"{len(self.rows)}/{getattr(self, 'all_count', 0)} runs", f"sort {label} {arrow}"]
-        if self.best:
+        arrow = "desc" if self.view.sort_reverse else "asc"
+        label = SORT_KEYS.get(self.view.sort_key, self.view.sort_key)
+        parts = [f"{len(self.view.rows)}/{self.view.all_count} runs", f"sort {label} {arrow}"]
+        if self.view.best:
             parts.append("best-val metrics")
-        if self.grouped:
-            parts[0] = f"{len(self.rows)} settings (seeds grouped; completed runs)"
-        if self.group_runs is not None:
-            parts.append(f"group '{self.group_runs[0]}' (esc: back to groups)")
-        if getattr(self, "pending", 0):
+        if self.view.grouped:
+            parts[0] = f"{len(self.view.rows)} settings (seeds grouped; completed runs)"
+        if self.view.group_runs is not None:
+            parts.append(f"group '{self.view.group_runs[0]}' (esc: back to groups)")
+        if self.pending:
             parts.insert(1, f"reading {self.pending} more run files")
-        if self.query_error:
-            parts.append(f"filter: {self.query_error}")
-        elif self.query_text:
-            parts.append(f"filter '{self.query_text}'")
+        if self.view.query_error:
+            parts.append(f"filter: {self.view.query_error}")
+        elif self.view.query_text:
+            parts.append(f"filter '{self.view.query_text}'")
         if self.selected:
             parts.append(f"{len(self.selected)} selected")
-        row = None if self.grouped else self.current_row()
+        row = None if self.view.grouped else self.current_row()
         if row is not None and (row.get("tags") or row.get("note")):
             mark = " ".join(f"#{t}" for t in row.get("tags") or [])
             parts.append(f"{mark} {row.get('note') or ''}".strip())
@@ -255,8 +231,7 @@ class BrowserScreen(Screen[None]):
             return None
 
     def current_row(self) -> dict[str, Any] | None:
-        run_id = self.current_id()
-        return next((r for r in self.rows if r["id"] == run_id), None)
+        return self.view.row(self.current_id())
 
     @on(RunsChanged)
     def _runs_changed(self) -> None:
@@ -275,15 +250,12 @@ class BrowserScreen(Screen[None]):
     @on(DataTable.RowSelected, "#runs")
     def _open(self, event: DataTable.RowSelected) -> None:
         run_id = str(event.row_key.value)
-        if self.grouped:       # a group: list its runs
-            group = next((r for r in self.rows if r["id"] == run_id), None)
-            if group is not None:
-                self.group_runs = (group["setting"], frozenset(group["runs"]))
-                self.grouped = False
+        if self.view.grouped:       # a group: list its runs
+            if self.view.open_group(run_id):
                 self.selected.clear()
                 self.refresh_runs()
             return
-        row = next((r for r in self.rows if r["id"] == run_id), None)
+        row = self.view.row(run_id)
         if row is not None and row["status"] == "unreadable":
             self.notify(f"unreadable run file: {row.get('error')}", severity="error", timeout=6)
             return
@@ -299,28 +271,27 @@ class BrowserScreen(Screen[None]):
         key = str(event.column_key.value)
         if key == "sel":
             return
-        self.sort_by(key, not self.sort_reverse if key == self.sort_key else False)
+        self.sort_by(key, not self.view.sort_reverse if key == self.view.sort_key else False)
 
     # ---- actions ----------------------------------------------------------
     def sort_by(self, key: str, reverse: bool = False) -> None:
-        self.sort_key, self.sort_reverse = key, reverse
+        self.view.sort_key, self.view.sort_reverse = key, reverse
         self.refresh_runs()
 
     def action_sort_next(self) -> None:
         keys = list(SORT_KEYS)
-        self.sort_by(keys[(keys.index(self.sort_key) + 1) % len(keys)], False)
+        self.sort_by(keys[(keys.index(self.view.sort_key) + 1) % len(keys)], False)
 
     def action_sort_reverse(self) -> None:
-        self.sort_by(self.sort_key, not self.sort_reverse)
+        self.sort_by(self.view.sort_key, not self.view.sort_reverse)
 
     def action_toggle_best(self) -> None:
-        self.best = not self.best
+        self.view.best = not self.view.best
         self.refresh_runs()
 
     def _invalidate(self) -> None:
         """Forget the rows built so far: the next refresh builds them again."""
-        self._rows_key = None
-        self._all_rows = (None, [])
+        self.view.invalidate()
 
     def action_refresh_runs(self) -> None:
         self._invalidate()         # re-read every row, even if no file changed
@@ -335,11 +306,11 @@ class BrowserScreen(Screen[None]):
     def _filter_changed(self, event: Input.Changed) -> None:
         # Applied once typing pauses: each keystroke re-filtering thousands of rows
         # would make the box lag behind the keys.
-        self.query_text = event.value.strip()
+        self.view.query_text = event.value.strip()
         if self._filter_timer is not None:
             self._filter_timer.stop()
             self._filter_timer = None
-        if getattr(self, "all_count", 0) < DEBOUNCE_FROM:
+        if self.view.all_count < DEBOUNCE_FROM:
             self.refresh_runs()
         else:
             self._filter_timer = self.set_timer(FILTER_DELAY_S, self.refresh_runs)
@@ -354,20 +325,18 @@ class BrowserScreen(Screen[None]):
 
     def _close_filter(self) -> None:
         box = self.query_one("#filter", Input)
-        box.display = bool(self.query_text)
+        box.display = bool(self.view.query_text)
         self.query_one("#runs").focus()
 
     def action_clear(self) -> None:
         box = self.query_one("#filter", Input)
         if box.has_focus:
             self._close_filter()
-        elif self.group_runs is not None:
-            self.group_runs = None
-            self.grouped = True
+        elif self.view.close_group():
             self.refresh_runs()
-        elif self.query_text:
+        elif self.view.query_text:
             box.value = ""
-            self.query_text = ""
+            self.view.query_text = ""
             box.display = False
             self.refresh_runs()
         elif self.selected:
@@ -385,15 +354,12 @@ class BrowserScreen(Screen[None]):
             table.move_cursor(row=table.cursor_row + 1)
 
     def action_toggle_groups(self) -> None:
-        self.grouped = not self.grouped
+        self.view.grouped = not self.view.grouped
         self.selected.clear()      # run ids and group keys are not to be mixed
         self.refresh_runs()
 
     def action_compare(self) -> None:
-        if self.grouped:           # the runs of the selected groups
-            ids = [run for r in self.rows if r["id"] in self.selected for run in r["runs"]]
-        else:
-            ids = [r["id"] for r in self.rows if r["id"] in self.selected and r["status"] != "unreadable"]
+        ids = self.view.compare_ids(self.selected)
         if len(ids) < 2:
             self.notify("select at least two runs with space first", severity="warning", timeout=3)
             return
@@ -405,10 +371,10 @@ class BrowserScreen(Screen[None]):
     def target_ids(self) -> list[str]:
         """The runs an action applies to: the selected ones, else the one under the cursor
         (none in the grouped view, whose rows are settings)."""
-        if self.grouped:
+        if self.view.grouped:
             self.notify("tags, notes and delete work on runs: g shows them", severity="warning", timeout=3)
             return []
-        readable = [r["id"] for r in self.rows if r["status"] != "unreadable"]
+        readable = [r["id"] for r in self.view.rows if r["status"] != "unreadable"]
         ids = [i for i in readable if i in self.selected]
         current = self.current_id()
         return ids or ([current] if current in readable else [])
@@ -468,7 +434,7 @@ class BrowserScreen(Screen[None]):
         ids = self.target_ids()
         if not ids:
             return
-        running = [r["id"] for r in self.rows if r["id"] in ids and r["status"] in ("running", "starting")]
+        running = [r["id"] for r in self.view.rows if r["id"] in ids and r["status"] in ("running", "starting")]
         if running:
             self.notify(f"{len(running)} of them still running: cancel first", severity="warning", timeout=4)
             return
