@@ -160,7 +160,8 @@ async def test_seeds_grouped_show_the_aggregate_numbers_and_open_into_their_runs
 
 async def test_tag_note_and_delete_from_the_browser(example_runs):
     """t and N write the run's notes file (read back here), the filter finds the tag, the
-    status line shows tag and note; d asks, n keeps the run, y moves it to runs/.trash."""
+    status line shows tag and note; d asks, n keeps the run, y moves it to runs/.trash; u
+    asks and brings it back."""
     from sltui.annotations import read_annotations
     from sltui.tui.screens.prompts import Confirm, TextPrompt
 
@@ -191,6 +192,11 @@ async def test_tag_note_and_delete_from_the_browser(example_runs):
         await wait_for(pilot, lambda: browser_order(app) == [])
         assert not (example_runs / run_id).exists()
         assert (example_runs / ".trash" / run_id / "run.json").is_file()
+        await pilot.press("u")
+        await wait_for(pilot, lambda: isinstance(app.screen, Confirm))
+        await pilot.press("y")
+        await wait_for(pilot, lambda: browser_order(app) == [run_id])
+        assert (example_runs / run_id / "run.json").is_file() and not (example_runs / ".trash" / run_id).exists()
 
 
 async def test_malformed_filter_says_why_and_keeps_the_last_good_one(example_runs):

@@ -16,7 +16,7 @@ from textual.widgets import DataTable, Footer, Header, Input, Static
 from engine.store import RunNotFound
 
 from ...annotations import add_tags, remove_tags, set_note
-from ...trash import TRASH_DIR, RunBusy, delete_run
+from ...trash import TRASH_DIR, RunBusy, delete_run, restore_run
 from ..form_model import config_from_run
 from ..messages import RunsChanged
 from ..browser_model import BrowserRows
@@ -54,6 +54,7 @@ class BrowserScreen(Screen[None]):
         Binding("t", "tag", "Tag", show=False),
         Binding("N", "note", "Note", show=False),
         Binding("d", "delete", "Delete", show=False),
+        Binding("u", "restore", "Restore", show=False),
         Binding("escape", "clear", "Clear", show=False),
     ]
     PALETTE = (
@@ -68,6 +69,7 @@ class BrowserScreen(Screen[None]):
         ("Tag runs", "Add tags to the selected runs or the one under the cursor; -tag removes (t)", "tag"),
         ("Note on a run", "Write a note on the run under the cursor (N)", "note"),
         ("Delete runs", "Move the selected runs (or the one under the cursor) to the trash, after asking (d)", "delete"),
+        ("Restore deleted runs", "Bring the runs deleted last back from the trash, after asking (u)", "restore"),
     )
 
     class RunOpened(Message):
@@ -86,6 +88,7 @@ class BrowserScreen(Screen[None]):
         self._to_add: list = []
         self._cursor_to: str | None = None
         self._filter_timer = None
+        self.deleted: list[str] = []       # the runs the last delete moved to the trash (u restores them)
 
     @property
     def rows(self) -> list[dict[str, Any]]:
@@ -455,7 +458,28 @@ class BrowserScreen(Screen[None]):
             except (OSError, RunNotFound, RunBusy) as exc:
                 self.notify(f"{run_id} not deleted: {exc}", severity="error", timeout=6)
         self.selected.difference_update(ids)
-        self.notify(f"moved {done} run(s) to the trash", timeout=4)
+        self.deleted = [i for i in ids if (self.app.index.root / TRASH_DIR / i).is_dir()]  # type: ignore[attr-defined]
+        self.notify(f"moved {done} run(s) to the trash (u brings them back)", timeout=4)
+        self._changed()
+
+    def action_restore(self) -> None:
+        if not self.deleted:
+            self.notify("nothing deleted here to restore; sltui runs restore ID for older ones", timeout=4)
+            return
+        what = self.deleted[0] if len(self.deleted) == 1 else f"{len(self.deleted)} runs"
+        self.app.push_screen(Confirm(f"Bring {what} back from the trash?", yes="Restore (y)", no="Leave (n)"),
+                             self._apply_restore)
+
+    def _apply_restore(self, yes: bool | None) -> None:
+        if not yes:
+            return
+        store = self.app.index.store  # type: ignore[attr-defined]
+        for run_id in list(self.deleted):
+            try:
+                restore_run(store, run_id)
+                self.deleted.remove(run_id)
+            except (OSError, RunNotFound) as exc:
+                self.notify(f"{run_id} not restored: {exc}", severity="error", timeout=6)
         self._changed()
 
     def action_clone(self) -> None:

@@ -25,7 +25,7 @@ HELP_TEXT = """\
   g          group seeds: one row per setting, n and mean ± std
   m          metrics of the final / the best-validation epoch
   t / N      tag the runs (-tag removes) / write a run's note
-  d          move the runs to runs/.trash (asks; sltui runs restore)
+  d / u      move the runs to runs/.trash / bring them back (both ask)
   r          re-read the runs folder
   C          clone the run's config into the new-run form
 
