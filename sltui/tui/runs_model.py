@@ -293,7 +293,7 @@ def seed_summary(docs: Sequence[Mapping[str, Any]]) -> list[str]:
         return fmt_mean_std(row[f"{name}_mean"], row[f"{name}_std"])
     def shown(row: Mapping[str, Any]) -> list[str]:   # only the fields the row's attack uses
         return [f for f in diff if visible(f, str(row.get("attack")), str(row.get("trigger") or "patch"), row.get("defenses"))]
-    return [f"{', '.join(f'{f} {r.get(f)}' for f in shown(r)) or 'same setting'} over seeds "
+    return [f"{', '.join(f'{f} {fmt_cell(f, r.get(f))}' for f in shown(r)) or 'same setting'} over seeds "
             f"{', '.join(map(str, r['seeds']))}: CDA {pm(r, 'cda')}  ASR {pm(r, 'asr')}" for r in rows]
 
 
