@@ -372,11 +372,15 @@ def summary_row(entry: RunEntry) -> dict[str, Any]:
 
 
 def detected(doc: dict[str, Any]) -> list[str] | None:
-    """`NAME@EPOCH` for each detector of the run that flagged the server, ["none"] if it
-    ran detectors that never did, None if it ran none."""
-    defenses = doc.get("defenses") or {}
-    if not isinstance(defenses, dict) or not defenses:
+    """`NAME@EPOCH` for each detector of the run that flagged a malicious server (a
+    detection), `NAME@EPOCH!` for a flag on an honest one (a false accusation,
+    docs/protocol.md section 11), ["none"] if it ran detectors that never flagged, None if
+    it ran none."""
+    from .sweeps.verdicts import run_verdicts
+
+    verdicts = run_verdicts(doc)
+    if not verdicts:
         return None
-    flags = [f"{name}@{entry['flagged_at'].get('epoch')}" for name, entry in defenses.items()
-             if isinstance(entry, dict) and isinstance(entry.get("flagged_at"), dict)]
+    flags = [f"{name}@{v.flag_epoch}" + ("!" if v.verdict == "false_accusation" else "")
+             for name, v in verdicts.items() if v.flag_epoch is not None]
     return flags or ["none"]

@@ -93,6 +93,50 @@ def fmt_reaction(reaction: Any) -> str:
             f"mean CDA {fmt_pct(mean.get('cda'))}% ASR {fmt_pct(mean.get('asr'))}% ({each})")
 
 
+# Short names of the detectors, for one-line cells.
+DETECTOR_SHORT = {"splitguard": "SG", "scrutinizer": "Scr", "splitout": "SO"}
+
+
+def detector_verdicts(doc: Any) -> dict[str, tuple[str, Any]]:
+    """{detector: (verdict, epoch of its first flag or None)} for a run file (or its index
+    summary), in the order the run ran them: the verdicts of engine.sweeps.verdicts
+    (detected, false_accusation, missed, quiet: docs/protocol.md section 11). The one place
+    every view asks what each detector said."""
+    from engine.sweeps.verdicts import run_verdicts
+
+    if not isinstance(doc, dict):
+        return {}
+    return {name: (v.verdict, v.flag_epoch) for name, v in run_verdicts(doc).items()}
+
+
+# How a verdict reads in a one-line cell, after the detector's short name.
+VERDICT_MARKS = {"detected": "@{epoch}", "false_accusation": "@{epoch}!", "missed": " missed", "quiet": "-"}
+
+
+def fmt_verdicts(doc: Any) -> str:
+    """The detectors of a run in a cell: `SG@3` detected a malicious server in epoch 3,
+    `Scr@1!` accused an honest one in epoch 1 (a false accusation), `SO missed` never
+    flagged a malicious server, `SG-` never flagged an honest one; '-' without detectors."""
+    parts = [DETECTOR_SHORT.get(name, name) + VERDICT_MARKS[word].format(epoch=epoch)
+             for name, (word, epoch) in detector_verdicts(doc).items()]
+    return " ".join(parts) or MISSING
+
+
+def fmt_setting(row: Any) -> str:
+    """A run's setting in a few words, as a table row (engine.store.summary_row) has it:
+    `mnist lenet c3 K3 hijack`, with alpha where the attack has one (`surrogate α=0.09`)
+    and the trigger where it is not the paper's patch (`client blend`)."""
+    if not isinstance(row, dict) or row.get("dataset") is None:
+        return MISSING
+    parts = [str(row.get("dataset")), str(row.get("model")), f"c{row.get('cut')}", f"K{row.get('clients')}",
+             str(row.get("attack"))]
+    if is_number(row.get("alpha")):
+        parts.append(f"α={row['alpha']:g}")
+    if row.get("trigger") not in (None, "patch"):
+        parts.append(str(row["trigger"]))
+    return " ".join(parts)
+
+
 def fmt_defenses(report: Any) -> str:
     """One epoch's detectors in a line: each one's mean score over clients, and
     `FLAGGED@E` once it has flagged the server (in epoch E)."""

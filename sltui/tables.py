@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+import textwrap
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence, TextIO
 
@@ -53,11 +54,18 @@ def _cell(row: Mapping[str, Any], key: str) -> str:
 
 
 def _natural_widths(columns: Sequence[Column], rows: Sequence[Mapping[str, Any]], header: bool) -> list[int]:
+    """Each column's width: its widest cell (and header), so that no cell is ever cut."""
     widths = []
     for col in columns:
-        cells = [len(_cell(row, col.key)) for row in rows]
+        cells = [max(map(len, _cell(row, col.key).split("\n"))) for row in rows]
         widths.append(max([len(col.header) if header else 0, *cells]))
     return widths
+
+
+def natural_widths(columns: Sequence[Column], rows: Sequence[Mapping[str, Any]], header: bool = True) -> dict[str, int]:
+    """{column key: the width that shows its widest cell whole}: what a table that must never
+    cut a value (the CLI's, and the terminal UI's DataTables) sizes each column to."""
+    return dict(zip((c.key for c in columns), _natural_widths(columns, rows, header)))
 
 
 def _line_width(widths: Sequence[int]) -> int:
@@ -81,6 +89,35 @@ def fit_columns(columns: Sequence[Column], rows: Sequence[Mapping[str, Any]], wi
             break
         kept.remove(candidate)
     return kept
+
+
+def fit_columns_wrapping(columns: Sequence[Column], rows: Sequence[Mapping[str, Any]], width: int,
+                         wrap_key: str) -> tuple[list[Column], list[dict[str, Any]]]:
+    """fit_columns for a table whose `wrap_key` column holds words (a run's label) that may
+    go on several lines rather than push the other columns off the edge. Where the table
+    fits with whole one-line cells (left-out columns giving way first), it is left so.
+    Otherwise the columns are chosen as if that column were only as wide as its longest
+    word, and its cells are wrapped (at spaces, never inside a word) to the room the other
+    columns leave. Returns (columns, rows with the wrapped cells)."""
+    shown = fit_columns(columns, rows, width)
+    if _line_width(_natural_widths(shown, rows, True)) <= width:
+        return shown, [dict(row) for row in rows]
+
+    def longest_word(text: str) -> str:
+        return max(text.split() or [""], key=len)
+    narrow = [{**row, wrap_key: longest_word(_cell(row, wrap_key))} for row in rows]
+    shown = fit_columns(columns, narrow, width)
+    widths = natural_widths(shown, rows)
+    minimum = natural_widths(shown, narrow)[wrap_key] if wrap_key in widths else 0
+    others = [widths[c.key] for c in shown if c.key != wrap_key]
+    room = width - _line_width([*others, 0])
+    target = max(minimum, min(widths.get(wrap_key, 0), room))
+    out = []
+    for row in rows:
+        text = _cell(row, wrap_key)
+        lines = textwrap.wrap(text, target, break_long_words=False, break_on_hyphens=False) or [text]
+        out.append({**row, wrap_key: "\n".join(lines)})
+    return shown, out
 
 
 def render_table(columns: Sequence[Column], rows: Sequence[Mapping[str, Any]], width: int | None = None,

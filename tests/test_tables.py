@@ -184,3 +184,23 @@ def test_piped_output_is_laid_out_for_80_columns(runs, sltui):
     assert max(map(len, proc.stdout.splitlines())) <= 80
     assert proc.stdout == sltui("runs", "list", "--runs-dir", str(runs), columns=80)[1]
     assert proc.stdout != sltui("runs", "list", "--runs-dir", str(runs), columns=200)[1]
+
+
+def test_wrapping_column_gives_way_by_lines_not_by_cutting():
+    """A long label wraps at spaces so the status and numbers keep their place; a table
+    that fits with whole labels is left on one line each."""
+    from sltui.tables import fit_columns_wrapping, natural_widths
+
+    columns = [Column("run", "run"), Column("status", "status"), Column("cda", "CDA", 1, "right"),
+               Column("best", "best CDA", 3, "right")]
+    rows = [{"run": "cut=3 surrogate α=0.5 epochs=2 seed=2 train_limit=20000", "status": "completed",
+             "cda": "90.38", "best": "90.38"}]
+    shown, out = fit_columns_wrapping(columns, rows, 40, "run")
+    assert [c.key for c in shown][:3] == ["run", "status", "cda"]
+    lines = out[0]["run"].split("\n")
+    assert len(lines) > 1 and " ".join(lines) == rows[0]["run"]
+    widths = natural_widths(shown, out)
+    assert sum(widths.values()) + 2 * (len(shown) - 1) <= 40
+    short = [{**rows[0], "run": "α=0.5"}]
+    shown, out = fit_columns_wrapping(columns, short, 40, "run")
+    assert out[0]["run"] == "α=0.5" and [c.key for c in shown] == ["run", "status", "cda", "best"]

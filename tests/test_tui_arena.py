@@ -52,7 +52,7 @@ def runs_of(root: Path, attack: str, defenses: tuple[str, ...]) -> list[Path]:
 
 
 def arenas_in(root: Path):
-    return find_arenas(root, RunIndex(root).scan())
+    return find_arenas(root, RunIndex(root, persist=False).scan())   # never writes beside the examples
 
 
 MD_COLUMNS = ("attack", "detector", "detection", "false_accusation", "latency", "before_live", "cost", "asr", "cda")

@@ -275,6 +275,16 @@ def test_short_ids_keep_what_tells_runs_apart():
     assert len(set(labels.values())) == len(GENERATED)
 
 
+def test_unique_suffixes_are_the_shortest_tails_no_other_id_ends_with():
+    labels = runs_model.unique_suffixes(GENERATED)
+    assert labels[GENERATED[1]] == "1f2e"
+    # Two ids end in 8eac: each keeps one more part.
+    assert labels[GENERATED[0]] == "surrogate-8eac" and labels[GENERATED[2]] == "none-8eac"
+    assert all(run_id.endswith(label) for run_id, label in labels.items())
+    assert len(set(labels.values())) == len(GENERATED)
+    assert runs_model.unique_suffixes(["a-b", "b"]) == {"a-b": "a-b", "b": "b"}
+
+
 def test_browser_layout_fits_the_width_and_never_cuts_ids():
     rows = [{"id": run_id, "status": "interrupted", "dataset": "mnist", "model": "lenet", "cut": 1, "clients": 1,
              "attack": "surrogate", "alpha": 0.09, "cda": 98.1, "asr": 60.5, "seconds": 28.0} for run_id in GENERATED]
@@ -287,7 +297,7 @@ def test_browser_layout_fits_the_width_and_never_cuts_ids():
         keys = [c.key for c in columns]
         assert keys[:2] == ["id", "status"] and len(keys) < len(every)
         assert len({c["id"] for c in cells}) == len(GENERATED)                 # never two alike
-        assert all(c["id"] == runs_model.short_ids(GENERATED)[r] for c, r in zip(cells, GENERATED))
+        assert all(c["id"] == runs_model.unique_suffixes(GENERATED)[r] for c, r in zip(cells, GENERATED))
         dropped = [c for c in runs_model.BROWSER_COLUMNS if c.key not in keys]
         assert min(c.priority for c in dropped) >= max(c.priority for c in columns)
 
@@ -323,3 +333,25 @@ def test_chart_legend_numbers_the_series_when_names_do_not_fit():
     assert legend_names(names[:1], 40) == names[:1]
     assert legend_names(names, 40) == ["1", "2"]
     assert legend_names(names, 200) == names
+
+
+def test_browser_rows_rebuild_only_on_change_and_group_by_setting(tmp_path):
+    from sltui.tui.browser_model import BrowserRows
+
+    for seed in (1, 2):
+        write_run(tmp_path, f"a{seed}", seed=seed, attack="surrogate", alpha=0.09)
+    write_run(tmp_path, "b1", cut=3)
+    index = runs_model.RunIndex(tmp_path, persist=False)
+    view = BrowserRows()
+    assert view.update(index.scan(), index.version) and len(view.rows) == 3
+    assert not view.update(index.scan(), index.version)             # nothing changed: nothing rebuilt
+    view.query_text = "cut>=3"
+    assert view.update(index.scan(), index.version) and [r["id"] for r in view.rows] == ["b1"]
+    view.query_text, view.grouped = "", True
+    view.update(index.scan(), index.version)
+    assert sorted(r["n"] for r in view.rows) == [1, 2]
+    pair = next(r for r in view.rows if r["n"] == 2)
+    assert sorted(view.compare_ids({pair["id"]})) == ["a1", "a2"]
+    assert view.open_group(pair["id"]) and view.update(index.scan(), index.version)
+    assert sorted(r["id"] for r in view.rows) == ["a1", "a2"]
+    assert view.close_group() and view.grouped

@@ -66,3 +66,11 @@ class IdleThread(threading.Thread):
 
     def run(self) -> None:
         self.stop.wait(30)
+
+
+def screen_lines(app) -> list[str]:
+    """The text of the app's screen as a user sees it, one string per terminal line."""
+    return [strip.text for strip in app.screen._compositor.render_strips()]
+
+
+EXAMPLE_RUNS = Path(__file__).resolve().parent.parent / "examples" / "runs"

@@ -95,8 +95,13 @@ def start_epoch(doc: Mapping[str, Any]) -> int | None:
 
 
 def epochs_run(doc: Mapping[str, Any]) -> int:
+    """How many epochs the run trained: its `epochs` list, or (a summary without it, such
+    as the run index keeps) its `epochs_run`."""
     epochs = doc.get("epochs")
-    return len(epochs) if isinstance(epochs, list) else 0
+    if isinstance(epochs, list):
+        return len(epochs)
+    count = doc.get("epochs_run")
+    return count if isinstance(count, int) and not isinstance(count, bool) else 0
 
 
 def run_verdicts(doc: Mapping[str, Any]) -> dict[str, Verdict]:

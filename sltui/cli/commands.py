@@ -12,11 +12,15 @@ from rich.console import Console
 
 from engine.errors import ConfigError, DataError
 from engine.files import make_folder, reason
-from engine.store import RunNotFound, RunStore, RunUnreadable, summary_row
+from engine.store import RunNotFound, RunStore, RunUnreadable
 
+from ..annotations import read_annotations
+from ..query import QueryError, parse_query
+from ..run_index import RunIndex, run_row
 from .config_flags import build_config, with_config_flags
 from ..format import fmt_cell, fmt_flag, fmt_num, fmt_pct, fmt_reaction, json_text, printable
 from ..tables import Column, WIDE_HELP, print_table
+from .annotate import register as register_annotate
 from .arena import register as register_arena
 from .doctor import register as register_doctor
 from .root import default_data_root, default_runs_dir, set_root_options
@@ -189,8 +193,9 @@ RUN_LIST_COLUMNS = (
     Column("attack", "attack", 4), Column("alpha", "alpha", 3, "right"),
     Column("trigger", "trigger", 11), Column("epochs", "epochs", 5, "right"),
     Column("cda", "CDA %", 1, "right"), Column("asr", "ASR %", 2, "right"),
-    Column("seconds", "time", 6, "right"),
+    Column("seconds", "time", 6, "right"), Column("tags", "tags", 12),
 )
+FILTER_HELP = "only runs matching: words, FIELD=VALUE, FIELD>=N (cut>=2 asr>90), tag:NAME (docs/explorer.md)"
 # `runs show`: the per-epoch metrics.
 EPOCH_COLUMNS = (
     Column("epoch", "epoch", 0, "right"), Column("train_loss", "train loss", 5, "right"),
@@ -207,17 +212,26 @@ def runs_list(
     runs_dir: Optional[Path] = typer.Option(None, "--runs-dir", help=RUNS_DIR_HELP),
     as_json: bool = typer.Option(False, "--json", help="print JSON rows instead of a table"),
     wide: bool = typer.Option(False, "--wide", help=WIDE_HELP),
+    filter_text: Optional[str] = typer.Option(None, "--filter", help=FILTER_HELP),
 ) -> None:
-    """A table of stored runs, newest first; unreadable files are listed and marked."""
-    store = RunStore(runs_folder_to_read(runs_dir))
-    entries = store.entries()
+    """A table of stored runs, newest first; unreadable files are listed and marked.
+
+    Read through the run index (runs/.index.sqlite): only run files that changed since the
+    last listing are read again."""
+    root = runs_folder_to_read(runs_dir)
+    try:
+        query = parse_query(filter_text or "")
+    except QueryError as exc:
+        fail(f"--filter: {exc}")
+    entries = RunIndex(root).scan()
     unreadable_warnings(entries, "listed with status unreadable")
-    rows = [summary_row(e) for e in entries]
+    rows = [r for r in map(run_row, entries) if query.matches(r)]
     if as_json:
         print(json_text(rows))
         return
     if not rows:
-        err_console.print(f"no runs in {store.root}", highlight=False, soft_wrap=True)
+        err_console.print(f"no runs in {root}" + (f" match {filter_text!r}" if filter_text else ""),
+                          highlight=False, soft_wrap=True)
         return
     print_table(RUN_LIST_COLUMNS, [{c.key: fmt_cell(c.key, row.get(c.key)) for c in RUN_LIST_COLUMNS}
                                    for row in rows], wide)
@@ -246,6 +260,11 @@ def runs_show(
         return
     print(printable(doc["id"]))
     print(printable(f"status {doc['status']}, created {doc.get('created')}"))
+    notes = read_annotations(store.path(run_id).parent)
+    if notes.get("tags"):
+        print("tags: " + " ".join(notes["tags"]))
+    if notes.get("note"):
+        print(f"note: {notes['note']}")
     if doc.get("error"):
         print(printable(f"error: {(str(doc['error']).splitlines() or [''])[0]}"))
     env = doc.get("env") or {}
@@ -266,6 +285,7 @@ def runs_show(
 
 
 register_sweep(app, runs_app, console, default_runs_dir, default_data_root)
+register_annotate(runs_app, console, default_runs_dir, fail, RUNS_DIR_HELP)
 register_doctor(app, console, default_runs_dir, fail, RUNS_DIR_HELP, default_data_root)
 register_arena(app, console, default_runs_dir)
 

@@ -21,6 +21,7 @@ from engine.sweeps.executors import (JobResult, LocalExecutor, RayExecutor, Swee
 
 from .config_flags import given_fields, with_config_flags
 from ..format import fmt_cell, fmt_mean_std, fmt_pct, json_text, printable
+from ..run_index import RunIndex
 from ..tables import Column, WIDE_HELP, print_table
 
 # The run fields the sweep command takes only as axes (the other axes' fields stay single flags too).
@@ -93,8 +94,8 @@ def unreadable_warnings(entries: list[RunEntry], what: str) -> None:
 
 
 def read_runs(root: Path, what: str = "left out") -> list[RunEntry]:
-    """The runs folder's entries, with a warning for each unreadable one."""
-    entries = RunStore(root).entries()
+    """The runs folder's entries (through the run index), with a warning for each unreadable one."""
+    entries = RunIndex(root).scan()
     unreadable_warnings(entries, what)
     return entries
 

@@ -12,33 +12,39 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from engine.store import RunEntry, RunStore, read_run_file, RunNotFound, RunUnreadable, summary_row
+from engine.store import RunEntry
 from engine.sweeps.aggregate import PER_RUN, aggregate
 
 from .form_model import visible
-from ..format import fmt_cell, fmt_mean_std, mean_score
+from ..format import fmt_cell, fmt_mean_std, fmt_setting, mean_score
+from ..query import parse_query
+from ..run_index import RunIndex, run_row  # noqa: F401 - RunIndex: the screens' index
 from ..reference import lookup
-from ..tables import Column, fit_columns
+from ..tables import Column, fit_columns, fit_columns_wrapping
 
 
 # The browser's columns in display order (sltui.tables.Column: key, header, priority, align).
-# The id and status always show; at narrow widths the rest go, least important first: the
-# metrics stay longest, then what the paper's grid varies (attack, dataset, alpha, cut, K).
+# The id, status and setting (dataset, model, cut, K, attack: sltui.format.fmt_setting)
+# always show; at narrow widths the rest go, least important first: the metrics stay
+# longest, then the detectors' verdicts, the time, the seed, the tags (the status line
+# shows the tags and note of the run under the cursor at any width).
 BROWSER_COLUMNS: tuple[Column, ...] = (
     Column("id", "id"),
     Column("status", "status"),
-    Column("dataset", "dataset", 3),
-    Column("model", "model", 7),
-    Column("cut", "cut", 5, "right"),
-    Column("clients", "K", 6, "right"),
-    Column("attack", "attack", 2),
-    Column("alpha", "alpha", 4, "right"),
-    Column("trigger", "trigger", 9),
+    Column("setting", "setting"),
     Column("cda", "CDA", 1, "right"),
     Column("asr", "ASR", 1, "right"),
-    Column("seconds", "time", 8, "right"),
-    Column("detected", "detected", 9),
+    Column("detectors", "flagged@epoch", 2),
+    Column("seconds", "time", 3, "right"),
+    Column("seed", "seed", 4, "right"),
+    Column("tags", "tags", 5),
 )
+# What the browser sorts by (`s` cycles them in this order; a click on a header sorts by
+# its column) and how the status line names each.
+SORT_KEYS = {"id": "id", "status": "status", "dataset": "dataset", "model": "model", "cut": "cut",
+             "clients": "K", "attack": "attack", "alpha": "alpha", "seed": "seed", "cda": "CDA", "asr": "ASR",
+             "best_cda": "best CDA", "best_asr": "best ASR", "seconds": "time", "setting": "setting",
+             "detectors": "detectors"}
 # A DataTable cell has one space of padding each side, where a CLI table has a two-space gap.
 CELL_PADDING = 2
 # `<date>-<time>-<setting>-<4 hex>`, as engine.store.new_run_id writes them.
@@ -59,35 +65,113 @@ def short_ids(ids: Iterable[str]) -> dict[str, str]:
     return {run_id: label if counts[label] == 1 else run_id for run_id, label in labels.items()}
 
 
+def unique_suffixes(ids: Iterable[str]) -> dict[str, str]:
+    """The shortest tail of each id, in whole `-`-separated parts, that no other id ends
+    with: a generated id's random suffix (`8eac`) in the usual case. The setting and time
+    that the rest of a generated id spells out have columns of their own."""
+    ids = list(dict.fromkeys(ids))
+    parts = {run_id: run_id.split("-") for run_id in ids}
+    out: dict[str, str] = {}
+    left = ids
+    k = 1
+    while left:
+        # Each id's last k parts (the whole id when it has fewer); a tail that only one
+        # id has is that id's label. Linear per round: thousands of ids take a moment.
+        tails = {run_id: "-".join(parts[run_id][-k:]) for run_id in ids}
+        counts = Counter(tails.values())
+        still = []
+        for run_id in left:
+            if counts[tails[run_id]] == 1 or k >= len(parts[run_id]):
+                out[run_id] = tails[run_id] if counts[tails[run_id]] == 1 else run_id
+            else:
+                still.append(run_id)
+        left, k = still, k + 1
+    return out
+
+
 def table_columns(columns: Sequence[Column], cells: Sequence[Mapping[str, str]], width: int) -> list[Column]:
     """The columns of a Textual DataTable `width` cells wide to show (sltui.tables.fit_columns,
     with the DataTable's cell padding instead of the CLI's gap)."""
     return fit_columns(columns, cells, width - CELL_PADDING)
 
 
-def browser_layout(rows: Sequence[Mapping[str, Any]], width: int) -> tuple[list[Column], list[dict[str, str]]]:
+def table_columns_wrapping(columns: Sequence[Column], cells: Sequence[Mapping[str, str]], width: int,
+                           wrap_key: str) -> tuple[list[Column], list[dict[str, str]]]:
+    """table_columns, with the `wrap_key` column's words wrapped onto several lines rather
+    than pushing the other columns off a DataTable `width` cells wide (sltui.tables.fit_columns_wrapping)."""
+    return fit_columns_wrapping(columns, cells, width - CELL_PADDING, wrap_key)
+
+
+def browser_columns(best: bool = False) -> tuple[Column, ...]:
+    """BROWSER_COLUMNS, with the metric columns headed `best CDA` / `best ASR` when the
+    browser shows the best-validation epoch's metrics (best_metrics)."""
+    if not best:
+        return BROWSER_COLUMNS
+    names = {"cda": "best CDA", "asr": "best ASR"}
+    return tuple(Column(c.key, names[c.key], c.priority, c.align) if c.key in names else c for c in BROWSER_COLUMNS)
+
+
+def best_metrics(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A row whose `cda` and `asr` are those of the best-validation epoch: what the browser
+    shows, sorts and filters by while its metrics toggle (m) is on best."""
+    return {**row, "cda": row.get("best_cda"), "asr": row.get("best_asr")}
+
+
+def browser_layout(rows: Sequence[Mapping[str, Any]], width: int,
+                   columns: Sequence[Column] = BROWSER_COLUMNS) -> tuple[list[Column], list[dict[str, str]]]:
     """(columns, cells) of the browser for a table `width` cells wide: whole ids when every
-    column fits with them, else short ids (short_ids) and columns left out by priority."""
-    cells = [{c.key: fmt_cell(c.key, row.get(c.key)) for c in BROWSER_COLUMNS} for row in rows]
-    if len(table_columns(BROWSER_COLUMNS, cells, width)) < len(BROWSER_COLUMNS):
-        labels = short_ids(cell["id"] for cell in cells)
+    column fits with them, else each id's unique suffix (unique_suffixes) and columns left
+    out by priority."""
+    cells = [{c.key: fmt_cell(c.key, row.get(c.key)) for c in columns} for row in rows]
+    if len(table_columns(columns, cells, width)) < len(columns) and any(c.key == "id" for c in columns):
+        labels = unique_suffixes(cell["id"] for cell in cells)
         cells = [{**cell, "id": labels[cell["id"]]} for cell in cells]
-    return table_columns(BROWSER_COLUMNS, cells, width), cells
+    return table_columns(columns, cells, width), cells
+
+
+# The browser's columns with seeds grouped (g): one row per setting.
+GROUP_COLUMNS: tuple[Column, ...] = (
+    Column("setting", "setting"),
+    Column("n", "n", 0, "right"),
+    Column("cda_pm", "CDA", 1, "right"),
+    Column("asr_pm", "ASR", 1, "right"),
+    Column("epochs", "epochs", 2, "right"),
+    Column("seeds", "seeds", 3),
+)
+
+
+def group_rows(docs: Iterable[Mapping[str, Any]], best: bool = False) -> list[dict[str, Any]]:
+    """One row per setting of the completed runs among `docs` (run files or their index
+    summaries, with their effective status): engine.sweeps.aggregate's groups, the numbers
+    `sltui runs aggregate` prints. `id` is the group's key, `runs` its run ids, `cda`/`asr`
+    the means (final, or best-validation with `best`) and `cda_pm`/`asr_pm` mean ± std."""
+    which = "best_" if best else ""
+    rows = []
+    for group in aggregate(docs):
+        attack = group.get("attack")
+        setting = {**group, "alpha": group.get("alpha") if attack == "surrogate" else None,
+                   "trigger": group.get("trigger", "patch") if attack not in (None, "none") else None}
+        spread = group["n"] > 1
+        rows.append({
+            "id": group["group"], "status": "group", "setting": fmt_setting(setting), "n": group["n"],
+            "epochs": group.get("epochs"), "seeds": ",".join(map(str, group["seeds"])), "runs": list(group["runs"]),
+            "cda": group[f"{which}cda_mean"], "asr": group[f"{which}asr_mean"],
+            "cda_pm": fmt_mean_std(group[f"{which}cda_mean"], group[f"{which}cda_std"] if spread else None),
+            "asr_pm": fmt_mean_std(group[f"{which}asr_mean"], group[f"{which}asr_std"] if spread else None),
+        })
+    return rows
 
 
 def browser_row(entry: RunEntry) -> dict[str, Any]:
-    row = summary_row(entry)
-    return {c.key: row.get(c.key) for c in BROWSER_COLUMNS} | {"error": row.get("error")}
-
-
-def row_text(row: Mapping[str, Any]) -> str:
-    return " ".join(fmt_cell(c.key, row.get(c.key)) for c in BROWSER_COLUMNS).lower()
+    """A browser row: the run's row (sltui.run_index.run_row: summary, setting in words,
+    detectors' verdicts, tags, note)."""
+    return run_row(entry)
 
 
 def matches(row: Mapping[str, Any], query: str) -> bool:
-    """Every whitespace-separated term of `query` is a substring of the row's text."""
-    text = row_text(row)
-    return all(term in text for term in query.lower().split())
+    """Whether a browser row matches the filter `query` (sltui.query); a malformed query
+    raises sltui.query.QueryError."""
+    return parse_query(query).matches(row)
 
 
 def sort_key(key: str):
@@ -107,55 +191,6 @@ def sort_rows(rows: Iterable[dict[str, Any]], key: str, reverse: bool = False) -
     present = [r for r in rows if sort_key(key)(r)[0] == 0]
     missing = [r for r in rows if sort_key(key)(r)[0] == 1]
     return sorted(present, key=sort_key(key), reverse=reverse) + missing
-
-
-class RunIndex:
-    """The run files under a folder, re-read only when a file's mtime or size changes."""
-
-    def __init__(self, root: str | os.PathLike[str]) -> None:
-        self.store = RunStore(root)
-        self._cache: dict[str, tuple[tuple[int, int], RunEntry]] = {}
-
-    @property
-    def root(self) -> Path:
-        return self.store.root
-
-    def scan(self) -> list[RunEntry]:
-        """Every run folder with a run file (unreadable ones included), newest first."""
-        root = self.store.root
-        seen: dict[str, tuple[tuple[int, int], RunEntry]] = {}
-        try:
-            folders = list(root.iterdir()) if root.is_dir() else []
-        except OSError:
-            folders = []
-        for folder in folders:
-            if folder.name.startswith(".") or not folder.is_dir():
-                continue
-            path = folder / "run.json"
-            try:
-                st = path.stat()
-            except OSError:
-                continue
-            stamp = (st.st_mtime_ns, st.st_size)
-            cached = self._cache.get(folder.name)
-            if cached and cached[0] == stamp:
-                seen[folder.name] = cached
-                continue
-            try:
-                entry = RunEntry(folder.name, path, read_run_file(path))
-            except (RunUnreadable, RunNotFound) as exc:
-                entry = RunEntry(folder.name, path, None, str(exc))
-            except Exception as exc:  # noqa: BLE001 - a reader never crashes on a bad file
-                entry = RunEntry(folder.name, path, None, f"{path}: {exc}")
-            seen[folder.name] = (stamp, entry)
-        self._cache = seen
-        entries = [e for _, e in seen.values()]
-        entries.sort(key=lambda e: (str((e.doc or {}).get("created", "")), e.run_id), reverse=True)
-        return entries
-
-    def get(self, run_id: str) -> RunEntry | None:
-        cached = self._cache.get(run_id)
-        return cached[1] if cached else None
 
 
 # ---- compare ------------------------------------------------------------------
@@ -256,7 +291,9 @@ def seed_summary(docs: Sequence[Mapping[str, Any]]) -> list[str]:
 
     def pm(row: Mapping[str, Any], name: str) -> str:
         return fmt_mean_std(row[f"{name}_mean"], row[f"{name}_std"])
-    return [f"{', '.join(f'{f} {r.get(f)}' for f in diff) or 'same setting'} over seeds "
+    def shown(row: Mapping[str, Any]) -> list[str]:   # only the fields the row's attack uses
+        return [f for f in diff if visible(f, str(row.get("attack")), str(row.get("trigger") or "patch"), row.get("defenses"))]
+    return [f"{', '.join(f'{f} {fmt_cell(f, r.get(f))}' for f in shown(r)) or 'same setting'} over seeds "
             f"{', '.join(map(str, r['seeds']))}: CDA {pm(r, 'cda')}  ASR {pm(r, 'asr')}" for r in rows]
 
 

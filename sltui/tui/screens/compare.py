@@ -19,10 +19,11 @@ from textual.widgets import DataTable, Footer, Header, Static
 from ..messages import RunsChanged
 from ...format import fmt_cell
 from ..runs_model import (COLUMN_LABELS, METRIC_COLUMNS, PAPER_COLUMNS, PAPER_MARK, compare_rows, paper_differs,
-                          paper_footnote, run_labels, seed_summary, series, table_columns, write_csv,
+                          paper_footnote, run_labels, seed_summary, series, table_columns_wrapping, write_csv,
                           defense_series)
 from ...tables import Column
 from ..widgets.charts import MetricChart
+from ..widgets.fitted_table import add_fitted_columns
 
 SCROLLBAR = 2
 # The screen's table: the run's number (the charts' legend falls back to it where the labels
@@ -35,16 +36,29 @@ TABLE_COLUMNS = (
 )
 
 
+def table_columns_for(best: bool) -> list[Column]:
+    """TABLE_COLUMNS, or with best-validation metrics (m) before the final ones and kept
+    longest instead of them when the width runs out."""
+    if not best:
+        return list(TABLE_COLUMNS)
+    swap = {"final_cda": 3, "final_asr": 3, "best_cda": 1, "best_asr": 1}
+    cols = [Column(c.key, c.header, swap.get(c.key, c.priority), c.align) for c in TABLE_COLUMNS]
+    order = ["n", "run", "status", "best_cda", "best_asr", "final_cda", "final_asr", "paper_cda", "paper_asr"]
+    return sorted(cols, key=lambda c: order.index(c.key))
+
+
 class CompareScreen(Screen[None]):
     BINDINGS = [
         Binding("escape", "back", "Back"),
         Binding("p", "toggle_paper", "Paper values"),
+        Binding("m", "toggle_best", "Final/best", show=False),
         Binding("e", "export", "Export CSV"),
         Binding("r", "reload", "Refresh", show=False),
     ]
     PALETTE = (
         ("Toggle paper values", "Show the authors' CDA/ASR for each run's setting (p)", "toggle_paper"),
         ("Export comparison as CSV", "Write the table into the runs folder (e)", "export"),
+        ("Final or best metrics first", "Best-validation CDA/ASR before the final ones (m)", "toggle_best"),
     )
 
     class Exported(Message):
@@ -56,6 +70,7 @@ class CompareScreen(Screen[None]):
         super().__init__()
         self.run_ids = list(run_ids)
         self.show_paper = show_paper
+        self.best = False
         self.docs: list[dict[str, Any]] = []
         self.columns: list[str] = []
         self.rows: list[dict[str, Any]] = []
@@ -129,24 +144,30 @@ class CompareScreen(Screen[None]):
             cells.append(cell)
         return cells
 
-    def shown_columns(self) -> list[str]:
-        """The keys of the table's columns at the screen's width (paper values only when toggled on)."""
-        columns = [c for c in TABLE_COLUMNS if self.show_paper or c.key not in PAPER_COLUMNS]
+    def table_layout(self) -> tuple[list[Column], list[dict[str, str]]]:
+        """(the table's columns at the screen's width, its cells): paper values only when
+        toggled on; run labels wrapped at spaces where whole labels would push the status
+        and metrics off the screen (runs_model.table_columns_wrapping)."""
+        columns = [c for c in table_columns_for(self.best) if self.show_paper or c.key not in PAPER_COLUMNS]
         width = (self.size.width or self.app.size.width) - SCROLLBAR
-        return [c.key for c in table_columns(columns, self.table_cells(), width)]
+        return table_columns_wrapping(columns, self.table_cells(), width, "run")
+
+    def shown_columns(self) -> list[str]:
+        """The keys of the table's columns at the screen's width."""
+        return [c.key for c in self.table_layout()[0]]
 
     def _render_table(self) -> None:
         table = self.query_one("#compare-table", DataTable)
         table.clear(columns=True)
-        keys = self.shown_columns()
-        columns = [c for c in TABLE_COLUMNS if c.key in keys]
-        for col in columns:
-            table.add_column(col.header, key=col.key)
-        for row, cell in zip(self.rows, self.table_cells()):
+        columns, cells = self.table_layout()
+        add_fitted_columns(table, columns, cells)
+        for row, cell in zip(self.rows, cells):
             table.add_row(*[Text(cell[c.key], justify="right") if c.align == "right" else cell[c.key]
-                            for c in columns], key=str(row["id"]))
+                            for c in columns], key=str(row["id"]), height=cell["run"].count("\n") + 1)
         note = f"{len(self.rows)} runs"
         hidden = len([c for c in TABLE_COLUMNS if self.show_paper or c.key not in PAPER_COLUMNS]) - len(columns)
+        if self.best:
+            note += "  |  best-val metrics first"
         if hidden:
             note += f", {hidden} columns hidden"
         if self.show_paper:
@@ -166,6 +187,10 @@ class CompareScreen(Screen[None]):
 
     def action_reload(self) -> None:
         self.reload()
+
+    def action_toggle_best(self) -> None:
+        self.best = not self.best
+        self._render_table()
 
     def action_toggle_paper(self) -> None:
         self.show_paper = not self.show_paper

@@ -17,11 +17,15 @@ HELP_TEXT = """\
   esc        back
 
 [b]Runs browser[/b]
-  enter      open the run's charts and config
+  enter      open the run's charts and config (a group: list its runs)
   space      select / unselect a run (for compare)
-  c          compare the selected runs
-  /          filter (words must all match; esc closes)
+  c          compare the selected runs (or the selected groups' runs)
+  /          filter: words, attack=hijack cut>=2 asr>90 tag:paper
   s / S      sort by the next column / reverse the order
+  g          group seeds: one row per setting, n and mean ± std
+  m          metrics of the final / the best-validation epoch
+  t / N      tag the runs (-tag removes) / write a run's note
+  d / u      move the runs to runs/.trash / bring them back (both ask)
   r          re-read the runs folder
   C          clone the run's config into the new-run form
 
@@ -31,6 +35,7 @@ HELP_TEXT = """\
 
 [b]Run[/b]
   x          cancel the run    v   charts / config    C   clone config
+  l          loss chart on a log / linear scale
 
 [b]Arena[/b]
   up/down    choose the arena     tab      to its matrix and back
@@ -38,6 +43,7 @@ HELP_TEXT = """\
 
 [b]Compare[/b]
   p          show the paper authors' CDA / ASR for each setting
+  m          best-validation metrics first / final first
   e          export the table as CSV (into the runs folder)
 """
 

@@ -80,11 +80,13 @@ class LiveRunScreen(Screen[None]):
         Binding("escape", "back", "Back"),
         Binding("x", "cancel_run", "Cancel run"),
         Binding("v", "toggle_view", "Charts/config"),
+        Binding("l", "toggle_log", "Log loss", show=False),   # in the help and the palette: the footer is full at 80
         Binding("C", "clone", "Clone"),
     ]
     PALETTE = (
         ("Cancel this run", "Stop the run at the next batch (x)", "cancel_run"),
         ("Charts / config", "Switch between the charts and the config (v)", "toggle_view"),
+        ("Loss on a log scale", "Switch the loss chart between a log and a linear y axis (l)", "toggle_log"),
         ("Clone this run's config", "Open the new-run form with this config (C)", "clone"),
     )
 
@@ -193,6 +195,11 @@ class LiveRunScreen(Screen[None]):
             self.notify("this run belongs to another process; stop it there (Ctrl-C)", severity="warning")
         else:
             self.notify("the run is not active", severity="warning", timeout=3)
+
+    def action_toggle_log(self) -> None:
+        chart = self.query_one("#chart-loss", MetricChart)
+        chart.set_log_y(not chart.log_y)
+        self.notify(f"loss: {'log' if chart.log_y else 'linear'} scale", timeout=2)
 
     def action_toggle_view(self) -> None:
         switcher = self.query_one("#run-switcher", ContentSwitcher)

@@ -31,6 +31,10 @@ PLACEHOLDERS = {
 }
 
 
+# The labels' column: the longest label and a space, so no label runs into its value.
+LABEL_WIDTH = max(len(spec.label) for spec in SPECS) + 1
+
+
 class NewRunScreen(Screen[None]):
     """Fill in a RunConfig; Start hands it to the app's run manager."""
 
@@ -63,9 +67,13 @@ class NewRunScreen(Screen[None]):
         with VerticalScroll(id="form"):
             for spec in SPECS:
                 with Horizontal(classes="field-row", id=f"row-{spec.name}"):
-                    yield Label(spec.label, classes="field-label")
+                    label = Label(spec.label, classes="field-label")
+                    label.styles.width = LABEL_WIDTH
+                    yield label
                     yield self._widget(spec, values[spec.name])
-                yield Static("", classes="field-error", id=f"err-{spec.name}")
+                error = Static("", classes="field-error", id=f"err-{spec.name}")
+                error.styles.padding = (0, 0, 0, LABEL_WIDTH)
+                yield error
         yield Static("", id="form-error")
         with Horizontal(id="form-buttons"):
             yield Button("Start (ctrl+s)", id="start", variant="primary")

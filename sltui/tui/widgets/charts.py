@@ -31,6 +31,13 @@ class MetricChart(PlotextPlot):
         self.ylim = ylim
         self._series: list[tuple[str, list[int], list[float]]] = []
         self._key: object = None
+        self.log_y = False
+
+    def set_log_y(self, on: bool) -> None:
+        """A logarithmic y axis (losses that fall by orders of magnitude), or a linear one."""
+        if on != self.log_y:
+            self.log_y = on
+            self._redraw()
 
     @property
     def series(self) -> list[tuple[str, list[int], list[float]]]:
@@ -63,11 +70,14 @@ class MetricChart(PlotextPlot):
         plt.clear_data()
         plt.title(self.chart_title)
         plt.xlabel("epoch")
+        plt.yscale("log" if self.log_y else "linear")
         if self.ylim is not None:
             plt.ylim(*self.ylim)
         drawn = 0
         names = legend_names([name for name, _, _ in self._series], self.size.width)
         for i, ((_, xs, ys), name) in enumerate(zip(self._series, names)):
+            if self.log_y:     # a log axis has no place for zero or less
+                xs, ys = [x for x, y in zip(xs, ys) if y > 0], [y for y in ys if y > 0]
             if not xs:
                 continue
             plt.plot(xs, ys, label=name, marker=MARKERS[i % len(MARKERS)])
