@@ -49,8 +49,10 @@ def terminal_width() -> int:
 
 
 def _cell(row: Mapping[str, Any], key: str) -> str:
+    """A cell's text, each of its lines made safe to print (a line break is the table's
+    own, where a wrapped cell goes on)."""
     value = row.get(key)
-    return "-" if value is None else printable(value)
+    return "-" if value is None else "\n".join(printable(line) for line in str(value).split("\n"))
 
 
 def _natural_widths(columns: Sequence[Column], rows: Sequence[Mapping[str, Any]], header: bool) -> list[int]:

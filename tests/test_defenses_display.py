@@ -40,7 +40,11 @@ def test_run_file_defenses_fold_epoch_by_epoch():
 
 def test_detected_column_names_the_detector_and_epoch():
     row = summary_row(RunEntry("r", None, doc_with_defenses()))  # type: ignore[arg-type]
-    assert row["detected"] == ["scrutinizer@2"]
+    assert row["detected"] == ["scrutinizer@2!"]  # the server of a `none` run is honest: a false accusation
+    attacked = doc_with_defenses()
+    attacked["config"]["attack"] = "surrogate"
+    attacked["epochs"] = [{"epoch": e} for e in (1, 2, 3)]
+    assert summary_row(RunEntry("r", None, attacked))["detected"] == ["scrutinizer@2"]  # type: ignore[arg-type]
     quiet = doc_with_defenses()
     quiet["defenses"]["scrutinizer"]["flagged_at"] = None
     assert summary_row(RunEntry("r", None, quiet))["detected"] == ["none"]  # type: ignore[arg-type]
@@ -51,7 +55,7 @@ def test_browser_says_which_detector_flagged_and_when():
     rows = [browser_row(RunEntry("x", None, {**doc_with_defenses(), "id": "x"}))]  # type: ignore[arg-type]
     columns, cells = browser_layout(rows, 200)
     assert "detectors" in [c.key for c in columns]
-    assert cells[0]["detectors"] == "SG- Scr@2"      # splitguard never flagged, scrutinizer in epoch 2
+    assert cells[0]["detectors"] == "SG- Scr@2!"     # splitguard never flagged; scrutinizer accused an honest server
     for width in range(200, 40, -1):                  # the metrics outlast the verdicts
         shown = {c.key for c in browser_layout(rows, width)[0]}
         if "detectors" not in shown:
