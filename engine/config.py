@@ -127,19 +127,24 @@ class RunConfig:
     eval_batch_size: int | None = None
     save_weights: bool = True
     name: str = ""
-    # Client-side detectors (docs/protocol.md section 10), with the published defaults.
+    # Client-side detectors (docs/protocol.md section 10). The parameters calibration
+    # decides (memory, form, threshold, features, window) are the output of its rule on the
+    # honest calibration runs (examples/calibration/calibration.json, `python
+    # bench/calibrate.py rule`): SplitGuard's most responsive memory that flagged no honest
+    # run; for Scrutinizer and SplitOut no candidate passed, so they keep the published
+    # setting, which flags honest runs (docs/detectors.md).
     defenses: tuple[str, ...] = ()
     splitguard_start: int = 20
     splitguard_fake_prob: float = 0.1
     splitguard_window: int = 5
-    splitguard_memory: int = 20
+    splitguard_memory: int = 5
     splitguard_threshold: float = 0.5
     scrutinizer_window: int = 50
-    scrutinizer_threshold: float = 0.15  # the published 0.5 flags honest LeNet runs (section 10)
-    scrutinizer_form: str = "windowed"
+    scrutinizer_threshold: float = 0.5
+    scrutinizer_form: str = "published"
     splitout_share: float = 0.01
     splitout_window: int = 10
-    splitout_features: str = "direction"
+    splitout_features: str = "raw"
     # The client that reacts (docs/protocol.md section 12): at the first flag, `stop` ends
     # split learning and each honest client trains a fresh server part on its own share
     # for `local_epochs` under its frozen network.

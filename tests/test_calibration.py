@@ -112,3 +112,24 @@ def test_a_real_runs_trace_judged_afterwards_gives_the_live_verdict(tmp_path):
     curve = false_accusations_by_epoch([doc], "splitout", {})
     live_epoch = doc["defenses"]["splitout"]["flagged_at"]["epoch"]
     assert [c["flagged"] for c in curve] == [int(e >= live_epoch) for e in range(1, len(curve) + 1)]
+
+
+CALIBRATION = __import__("pathlib").Path(__file__).resolve().parents[1] / "examples" / "calibration"
+
+
+def test_the_committed_calibration_is_the_rule_on_the_committed_runs_and_the_defaults_are_its_output():
+    import json
+
+    from engine.store import RunStore
+    stored = json.loads((CALIBRATION / "calibration.json").read_text())
+    docs = [{**e.doc, "status": e.status} for e in RunStore(CALIBRATION).entries() if e.doc is not None]
+    assert json.loads(json.dumps(calibrate(docs))) == stored
+    defaults = RunConfig()
+    for detector in stored["detectors"].values():
+        for name, value in detector["parameters"].items():
+            assert getattr(defaults, name) == value, name
+    # The calibration set: honest runs only, on seeds no evaluation uses.
+    configs = [d["config"] for d in docs]
+    assert {c["attack"] for c in configs} == {"none"} and {c["seed"] for c in configs} <= {101, 102, 103}
+    assert {(c["dataset"], c["cut"], c["clients"]) for c in configs} == {
+        (d, cut, k) for d in ("mnist", "fmnist") for cut in (1, 3) for k in (1, 3)}

@@ -8,9 +8,9 @@ import torch
 from torch import nn
 
 from engine.config import ConfigError, RunConfig, resolve
-from engine.defenses.base import Observation
+from engine.defenses.base import Observation, sigmoid
 from engine.defenses.lof import NoveltyLOF
-from engine.defenses.scrutinizer import (PUBLISHED_THRESHOLD, Scrutinizer, interval_iou, pair_statistics,
+from engine.defenses.scrutinizer import (PUBLISHED_THRESHOLD, Scrutinizer, interval_iou, pair_statistics, step_score,
                                          window_score)
 from engine.defenses.splitguard import GradientSet, SplitGuard, splitguard_score
 from engine.defenses.splitout import SplitOut
@@ -170,15 +170,28 @@ def steady_window(gen, mean_s, std_s, mean_d, std_d, steps=50):
     return np.column_stack([mean_s + noise[:, 0], np.full(steps, std_s), mean_d + noise[:, 1], np.full(steps, std_d)])
 
 
-def test_scrutinizer_default_threshold_passes_a_small_honest_gap_and_flags_a_label_blind_window():
-    # Measured on honest LeNet runs by epoch 4-5: mean_s ~0.60 +- 0.07 against mean_d ~0.50
-    # +- 0.04, a gap of ~0.09 that the published threshold flags. A label-blind server:
-    # both means at 0.50.
+def test_a_label_blind_window_sits_at_the_floor_under_a_window_with_a_class_gap():
+    # A constructed honest window (same-label pairs more alike than different-label ones)
+    # against a label-blind one (both means equal): the latter scores sigmoid(-3.5) in both
+    # forms, whatever err and iou are.
     gen = np.random.default_rng(0)
-    honest = window_score(steady_window(gen, 0.60, 0.07, 0.50, 0.04))
-    blind = window_score(steady_window(gen, 0.50, 0.05, 0.50, 0.03))
-    assert honest.ds < PUBLISHED_THRESHOLD
-    assert blind.ds < Scrutinizer().threshold < honest.ds
+    honest = steady_window(gen, 0.60, 0.07, 0.50, 0.04)
+    blind = steady_window(gen, 0.50, 0.05, 0.50, 0.03)
+    for score in (window_score, step_score):
+        assert score(blind).ds == pytest.approx(sigmoid(-3.5), abs=0.01)
+        assert score(honest).ds > score(blind).ds + 0.2
+
+
+def test_the_published_form_scores_the_checkpoint_step_itself():
+    # A stream whose class signal vanishes at the last step: the published form sees the
+    # checkpoint's own statistics (no gap: the floor), the windowed form the window's means.
+    gen = np.random.default_rng(1)
+    history = steady_window(gen, 0.60, 0.07, 0.50, 0.04)
+    history[-1] = [0.50, 0.05, 0.50, 0.03]
+    assert step_score(history).ds == pytest.approx(sigmoid(-3.5), abs=0.01)
+    assert window_score(history).ds > step_score(history).ds + 0.2
+    published, windowed = Scrutinizer(window=5, form="published"), Scrutinizer(window=5, form="windowed")
+    assert published.threshold == PUBLISHED_THRESHOLD == windowed.threshold
 
 
 def test_interval_iou():

@@ -25,10 +25,10 @@ The threshold. The published one is 0.5, the sigmoid's midpoint: a window must r
 m_gap m_err m_iou >= 0.7 to pass. A server blind to the labels gives gap ~ 0, so DS sits
 at its floor sigmoid(-3.5) ~ 0.03 whatever err and iou are. On LeNet the honest gap is
 small and shrinks as the model fits the data (docs/protocol.md section 10 has the
-measurements), so honest windows drift under 0.5 within a few epochs. The default
-THRESHOLD puts the line at half the published offset (product 0.35, DS = sigmoid(-1.75)),
-halfway between the floor and the published midpoint; `threshold=0.5` is the published
-verdict.
+measurements), so honest windows drift under 0.5 within a few epochs, and over a whole
+run down to the floor. Calibration on honest runs (docs/detectors.md) found no threshold
+that spares them, so the run's default is the published one; the detector's own defaults
+below are the published ones too.
 """
 from __future__ import annotations
 
@@ -42,7 +42,6 @@ import torch.nn.functional as F
 from .base import Detector, Observation, sigmoid
 
 PUBLISHED_THRESHOLD = 0.5
-THRESHOLD = round(sigmoid(5 * (0.35 - 0.7)), 2)  # 0.15: half the published offset
 
 
 def pair_statistics(grads: torch.Tensor, labels: torch.Tensor) -> torch.Tensor | None:
@@ -124,7 +123,7 @@ FORMS = ("windowed", "published")
 class Scrutinizer(Detector):
     name = "scrutinizer"
 
-    def __init__(self, window: int = 50, threshold: float = THRESHOLD, form: str = "windowed",
+    def __init__(self, window: int = 50, threshold: float = PUBLISHED_THRESHOLD, form: str = "published",
                  trace: bool = False) -> None:
         if form not in FORMS:
             raise ValueError(f"unknown Scrutinizer form {form!r}")
