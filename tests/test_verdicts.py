@@ -158,3 +158,9 @@ def test_frontier_names_the_stealthiest_working_setting_and_who_evades_all():
     found = stealthiest(frontier)
     assert {(f["detector"], f["hijack_beta"]) for f in found["per_detector"]} == {("scrutinizer", 0.7), ("splitout", 0.7)}
     assert [e["variant"] for e in found["evades_all"]] == ["hijack_beta=0.7"]
+
+
+def test_a_run_flagged_in_its_start_epoch_before_that_epoch_ended_had_a_malicious_server():
+    doc = run("hijack", epochs=2, flags={"scrutinizer": flag(3)})  # epoch 3 under way, not yet recorded
+    verdict = run_verdicts(doc)["scrutinizer"]
+    assert (verdict.verdict, verdict.server) == ("detected", "malicious")

@@ -107,13 +107,15 @@ def epochs_run(doc: Mapping[str, Any]) -> int:
 def run_verdicts(doc: Mapping[str, Any]) -> dict[str, Verdict]:
     """Per detector the run recorded, its verdict (docs/protocol.md section 11)."""
     start = start_epoch(doc)
-    malicious = start is not None and epochs_run(doc) >= start
+    reached = start is not None and epochs_run(doc) >= start  # trained through the attack's first epoch
     out: dict[str, Verdict] = {}
     defenses = doc.get("defenses")
     for name, entry in (defenses.items() if isinstance(defenses, dict) else ()):
         flag = entry.get("flagged_at") if isinstance(entry, dict) else None
         flag = flag if isinstance(flag, dict) else None
         epoch = flag.get("epoch") if flag else None
+        # A flag in the start epoch of a run still in it: the server had turned by then.
+        malicious = reached or (start is not None and isinstance(epoch, int) and epoch >= start)
         if flag is not None and isinstance(epoch, int):
             verdict = "detected" if start is not None and epoch >= start else "false_accusation"
         else:
