@@ -34,7 +34,7 @@ BROWSER_COLUMNS: tuple[Column, ...] = (
     Column("setting", "setting"),
     Column("cda", "CDA", 1, "right"),
     Column("asr", "ASR", 1, "right"),
-    Column("detectors", "flagged@epoch", 2),
+    Column("detectors", "verdicts", 2),
     Column("seconds", "time", 3, "right"),
     Column("seed", "seed", 4, "right"),
     Column("tags", "tags", 5),
