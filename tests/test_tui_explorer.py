@@ -3,10 +3,8 @@ the browser, keys; what is checked is what shows on the screen."""
 from __future__ import annotations
 
 import shutil
-import time
 
 import pytest
-from textual.css.query import NoMatches
 
 from engine.store import RunStore
 from sltui.format import fmt_pct
@@ -14,6 +12,7 @@ from sltui.tui.app import SlTuiApp
 from sltui.tui.screens.browser import BrowserScreen
 from sltui.tui.screens.compare import CompareScreen
 
+from test_tui_app import wait_for
 from tui_helpers import EXAMPLE_RUNS, screen_lines
 
 
@@ -22,20 +21,6 @@ def example_runs(tmp_path):
     root = tmp_path / "runs"
     shutil.copytree(EXAMPLE_RUNS, root)
     return root
-
-
-async def wait_for(pilot, predicate, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if predicate():
-                break
-        except NoMatches:
-            pass
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await pilot.pause(0.1)
-    await pilot.pause(0.3)
 
 
 def browser_order(app) -> list[str]:

@@ -1,12 +1,13 @@
 """`?`: the keys of every screen; and the quit confirmation."""
 from __future__ import annotations
 
-from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Button, Static
+from textual.widgets import Static
+
+from .prompts import Confirm
 
 HELP_TEXT = """\
 [b]Everywhere[/b]
@@ -61,29 +62,11 @@ class HelpScreen(ModalScreen[None]):
         self.dismiss(None)
 
 
-class ConfirmQuit(ModalScreen[bool]):
+class ConfirmQuit(Confirm):
     """Asked when runs are active: quitting cancels them."""
-    BINDINGS = [Binding("y", "answer(True)", "Yes"), Binding("n,escape", "answer(False)", "No")]
 
     def __init__(self, active: int) -> None:
-        super().__init__()
+        runs = "1 run is" if active == 1 else f"{active} runs are"
+        super().__init__(f"{runs} still training. Quit and cancel {'it' if active == 1 else 'them'}?",
+                         yes="Quit (y)", no="Stay (n)")
         self.active = active
-
-    def compose(self) -> ComposeResult:
-        with Vertical(id="confirm-box", classes="dialog"):
-            runs = "1 run is" if self.active == 1 else f"{self.active} runs are"
-            yield Static(f"{runs} still training. Quit and cancel {'it' if self.active == 1 else 'them'}?",
-                         id="confirm-text")
-            with Horizontal(classes="buttons"):
-                yield Button("Quit (y)", id="yes", variant="error")
-                yield Button("Stay (n)", id="no", variant="primary")
-
-    def on_mount(self) -> None:
-        self.query_one("#no", Button).focus()
-
-    def action_answer(self, answer: bool) -> None:
-        self.dismiss(answer)
-
-    @on(Button.Pressed)
-    def _pressed(self, event: Button.Pressed) -> None:
-        self.dismiss(event.button.id == "yes")
