@@ -41,7 +41,7 @@ CELL_COLUMNS = ("dataset", "model", "cut", "clients", "attack", "variant", "dete
                 "cost_cda", "cost_cda_std", "cost_cda_n", "asr", "asr_std", "cda", "cda_std",
                 "asr_reacting", "asr_reacting_std", "asr_reacting_n", "cda_reacting", "cda_reacting_std", "epochs")
 FRONTIER_COLUMNS = ("dataset", "model", "cut", "clients", "attack", "variant", "hijack_beta", "hijack_critic",
-                    "hijack_warmup_epochs", "detector", "malicious_runs", "detected", "detection_rate",
+                    "hijack_warmup_epochs", "detector", "malicious_runs", "detected", "false_accusations", "detection_rate",
                     "detection_ci_low", "detection_ci_high", "asr", "asr_std", "cda", "cda_std", "clean_cda",
                     "cda_gap", "qualifies")
 # The frontier's bar for an attack that works (docs/protocol.md section 12): ASR at least
@@ -304,7 +304,7 @@ def frontier_rows(cells: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
         gap = cell["cda"] - clean_cda if cell["cda"] is not None and clean_cda is not None else None
         out.append({
             **{k: cell[k] for k in (*SETTING, "attack", "variant", "detector", "malicious_runs", "detected",
-                                    "detection_rate", "detection_ci_low", "detection_ci_high", "asr", "asr_std",
+                                    "false_accusations", "detection_rate", "detection_ci_low", "detection_ci_high", "asr", "asr_std",
                                     "cda", "cda_std")},
             **{k: cell.get(k) for k in HIJACK_KNOBS},
             "clean_cda": clean_cda, "cda_gap": gap,
@@ -333,7 +333,8 @@ def stealthiest(frontier: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     for f in frontier:
         detectors[tuple(f[k] for k in SETTING)].add(f["detector"])
     evading = [{"setting": key[:4], "attack": key[4], "variant": key[5],
-                "detectors": sorted(f["detector"] for f in members)}
+                "detectors": sorted(f["detector"] for f in members),
+                "flagged_before": {f["detector"]: f["false_accusations"] for f in members if f["false_accusations"]}}
                for key, members in by_setting.items()
                if all(f["detected"] == 0 for f in members) and {f["detector"] for f in members} == detectors[key[:4]]]
     return {"per_detector": list(best.values()), "evades_all": evading}

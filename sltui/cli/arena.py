@@ -90,8 +90,12 @@ def frontier_markdown(frontier: list[Mapping[str, Any]]) -> list[str]:
     if found["evades_all"]:
         for e in found["evades_all"]:
             attack = e["attack"] + (f" ({e['variant']})" if e.get("variant") else "")
-            lines.append(f"Evades every detector run ({', '.join(e['detectors'])}): {attack} on "
-                         f"{' '.join(map(str, e['setting']))} (0 detections in each; see the intervals above).")
+            early = "; ".join(f"{d} flagged {k} of its runs before the attack started (false accusations)"
+                              for d, k in e["flagged_before"].items())
+            lines.append(f"Never flagged while malicious by any detector run ({', '.join(e['detectors'])}): {attack} "
+                         f"on {' '.join(map(str, e['setting']))} (0 detections in each; see the intervals above)"
+                         + (f". But {early}: a client that stops at a flag would have stopped before it." if early
+                            else "."))
     else:
         lines.append("No working setting evades every detector run.")
     return lines + [""]
