@@ -16,7 +16,8 @@ HEADLINE = ("dataset", "model", "cut", "clients", "attack", "alpha", "trigger", 
 PER_RUN = ("seed", *NOT_EXPERIMENT)
 
 
-def _metric(doc: Mapping[str, Any], where: str, name: str) -> float | None:
+def metric(doc: Mapping[str, Any], where: str, name: str) -> float | None:
+    """A run's `where` (final or best) metric `name` as a number, None where it has none (NaN too)."""
     value = (doc.get(where) or {}).get(name)
     if not isinstance(value, (int, float)) or isinstance(value, bool) or math.isnan(value):
         return None
@@ -48,7 +49,7 @@ def aggregate(docs: Iterable[Mapping[str, Any]], statuses: tuple[str, ...] = ("c
         config = {k: v for k, v in members[0]["config"].items() if k not in PER_RUN}
         row: dict[str, Any] = {"group": key, **{k: config.pop(k, None) for k in HEADLINE}, "n": len(members)}
         for column, where, name in METRICS:
-            values = [v for v in (_metric(d, where, name) for d in members) if v is not None]
+            values = [v for v in (metric(d, where, name) for d in members) if v is not None]
             row[f"{column}_mean"], row[f"{column}_std"] = mean_std(values)
         row.update(config)  # the rest of the setting, then who is in the group
         row.update(seeds=sorted(d["config"].get("seed") for d in members), runs=[d.get("id") for d in members])

@@ -15,11 +15,11 @@ the runs browser all call them, and none derives a verdict of its own.
 from __future__ import annotations
 
 import math
-import statistics
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 from ..config import ATTACK_FIELDS, ATTACKS, TRAINING_DEFENSES, attack_start_epoch, honest_clients
+from .aggregate import mean_std, metric
 from .grid import experiment_key
 
 VERDICTS = ("detected", "false_accusation", "missed", "quiet")
@@ -77,12 +77,11 @@ def wilson(k: int, n: int) -> tuple[float | None, float | None]:
 
 
 def mean_std_n(values: Iterable[Any]) -> tuple[float | None, float | None, int]:
-    """Mean, sample standard deviation (0 for one value) and n of the numbers among `values`."""
+    """Mean, sample standard deviation (0 for one value) and n of the numbers among `values`
+    (aggregate.mean_std over them)."""
     numbers = [float(v) for v in values
                if isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(v)]
-    if not numbers:
-        return None, None, 0
-    return statistics.fmean(numbers), (statistics.stdev(numbers) if len(numbers) > 1 else 0.0), len(numbers)
+    return (*mean_std(numbers), len(numbers))
 
 
 def start_epoch(doc: Mapping[str, Any]) -> int | None:
@@ -132,10 +131,7 @@ def has_honest_client(config: Mapping[str, Any]) -> bool:
 
 
 def _metric(doc: Mapping[str, Any], name: str) -> float | None:
-    value = (doc.get("final") or {}).get(name)
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or math.isnan(value):
-        return None
-    return float(value)
+    return metric(doc, "final", name)
 
 
 def live_epoch(doc: Mapping[str, Any]) -> int | None:
