@@ -95,6 +95,10 @@ class Reaction(Event):
     local: list[dict[str, Any]]
     mean: dict[str, Any]
 
+    def record(self) -> dict[str, Any]:
+        """What a run file's `reaction` holds (and the run manager's state)."""
+        return {"epoch": self.epoch, "flags": self.flags, "local": self.local, "mean": self.mean}
+
 
 @dataclass(frozen=True)
 class WeightsReady(Event):

@@ -305,8 +305,7 @@ class RunRecorder:
         elif isinstance(event, DefenseScores):
             record_defenses(self.doc.setdefault("defenses", {}), event)
         elif isinstance(event, Reaction):
-            self.doc["reaction"] = {"epoch": event.epoch, "flags": event.flags, "local": event.local,
-                                    "mean": event.mean}
+            self.doc["reaction"] = event.record()
         elif isinstance(event, EpochMetrics):
             self.doc["epochs"].append({k: v for k, v in event.to_dict().items() if k != "run_id"})
         elif isinstance(event, RunFinished):

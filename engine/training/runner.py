@@ -208,8 +208,9 @@ def _train(ctx: RunContext, result: RunResult) -> None:
             assert isinstance(ctx.defenses, ClientDefenses)
             flags = {name: flag for name, flag in ctx.defenses.flagged_at.items() if flag is not None}
             models = local_models(ctx, ctx.defenses.honest, lambda model: evaluate_epoch(ctx, model))
-            result.reaction = {"epoch": epoch + 1, "flags": flags, **models}
-            emit(Reaction(ctx.run_id, epoch + 1, flags, models["local"], models["mean"]))
+            reaction = Reaction(ctx.run_id, epoch + 1, flags, models["local"], models["mean"])
+            result.reaction = reaction.record()
+            emit(reaction)
             break
         if cfg.patience and since_best >= cfg.patience:
             result.stopped_early = True

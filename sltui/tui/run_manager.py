@@ -78,7 +78,7 @@ class RunState:
         elif isinstance(item, DefenseScores):
             record_defenses(self.defenses, item)
         elif isinstance(item, Reaction):
-            self.reaction = {"epoch": item.epoch, "flags": item.flags, "local": item.local, "mean": item.mean}
+            self.reaction = item.record()
         elif isinstance(item, EpochMetrics):
             self.phase = None
             self.epochs.append({k: v for k, v in item.to_dict().items() if k != "run_id"})
