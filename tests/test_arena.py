@@ -63,6 +63,14 @@ def test_arena_runs_resumes_and_writes_the_matrix(sltui, tmp_path):  # noqa: F81
     assert "| surrogate | splitguard |" in text and "none (honest server)" in text
     code, out, err = sltui(*args)
     assert code == 0 and "4 already done, 0 to run" in out
+    # `sltui report` rebuilds an arena's report from its run files, the same files again.
+    before = {p.name: p.read_bytes() for p in report.iterdir() if p.suffix in (".csv", ".md")}
+    for path in report.iterdir():
+        path.unlink()
+    code, out, err = sltui("report", report.parent.name, "--runs-dir", str(runs))
+    assert code == 0, err
+    assert sorted(p.name for p in report.iterdir()) == names
+    assert {p.name: p.read_bytes() for p in report.iterdir() if p.suffix in (".csv", ".md")} == before
 
 
 @pytest.mark.parametrize("args,needle", [

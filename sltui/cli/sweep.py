@@ -215,17 +215,25 @@ def register(app: typer.Typer, runs_app: typer.Typer, console: Any, default_runs
         out: Optional[Path] = typer.Option(None, "--out", help="folder for the figures (default runs/sweeps/<id>/report)"),
         runs_dir: Optional[Path] = typer.Option(None, "--runs-dir", help="folder of run files (default $SLTUI_RUNS or ./runs)"),
     ) -> None:
-        """The paper's figures (ASR and CDA against K, a panel per cut x alpha) and a Markdown table."""
+        """The paper's figures (ASR and CDA against K, a panel per cut x alpha) and a Markdown
+        table; for an arena's sweep, the arena's report (arena.md, runs.csv, cells.csv, heatmap,
+        frontier), rebuilt from the run files under today's counting rules."""
+        from .arena import write_arena_report
         from .report import write_report
+        from engine.sweeps.arena import is_arena, planned_variants
 
         root = default_runs_dir(runs_dir)
         path = find_sweep(root, sweep)
         doc = load_sweep_doc(path)
-        folder = out or path.parent / doc.get("id", path.stem) / "report"
+        title = doc.get("id", path.stem)
+        folder = out or path.parent / title / "report"
         docs = point_run_docs(doc, runs_by_key(read_runs(root)))
         if docs:
             make_folder(folder, "the report folder (--out)")
-        written = write_report(docs, folder, title=doc.get("id", path.stem))
+        if is_arena(doc):
+            written = write_arena_report(docs, folder, title, planned_variants(doc))
+        else:
+            written = write_report(docs, folder, title=title)
         if not written:
             raise ConfigError(f"sweep {doc.get('id')} has no completed runs yet: nothing to plot")
         for path_ in written:
