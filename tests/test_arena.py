@@ -71,6 +71,16 @@ def test_arena_runs_resumes_and_writes_the_matrix(sltui, tmp_path):  # noqa: F81
     assert code == 0, err
     assert sorted(p.name for p in report.iterdir()) == names
     assert {p.name: p.read_bytes() for p in report.iterdir() if p.suffix in (".csv", ".md")} == before
+    # A second arena whose points are all done; one report over both counts each run once.
+    code, out, err = sltui(*[a if a != "none,surrogate" else "none" for a in args])
+    assert code == 0 and "2 already done, 0 to run" in out
+    ids = sorted(p.stem for p in (runs / "sweeps").glob("*.json"))
+    assert len(ids) == 2
+    assert "--out" in assert_one_line_error(*sltui("report", *ids, "--runs-dir", str(runs)))
+    code, out, err = sltui("report", *ids, "--runs-dir", str(runs), "--out", str(tmp_path / "both"))
+    assert code == 0, err
+    with (tmp_path / "both" / "runs.csv").open() as fh:
+        assert sorted(r["run_id"] for r in csv.DictReader(fh)) == sorted(r["run_id"] for r in runs_csv)
 
 
 @pytest.mark.parametrize("args,needle", [

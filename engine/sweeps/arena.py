@@ -66,9 +66,10 @@ def planned_configs(sweep_doc: Mapping[str, Any]) -> list[dict[str, Any]]:
             if isinstance(p, dict) and isinstance(p.get("config"), dict) and has_honest_client(p["config"])]
 
 
-def planned_variants(sweep_doc: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
-    """Per attack, the options its planned points vary (they split its cells)."""
-    return variants(planned_configs(sweep_doc))
+def planned_variants(*sweep_docs: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
+    """Per attack, the options its planned points vary (they split its cells), over one
+    sweep or several reported together."""
+    return variants([config for doc in sweep_docs for config in planned_configs(doc)])
 
 
 def planned_cells(sweep_doc: Mapping[str, Any]) -> dict[tuple[str, str, str], int]:

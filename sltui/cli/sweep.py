@@ -5,7 +5,7 @@ import csv
 import io
 import threading
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, List, Optional
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -15,6 +15,7 @@ from engine.errors import ConfigError
 from engine.files import make_folder, write_output
 from engine.store import RunEntry, RunStore, read_run_file
 from engine.sweeps.aggregate import aggregate
+from engine.sweeps.arena import is_arena, planned_variants
 from engine.sweeps.grid import AXES, expand, load_sweep_file, make_sweep
 from engine.sweeps.executors import (JobResult, LocalExecutor, RayExecutor, SweepFile, find_sweep, load_sweep_doc,
                                make_jobs, pending, point_run_docs, runs_by_key)
@@ -211,31 +212,39 @@ def register(app: typer.Typer, runs_app: typer.Typer, console: Any, default_runs
 
     @app.command("report")
     def report_command(
-        sweep: str = typer.Argument(..., help="sweep id (see runs/sweeps/) or a sweep file"),
-        out: Optional[Path] = typer.Option(None, "--out", help="folder for the figures (default runs/sweeps/<id>/report)"),
+        sweeps: List[str] = typer.Argument(..., help="sweep ids (see runs/sweeps/) or sweep files: one report over all "
+                                                      "their runs"),
+        out: Optional[Path] = typer.Option(None, "--out", help="folder for the figures (default runs/sweeps/<id>/report; "
+                                                               "required for several sweeps)"),
         runs_dir: Optional[Path] = typer.Option(None, "--runs-dir", help="folder of run files (default $SLTUI_RUNS or ./runs)"),
     ) -> None:
         """The paper's figures (ASR and CDA against K, a panel per cut x alpha) and a Markdown
-        table; for an arena's sweep, the arena's report (arena.md, runs.csv, cells.csv, heatmap,
-        frontier), rebuilt from the run files under today's counting rules."""
+        table; for arenas' sweeps, the arena's report (arena.md, runs.csv, cells.csv, heatmap,
+        frontier), rebuilt from the run files under today's counting rules. Several sweeps of
+        one kind give one report over all their runs (each run once)."""
         from .arena import write_arena_report
         from .report import write_report
-        from engine.sweeps.arena import is_arena, planned_variants
 
         root = default_runs_dir(runs_dir)
-        path = find_sweep(root, sweep)
-        doc = load_sweep_doc(path)
-        title = doc.get("id", path.stem)
-        folder = out or path.parent / title / "report"
-        docs = point_run_docs(doc, runs_by_key(read_runs(root)))
+        paths = [find_sweep(root, name) for name in dict.fromkeys(sweeps)]
+        sweep_docs = [load_sweep_doc(path) for path in paths]
+        if len({is_arena(doc) for doc in sweep_docs}) > 1:
+            raise ConfigError("report: give arenas' sweeps or other sweeps, not both")
+        if len(sweep_docs) > 1 and out is None:
+            raise ConfigError("report: several sweeps need --out, the folder for their one report")
+        title = str(sweep_docs[0].get("id", paths[0].stem)) if len(paths) == 1 else f"{len(paths)} sweeps"
+        folder = out or paths[0].parent / str(sweep_docs[0].get("id", paths[0].stem)) / "report"
+        have = runs_by_key(read_runs(root))
+        docs = list({doc.get("id") or id(doc): doc for sweep_doc in sweep_docs
+                     for doc in point_run_docs(sweep_doc, have)}.values())
         if docs:
             make_folder(folder, "the report folder (--out)")
-        if is_arena(doc):
-            written = write_arena_report(docs, folder, title, planned_variants(doc))
+        if is_arena(sweep_docs[0]):
+            written = write_arena_report(docs, folder, title, planned_variants(*sweep_docs))
         else:
             written = write_report(docs, folder, title=title)
         if not written:
-            raise ConfigError(f"sweep {doc.get('id')} has no completed runs yet: nothing to plot")
+            raise ConfigError(f"{title} has no completed runs yet: nothing to plot")
         for path_ in written:
             console.print(str(path_), highlight=False, soft_wrap=True)
 
