@@ -189,6 +189,35 @@ def arena_cells(cell: dict) -> dict[str, str]:
     }
 
 
+def frontier_lines(frontier: list[dict]) -> tuple[list[str], list[str]]:
+    """The attacker's frontier in sentences, the same in arena.md and the TUI: (per setting
+    and detector, the working attack setting it detected least, with its rate and
+    interval, ASR and CDA gap; whether a working setting evades every detector run, and
+    which detectors had flagged its runs before the attack began). From
+    engine.sweeps.verdicts.frontier_rows."""
+    from engine.sweeps.verdicts import stealthiest
+
+    found = stealthiest(frontier)
+    per_detector = [
+        f"{f['dataset']} c{f['cut']} K{f['clients']}, {f['detector']}: {f['attack']}"
+        + (f" ({f['variant']})" if f.get("variant") else "")
+        + f", detected {fmt_rate(f['detected'], f['malicious_runs'], f['detection_ci_low'], f['detection_ci_high'])}"
+        f", ASR {f['asr']:.1f}%, CDA {f['cda_gap']:+.2f} points against clean"
+        for f in found["per_detector"]] or ["No attack setting works here."]
+    evading = []
+    for e in found["evades_all"]:
+        early = "; ".join(f"{d} flagged {k} of its runs before the attack started (false accusations)"
+                          for d, k in e["flagged_before"].items())
+        evading.append(f"Never flagged while malicious by any detector run ({', '.join(e['detectors'])}): "
+                       f"{e['attack']}" + (f" ({e['variant']})" if e.get("variant") else "")
+                       + " on {} {} c{} K{}".format(*e["setting"]) + " (0 detections in each; see the intervals)"
+                       + (f". But {early}: a client that stops at a flag would have stopped before it." if early
+                          else "."))
+    if found["per_detector"] and not evading:
+        evading.append("No working setting evades every detector run.")
+    return per_detector, evading
+
+
 def printable(text: Any) -> str:
     """`text` safe to print on a terminal: control characters (escape sequences, carriage
     returns, bells) shown as Python escapes (`\\x1b`), so a run's name or a file's id can

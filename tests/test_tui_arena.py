@@ -191,6 +191,42 @@ async def test_arena_view_at_80x24_shows_the_clis_matrix(tmp_path):
         assert isinstance(app.screen, BrowserScreen) and app.check_action("arena", ()) is True
 
 
+async def test_f_swaps_the_matrix_for_the_clis_frontier_and_back(tmp_path):
+    root = copy_arena(BETA07, tmp_path / "runs")
+    [arena] = arenas_in(root)[0]
+    cli_report(root, arena, tmp_path / "report")
+    with (tmp_path / "report" / "frontier.csv").open() as fh:
+        frontier = {(r["attack"], r["detector"]): r for r in csv.DictReader(fh)}
+    sentences = [line[2:] for line in (tmp_path / "report" / "arena.md").read_text().split("## The attacker's frontier")[1]
+                 .splitlines() if line.startswith("- ")]
+    assert frontier and sentences
+    app = make_app(root)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, BrowserScreen))
+        await pilot.press("a")
+        await wait_for(pilot, lambda: isinstance(app.screen, ArenaScreen)
+                       and app.screen.query_one("#arena-matrix", DataTable).row_count == 6)
+        await pilot.press("f")
+        table = app.screen.query_one("#arena-matrix", DataTable)
+        await wait_for(pilot, lambda: table.row_count == len(frontier))
+        assert {"attack", "detector", "detection", "works"} <= {str(c.key.value) for c in table.columns.values()}
+        assert sum(c.get_render_width(table) for c in table.columns.values()) <= 80 - 2
+        # The stealthiest working setting per detector is the one arena.md names.
+        named = {(line.split(": ")[1].split(",")[0], line.split(", ")[1].split(":")[0]) for line in sentences}
+        for (attack, detector), row in frontier.items():
+            cell = matrix_cell(app, f"{attack}//{detector}", "detection")
+            assert cell.startswith(f"{row['detected']}/{row['malicious_runs']} (")
+            works = "stealthiest" if (attack, detector) in named else "yes" if row["qualifies"] == "True" else "no"
+            assert matrix_cell(app, f"{attack}//{detector}", "works") == works
+        assert any(matrix_cell(app, f"{a}//{d}", "works") == "stealthiest" for a, d in frontier)
+        legend = str(app.screen.query_one("#arena-legend", Static).render())
+        assert "stealthiest:" in legend
+        assert "frontier" in str(app.screen.query_one("#arena-detail", Static).render())
+        await pilot.press("f")
+        await wait_for(pilot, lambda: table.row_count == 6)
+        assert "detected: k/n" in str(app.screen.query_one("#arena-legend", Static).render())
+
+
 async def test_arena_view_follows_the_choice_and_the_runs_as_they_finish(tmp_path):
     root = copy_arena(BETA07, tmp_path / "runs")
     copy_arena(PLAIN, root)

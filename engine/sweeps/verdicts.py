@@ -41,7 +41,7 @@ CELL_COLUMNS = ("dataset", "model", "cut", "clients", "attack", "variant", "dete
                 "cost_cda", "cost_cda_std", "cost_cda_n", "asr", "asr_std", "cda", "cda_std",
                 "asr_reacting", "asr_reacting_std", "asr_reacting_n", "cda_reacting", "cda_reacting_std", "epochs")
 FRONTIER_COLUMNS = ("dataset", "model", "cut", "clients", "attack", "variant", "hijack_beta", "hijack_critic",
-                    "hijack_warmup_epochs", "detector", "malicious_runs", "detected", "false_accusations", "detection_rate",
+                    "hijack_warmup_epochs", "detector", "runs", "malicious_runs", "detected", "false_accusations", "detection_rate",
                     "detection_ci_low", "detection_ci_high", "asr", "asr_std", "cda", "cda_std", "clean_cda",
                     "cda_gap", "qualifies")
 # The frontier's bar for an attack that works (docs/protocol.md section 12): ASR at least
@@ -299,7 +299,7 @@ def frontier_rows(cells: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
         clean_cda = clean.get((*(cell[k] for k in SETTING), cell["detector"]))
         gap = cell["cda"] - clean_cda if cell["cda"] is not None and clean_cda is not None else None
         out.append({
-            **{k: cell[k] for k in (*SETTING, "attack", "variant", "detector", "malicious_runs", "detected",
+            **{k: cell[k] for k in (*SETTING, "attack", "variant", "detector", "runs", "malicious_runs", "detected",
                                     "false_accusations", "detection_rate", "detection_ci_low", "detection_ci_high", "asr", "asr_std",
                                     "cda", "cda_std")},
             **{k: cell.get(k) for k in HIJACK_KNOBS},

@@ -14,9 +14,9 @@ from engine.errors import ConfigError
 from engine.sweeps.arena import DEFAULT_SEEDS, arena_sweep, planned_variants
 from engine.sweeps.executors import sweep_run_docs
 from engine.sweeps.verdicts import (CDA_SLACK, CELL_COLUMNS, FRONTIER_COLUMNS, HONEST_SERVER_ATTACKS, RUN_COLUMNS,
-                                    SETTING, WORKING_ASR, cell_rows, frontier_rows, run_rows, stealthiest)
+                                    SETTING, WORKING_ASR, cell_rows, frontier_rows, run_rows)
 
-from ..format import arena_cells, fmt_rate
+from ..format import arena_cells, frontier_lines
 from .config_flags import given_fields, with_config_flags
 
 # arena.md's columns: cells.csv's numbers as text (sltui.format.arena_cells).
@@ -73,31 +73,12 @@ def frontier_markdown(frontier: list[Mapping[str, Any]]) -> list[str]:
     """The stealthiest working attack setting per detector, and whether one evades all."""
     if not frontier:
         return []
-    found = stealthiest(frontier)
     lines = ["## The attacker's frontier", "",
              f"An attack setting works when its mean ASR is at least {WORKING_ASR:.0f}% with CDA within "
              f"{CDA_SLACK:.0f} points of the clean runs' (frontier.csv, frontier.png). Per detector, the working "
              "setting it detected least:", ""]
-    if not found["per_detector"]:
-        lines += ["No attack setting works here.", ""]
-        return lines
-    for f in found["per_detector"]:
-        attack = f["attack"] + (f" ({f['variant']})" if f.get("variant") else "")
-        rate = fmt_rate(f["detected"], f["malicious_runs"], f["detection_ci_low"], f["detection_ci_high"])
-        lines.append(f"- {f['dataset']} c{f['cut']} K{f['clients']}, {f['detector']}: {attack}, detected {rate}, "
-                     f"ASR {f['asr']:.1f}%, CDA {f['cda_gap']:+.2f} points against clean")
-    lines.append("")
-    if found["evades_all"]:
-        for e in found["evades_all"]:
-            attack = e["attack"] + (f" ({e['variant']})" if e.get("variant") else "")
-            early = "; ".join(f"{d} flagged {k} of its runs before the attack started (false accusations)"
-                              for d, k in e["flagged_before"].items())
-            lines.append(f"Never flagged while malicious by any detector run ({', '.join(e['detectors'])}): {attack} "
-                         f"on {' '.join(map(str, e['setting']))} (0 detections in each; see the intervals above)"
-                         + (f". But {early}: a client that stops at a flag would have stopped before it." if early
-                            else "."))
-    else:
-        lines.append("No working setting evades every detector run.")
+    per_detector, evading = frontier_lines(frontier)
+    lines += [f"- {line}" for line in per_detector] + [""] + evading
     return lines + [""]
 
 

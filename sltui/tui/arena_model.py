@@ -18,9 +18,9 @@ from engine.store import RunEntry
 from engine.sweeps.arena import is_arena, planned_cells, planned_variants
 from engine.sweeps.executors import SWEEPS_DIR, load_sweep_doc, point_key, point_run_docs, runs_by_key
 from engine.sweeps.grid import NOT_EXPERIMENT
-from engine.sweeps.verdicts import cell_rows, run_rows
+from engine.sweeps.verdicts import CDA_SLACK, WORKING_ASR, cell_rows, frontier_rows, run_rows, stealthiest
 
-from ..format import MISSING, arena_cells
+from ..format import MISSING, arena_cells, fmt_mean_n, fmt_rate, frontier_lines
 from ..tables import Column
 
 # A point of the sweep is in one of these states, from the runs the folder holds for it.
@@ -54,6 +54,19 @@ MATRIX_VIEW_COLUMNS: tuple[Column, ...] = (
 LEGEND = ("detected: k/n runs of a malicious server flagged (95% CI)  false acc.: k/n runs flagged while the "
           "server was honest  latency: epochs from the attack's start to the flag  pre-live: detections before "
           "ASR reached 50%  cost: CDA with minus without the detector  mean ± std (n)  runs 1/2: 1 of 2 done")
+# The frontier (`f`): per malicious cell, how often its detector caught it against how well
+# the attack worked; the attack and detector always, the rest as width allows.
+FRONTIER_VIEW_COLUMNS: tuple[Column, ...] = (
+    Column("attack", "attack"),
+    Column("detector", "detector"),
+    Column("detection", "detected", 0, "right"),
+    Column("works", "works", 0),
+    Column("asr", "ASR", 1, "right"),
+    Column("cda_gap", "CDA vs clean", 2, "right"),
+)
+FRONTIER_LEGEND = (f"works: mean ASR >= {WORKING_ASR:.0f}% and CDA within {CDA_SLACK:.0f} points of the clean "
+                   "runs'; stealthiest: the working one its detector caught least; rows by detector, least "
+                   "detected first  f: the matrix")
 # Config fields every arena setting names first (the rest: the fields its command gave).
 HEADLINE = ("dataset", "model", "cut", "clients", "epochs")
 
@@ -147,12 +160,19 @@ def detail(arena: Arena) -> str:
     return f"{arena.id}: {setting(arena)}, seeds {seeds}; {progress(arena)}"
 
 
-def matrix_view(arena: Arena) -> list[dict[str, Any]]:
-    """The arena's cells (engine.sweeps.verdicts over its completed runs, one per point
-    and seed), one row per planned (attack, variant, detector) in the sweep's order, each
-    with `planned` and `complete`. A cell without a completed run yet has `runs` 0."""
-    rows_, _ = run_rows(arena.docs, planned_variants(arena.doc))
-    computed = {(c["attack"], c["variant"], c["detector"]): c for c in cell_rows(rows_)}
+def computed_cells(arena: Arena) -> list[dict[str, Any]]:
+    """The arena's cells: engine.sweeps.verdicts over its completed runs, one per point and
+    seed, split by the options its points vary."""
+    rows, _ = run_rows(arena.docs, planned_variants(arena.doc))
+    return cell_rows(rows)
+
+
+def matrix_view(arena: Arena, cells: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """The arena's cells (computed_cells, or `cells` already computed), one row per planned
+    (attack, variant, detector) in the sweep's order, each with `planned` and `complete`.
+    A cell without a completed run yet has `runs` 0."""
+    computed = {(c["attack"], c["variant"], c["detector"]): c
+                for c in (computed_cells(arena) if cells is None else cells)}
     rows = []
     for (attack, variant, detector), planned in planned_cells(arena.doc).items():
         row = computed.get((attack, variant, detector)) or {"attack": attack, "variant": variant,
@@ -171,3 +191,33 @@ def matrix_cells(row: Mapping[str, Any]) -> dict[str, str]:
     if not row.get("complete"):
         cells["runs"] = f"{row.get('runs', 0)}/{row.get('planned')}"
     return cells
+
+
+def frontier_view(cells: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
+    """(engine.sweeps.verdicts.frontier_rows of an arena's cells, by detector and then least
+    detected first, more ASR first, each with `stealthiest` where it is the working setting
+    its detector caught least, as arena.md names it; the sentences arena.md writes on
+    whether a working setting evades every detector). ([], []) where no malicious cell has
+    runs."""
+    rows = frontier_rows(cells)
+    if not rows:
+        return [], []
+    chosen = {id(f) for f in stealthiest(rows)["per_detector"]}
+    rows = [{**f, "stealthiest": id(f) in chosen} for f in rows]
+    rows.sort(key=lambda f: (f["detector"], f["detection_rate"] if f["detection_rate"] is not None else 2.0,
+                             -(f["asr"] or 0.0)))
+    _, evading = frontier_lines(rows)
+    return rows, evading
+
+
+def frontier_cells(row: Mapping[str, Any]) -> dict[str, str]:
+    """A frontier row as text: the detection rate with its interval, whether the attack
+    works (`stealthiest` for the working setting its detector caught least), ASR as
+    mean ± std (n), and its CDA's gap to clean."""
+    works = "stealthiest" if row.get("stealthiest") else "yes" if row.get("qualifies") else "no"
+    return {"attack": str(row["attack"]) + (f" {row['variant']}" if row.get("variant") else ""),
+            "detector": str(row["detector"]), "works": works,
+            "detection": fmt_rate(row.get("detected"), row.get("malicious_runs"), row.get("detection_ci_low"),
+                                  row.get("detection_ci_high")),
+            "asr": fmt_mean_n(row.get("asr"), row.get("asr_std"), row.get("runs")),
+            "cda_gap": f"{row['cda_gap']:+.2f}" if row.get("cda_gap") is not None else MISSING}

@@ -1,6 +1,8 @@
 """`a`: the arena view. The arena sweeps of the runs folder (`sltui arena`) and the chosen
 one's matrix per attack and detector, re-read while its runs finish; cells that still
-lack runs read `1/2` and show in italics. The tables come from arena_model."""
+lack runs read `1/2` and show in italics. `f` swaps the matrix for the attacker's
+frontier (detection rate against ASR per attack setting, and the sentences arena.md
+writes about it). The tables come from arena_model."""
 from __future__ import annotations
 
 from typing import Any
@@ -12,8 +14,9 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
-from ..arena_model import (COMPLETE, LEGEND, LIST_COLUMNS, MATRIX_VIEW_COLUMNS, Arena, detail, find_arenas,
-                           list_cells, matrix_cells, matrix_view)
+from ..arena_model import (COMPLETE, FRONTIER_LEGEND, FRONTIER_VIEW_COLUMNS, LEGEND, LIST_COLUMNS,
+                           MATRIX_VIEW_COLUMNS, Arena, computed_cells, detail, find_arenas, frontier_cells,
+                           frontier_view, list_cells, matrix_cells, matrix_view)
 from ..messages import RunsChanged
 from ..runs_model import table_columns
 
@@ -42,8 +45,10 @@ class ArenaScreen(Screen[None]):
     BINDINGS = [
         Binding("escape", "back", "Back"),
         Binding("r", "reload", "Refresh"),
+        Binding("f", "frontier", "Frontier/matrix"),
     ]
-    PALETTE = (("Refresh arenas", "Re-read the arena sweeps and their runs (r)", "reload"),)
+    PALETTE = (("Refresh arenas", "Re-read the arena sweeps and their runs (r)", "reload"),
+               ("Arena frontier", "Swap the matrix for the attacker's frontier and back (f)", "frontier"))
 
     def __init__(self) -> None:
         super().__init__()
@@ -52,6 +57,7 @@ class ArenaScreen(Screen[None]):
         self.chosen: str | None = None
         self._shown_list: tuple = ()
         self._shown_matrix: tuple = ()
+        self.frontier = False   # the lower table shows the frontier instead of the matrix
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -115,25 +121,36 @@ class ArenaScreen(Screen[None]):
         if arena is None:
             return
         table = self.query_one("#arena-matrix", DataTable)
-        rows = matrix_view(arena)
-        cells = [matrix_cells(r) for r in rows]
-        columns = table_columns(MATRIX_VIEW_COLUMNS, cells, self._width())
-        text = detail(arena)
-        hidden = len(MATRIX_VIEW_COLUMNS) - len(columns)
+        cells_all = computed_cells(arena)
+        if self.frontier:
+            rows, sentences = frontier_view(cells_all)
+            view_columns, cells = FRONTIER_VIEW_COLUMNS, [frontier_cells(r) for r in rows]
+            rows = [{**r, "complete": True} for r in rows]
+            legend = "\n".join([*sentences, FRONTIER_LEGEND]) if rows else (
+                "No malicious cell has runs yet: the frontier needs attack runs.  f: back to the matrix")
+        else:
+            rows = matrix_view(arena, cells_all)
+            view_columns, cells, legend = MATRIX_VIEW_COLUMNS, [matrix_cells(r) for r in rows], LEGEND
+        columns = table_columns(view_columns, cells, self._width())
+        text = detail(arena) + ("; the attacker's frontier" if self.frontier else "")
+        hidden = len(view_columns) - len(columns)
         if hidden:
             text += f" ({hidden} column(s) hidden for width)"
         self.query_one("#arena-detail", Static).update(Text(text))
-        shown = (arena.id, tuple(c.key for c in columns),
+        self.query_one("#arena-legend", Static).update(Text(legend))
+        shown = (arena.id, self.frontier, tuple(c.key for c in columns),
                  tuple((row["complete"], tuple(cell[c.key] for c in columns)) for row, cell in zip(rows, cells)))
         if shown == self._shown_matrix:
             return
-        keep = table.cursor_row if self._shown_matrix and self._shown_matrix[0] == arena.id else 0
+        same_view = bool(self._shown_matrix) and self._shown_matrix[:2] == (arena.id, self.frontier)
+        keep = table.cursor_row if same_view else 0
         self._shown_matrix = shown
         table.clear(columns=True)
         for col in columns:
             table.add_column(col.header, key=col.key)
         for row, cell in zip(rows, cells):
-            table.add_row(*_styled(cell, columns, not row["complete"]), key=f"{row['attack']}/{row.get('variant', '')}/{row['detector']}")
+            table.add_row(*_styled(cell, columns, not row["complete"]),
+                          key=f"{row['attack']}/{row.get('variant', '')}/{row['detector']}")
         if table.row_count:
             table.move_cursor(row=min(keep, table.row_count - 1), animate=False)
 
@@ -158,3 +175,7 @@ class ArenaScreen(Screen[None]):
 
     def action_reload(self) -> None:
         self.reload()
+
+    def action_frontier(self) -> None:
+        self.frontier = not self.frontier
+        self._render_matrix()
