@@ -150,8 +150,12 @@ def frontier_plot(frontier: list[Mapping[str, Any]], path: Path, title: str) -> 
     panels = list(dict.fromkeys(tuple(f[k] for k in SETTING) for f in frontier))
     detectors = list(dict.fromkeys(f["detector"] for f in frontier))
     colours = {d: plt.get_cmap("tab10")(i) for i, d in enumerate(detectors)}
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False)
-    for ax, panel in zip(axes[0], panels):
+    ncols = min(len(panels), 2)
+    nrows = -(-len(panels) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 4.2 * nrows), squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for ax, panel in zip(axes.flat, panels):
         for f in (f for f in frontier if tuple(f[k] for k in SETTING) == panel and f["detection_rate"] is not None):
             rate, colour = 100 * f["detection_rate"], colours[f["detector"]]
             err = [[rate - 100 * f["detection_ci_low"]], [100 * f["detection_ci_high"] - rate]]
