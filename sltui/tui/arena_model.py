@@ -1,5 +1,6 @@
-"""The arena view's tables: the arena sweeps of a runs folder, how far each has got, and
-its matrix per (attack, detector), with the cells that still lack runs marked.
+"""The arena view's tables: the arena sweeps of a runs folder, how far each has got, its
+matrix per (attack, detector), with the cells that still lack runs marked, and its
+attacker's frontier (`f`).
 
 Pure Python (no Textual): the screen only renders what these functions return. The
 numbers come from engine.sweeps.arena (long_rows, matrix_rows), the functions `sltui
