@@ -7,6 +7,8 @@ import pytest
 
 from engine.errors import ConfigError
 from engine.sweeps.arena import arena_groups, arena_sweep, planned_cells
+from engine.sweeps.executors import SweepFile
+from engine.sweeps.grid import expand, make_sweep
 
 from engine.sweeps.verdicts import CELL_COLUMNS, RUN_COLUMNS
 from test_cli import assert_one_line_error, sltui  # noqa: F401 - the fixture
@@ -126,3 +128,14 @@ def test_a_frontier_arena_writes_frontier_csv_and_png(sltui, tmp_path):  # noqa:
     assert {(r["hijack_beta"], r["detector"]) for r in frontier} == {("0.0", "scrutinizer"), ("0.7", "scrutinizer")}
     assert (report / "frontier.png").stat().st_size > 0
     assert "## The attacker's frontier" in (report / "arena.md").read_text()
+
+
+def test_report_of_an_arena_and_a_plain_sweep_together_is_one_line(sltui, tmp_path):  # noqa: F811
+    runs = tmp_path / "runs"
+    sweep, points = arena_sweep("none", ["splitguard"], "1", {"dataset": "synthetic", "epochs": 1})
+    SweepFile(runs, sweep, points).save()
+    plain = make_sweep({"attacks": "none", "seeds": "1"}, {"dataset": "synthetic"})
+    SweepFile(runs, plain, expand(plain)).save()
+    line = assert_one_line_error(*sltui("report", sweep.sweep_id(), plain.sweep_id(), "--runs-dir", str(runs),
+                                        "--out", str(tmp_path / "out")))
+    assert "not both" in line and not (tmp_path / "out").exists()
