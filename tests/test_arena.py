@@ -9,7 +9,6 @@ from engine.errors import ConfigError
 from engine.sweeps.arena import arena_groups, arena_sweep, planned_cells
 from engine.sweeps.executors import SweepFile
 from engine.sweeps.grid import expand, make_sweep
-
 from engine.sweeps.verdicts import CELL_COLUMNS, RUN_COLUMNS
 from test_cli import assert_one_line_error, sltui  # noqa: F401 - the fixture
 
