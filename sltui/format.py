@@ -203,7 +203,9 @@ def frontier_lines(frontier: list[dict]) -> tuple[list[str], list[str]]:
         + (f" ({f['variant']})" if f.get("variant") else "")
         + f", detected {fmt_rate(f['detected'], f['malicious_runs'], f['detection_ci_low'], f['detection_ci_high'])}"
         f", ASR {f['asr']:.1f}%, CDA {f['cda_gap']:+.2f} points against clean"
-        for f in found["per_detector"]] or ["No attack setting works here."]
+        for f in found["per_detector"]]
+    if not per_detector:
+        return [], ["No attack setting works here."]
     evading = []
     for e in found["evades_all"]:
         early = "; ".join(f"{d} flagged {k} of its runs before the attack started (false accusations)"
@@ -213,7 +215,7 @@ def frontier_lines(frontier: list[dict]) -> tuple[list[str], list[str]]:
                        + " on {} {} c{} K{}".format(*e["setting"]) + " (0 detections in each; see the intervals)"
                        + (f". But {early}: a client that stops at a flag would have stopped before it." if early
                           else "."))
-    if found["per_detector"] and not evading:
+    if not evading:
         evading.append("No working setting evades every detector run.")
     return per_detector, evading
 

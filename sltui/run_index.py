@@ -24,13 +24,14 @@ from typing import Any, Iterable
 
 from engine.store import (RUN_FILE, RunEntry, RunNotFound, RunStore, RunUnreadable, _remove_dead_writer_temps,
                           read_run_file, summary_row)
+from engine.sweeps.verdicts import asr_curve
 
 from .annotations import ANNOTATIONS_FILE, read_annotations
 from .format import fmt_setting, fmt_verdicts
 
 INDEX_FILE = ".index.sqlite"
 # Bumped whenever what a summary holds changes: an index of another version is rebuilt.
-INDEX_VERSION = "3"
+INDEX_VERSION = "4"
 ROW_KEY = "_row"          # the summary's table row (summary_row of the whole file)
 Stamp = tuple[int, int, int, int]   # run file (mtime_ns, size), annotations (mtime_ns, size)
 
@@ -43,11 +44,12 @@ LEFT_OUT = ("epochs", "phases", "env", "attack_info")
 def summarize(doc: dict[str, Any], entry: RunEntry) -> dict[str, Any]:
     """A run file without LEFT_OUT and without each detector's per-epoch `scores` and
     `trace`; the rest stays (config, status, final, best, each detector's flag), with the
-    number of epochs it trained (`epochs_run`, which verdicts need) and the table row of
-    the whole file under ROW_KEY."""
+    number of epochs it trained (`epochs_run`) and its ASR per epoch (`asr_curve`), which
+    verdicts need, and the table row of the whole file under ROW_KEY."""
     slim = {k: v for k, v in doc.items() if k not in LEFT_OUT}
     epochs = doc.get("epochs")
     slim["epochs_run"] = len(epochs) if isinstance(epochs, list) else 0
+    slim["asr_curve"] = asr_curve(doc)  # the arena's verdicts need when the backdoor went live
     defenses = doc.get("defenses")
     if isinstance(defenses, dict):
         slim["defenses"] = {name: {k: v for k, v in d.items() if k not in ("scores", "trace")}

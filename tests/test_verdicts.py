@@ -105,6 +105,26 @@ def test_cell_rates_latency_caught_before_live_and_cost():
             assert cell[low] <= cell[rate] <= cell[high]
 
 
+def test_the_run_indexs_summaries_give_the_same_rows_and_cells_as_the_run_files():
+    """The TUI's arena view and `sltui report` read runs through the run index, whose
+    summaries leave the epochs out: when the backdoor went live must survive that."""
+    from pathlib import Path
+
+    from engine.store import RunEntry
+    from sltui.run_index import summarize
+
+    docs = [run("hijack", seed=seed, asr=[0, 0, 0, 20, 80, 99],
+                flags={"scrutinizer": flag(epoch) if epoch else None}) for seed, epoch in ((1, 3), (2, 6), (3, None))]
+    docs.append(run("none", seed=1))
+    slims = [summarize(doc, RunEntry(doc["id"], Path(doc["id"]), doc)) for doc in docs]
+    assert all("epochs" not in slim for slim in slims)
+    assert [live_epoch(slim) for slim in slims] == [live_epoch(doc) for doc in docs] == [5, 5, 5, None]
+    full_rows, slim_rows = run_rows(docs)[0], run_rows(slims)[0]
+    assert slim_rows == full_rows
+    assert [r["caught_before_live"] for r in full_rows if r["attack"] == "hijack"] == [True, False, None]
+    assert cell_rows(slim_rows) == cell_rows(full_rows)
+
+
 def test_hijack_options_that_vary_split_the_cells():
     docs = [run("hijack", seed=s, hijack_beta=b) for s in (1, 2) for b in (0.0, 0.7)]
     cells = cell_rows(run_rows(docs)[0])

@@ -134,13 +134,21 @@ def _metric(doc: Mapping[str, Any], name: str) -> float | None:
     return metric(doc, "final", name)
 
 
+def asr_curve(doc: Mapping[str, Any]) -> list[tuple[int, float]]:
+    """(epoch, ASR) of every epoch with a number for its ASR: from the run's `epochs`, or
+    (a summary without them, such as the run index keeps) from its `asr_curve`."""
+    epochs = doc.get("epochs")
+    if isinstance(epochs, list):
+        pairs = [(r.get("epoch"), r.get("asr")) for r in epochs if isinstance(r, dict)]
+    else:
+        pairs = [tuple(p) for p in doc.get("asr_curve") or [] if isinstance(p, (list, tuple)) and len(p) == 2]
+    return [(int(e), float(a)) for e, a in pairs
+            if isinstance(e, int) and isinstance(a, (int, float)) and not math.isnan(a)]
+
+
 def live_epoch(doc: Mapping[str, Any]) -> int | None:
     """The first epoch whose ASR reached LIVE_ASR, or None."""
-    for record in doc.get("epochs") or []:
-        asr = record.get("asr") if isinstance(record, dict) else None
-        if isinstance(asr, (int, float)) and not math.isnan(asr) and asr >= LIVE_ASR:
-            return int(record.get("epoch"))
-    return None
+    return next((epoch for epoch, asr in asr_curve(doc) if asr >= LIVE_ASR), None)
 
 
 def reacts(config: Mapping[str, Any]) -> bool:

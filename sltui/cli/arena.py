@@ -78,7 +78,7 @@ def frontier_markdown(frontier: list[Mapping[str, Any]]) -> list[str]:
              f"{CDA_SLACK:.0f} points of the clean runs' (frontier.csv, frontier.png). Per detector, the working "
              "setting it detected least:", ""]
     per_detector, evading = frontier_lines(frontier)
-    lines += [f"- {line}" for line in per_detector] + [""] + evading
+    lines += [f"- {line}" for line in per_detector] + ([""] if per_detector else []) + evading
     return lines + [""]
 
 
