@@ -139,9 +139,25 @@ def heatmap(cells: list[Mapping[str, Any]], path: Path, title: str) -> Path:
     return path
 
 
+def frontier_label(f: Mapping[str, Any]) -> str:
+    """A point's label in frontier.png: the hijack's knobs compactly (`β0.25 plain w6`, only
+    those the arena varied), else the attack and its variant."""
+    if f["attack"] != "hijack" or not f.get("variant"):
+        return f["attack"] + (f" {f['variant']}" if f.get("variant") else "")
+    parts = []
+    if "hijack_beta=" in f["variant"]:
+        parts.append(f"β{f['hijack_beta']:g}")
+    if "hijack_critic=" in f["variant"]:
+        parts.append(str(f["hijack_critic"]))
+    if "hijack_warmup_epochs=" in f["variant"]:
+        parts.append(f"w{f['hijack_warmup_epochs']}")
+    return " ".join(parts) or f["variant"]
+
+
 def frontier_plot(frontier: list[Mapping[str, Any]], path: Path, title: str) -> Path:
     """Per (dataset, cut, K) a panel: detection rate (95% interval) against mean ASR, one
-    point per attack setting, one colour per detector; working settings filled."""
+    point per attack setting, one colour per detector, the hijack's critic as the marker;
+    working settings filled."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -150,31 +166,35 @@ def frontier_plot(frontier: list[Mapping[str, Any]], path: Path, title: str) -> 
     panels = list(dict.fromkeys(tuple(f[k] for k in SETTING) for f in frontier))
     detectors = list(dict.fromkeys(f["detector"] for f in frontier))
     colours = {d: plt.get_cmap("tab10")(i) for i, d in enumerate(detectors)}
+    markers = {"conditional": "o", "plain": "s"}
     ncols = min(len(panels), 2)
     nrows = -(-len(panels) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 4.2 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5.6 * ncols, 4.4 * nrows + 0.9), squeeze=False)
     for ax in axes.flat[len(panels):]:
         ax.set_visible(False)
     for ax, panel in zip(axes.flat, panels):
         for f in (f for f in frontier if tuple(f[k] for k in SETTING) == panel and f["detection_rate"] is not None):
             rate, colour = 100 * f["detection_rate"], colours[f["detector"]]
             err = [[rate - 100 * f["detection_ci_low"]], [100 * f["detection_ci_high"] - rate]]
-            ax.errorbar(f["asr"], rate, yerr=err, fmt="o", color=colour, capsize=3,
+            marker = markers.get(f.get("hijack_critic") or "", "^") if f["attack"] == "hijack" else "D"
+            ax.errorbar(f["asr"], rate, yerr=err, fmt=marker, color=colour, capsize=3, alpha=0.85,
                         markerfacecolor=colour if f["qualifies"] else "white")
-            label = (f["variant"] or f["attack"]).replace("hijack_", "")
-            ax.annotate(label, (f["asr"], rate), fontsize=6, xytext=(3, 3), textcoords="offset points")
+            ax.annotate(frontier_label(f), (f["asr"], rate), fontsize=5, xytext=(3, 2), textcoords="offset points",
+                        rotation=30, color=colour)
         ax.set_title(f"{panel[0]} {panel[1]} cut {panel[2]} K={panel[3]}", fontsize=9)
         ax.set_xlabel("final ASR (%)")
         ax.set_ylabel("detection rate (%), 95% CI")
-        ax.set_xlim(-5, 105)
-        ax.set_ylim(-5, 105)
+        ax.set_xlim(-5, 108)
+        ax.set_ylim(-5, 108)
         ax.axvline(WORKING_ASR, color="grey", lw=0.6, ls="--")
     handles = [plt.Line2D([], [], marker="o", ls="", color=colours[d], label=d) for d in detectors]
-    fig.legend(handles=handles, loc="upper right", fontsize=8)
-    fig.suptitle(f"{title}: the attacker's frontier (filled: ASR >= {WORKING_ASR:.0f}% and CDA within "
+    handles += [plt.Line2D([], [], marker=m, ls="", color="grey", markerfacecolor="white", label=f"critic {c}")
+                for c, m in markers.items() if any(f.get("hijack_critic") == c for f in frontier)]
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=7, frameon=False)
+    fig.suptitle(f"{title}: the attacker's frontier\n(filled: ASR >= {WORKING_ASR:.0f}% and CDA within "
                  f"{CDA_SLACK:.0f} points of clean)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig.savefig(path, dpi=130)
     plt.close(fig)
     return path
 
