@@ -138,3 +138,13 @@ def test_report_of_an_arena_and_a_plain_sweep_together_is_one_line(sltui, tmp_pa
     line = assert_one_line_error(*sltui("report", sweep.sweep_id(), plain.sweep_id(), "--runs-dir", str(runs),
                                         "--out", str(tmp_path / "out")))
     assert "not both" in line and not (tmp_path / "out").exists()
+
+
+def test_frontier_points_are_labelled_by_the_knobs_the_arena_varied():
+    from sltui.cli.arena import frontier_label
+
+    point = {"attack": "hijack", "variant": "hijack_beta=0.25 hijack_critic=plain", "hijack_beta": 0.25,
+             "hijack_critic": "plain", "hijack_warmup_epochs": 6}
+    assert frontier_label(point) == "β0.25 plain"
+    assert frontier_label({**point, "variant": "hijack_warmup_epochs=6"}) == "w6"
+    assert frontier_label({"attack": "surrogate", "variant": ""}) == "surrogate"
