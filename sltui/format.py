@@ -189,6 +189,28 @@ def arena_cells(cell: dict) -> dict[str, str]:
     }
 
 
+def fmt_attack_setting(row: Any, attack: bool = True) -> str:
+    """An arena cell's attack in a few characters: the hijack's knobs that its arena varied
+    (`hijack β0.25 plain w6`; without the attack's name with attack=False), else the attack
+    and its variant as verdicts name it. `row` is a cell or frontier row (engine.sweeps.verdicts)."""
+    name, variant = str(row.get("attack")), str(row.get("variant") or "")
+    parts = []
+    if name == "hijack" and variant:
+        if "hijack_beta=" in variant:
+            parts.append(f"β{row.get('hijack_beta'):g}" if is_number(row.get("hijack_beta")) else variant)
+        if "hijack_critic=" in variant:
+            parts.append(str(row.get("hijack_critic")))
+        if "hijack_warmup_epochs=" in variant:
+            parts.append(f"w{row.get('hijack_warmup_epochs')}")
+        rest = [p for p in variant.split() if not p.startswith(("hijack_beta=", "hijack_critic=", "hijack_warmup_epochs="))]
+        parts += rest
+    elif variant:
+        parts.append(variant)
+    if attack or not parts:
+        parts.insert(0, name)
+    return " ".join(parts)
+
+
 def frontier_lines(frontier: list[dict]) -> tuple[list[str], list[str]]:
     """The attacker's frontier in sentences, the same in arena.md and the TUI: (per setting
     and detector, the working attack setting it detected least, with its rate and

@@ -140,11 +140,13 @@ def test_report_of_an_arena_and_a_plain_sweep_together_is_one_line(sltui, tmp_pa
     assert "not both" in line and not (tmp_path / "out").exists()
 
 
-def test_frontier_points_are_labelled_by_the_knobs_the_arena_varied():
-    from sltui.cli.arena import frontier_label
+def test_attack_settings_are_named_by_the_knobs_the_arena_varied():
+    from sltui.format import fmt_attack_setting
 
     point = {"attack": "hijack", "variant": "hijack_beta=0.25 hijack_critic=plain", "hijack_beta": 0.25,
              "hijack_critic": "plain", "hijack_warmup_epochs": 6}
-    assert frontier_label(point) == "β0.25 plain"
-    assert frontier_label({**point, "variant": "hijack_warmup_epochs=6"}) == "w6"
-    assert frontier_label({"attack": "surrogate", "variant": ""}) == "surrogate"
+    assert fmt_attack_setting(point) == "hijack β0.25 plain"
+    assert fmt_attack_setting(point, attack=False) == "β0.25 plain"
+    assert fmt_attack_setting({**point, "variant": "hijack_warmup_epochs=6 on_flag=stop"}) == "hijack w6 on_flag=stop"
+    assert fmt_attack_setting({"attack": "surrogate", "variant": "on_flag=stop"}) == "surrogate on_flag=stop"
+    assert fmt_attack_setting({"attack": "surrogate", "variant": ""}, attack=False) == "surrogate"

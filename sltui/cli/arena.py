@@ -16,7 +16,7 @@ from engine.sweeps.executors import sweep_run_docs
 from engine.sweeps.verdicts import (CDA_SLACK, CELL_COLUMNS, FRONTIER_COLUMNS, HONEST_SERVER_ATTACKS, RUN_COLUMNS,
                                     SETTING, WORKING_ASR, cell_rows, frontier_rows, run_rows)
 
-from ..format import arena_cells, frontier_lines
+from ..format import arena_cells, fmt_attack_setting, frontier_lines
 from .config_flags import given_fields, with_config_flags
 
 # arena.md's columns: cells.csv's numbers as text (sltui.format.arena_cells).
@@ -139,21 +139,6 @@ def heatmap(cells: list[Mapping[str, Any]], path: Path, title: str) -> Path:
     return path
 
 
-def frontier_label(f: Mapping[str, Any]) -> str:
-    """A point's label in frontier.png: the hijack's knobs compactly (`β0.25 plain w6`, only
-    those the arena varied), else the attack and its variant."""
-    if f["attack"] != "hijack" or not f.get("variant"):
-        return f["attack"] + (f" {f['variant']}" if f.get("variant") else "")
-    parts = []
-    if "hijack_beta=" in f["variant"]:
-        parts.append(f"β{f['hijack_beta']:g}")
-    if "hijack_critic=" in f["variant"]:
-        parts.append(str(f["hijack_critic"]))
-    if "hijack_warmup_epochs=" in f["variant"]:
-        parts.append(f"w{f['hijack_warmup_epochs']}")
-    return " ".join(parts) or f["variant"]
-
-
 def frontier_plot(frontier: list[Mapping[str, Any]], path: Path, title: str) -> Path:
     """Per (dataset, cut, K) a panel: detection rate (95% interval) against mean ASR, one
     point per attack setting, one colour per detector, the hijack's critic as the marker;
@@ -179,7 +164,7 @@ def frontier_plot(frontier: list[Mapping[str, Any]], path: Path, title: str) -> 
             marker = markers.get(f.get("hijack_critic") or "", "^") if f["attack"] == "hijack" else "D"
             ax.errorbar(f["asr"], rate, yerr=err, fmt=marker, color=colour, capsize=3, alpha=0.85,
                         markerfacecolor=colour if f["qualifies"] else "white")
-            ax.annotate(frontier_label(f), (f["asr"], rate), fontsize=5, xytext=(3, 2), textcoords="offset points",
+            ax.annotate(fmt_attack_setting(f, attack=False), (f["asr"], rate), fontsize=5, xytext=(3, 2), textcoords="offset points",
                         rotation=30, color=colour)
         ax.set_title(f"{panel[0]} {panel[1]} cut {panel[2]} K={panel[3]}", fontsize=9)
         ax.set_xlabel("final ASR (%)")

@@ -21,7 +21,7 @@ from engine.sweeps.executors import SWEEPS_DIR, load_sweep_doc, point_key, point
 from engine.sweeps.grid import NOT_EXPERIMENT
 from engine.sweeps.verdicts import CDA_SLACK, WORKING_ASR, cell_rows, frontier_rows, run_rows, stealthiest
 
-from ..format import MISSING, arena_cells, fmt_mean_n, fmt_rate, frontier_lines
+from ..format import MISSING, arena_cells, fmt_attack_setting, fmt_mean_n, fmt_rate, frontier_lines
 from ..tables import Column
 
 # A point of the sweep is in one of these states, from the runs the folder holds for it.
@@ -185,8 +185,7 @@ def matrix_view(arena: Arena, cells: list[dict[str, Any]] | None = None) -> list
 def matrix_cells(row: Mapping[str, Any]) -> dict[str, str]:
     """A matrix row's cells, as arena.md writes them; `runs` reads `1/2` where the cell
     lacks runs; the attack names its variant and says where the server is honest."""
-    cells = {"attack": str(row["attack"]) + (f" {row['variant']}" if row.get("variant") else ""),
-             "detector": str(row["detector"]), "runs": str(row.get("runs", 0)),
+    cells = {"attack": fmt_attack_setting(row), "detector": str(row["detector"]), "runs": str(row.get("runs", 0)),
              **(arena_cells(row) if row.get("runs") else {})}
     cells = {c.key: cells.get(c.key, MISSING) for c in MATRIX_VIEW_COLUMNS}
     if not row.get("complete"):
@@ -216,8 +215,7 @@ def frontier_cells(row: Mapping[str, Any]) -> dict[str, str]:
     works (`stealthiest` for the working setting its detector caught least), ASR as
     mean ± std (n), and its CDA's gap to clean."""
     works = "stealthiest" if row.get("stealthiest") else "yes" if row.get("qualifies") else "no"
-    return {"attack": str(row["attack"]) + (f" {row['variant']}" if row.get("variant") else ""),
-            "detector": str(row["detector"]), "works": works,
+    return {"attack": fmt_attack_setting(row), "detector": str(row["detector"]), "works": works,
             "detection": fmt_rate(row.get("detected"), row.get("malicious_runs"), row.get("detection_ci_low"),
                                   row.get("detection_ci_high")),
             "asr": fmt_mean_n(row.get("asr"), row.get("asr_std"), row.get("runs")),
