@@ -132,6 +132,16 @@ def test_hijack_options_that_vary_split_the_cells():
     assert all(c["runs"] == 2 for c in cells)
 
 
+def test_an_option_that_differs_only_between_settings_splits_nothing():
+    # The hijack's warm-up resolves per dataset (6 on MNIST, 12 on FMNIST): one report over
+    # both datasets must not name it as a variant; beta, varied within a setting, still splits.
+    docs = [run("hijack", seed=s, dataset=d, hijack_warmup_epochs=w, hijack_beta=b)
+            for s in (1, 2) for d, w in (("mnist", 6), ("fmnist", 12)) for b in (0.0, 0.7)]
+    cells = cell_rows(run_rows(docs)[0])
+    assert sorted({c["variant"] for c in cells}) == ["hijack_beta=0.0", "hijack_beta=0.7"]
+    assert len(cells) == 4 and all(c["runs"] == 2 for c in cells)
+
+
 def test_wilson_interval():
     low, high = wilson(0, 12)
     assert low == 0.0 and high == pytest.approx(0.2425, abs=1e-4)  # "0/12 still allows about 24%"

@@ -196,14 +196,17 @@ def untrained_key(config: Mapping[str, Any]) -> str:
 
 
 def variants(configs: Iterable[Mapping[str, Any]]) -> dict[str, tuple[str, ...]]:
-    """Per attack, its options that take more than one value among the runs' `configs`:
-    the cells of that attack are split by them (e.g. the hijack's beta in a frontier arena)."""
-    values: dict[str, dict[str, set]] = {}
+    """Per attack, its options that take more than one value among the runs' `configs` of
+    one setting (SETTING): the cells of that attack are split by them (e.g. the hijack's
+    beta in a frontier arena). An option that differs only between settings (the hijack's
+    warm-up, resolved per dataset) splits nothing: each setting has its own cells."""
+    values: dict[str, dict[str, dict[tuple, set]]] = {}
     for config in configs:
-        attack = str(config.get("attack"))
+        attack, setting = str(config.get("attack")), tuple(config.get(k) for k in SETTING)
         for name in ATTACK_FIELDS.get(attack, ()):
-            values.setdefault(attack, {}).setdefault(name, set()).add(repr(config.get(name)))
-    return {attack: tuple(n for n, seen in fields.items() if len(seen) > 1) for attack, fields in values.items()}
+            values.setdefault(attack, {}).setdefault(name, {}).setdefault(setting, set()).add(repr(config.get(name)))
+    return {attack: tuple(n for n, by_setting in fields.items() if any(len(seen) > 1 for seen in by_setting.values()))
+            for attack, fields in values.items()}
 
 
 def variant_label(config: Mapping[str, Any], varying: tuple[str, ...]) -> str:
