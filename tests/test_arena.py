@@ -150,3 +150,14 @@ def test_attack_settings_are_named_by_the_knobs_the_arena_varied():
     assert fmt_attack_setting({**point, "variant": "hijack_warmup_epochs=6 on_flag=stop"}) == "hijack w6 on_flag=stop"
     assert fmt_attack_setting({"attack": "surrogate", "variant": "on_flag=stop"}) == "surrogate on_flag=stop"
     assert fmt_attack_setting({"attack": "surrogate", "variant": ""}, attack=False) == "surrogate"
+
+
+def test_a_reacting_arena_of_splitguard_alone_plans_no_run_that_cannot_react():
+    # SplitGuard alone brings a detector-free baseline group; such runs cannot stop at a flag.
+    sweep, points = arena_sweep("hijack", ["splitguard"], "1,2", {"dataset": "synthetic", "epochs": 2},
+                                {"on_flags": "stop"})
+    assert {(p.config.defenses, p.config.on_flag) for p in points} == {(("splitguard",), "stop")}
+    sweep, points = arena_sweep("hijack", ["splitguard"], "1", {"dataset": "synthetic", "epochs": 2},
+                                {"on_flags": "continue,stop"})
+    assert sorted((p.config.defenses, p.config.on_flag) for p in points) == [
+        ((), "continue"), (("splitguard",), "continue"), (("splitguard",), "stop")]

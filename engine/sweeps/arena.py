@@ -44,7 +44,16 @@ def arena_sweep(attacks: Any, defenses: Iterable[str], seeds: Any, base: dict[st
                           "--clients 1 has none); add attacks or clients")
     points: dict[str, Point] = {}
     for group in groups:
-        for point in expand(make_sweep({"attacks": attacks, "seeds": seeds, **extra}, {**base, "defenses": group})):
+        axes_of_group = dict(extra)
+        if not group and "on_flags" in extra:
+            # Runs without a detector (the baseline for SplitGuard's cost) never react: they
+            # are planned with `continue` only, and not at all if the arena asks only `stop`.
+            flags = [f for f in parse_list("on_flags", extra["on_flags"]) if f != "stop"]
+            if not flags:
+                continue
+            axes_of_group["on_flags"] = ",".join(flags)
+        for point in expand(make_sweep({"attacks": attacks, "seeds": seeds, **axes_of_group},
+                                       {**base, "defenses": group})):
             points.setdefault(point.key, point)
     grid = {"attacks": tuple(dict.fromkeys(p.config.attack for p in points.values())),
             "seeds": tuple(dict.fromkeys(p.config.seed for p in points.values())),
