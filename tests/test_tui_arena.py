@@ -164,16 +164,21 @@ def matrix_cell(app, row: str, column: str) -> str:
     return str(app.screen.query_one("#arena-matrix", DataTable).get_cell(row, column))
 
 
+async def open_arena_view(app, pilot, rows: int) -> None:
+    """From the browser, `a`, as a user does; returns once the matrix shows `rows` rows."""
+    await wait_for(pilot, lambda: isinstance(app.screen, BrowserScreen))
+    await pilot.press("a")
+    await wait_for(pilot, lambda: isinstance(app.screen, ArenaScreen)
+                   and app.screen.query_one("#arena-matrix", DataTable).row_count == rows)
+
+
 async def test_arena_view_at_80x24_shows_the_clis_matrix(tmp_path):
     root = copy_arena(BETA07, tmp_path / "runs")
     [arena] = arenas_in(root)[0]
     _, expected = cli_report(root, arena, tmp_path / "report")
     app = make_app(root)
     async with app.run_test(size=(80, 24)) as pilot:
-        await wait_for(pilot, lambda: isinstance(app.screen, BrowserScreen))
-        await pilot.press("a")
-        await wait_for(pilot, lambda: isinstance(app.screen, ArenaScreen)
-                       and app.screen.query_one("#arena-matrix", DataTable).row_count == 6)
+        await open_arena_view(app, pilot, rows=6)
         screen = app.screen
         assert not screen.query_one("#arena-empty").display
         assert screen.query_one("#arena-list", DataTable).row_count == 1
@@ -202,10 +207,7 @@ async def test_f_swaps_the_matrix_for_the_clis_frontier_and_back(tmp_path):
     assert frontier and sentences
     app = make_app(root)
     async with app.run_test(size=(80, 24)) as pilot:
-        await wait_for(pilot, lambda: isinstance(app.screen, BrowserScreen))
-        await pilot.press("a")
-        await wait_for(pilot, lambda: isinstance(app.screen, ArenaScreen)
-                       and app.screen.query_one("#arena-matrix", DataTable).row_count == 6)
+        await open_arena_view(app, pilot, rows=6)
         await pilot.press("f")
         table = app.screen.query_one("#arena-matrix", DataTable)
         await wait_for(pilot, lambda: table.row_count == len(frontier))
