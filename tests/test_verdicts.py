@@ -188,6 +188,12 @@ def test_frontier_names_the_stealthiest_working_setting_and_who_evades_all():
     found = stealthiest(frontier)
     assert {(f["detector"], f["hijack_beta"]) for f in found["per_detector"]} == {("scrutinizer", 0.7), ("splitout", 0.7)}
     assert [e["variant"] for e in found["evades_all"]] == ["hijack_beta=0.7"]
+    # A third detector against which beta 0.7 does not work (ASR under 90%): it evades all
+    # no longer, though no detector flagged it.
+    docs += [run("none", seed=s, cda=98.0, defenses=("splitguard",)) for s in (1, 2)]
+    docs += [run("hijack", seed=s, cda=96.5, asr=[0, 0, 0, 50, 60, 70], defenses=("splitguard",), hijack_beta=0.7)
+             for s in (1, 2)]
+    assert stealthiest(frontier_rows(cell_rows(run_rows(docs)[0])))["evades_all"] == []
 
 
 def test_a_run_flagged_in_its_start_epoch_before_that_epoch_ended_had_a_malicious_server():

@@ -324,7 +324,12 @@ def frontier_rows(cells: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
 def stealthiest(frontier: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     """Per (setting, detector), the qualifying attack setting with the lowest detection
     rate (then the lower upper bound, then the higher ASR), and the attack settings that
-    qualify and that no detector of their setting ever flagged."""
+    qualify against every detector their setting ran and that none of them ever flagged
+    (an attack setting that fails to work against one detector does not evade it)."""
+    frontier = list(frontier)
+    ran = {tuple(f[k] for k in SETTING): set() for f in frontier}
+    for f in frontier:
+        ran[tuple(f[k] for k in SETTING)].add(f["detector"])
     frontier = [f for f in frontier if f["qualifies"] and f["detection_rate"] is not None]
     best: dict[tuple, Mapping[str, Any]] = {}
     for f in frontier:
@@ -336,12 +341,9 @@ def stealthiest(frontier: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     by_setting: dict[tuple, list[Mapping[str, Any]]] = {}
     for f in frontier:
         by_setting.setdefault((*(f[k] for k in SETTING), f["attack"], f["variant"]), []).append(f)
-    detectors = {tuple(f[k] for k in SETTING): set() for f in frontier}
-    for f in frontier:
-        detectors[tuple(f[k] for k in SETTING)].add(f["detector"])
     evading = [{"setting": key[:4], "attack": key[4], "variant": key[5],
                 "detectors": sorted(f["detector"] for f in members),
                 "flagged_before": {f["detector"]: f["false_accusations"] for f in members if f["false_accusations"]}}
                for key, members in by_setting.items()
-               if all(f["detected"] == 0 for f in members) and {f["detector"] for f in members} == detectors[key[:4]]]
+               if all(f["detected"] == 0 for f in members) and {f["detector"] for f in members} == ran[key[:4]]]
     return {"per_detector": list(best.values()), "evades_all": evading}
