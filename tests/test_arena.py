@@ -161,3 +161,19 @@ def test_a_reacting_arena_of_splitguard_alone_plans_no_run_that_cannot_react():
                                 {"on_flags": "continue,stop"})
     assert sorted((p.config.defenses, p.config.on_flag) for p in points) == [
         ((), "continue"), (("splitguard",), "continue"), (("splitguard",), "stop")]
+
+
+def test_an_arena_of_reacting_runs_reports_with_their_continue_twins():
+    from engine.sweeps.executors import point_run_docs
+    from engine.sweeps.grid import experiment_key
+
+    sweep, points = arena_sweep("hijack", ["scrutinizer"], "1", {"dataset": "synthetic", "epochs": 2},
+                                {"on_flags": "stop"})
+    [point] = points
+    config = point.config.to_dict()
+    twin = {"id": "twin", "config": {**config, "on_flag": "continue"}}
+    reacting = {"id": "reacting", "config": config}
+    have = {experiment_key(twin["config"]): [twin], experiment_key(config): [reacting]}
+    doc = {"points": [{"key": point.key, "config": config}]}
+    assert [d["id"] for d in point_run_docs(doc, have)] == ["reacting"]
+    assert sorted(d["id"] for d in point_run_docs(doc, have, continue_twins=True)) == ["reacting", "twin"]

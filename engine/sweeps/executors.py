@@ -132,9 +132,10 @@ def load_sweep_doc(path: Path) -> dict[str, Any]:
     return doc
 
 
-def sweep_run_docs(runs_root: Path, sweep_doc: dict[str, Any]) -> list[dict[str, Any]]:
-    """The run documents of a sweep's points: every run of the folder with a point's key."""
-    return point_run_docs(sweep_doc, runs_by_key(RunStore(runs_root)))
+def sweep_run_docs(runs_root: Path, sweep_doc: dict[str, Any], continue_twins: bool = False) -> list[dict[str, Any]]:
+    """The run documents of a sweep's points: every run of the folder with a point's key
+    (and with continue_twins, as point_run_docs)."""
+    return point_run_docs(sweep_doc, runs_by_key(RunStore(runs_root)), continue_twins)
 
 
 def point_key(point: dict[str, Any]) -> str | None:
@@ -145,14 +146,24 @@ def point_key(point: dict[str, Any]) -> str | None:
     return experiment_key(config) if isinstance(config, dict) else point.get("key")
 
 
-def point_run_docs(sweep_doc: dict[str, Any], have: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+def point_run_docs(sweep_doc: dict[str, Any], have: dict[str, list[dict[str, Any]]],
+                   continue_twins: bool = False) -> list[dict[str, Any]]:
     """The run documents of a sweep's points among `have` (runs_by_key), each once, so
-    that one read of the runs folder serves several sweeps."""
+    that one read of the runs folder serves several sweeps. With continue_twins (the
+    arena's reports), a reacting point (`on_flag` stop) brings the runs of its `continue`
+    twin too: an arena's verdicts come from those, the reacting run adds what the clients
+    deployed (docs/protocol.md section 12a), so an arena of reacting runs alone still has
+    cells wherever its twins were run."""
     docs: dict[Any, dict[str, Any]] = {}
     for point in sweep_doc["points"]:
         if isinstance(point, dict):
-            for doc in have.get(point_key(point), []):
-                docs.setdefault(doc.get("id") or id(doc), doc)
+            keys = [point_key(point)]
+            config = point.get("config")
+            if continue_twins and isinstance(config, dict) and config.get("on_flag") == "stop":
+                keys.append(experiment_key({**config, "on_flag": "continue"}))
+            for key in keys:
+                for doc in have.get(key, []):
+                    docs.setdefault(doc.get("id") or id(doc), doc)
     return list(docs.values())
 
 

@@ -243,7 +243,7 @@ def register(app: typer.Typer, console: Any, default_runs_dir: Any) -> None:
             return
         record, results = ran
         folder = record.path.parent / record.doc["id"] / "report"
-        for path in write_arena_report(sweep_run_docs(root, record.doc), folder, record.doc["id"],
+        for path in write_arena_report(sweep_run_docs(root, record.doc, continue_twins=True), folder, record.doc["id"],
                                        planned_variants(record.doc)):
             console.print(str(path), highlight=False, soft_wrap=True)
         summarize(console, record, results, "arena")

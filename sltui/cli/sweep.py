@@ -236,7 +236,7 @@ def register(app: typer.Typer, runs_app: typer.Typer, console: Any, default_runs
         folder = out or paths[0].parent / str(sweep_docs[0].get("id", paths[0].stem)) / "report"
         have = runs_by_key(read_runs(root))
         docs = list({doc.get("id") or id(doc): doc for sweep_doc in sweep_docs
-                     for doc in point_run_docs(sweep_doc, have)}.values())
+                     for doc in point_run_docs(sweep_doc, have, continue_twins=is_arena(sweep_doc))}.values())
         if docs:
             make_folder(folder, "the report folder (--out)")
         if is_arena(sweep_docs[0]):

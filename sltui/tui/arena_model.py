@@ -124,7 +124,7 @@ def find_arenas(root: Path, entries: Iterable[RunEntry]) -> tuple[list[Arena], i
         if not is_arena(doc):
             continue
         points = Counter(point_state(have.get(point_key(p), [])) for p in doc["points"] if isinstance(p, dict))
-        arenas.append(Arena(str(doc.get("id") or path.stem), path, doc, point_run_docs(doc, have), points))
+        arenas.append(Arena(str(doc.get("id") or path.stem), path, doc, point_run_docs(doc, have, continue_twins=True), points))
     arenas.sort(key=lambda a: (str(a.doc.get("updated") or a.doc.get("created") or ""), a.id), reverse=True)
     return arenas, unreadable
 
