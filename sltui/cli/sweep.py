@@ -233,13 +233,14 @@ def register(app: typer.Typer, runs_app: typer.Typer, console: Any, default_runs
         if len(sweep_docs) > 1 and out is None:
             raise ConfigError("report: several sweeps need --out, the folder for their one report")
         title = str(sweep_docs[0].get("id", paths[0].stem)) if len(paths) == 1 else f"{len(paths)} sweeps"
-        folder = out or paths[0].parent / str(sweep_docs[0].get("id", paths[0].stem)) / "report"
-        have = runs_by_key(read_runs(root))
-        docs = list({doc.get("id") or id(doc): doc for sweep_doc in sweep_docs
-                     for doc in point_run_docs(sweep_doc, have, continue_twins=is_arena(sweep_doc))}.values())
+        folder = out or paths[0].parent / title / "report"
+        arena = is_arena(sweep_docs[0])
+        # The sweeps' points as one sweep's: point_run_docs counts each run once.
+        points = {"points": [point for doc in sweep_docs for point in doc["points"]]}
+        docs = point_run_docs(points, runs_by_key(read_runs(root)), continue_twins=arena)
         if docs:
             make_folder(folder, "the report folder (--out)")
-        if is_arena(sweep_docs[0]):
+        if arena:
             written = write_arena_report(docs, folder, title, planned_variants(*sweep_docs))
         else:
             written = write_report(docs, folder, title=title)
