@@ -194,14 +194,25 @@ def fmt_attack_setting(row: Any, attack: bool = True) -> str:
     (`hijack β0.25 plain w6`; without the attack's name with attack=False), else the attack
     and its variant as verdicts name it. `row` is a cell or frontier row (engine.sweeps.verdicts)."""
     name, variant = str(row.get("attack")), str(row.get("variant") or "")
+    # A cell that has no run yet carries its knobs only in its variant's text.
+    named = dict(part.split("=", 1) for part in variant.split() if "=" in part)
+
+    def knob(key: str) -> Any:
+        value = row.get(key)
+        return named.get(key) if value in (None, "") else value
+
     parts = []
     if name == "hijack" and variant:
         if "hijack_beta=" in variant:
-            parts.append(f"β{row.get('hijack_beta'):g}" if is_number(row.get("hijack_beta")) else variant)
+            beta = knob("hijack_beta")
+            try:
+                parts.append(f"β{float(beta):g}")
+            except (TypeError, ValueError):
+                parts.append(f"β{beta}")
         if "hijack_critic=" in variant:
-            parts.append(str(row.get("hijack_critic")))
+            parts.append(str(knob("hijack_critic")))
         if "hijack_warmup_epochs=" in variant:
-            parts.append(f"w{row.get('hijack_warmup_epochs')}")
+            parts.append(f"w{knob('hijack_warmup_epochs')}")
         rest = [p for p in variant.split() if not p.startswith(("hijack_beta=", "hijack_critic=", "hijack_warmup_epochs="))]
         parts += rest
     elif variant:

@@ -150,6 +150,9 @@ def test_attack_settings_are_named_by_the_knobs_the_arena_varied():
     assert fmt_attack_setting({**point, "variant": "hijack_warmup_epochs=6 on_flag=stop"}) == "hijack w6 on_flag=stop"
     assert fmt_attack_setting({"attack": "surrogate", "variant": "on_flag=stop"}) == "surrogate on_flag=stop"
     assert fmt_attack_setting({"attack": "surrogate", "variant": ""}, attack=False) == "surrogate"
+    # A planned cell without runs yet has only its variant's text (the TUI's matrix while an arena runs).
+    assert fmt_attack_setting({"attack": "hijack", "variant": "hijack_beta=0.0 hijack_critic=conditional"}) == \
+        "hijack β0 conditional"
 
 
 def test_a_reacting_arena_of_splitguard_alone_plans_no_run_that_cannot_react():
