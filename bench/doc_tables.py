@@ -20,20 +20,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sltui.format import fmt_mean_n, fmt_rate  # noqa: E402
+from sltui.format import fmt_attack_setting, fmt_mean_n, fmt_rate  # noqa: E402
 
-# The rows of the evaluation tables: the arena's default attacks and FSHA's label-blind control.
-EVAL_ATTACKS = ("none", "client", "surrogate", "hijack (β=0.7, conditional)", "hijack (β=0.0, plain)")
+# The rows of the evaluation tables: the arena's default attacks and FSHA's label-blind control,
+# named as the TUI and frontier.png name them (sltui.format.fmt_attack_setting).
+EVAL_ATTACKS = ("none", "client", "surrogate", "hijack β0.7 conditional", "hijack β0 plain")
 
 
 def _num(text: str | None) -> float | None:
     return float(text) if text not in ("", None) else None
-
-
-def attack_label(cell: dict) -> str:
-    """`hijack (β=0.7, conditional)`: the attack with the options that vary within its setting."""
-    variant = cell["variant"].replace("hijack_beta=", "β=").replace(" hijack_critic=", ", ")
-    return cell["attack"] + (f" ({variant})" if variant else "")
 
 
 def setting_label(dataset: str, cut: str, clients: str | None = None) -> str:
@@ -45,12 +40,17 @@ def _settings(cells: list[dict]) -> list[tuple[str, str]]:
     return sorted({(c["dataset"], c["cut"]) for c in cells}, key=lambda s: (s[0] != "mnist", s[0], s[1]))
 
 
+def _rate(cell: dict, kind: str) -> str:
+    """A cell's detections (`detection`) or false accusations (`false_accusation`) as k/n
+    with the interval cells.csv holds."""
+    k, n = ("detected", "malicious_runs") if kind == "detection" else ("false_accusations", "runs")
+    return fmt_rate(int(cell[k]), int(cell[n]), _num(cell[f"{kind}_ci_low"]), _num(cell[f"{kind}_ci_high"]))
+
+
 def _detection_text(cell: dict) -> str:
     if cell["attack"] in ("none", "client"):
-        return "FA " + fmt_rate(int(cell["false_accusations"]), int(cell["runs"]),
-                                _num(cell["false_accusation_ci_low"]), _num(cell["false_accusation_ci_high"]))
-    text = fmt_rate(int(cell["detected"]), int(cell["malicious_runs"]),
-                    _num(cell["detection_ci_low"]), _num(cell["detection_ci_high"]))
+        return "FA " + _rate(cell, "false_accusation")
+    text = _rate(cell, "detection")
     if int(cell["false_accusations"]):
         text += f"; FA {cell['false_accusations']}/{cell['runs']}"
     if int(cell["detected"]):
@@ -70,11 +70,11 @@ def _outcome_text(cell: dict) -> str:
 
 def eval_tables(cells: list[dict], clients: str) -> str:
     """Two tables (detections; final ASR / CDA) over every setting with `clients` clients."""
-    chosen = [c for c in cells if c["clients"] == clients and attack_label(c) in EVAL_ATTACKS]
+    chosen = [c for c in cells if c["clients"] == clients and fmt_attack_setting(c) in EVAL_ATTACKS]
     settings = _settings(chosen)
     rows: dict[tuple[str, str], dict] = {}
-    for cell in sorted(chosen, key=lambda c: (attack_label(c), c["detector"])):
-        rows.setdefault((attack_label(cell), cell["detector"]), {})[(cell["dataset"], cell["cut"])] = cell
+    for cell in sorted(chosen, key=lambda c: (fmt_attack_setting(c), c["detector"])):
+        rows.setdefault((fmt_attack_setting(cell), cell["detector"]), {})[(cell["dataset"], cell["cut"])] = cell
     header = f"| attack | detector | {' | '.join(setting_label(d, k) for d, k in settings)} |"
     rule = "|---|---|" + "---|" * len(settings)
     blocks = []
@@ -105,14 +105,11 @@ def react_table(cells: list[dict]) -> str:
              "| ASR % after stopping | CDA % after stopping | CDA %, continuing |",
              "|---|---|---|---|---|---|---|---|---|"]
     for c in sorted(reacting, key=order):
-        honest = c["attack"] in ("none", "client")
-        flagged = "honest server" if honest else fmt_rate(
-            int(c["detected"]), int(c["malicious_runs"]), _num(c["detection_ci_low"]), _num(c["detection_ci_high"]))
-        accused = fmt_rate(int(c["false_accusations"]), int(c["runs"]),
-                           _num(c["false_accusation_ci_low"]), _num(c["false_accusation_ci_high"]))
+        flagged = "honest server" if c["attack"] in ("none", "client") else _rate(c, "detection")
+        accused = _rate(c, "false_accusation")
         n = c["asr_reacting_n"]
         lines.append(
-            f"| {setting_label(c['dataset'], c['cut'], c['clients'])} | {attack_label(c)} | {c['detector']} "
+            f"| {setting_label(c['dataset'], c['cut'], c['clients'])} | {fmt_attack_setting(c)} | {c['detector']} "
             f"| {flagged} | {accused} | {fmt_mean_n(_num(c['asr']), _num(c['asr_std']), c['runs'])} "
             f"| {fmt_mean_n(_num(c['asr_reacting']), _num(c['asr_reacting_std']), n)} "
             f"| {fmt_mean_n(_num(c['cda_reacting']), _num(c['cda_reacting_std']), n)} "
@@ -138,7 +135,7 @@ def frontier_table(rows: list[dict]) -> str:
                 texts.append("")
                 continue
             texts.append(
-                f"{fmt_rate(int(r['detected']), int(r['malicious_runs']), _num(r['detection_ci_low']), _num(r['detection_ci_high']))}; "
+                f"{_rate(r, 'detection')}; "
                 f"{_num(r['asr']):.1f} / {_num(r['cda']):.1f} (n={r['runs']})"
                 + ("; works" if r["qualifies"] == "True" else ""))
         lines.append(f"| {critic} | {beta:g} | " + " | ".join(texts) + " |")
