@@ -232,9 +232,8 @@ def frontier_lines(frontier: list[dict]) -> tuple[list[str], list[str]]:
 
     found = stealthiest(frontier)
     per_detector = [
-        f"{f['dataset']} c{f['cut']} K{f['clients']}, {f['detector']}: {f['attack']}"
-        + (f" ({f['variant']})" if f.get("variant") else "")
-        + f", detected {fmt_rate(f['detected'], f['malicious_runs'], f['detection_ci_low'], f['detection_ci_high'])}"
+        f"{f['dataset']} c{f['cut']} K{f['clients']}, {f['detector']}: {fmt_attack_setting(f)}"
+        f", detected {fmt_rate(f['detected'], f['malicious_runs'], f['detection_ci_low'], f['detection_ci_high'])}"
         f", ASR {f['asr']:.1f}%, CDA {f['cda_gap']:+.2f} points against clean"
         for f in found["per_detector"]]
     if not per_detector:
@@ -244,7 +243,7 @@ def frontier_lines(frontier: list[dict]) -> tuple[list[str], list[str]]:
         early = "; ".join(f"{d} flagged {k} of its runs before the attack started (false accusations)"
                           for d, k in e["flagged_before"].items())
         evading.append(f"Never flagged while malicious by any detector run ({', '.join(e['detectors'])}): "
-                       f"{e['attack']}" + (f" ({e['variant']})" if e.get("variant") else "")
+                       f"{fmt_attack_setting(e)}"
                        + " on {} {} c{} K{}".format(*e["setting"]) + " (0 detections in each; see the intervals)"
                        + (f". But {early}: a client that stops at a flag would have stopped before it." if early
                           else "."))

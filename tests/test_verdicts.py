@@ -9,6 +9,7 @@ import pytest
 from engine.sweeps.verdicts import (cell_rows, frontier_rows, live_epoch, mean_std_n, newest_per_point, run_rows,
                                     run_verdicts, stealthiest,
                                     wilson)
+from sltui.format import frontier_lines
 
 
 def run(attack="hijack", seed=1, defenses=("scrutinizer",), flags=None, epochs=6, cda=95.0, asr=None,
@@ -188,6 +189,11 @@ def test_frontier_names_the_stealthiest_working_setting_and_who_evades_all():
     found = stealthiest(frontier)
     assert {(f["detector"], f["hijack_beta"]) for f in found["per_detector"]} == {("scrutinizer", 0.7), ("splitout", 0.7)}
     assert [e["variant"] for e in found["evades_all"]] == ["hijack_beta=0.7"]
+    # arena.md and the TUI say it with the setting's short name, as the matrix does.
+    per_detector, evading = frontier_lines(frontier)
+    assert len(per_detector) == 2 and all(": hijack β0.7, detected 0/2 (" in line for line in per_detector)
+    assert len(evading) == 1 and evading[0].startswith("Never flagged while malicious by any detector run "
+                                                       "(scrutinizer, splitout): hijack β0.7 on ")
     # A third detector against which beta 0.7 does not work (ASR under 90%): it evades all
     # no longer, though no detector flagged it.
     docs += [run("none", seed=s, cda=98.0, defenses=("splitguard",)) for s in (1, 2)]
