@@ -24,7 +24,7 @@ from sltui.format import fmt_attack_setting, fmt_mean_n, fmt_rate  # noqa: E402
 
 # The rows of the evaluation tables: the arena's default attacks and FSHA's label-blind control,
 # named as the TUI and frontier.png name them (sltui.format.fmt_attack_setting).
-EVAL_ATTACKS = ("none", "client", "surrogate", "hijack β0.7 conditional", "hijack β0 plain")
+EVAL_ATTACKS = ("none", "client", "surrogate", "autoencoder", "hijack β0.7 conditional", "hijack β0 plain")
 
 
 def _num(text: str | None) -> float | None:
@@ -90,7 +90,7 @@ def eval_tables(cells: list[dict], clients: str) -> str:
     ):
         lines = [intro, "", header, rule]
         for (label, detector), by_setting in rows.items():
-            texts = [render(by_setting[s]) if s in by_setting else "" for s in settings]
+            texts = [render(by_setting[s]) if s in by_setting else "not run" for s in settings]
             lines.append(f"| {label} | {detector} | " + " | ".join(texts) + " |")
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)

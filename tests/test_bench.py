@@ -145,6 +145,13 @@ def test_doc_tables_rewrite_only_their_markers_from_a_real_report(tmp_path):
     for cell in honest:  # each honest cell's false accusations, as k/n, in its detector's row
         row = next(line for line in eval_block.splitlines() if line.startswith(f"| none | {cell['detector']} |"))
         assert f"FA {cell['false_accusations']}/{cell['runs']} (" in row
+    # A setting with no run of an attack reads "not run", never an empty cell.
+    settings = {(c["dataset"], c["cut"]) for c in cells}
+    assert any(c["attack"] == "autoencoder" for c in cells)
+    for attack, detector in {(c["attack"], c["detector"]) for c in cells if c["attack"] == "autoencoder"}:
+        row = next(line for line in eval_block.splitlines() if line.startswith(f"| {attack} | {detector} |"))
+        ran = {(c["dataset"], c["cut"]) for c in cells if (c["attack"], c["detector"]) == (attack, detector)}
+        assert row.count("not run") == len(settings - ran) and " |  |" not in row
     assert "| conditional | 0.7 |" in out and "| setting | attack | detector |" in out
     assert doc_tables([str(report), str(page)]) == 0 and page.read_text() == out  # idempotent
     plain = tmp_path / "plain.md"
