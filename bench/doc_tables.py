@@ -25,6 +25,8 @@ from sltui.format import fmt_attack_setting, fmt_mean_n, fmt_rate  # noqa: E402
 # The rows of the evaluation tables: the arena's default attacks and FSHA's label-blind control,
 # named as the TUI and frontier.png name them (sltui.format.fmt_attack_setting).
 EVAL_ATTACKS = ("none", "client", "surrogate", "autoencoder", "hijack β0.7 conditional", "hijack β0 plain")
+# What a table says where a setting has no run of its row, rather than an empty cell.
+NOT_RUN = "not run"
 
 
 def _num(text: str | None) -> float | None:
@@ -70,11 +72,12 @@ def _outcome_text(cell: dict) -> str:
 
 def eval_tables(cells: list[dict], clients: str) -> str:
     """Two tables (detections; final ASR / CDA) over every setting with `clients` clients."""
-    chosen = [c for c in cells if c["clients"] == clients and fmt_attack_setting(c) in EVAL_ATTACKS]
-    settings = _settings(chosen)
+    labelled = [(fmt_attack_setting(c), c) for c in cells if c["clients"] == clients]
+    chosen = [(label, c) for label, c in labelled if label in EVAL_ATTACKS]
+    settings = _settings([c for _, c in chosen])
     rows: dict[tuple[str, str], dict] = {}
-    for cell in sorted(chosen, key=lambda c: (fmt_attack_setting(c), c["detector"])):
-        rows.setdefault((fmt_attack_setting(cell), cell["detector"]), {})[(cell["dataset"], cell["cut"])] = cell
+    for label, cell in sorted(chosen, key=lambda lc: (lc[0], lc[1]["detector"])):
+        rows.setdefault((label, cell["detector"]), {})[(cell["dataset"], cell["cut"])] = cell
     header = f"| attack | detector | {' | '.join(setting_label(d, k) for d, k in settings)} |"
     rule = "|---|---|" + "---|" * len(settings)
     blocks = []
@@ -90,7 +93,7 @@ def eval_tables(cells: list[dict], clients: str) -> str:
     ):
         lines = [intro, "", header, rule]
         for (label, detector), by_setting in rows.items():
-            texts = [render(by_setting[s]) if s in by_setting else "not run" for s in settings]
+            texts = [render(by_setting[s]) if s in by_setting else NOT_RUN for s in settings]
             lines.append(f"| {label} | {detector} | " + " | ".join(texts) + " |")
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
@@ -132,7 +135,7 @@ def frontier_table(rows: list[dict]) -> str:
         for dataset, cut in settings:
             r = by.get((dataset, cut, critic, beta))
             if not r:
-                texts.append("")
+                texts.append(NOT_RUN)
                 continue
             texts.append(
                 f"{_rate(r, 'detection')}; "

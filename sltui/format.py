@@ -243,7 +243,7 @@ def frontier_lines(frontier: list[dict]) -> tuple[list[str], list[str]]:
         early = "; ".join(f"{d} flagged {k} of its runs before the attack started (false accusations)"
                           for d, k in e["flagged_before"].items())
         evading.append(f"Never flagged while malicious by any detector run ({', '.join(e['detectors'])}): "
-                       f"{fmt_attack_setting(e)}"
+                       + fmt_attack_setting(e)
                        + " on {} {} c{} K{}".format(*e["setting"]) + " (0 detections in each; see the intervals)"
                        + (f". But {early}: a client that stops at a flag would have stopped before it." if early
                           else "."))
