@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from .config import DEPENDENT_FIELDS, ConfigError, RunConfig, spec_defaults
+from .config import DEPENDENT_FIELDS, LEGACY_VALUES, ConfigError, RunConfig, spec_defaults, stored_config
 
 
 def resolved_in(doc: Mapping[str, Any]) -> list[str]:
@@ -27,16 +27,27 @@ def resolved_in(doc: Mapping[str, Any]) -> list[str]:
         return [name for name in recorded if name in DEPENDENT_FIELDS]
     config = doc.get("config") or {}
     try:
-        defaults = spec_defaults(RunConfig.from_dict(dict(config)))
+        defaults = spec_defaults(stored_config(dict(config)))
     except (ConfigError, TypeError):
         return []  # an unreadable config: keep it whole, its reader reports the problem
     return [name for name, value in defaults.items() if _same(config.get(name), value)]
 
 
 def user_config(doc: Mapping[str, Any]) -> dict[str, Any]:
-    """`doc`'s config without the fields resolved from defaults (see the module docstring)."""
+    """`doc`'s config without the fields resolved from defaults (see the module docstring).
+    A field the file does not hold, whose value before it existed (LEGACY_VALUES) is not
+    today's default, is given that older value: a clone of an older run keeps its trigger
+    pattern, say. An unreadable config is kept whole (its reader reports the problem)."""
     resolved = set(resolved_in(doc))
-    return {k: v for k, v in (doc.get("config") or {}).items() if k not in resolved}
+    config = dict(doc.get("config") or {})
+    try:
+        stored_config(config)
+    except (ConfigError, TypeError):
+        return config
+    today = RunConfig().to_dict()
+    legacy = {k: v for k, v in LEGACY_VALUES.items()
+              if k not in config and k not in resolved and v is not None and today.get(k, v) != v}
+    return {**legacy, **{k: v for k, v in config.items() if k not in resolved}}
 
 
 def _same(stored: Any, default: Any) -> bool:

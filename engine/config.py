@@ -23,6 +23,10 @@ DATASETS = (
 MODELS = ("lenet", "stripnet", "resnet9")
 ATTACKS = ("none", "surrogate", "autoencoder", "hijack", "client")
 TRIGGERS = ("patch", "blend", "sig")
+# The generator the trigger's random values are drawn from (docs/protocol.md section 3):
+# numpy's legacy generator as the authors' code (np.random.seed, then np.random.random per
+# pixel: their exact pattern), or a torch generator (sltui's pattern before 2026-12).
+TRIGGER_RNGS = ("numpy", "torch")
 DEFENSES = ("splitguard", "scrutinizer", "splitout")
 # Detectors that change training (SplitGuard's fake batches are not applied); the others
 # only watch, so a run with them trains exactly as one without (tests/test_defenses.py).
@@ -96,6 +100,7 @@ class RunConfig:
     trigger_row: int = 0
     trigger_col: int | None = None
     trigger_seed: int = 56
+    trigger_rng: str = "numpy"
     target: int = 0
     trigger: str = "patch"
     blend_alpha: float = 0.2
@@ -190,6 +195,40 @@ class RunConfig:
         return validate(dataclasses.replace(self, **changes))
 
 
+# The value a run had for each field before the field existed: what a run file without the
+# field means. Frozen: a new field adds its entry (the value that keeps the old behaviour,
+# tests/test_sweep.py checks every field has one); a changed default changes nothing here.
+LEGACY_VALUES: dict[str, Any] = {
+    "dataset": "mnist", "model": "lenet", "cut": 1, "clients": 1, "attack": "none", "alpha": 0.5,
+    "epochs": None, "batch_size": 128, "lr": 1e-3, "weight_decay": 1e-4, "lr_milestones": None, "lr_gamma": 0.1,
+    "patience": None, "seed": 47, "trigger_size": 8, "trigger_row": 0, "trigger_col": None, "trigger_seed": 56,
+    "trigger_rng": "torch",
+    "target": 0, "trigger": "patch", "blend_alpha": 0.2, "sig_delta": 20 / 255, "sig_freq": 6.0,
+    "poison_ratio": 0.5, "loss_halved": False, "rr_granularity": "epoch", "ae_share": 0.5, "ae_grad": "straight",
+    "ae_phase1_epochs": None, "ae_epochs": None, "aux_size": None, "hijack_warmup_epochs": 2,
+    "hijack_shadow_epochs": 5, "hijack_shadows": 3, "hijack_gp": 500.0, "hijack_d_lr": 1e-4, "hijack_beta": 0.7,
+    "hijack_train_h": False, "hijack_critic": "conditional", "hijack_finetune": "both",
+    "hijack_task_head": "backdoored", "malicious_client": 0, "train_limit": None, "eval_limit": None,
+    "defenses": [], "splitguard_start": 20, "splitguard_fake_prob": 0.1, "splitguard_window": 5,
+    # SplitGuard's memory came after runs of the published detector, which keeps everything.
+    "splitguard_memory": 0, "splitguard_threshold": 0.5, "scrutinizer_window": 50, "scrutinizer_threshold": 0.15,
+    "scrutinizer_form": "windowed", "splitout_share": 0.01, "splitout_window": 10, "splitout_features": "direction",
+    "on_flag": "continue", "local_epochs": 10,
+}
+
+
+
+def stored_config(data: dict[str, Any]) -> RunConfig:
+    """The RunConfig a stored run file's ``config`` describes: a field the file does not
+    hold takes the value runs had before the field existed (LEGACY_VALUES), never today's
+    default, so an older file keeps meaning what it meant (its trigger pattern, say)."""
+    if not isinstance(data, dict):
+        raise ConfigError("a config must be a JSON object of field: value")
+    known = {f.name for f in fields(RunConfig)}
+    missing = {k: v for k, v in LEGACY_VALUES.items() if k in known and k not in data}
+    return RunConfig.from_dict({**missing, **data})
+
+
 FIELD_HELP: dict[str, str] = {
     "dataset": "dataset: " + ", ".join(DATASETS),
     "model": "model: " + ", ".join(MODELS),
@@ -201,7 +240,7 @@ FIELD_HELP: dict[str, str] = {
     "batch_size": "batch size",
     "lr": "Adam learning rate",
     "weight_decay": "Adam weight decay",
-    "lr_milestones": "epochs where the LR is multiplied by lr-gamma, e.g. 25,40,55,70 (default per model; 'none' = constant)",
+    "lr_milestones": "0-based epochs from which the LR is multiplied by lr-gamma once more, e.g. 26,41,56,71 (default per model, as the authors' code; 'none' = constant)",
     "lr_gamma": "LR multiplier at each milestone",
     "patience": "early-stopping patience on validation loss, epochs (default 70, 90 for CIFAR-10; 0 = off)",
     "seed": "seed for the clients' shares, init and shuffling (validation and test are fixed)",
@@ -209,6 +248,7 @@ FIELD_HELP: dict[str, str] = {
     "trigger_row": "trigger top row",
     "trigger_col": "trigger left column (default: upper middle, W//2 - size//2)",
     "trigger_seed": "seed of the trigger's random values",
+    "trigger_rng": "generator of the trigger's random values: numpy (the authors' exact pattern) or torch (sltui's before 2026-12)",
     "target": "target class of the backdoor",
     "poison_ratio": "surrogate, hijack and client attacks: share of the attacker's data that is poisoned",
     "loss_halved": "surrogate attack: halve the combined loss as the authors' code does",
@@ -275,7 +315,7 @@ def parse_milestones(text: str | None) -> tuple[int, ...] | None:
     try:
         return tuple(int(part) for part in text.split(","))
     except ValueError:
-        raise ConfigError(f"--lr-milestones must be comma-separated epochs like 25,40,55 (got {text!r})") from None
+        raise ConfigError(f"--lr-milestones must be comma-separated epochs like 26,41,56,71 (got {text!r})") from None
 
 
 def parse_defenses(text: str | None) -> tuple[str, ...] | None:
@@ -383,6 +423,7 @@ def validate(cfg: RunConfig) -> RunConfig:
     choice("hijack_task_head", HIJACK_TASK_HEADS)
     choice("device", DEVICES)
     choice("trigger", TRIGGERS)
+    choice("trigger_rng", TRIGGER_RNGS)
     at_least("clients", 1)
     unit("alpha", low_open=True)
     unit("poison_ratio", low_open=False)
@@ -452,7 +493,7 @@ def validate(cfg: RunConfig) -> RunConfig:
     if not 0 < cfg.lr_gamma <= 1:
         raise ConfigError(f"--lr-gamma must be in (0, 1] (got {cfg.lr_gamma})")
     if cfg.lr_milestones is not None and list(cfg.lr_milestones) != sorted(set(cfg.lr_milestones)):
-        raise ConfigError("--lr-milestones must be increasing epochs like 25,40,55")
+        raise ConfigError("--lr-milestones must be increasing epochs like 26,41,56,71")
     classes = 5 if cfg.dataset == "fmnist-5" else 10
     if not 0 <= cfg.target < classes:
         raise ConfigError(f"--target must be a class in 0..{classes - 1} (got {cfg.target})")
@@ -510,7 +551,12 @@ def default_patience(dataset: str) -> int:
 
 
 def default_milestones(model: str) -> tuple[int, ...]:
-    return (20, 30, 40, 50) if model == "resnet9" else (25, 40, 55, 70)
+    """The 0-based epochs from which the LR factor drops once more. The authors' LambdaLR
+    changes its factor when the epoch index e > 25, 40, 55, 70 (ResNet9: 20, 30, 40, 50),
+    so the first epoch at x0.1 has index 26 (the 27th epoch). Runs before 2026-12 used
+    the paper's numbers as indices (one epoch earlier); their files store the milestones
+    they used."""
+    return (21, 31, 41, 51) if model == "resnet9" else (26, 41, 56, 71)
 
 
 def spec_defaults(cfg: RunConfig) -> dict[str, Any]:
@@ -548,6 +594,6 @@ def resolved_fields(cfg: RunConfig) -> list[str]:
 
 
 def lr_multiplier(cfg: RunConfig, epoch: int) -> float:
-    """Multiplier of the base LR in 0-indexed `epoch`: gamma ** (milestones passed)."""
+    """Multiplier of the base LR in 0-indexed `epoch`: gamma ** (milestones m with epoch >= m)."""
     milestones = cfg.lr_milestones if cfg.lr_milestones is not None else default_milestones(cfg.model)
     return cfg.lr_gamma ** sum(1 for m in milestones if epoch >= m)

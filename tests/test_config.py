@@ -103,12 +103,12 @@ def test_spec_defaults():
 
 
 @pytest.mark.parametrize("dataset,model,epochs,patience,milestones,col", [
-    ("mnist", "lenet", 90, 70, (25, 40, 55, 70), 10),
-    ("fmnist", "stripnet", 90, 70, (25, 40, 55, 70), 10),
-    ("mnist", "resnet9", 90, 70, (20, 30, 40, 50), 10),
-    ("cifar10", "lenet", 140, 90, (25, 40, 55, 70), 12),
-    ("cifar10", "stripnet", 140, 90, (25, 40, 55, 70), 12),
-    ("cifar10", "resnet9", 140, 90, (20, 30, 40, 50), 12),
+    ("mnist", "lenet", 90, 70, (26, 41, 56, 71), 10),
+    ("fmnist", "stripnet", 90, 70, (26, 41, 56, 71), 10),
+    ("mnist", "resnet9", 90, 70, (21, 31, 41, 51), 10),
+    ("cifar10", "lenet", 140, 90, (26, 41, 56, 71), 12),
+    ("cifar10", "stripnet", 140, 90, (26, 41, 56, 71), 12),
+    ("cifar10", "resnet9", 140, 90, (21, 31, 41, 51), 12),
 ])
 def test_resolve_fills_spec_defaults(dataset, model, epochs, patience, milestones, col):
     cfg = resolve(RunConfig(dataset=dataset, model=model))
@@ -122,10 +122,13 @@ def test_resolve_keeps_given_values():
     assert (cfg.epochs, cfg.patience, cfg.lr_milestones, cfg.trigger_col) == (3, 0, (), 2)
 
 
+# The authors' LambdaLR: the factor changes when the 0-based epoch index e exceeds 25, 40,
+# 55, 70 (ResNet9: 20, 30, 40, 50), so e = 25 still runs at x1 and e = 26 (the 27th epoch)
+# is the first at x0.1.
 @pytest.mark.parametrize("model,table", [
-    ("lenet", [(0, 1), (24, 1), (25, 0.1), (39, 0.1), (40, 0.01), (54, 0.01), (55, 1e-3), (69, 1e-3), (70, 1e-4), (139, 1e-4)]),
-    ("stripnet", [(24, 1), (25, 0.1), (70, 1e-4)]),
-    ("resnet9", [(0, 1), (19, 1), (20, 0.1), (29, 0.1), (30, 0.01), (39, 0.01), (40, 1e-3), (49, 1e-3), (50, 1e-4), (139, 1e-4)]),
+    ("lenet", [(0, 1), (25, 1), (26, 0.1), (40, 0.1), (41, 0.01), (55, 0.01), (56, 1e-3), (70, 1e-3), (71, 1e-4), (139, 1e-4)]),
+    ("stripnet", [(25, 1), (26, 0.1), (70, 1e-3), (71, 1e-4)]),
+    ("resnet9", [(0, 1), (20, 1), (21, 0.1), (30, 0.1), (31, 0.01), (40, 0.01), (41, 1e-3), (50, 1e-3), (51, 1e-4), (139, 1e-4)]),
 ])
 def test_lr_multiplier_follows_spec_schedule(model, table):
     """0-indexed epochs: LeNet x1 for epochs 1-25 (1-indexed), x0.1 to 40, ..."""

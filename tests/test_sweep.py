@@ -35,7 +35,7 @@ def test_grid_is_the_product_of_its_axes_and_alpha_only_varies_for_the_surrogate
     assert len(surrogate) == 2 * 2 * 2 and len(clean) == 2 * 2       # no alpha axis without the attack
     assert {(p.config.cut, p.config.alpha, p.config.seed) for p in surrogate} == {
         (c, a, s) for c in (1, 3) for a in (0.5, 0.09) for s in (1, 2)}
-    assert all(p.config.epochs == 2 and p.config.lr_milestones == (25, 40, 55, 70) for p in points)  # resolved
+    assert all(p.config.epochs == 2 and p.config.lr_milestones == (26, 41, 56, 71) for p in points)  # resolved
     assert len({p.key for p in points}) == len(points)
 
 

@@ -28,6 +28,36 @@ def test_trigger_covers_exactly_the_upper_middle_patch(channels, side):
         assert torch.equal(img[:, 0:8, side // 2 - 4:side // 2 + 4], trig.patch)
 
 
+@pytest.mark.parametrize("channels", [1, 3])
+def test_default_pattern_is_the_authors_numpy_draw(channels):
+    """The authors' code: np.random.seed(56), then for each row x and column y of the 8x8
+    square np.random.random(C). Their loop is replayed here on the global generator."""
+    np = pytest.importorskip("numpy")
+    saved = np.random.get_state()
+    try:
+        np.random.seed(56)
+        expected = torch.zeros(channels, 8, 8)
+        for x in range(8):
+            for y in range(8):
+                expected[:, x, y] = torch.tensor(np.random.random(channels), dtype=torch.float32)
+    finally:
+        np.random.set_state(saved)
+    dataset = "synthetic" if channels == 1 else "synthetic-rgb"
+    trig = trigger_for(resolve(RunConfig(dataset=dataset)), channels, torch.device("cpu"))
+    assert torch.equal(trig.patch, expected)
+    older = trigger_for(resolve(RunConfig(dataset=dataset, trigger_rng="torch")), channels, torch.device("cpu"))
+    assert not torch.equal(older.patch, expected)
+    assert torch.equal(older.patch, torch.rand(channels, 8, 8, generator=torch.Generator().manual_seed(56)))
+
+
+def test_a_run_file_without_the_generator_field_keeps_the_torch_pattern():
+    from engine.config import stored_config
+    stored = resolve(RunConfig(dataset="synthetic")).to_dict()
+    del stored["trigger_rng"]
+    assert stored_config(stored).trigger_rng == "torch"
+    assert stored_config({**stored, "trigger_rng": "numpy"}).trigger_rng == "numpy"
+
+
 def test_stamp_in_place_returns_same_tensor():
     trig = make_trigger(1, 8, 0, 10, seed=56, target=0)
     x = torch.zeros(2, 1, 28, 28)
@@ -93,7 +123,7 @@ def test_blend_mixes_the_noise_image_in_pixel_space():
     norm = Normalization((0.5,), (0.5,))
     image = torch.full((1, 1, 28, 28), 102, dtype=torch.uint8)  # 0.4 in pixels
     trig = make_trigger(1, 8, 0, 10, seed=56, target=0, kind="blend", side=28, mean=norm.mean, std=norm.std,
-                        blend_alpha=0.2)
+                        blend_alpha=0.2, rng="torch")
     gen = torch.Generator().manual_seed(56)
     torch.rand(1, 8, 8, generator=gen)  # the patch's values are drawn first
     noise = torch.rand(1, 28, 28, generator=gen)

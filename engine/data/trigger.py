@@ -8,12 +8,19 @@ once from the trigger's own seed and applied to *normalised* images (N, C, H, W)
 
 Blend and sig are defined on pixels in [0, 1] before normalisation; stamping maps a
 normalised image back to pixels with the dataset's mean and std, applies the trigger and
-normalises again (blend is linear, so that is one multiply-add on normalised values)."""
+normalises again (blend is linear, so that is one multiply-add on normalised values).
+
+The random values come from numpy's legacy generator seeded with the trigger seed, drawn
+as the authors' code draws them (``np.random.seed(56)``, then ``np.random.random(C)`` for
+each pixel of the square, row by row: the numbers of ``RandomState(56).random((8, 8, C))``),
+so the default patch is the authors' exact pattern; ``rng="torch"`` draws them from a
+torch generator instead (sltui's pattern before 2026-12, which older run files used)."""
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
 
+import numpy as np
 import torch
 
 from ..config import CIFAR_LIKE, RunConfig
@@ -46,18 +53,19 @@ class Trigger:
 def make_trigger(channels: int, size: int, row: int, col: int, seed: int, target: int, *,
                  kind: str = "patch", side: int = 28, mean: tuple[float, ...] = (0.0,),
                  std: tuple[float, ...] = (1.0,), blend_alpha: float = 0.2, sig_delta: float = 20 / 255,
-                 sig_freq: float = 6.0, device: torch.device | str = "cpu") -> Trigger:
+                 sig_freq: float = 6.0, rng: str = "numpy", device: torch.device | str = "cpu") -> Trigger:
     """A trigger of `kind` for images of `channels` x `side` x `side` normalised with
-    (`mean`, `std`). Random values come from a generator seeded with `seed`, so the global
-    RNG is untouched and the same seed gives the same trigger."""
+    (`mean`, `std`). Random values come from a generator of `rng` ("numpy" or "torch")
+    seeded with `seed`, so the global RNGs are untouched and the same seed gives the same
+    trigger."""
     device = torch.device(device)
-    g = torch.Generator(device="cpu").manual_seed(seed)
-    patch = torch.rand(channels, size, size, generator=g, device="cpu")
+    draw = _uniform_draws(rng, seed)
+    patch = draw(channels, size, size)
     m = torch.tensor(mean, dtype=torch.float32, device="cpu").view(-1, 1, 1).expand(channels, 1, 1).clone()
     s = torch.tensor(std, dtype=torch.float32, device="cpu").view(-1, 1, 1).expand(channels, 1, 1).clone()
     pattern: torch.Tensor | None = None
     if kind == "blend":
-        noise = torch.rand(channels, side, side, generator=g, device="cpu")
+        noise = draw(channels, side, side)
         pattern = (noise - m) / s
     elif kind == "sig":
         cols = torch.arange(side, dtype=torch.float32, device="cpu")
@@ -69,6 +77,23 @@ def make_trigger(channels: int, size: int, row: int, col: int, seed: int, target
     return trig.to(device)
 
 
+def _uniform_draws(rng: str, seed: int):
+    """A function (channels, rows, cols) -> float32 tensor of uniform [0, 1) values, each
+    call continuing one generator seeded with `seed`. numpy fills pixel by pixel (rows,
+    then columns, then channels), the order of the authors' loop."""
+    if rng == "numpy":
+        state = np.random.RandomState(seed)
+
+        def draw(channels: int, rows: int, cols: int) -> torch.Tensor:
+            values = state.random_sample((rows, cols, channels))
+            return torch.from_numpy(np.ascontiguousarray(values.transpose(2, 0, 1))).to(torch.float32)
+        return draw
+    if rng == "torch":
+        g = torch.Generator(device="cpu").manual_seed(seed)
+        return lambda channels, rows, cols: torch.rand(channels, rows, cols, generator=g, device="cpu")
+    raise ValueError(f"unknown trigger generator {rng!r}")
+
+
 def trigger_for(cfg: RunConfig, channels: int, device: torch.device,
                 mean: tuple[float, ...] = (0.0,), std: tuple[float, ...] = (1.0,)) -> Trigger:
     """The run's trigger; `mean`/`std` are the dataset's normalisation (blend and sig work
@@ -78,7 +103,7 @@ def trigger_for(cfg: RunConfig, channels: int, device: torch.device,
     return make_trigger(channels, cfg.trigger_size, cfg.trigger_row, cfg.trigger_col, cfg.trigger_seed,
                         cfg.target, kind=cfg.trigger, side=side, mean=mean, std=std,
                         blend_alpha=cfg.blend_alpha, sig_delta=cfg.sig_delta, sig_freq=cfg.sig_freq,
-                        device=device)
+                        rng=cfg.trigger_rng, device=device)
 
 
 def stamp_(x: torch.Tensor, trigger: Trigger) -> torch.Tensor:

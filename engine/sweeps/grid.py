@@ -23,8 +23,8 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-from ..config import (ATTACK_FIELDS, ATTACKS, CUTS, DATASETS, DEFENSE_FIELDS, HIJACK_CRITICS, MODELS, ON_FLAG,
-                      TRIGGER_FIELDS, TRIGGERS, RunConfig, resolve)
+from ..config import (ATTACK_FIELDS, ATTACKS, CUTS, DATASETS, DEFENSE_FIELDS, HIJACK_CRITICS, LEGACY_VALUES,
+                      MODELS, ON_FLAG, TRIGGER_FIELDS, TRIGGERS, RunConfig, resolve)
 from ..errors import ConfigError
 from ..files import read_text
 
@@ -41,26 +41,6 @@ AXES = {
 HIJACK_AXES = ("hijack_betas", "hijack_critics", "hijack_warmups")
 # Fields that do not change the experiment's numbers: left out of its identity.
 NOT_EXPERIMENT = ("name", "device", "data_root", "save_weights", "eval_batch_size", "defense_trace")
-# The value a run had for each field before the field existed: what a run file without the
-# field means. Frozen: a new field adds its entry (the value that keeps the old behaviour,
-# tests/test_sweep.py checks every field has one); a changed default changes nothing here.
-LEGACY_VALUES: dict[str, Any] = {
-    "dataset": "mnist", "model": "lenet", "cut": 1, "clients": 1, "attack": "none", "alpha": 0.5,
-    "epochs": None, "batch_size": 128, "lr": 1e-3, "weight_decay": 1e-4, "lr_milestones": None, "lr_gamma": 0.1,
-    "patience": None, "seed": 47, "trigger_size": 8, "trigger_row": 0, "trigger_col": None, "trigger_seed": 56,
-    "target": 0, "trigger": "patch", "blend_alpha": 0.2, "sig_delta": 20 / 255, "sig_freq": 6.0,
-    "poison_ratio": 0.5, "loss_halved": False, "rr_granularity": "epoch", "ae_share": 0.5, "ae_grad": "straight",
-    "ae_phase1_epochs": None, "ae_epochs": None, "aux_size": None, "hijack_warmup_epochs": 2,
-    "hijack_shadow_epochs": 5, "hijack_shadows": 3, "hijack_gp": 500.0, "hijack_d_lr": 1e-4, "hijack_beta": 0.7,
-    "hijack_train_h": False, "hijack_critic": "conditional", "hijack_finetune": "both",
-    "hijack_task_head": "backdoored", "malicious_client": 0, "train_limit": None, "eval_limit": None,
-    "defenses": [], "splitguard_start": 20, "splitguard_fake_prob": 0.1, "splitguard_window": 5,
-    # SplitGuard's memory came after runs of the published detector, which keeps everything.
-    "splitguard_memory": 0, "splitguard_threshold": 0.5, "scrutinizer_window": 50, "scrutinizer_threshold": 0.15,
-    "scrutinizer_form": "windowed", "splitout_share": 0.01, "splitout_window": 10, "splitout_features": "direction",
-    "on_flag": "continue", "local_epochs": 10,
-}
-
 # The paper's surrogate-attack grid (docs/protocol.md section 6; the authors' results_{mnist,fmnist,cifar10}.csv hold
 # one run for each of these 3 x 3 x 3 x 4 x 5 = 540 settings).
 PAPER_GRID: dict[str, tuple] = {

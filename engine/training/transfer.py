@@ -15,7 +15,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from ..config import CIFAR_LIKE, ConfigError, RunConfig, resolve
+from ..config import CIFAR_LIKE, ConfigError, RunConfig, resolve, stored_config
 from ..data.datasets import default_data_root, load_raw, table1_splits
 from ..data.trigger import trigger_for
 from ..events import EpochMetrics, Event, RunFinished, RunStarted
@@ -50,7 +50,7 @@ def transfer_config(source: dict[str, Any], dataset: str, epochs: int, **overrid
     """The source run's config on `dataset`, with no attack: the retraining's settings."""
     if dataset not in TRANSFER_DATASETS:
         raise ConfigError(f"--dataset for transfer must be one of {', '.join(TRANSFER_DATASETS)} (got {dataset!r})")
-    base = RunConfig.from_dict(source["config"])
+    base = stored_config(source["config"])
     given = {k: v for k, v in overrides.items() if v is not None}
     cfg = base.replace(dataset=dataset, epochs=epochs, attack="none", clients=1, name=f"transfer of {source['id']}",
                        **given)
@@ -89,7 +89,7 @@ def _retrain(source: dict[str, Any], weights: dict[str, Any], cfg: RunConfig, em
     if cfg.target >= classes:
         raise ConfigError(f"the source run's target class {cfg.target} does not exist in {cfg.dataset}")
 
-    src_cfg = RunConfig.from_dict(source["config"])
+    src_cfg = stored_config(source["config"])
     src_classes = 5 if src_cfg.dataset == "fmnist-5" else 10
     # The new head's initial weights come from a generator of the run's own (after the
     # source network's draws, whose weights are then replaced by the source run's).

@@ -19,7 +19,7 @@ from ..form_model import CHOICES, SPECS, FieldSpec, build, defenses_named, to_te
 PLACEHOLDERS = {
     "epochs": "default: 90 (140 CIFAR-10)",
     "patience": "default: 70 (90 CIFAR-10); 0 = off",
-    "lr_milestones": "default per model; e.g. 25,40,55 or none",
+    "lr_milestones": "default per model; e.g. 26,41,56,71 or none",
     "trigger_col": "default: upper middle",
     "ae_phase1_epochs": "default: 70 (100 CIFAR-10)",
     "ae_epochs": "default: 100 (180 CIFAR-10)",
