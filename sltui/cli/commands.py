@@ -23,6 +23,7 @@ from ..tables import Column, WIDE_HELP, print_table
 from .annotate import register as register_annotate
 from .arena import register as register_arena
 from .doctor import register as register_doctor
+from .reproduce import register as register_reproduce
 from .root import default_data_root, default_runs_dir, set_root_options
 from .signals import guard_output
 from .sweep import register as register_sweep, unreadable_warnings
@@ -288,6 +289,7 @@ register_sweep(app, runs_app, console, default_runs_dir, default_data_root)
 register_annotate(runs_app, console, default_runs_dir, fail, RUNS_DIR_HELP)
 register_doctor(app, console, default_runs_dir, fail, RUNS_DIR_HELP, default_data_root)
 register_arena(app, console, default_runs_dir)
+register_reproduce(app, console, default_runs_dir, default_data_root)
 
 
 def _is_usage_error(exc: BaseException) -> bool:

@@ -1,0 +1,103 @@
+"""The paper on record (docs/protocol.md section 13): what the reproduction runs, as parts.
+
+Each part is one or more ordinary sweep grids over the paper's protocol with its defaults
+untouched (90 epochs on the whole training set, the LR schedule, early stopping), so its
+runs are ordinary run files that any sweep, report or the TUI reads. The parts together
+are one sweep (one id, one sweep file, resumable): a point is done when the runs folder
+holds a completed run of the same experiment. Pure Python, torch-free.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from ..errors import ConfigError
+from .grid import Point, Sweep, expand, make_sweep
+
+PAPER_ALPHAS = "0.5,0.2,0.09,0.06,0.04"
+BOTH = "mnist,fmnist"
+CUTS = "1,2,3"
+
+
+@dataclass(frozen=True)
+class Part:
+    name: str
+    what: str                                        # one line: the figure or table and the setting
+    grids: tuple[tuple[dict[str, Any], dict[str, Any]], ...]  # (axes, fields) per grid
+
+
+PARTS: tuple[Part, ...] = (
+    Part("fig34", "Figures 3-4: the surrogate attack, LeNet, K = 1, both datasets x cuts 1-3 x five alphas, "
+         "seeds 1-3",
+         (({"datasets": BOTH, "cuts": CUTS, "clients": "1", "attacks": "surrogate", "alphas": PAPER_ALPHAS,
+            "seeds": "1,2,3"}, {}),)),
+    Part("fig7", "Figure 7 (BA): no attack, LeNet, K = 1, both datasets x cuts 1-3, seeds 1-3",
+         (({"datasets": BOTH, "cuts": CUTS, "clients": "1", "attacks": "none", "seeds": "1,2,3"}, {}),)),
+    Part("fig6", "Figure 6: the autoencoder attack as the paper's text describes it, LeNet, K = 1, both datasets "
+         "x cuts 1-3, seeds 1-2, the paper's preparation lengths",
+         (({"datasets": BOTH, "cuts": CUTS, "clients": "1", "attacks": "autoencoder", "seeds": "1,2"}, {}),)),
+    Part("halved", "side cell: the authors' code halves the surrogate's loss (MNIST, cut 1, alpha 0.09, seeds 1-3)",
+         (({"datasets": "mnist", "cuts": "1", "clients": "1", "attacks": "surrogate", "alphas": "0.09",
+            "seeds": "1,2,3"}, {"loss_halved": True}),)),
+    Part("ae-share", "side cell: the autoencoder with the authors' code's share of 25% per batch (MNIST, cut 1, "
+         "seeds 1-3)",
+         (({"datasets": "mnist", "cuts": "1", "clients": "1", "attacks": "autoencoder", "seeds": "1,2,3"},
+           {"ae_share": 0.25}),)),
+    Part("appd", "Appendix D: MNIST with 10 000 training images and FMNIST's first five classes, LeNet, cut 1, "
+         "K = 1, alpha 0.09, seeds 1-3",
+         (({"datasets": "mnist-10k,fmnist-5", "cuts": "1", "clients": "1", "attacks": "surrogate",
+            "alphas": "0.09", "seeds": "1,2,3"}, {}),)),
+    Part("clients", "Figures 3-4's client axis: K = 3, 5, 7 x both datasets x cuts 1-3 x five alphas, seed 1 "
+         "(as the authors)",
+         (({"datasets": BOTH, "cuts": CUTS, "clients": "3,5,7", "attacks": "surrogate", "alphas": PAPER_ALPHAS,
+            "seeds": "1"}, {}),)),
+)
+PART_NAMES = tuple(p.name for p in PARTS)
+# What `sltui reproduce run` does when no part is named: the paper on record at K = 1.
+DEFAULT_PARTS = ("fig34", "fig7", "fig6", "halved", "ae-share", "appd")
+
+
+def parse_parts(text: str | Iterable[str] | None) -> tuple[str, ...]:
+    """'fig34,fig7' -> ('fig34', 'fig7'), checked; None -> DEFAULT_PARTS; 'all' -> every part."""
+    if text is None:
+        return DEFAULT_PARTS
+    names = [s.strip() for s in text.split(",")] if isinstance(text, str) else [str(s) for s in text]
+    names = [n for n in names if n]
+    if names == ["all"]:
+        return PART_NAMES
+    unknown = [n for n in names if n not in PART_NAMES]
+    if unknown or not names:
+        raise ConfigError(f"--parts: unknown part {unknown[0]!r}; parts are {', '.join(PART_NAMES)} or all"
+                          if unknown else "--parts needs at least one part")
+    return tuple(dict.fromkeys(names))
+
+
+def part_points(name: str, base: dict[str, Any]) -> list[Point]:
+    """The points of one part, with `base` (device, data root: fields that change no number)."""
+    part = next(p for p in PARTS if p.name == name)
+    points: dict[str, Point] = {}
+    for axes, fields_ in part.grids:
+        for point in expand(make_sweep({"models": "lenet", **axes}, {**fields_, **base})):
+            points.setdefault(point.key, point)
+    return list(points.values())
+
+
+def reproduction_sweep(parts: Iterable[str], base: dict[str, Any]) -> tuple[Sweep, list[Point]]:
+    """The parts as one sweep (its id names the parts and `base`) and its points in the
+    parts' order, each experiment once."""
+    names = parse_parts(list(parts))
+    points: dict[str, Point] = {}
+    for name in names:
+        for point in part_points(name, base):
+            points.setdefault(point.key, point)
+    return Sweep(grid={"parts": names}, base=dict(base)), list(points.values())
+
+
+def parts_by_key() -> dict[str, str]:
+    """Experiment key -> the part that plans it (the first, in PARTS' order): which part a
+    run file belongs to, whatever its device or data root."""
+    out: dict[str, str] = {}
+    for part in PARTS:
+        for point in part_points(part.name, {}):
+            out.setdefault(point.key, part.name)
+    return out
