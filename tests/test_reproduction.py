@@ -44,5 +44,7 @@ def test_parts_parse_and_the_sweep_holds_each_experiment_once():
     sweep, points = reproduction_sweep(("fig34", "halved", "fig34"), {"device": "cpu"})
     assert len(points) == 93 and len({p.key for p in points}) == 93
     assert sweep.sweep_id() != reproduction_sweep(("fig34",), {"device": "cpu"})[0].sweep_id()
+    mnist_only = reproduction_sweep(("fig34", "appd"), {}, datasets=("mnist", "mnist-10k"))[1]
+    assert {p.config.dataset for p in mnist_only} == {"mnist", "mnist-10k"} and len(mnist_only) == 48
     owners = parts_by_key()
     assert {owners[p.key] for p in points} == {"fig34", "halved"}

@@ -82,15 +82,20 @@ def part_points(name: str, base: dict[str, Any]) -> list[Point]:
     return list(points.values())
 
 
-def reproduction_sweep(parts: Iterable[str], base: dict[str, Any]) -> tuple[Sweep, list[Point]]:
-    """The parts as one sweep (its id names the parts and `base`) and its points in the
-    parts' order, each experiment once."""
+def reproduction_sweep(parts: Iterable[str], base: dict[str, Any],
+                       datasets: Iterable[str] | None = None) -> tuple[Sweep, list[Point]]:
+    """The parts as one sweep (its id names the parts, the datasets kept and `base`) and
+    its points in the parts' order, each experiment once; with `datasets`, only the
+    points on those datasets (a machine that holds only some of them)."""
     names = parse_parts(list(parts))
+    keep = tuple(datasets) if datasets is not None else None
     points: dict[str, Point] = {}
     for name in names:
         for point in part_points(name, base):
-            points.setdefault(point.key, point)
-    return Sweep(grid={"parts": names}, base=dict(base)), list(points.values())
+            if keep is None or point.config.dataset in keep:
+                points.setdefault(point.key, point)
+    grid: dict[str, tuple] = {"parts": names, **({"datasets": keep} if keep is not None else {})}
+    return Sweep(grid=grid, base=dict(base)), list(points.values())
 
 
 def parts_by_key() -> dict[str, str]:

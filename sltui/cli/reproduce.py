@@ -12,6 +12,7 @@ import typer
 
 from engine.config import DEVICES
 from engine.errors import ConfigError
+from engine.sweeps.grid import parse_list
 from engine.sweeps.reproduction import PARTS, parse_parts, reproduction_sweep
 
 from .sweep import (DRY_RUN_OPTION, EXECUTOR_OPTION, JOBS_OPTION, RAY_ADDRESS_OPTION, RUNS_DIR_OPTION,
@@ -29,6 +30,8 @@ def register(app: typer.Typer, console: Any, default_runs_dir: Any, default_data
     @reproduce_app.command("run")
     def run_command(
         parts: Optional[str] = typer.Option(None, "--parts", help=PARTS_HELP),
+        datasets: Optional[str] = typer.Option(None, "--datasets", help="only the parts' runs on these datasets "
+                                               "(comma list, e.g. mnist,mnist-10k)"),
         device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (every run file names its device)"),
         data_root: Optional[Path] = typer.Option(None, "--data-root", help="folder holding the datasets"),
         dry_run: bool = DRY_RUN_OPTION,
@@ -47,7 +50,7 @@ def register(app: typer.Typer, console: Any, default_runs_dir: Any, default_data
         root_data = data_root or default_data_root(None)
         if root_data is not None:
             base["data_root"] = str(root_data)
-        sweep, points = reproduction_sweep(parse_parts(parts), base)
+        sweep, points = reproduction_sweep(parse_parts(parts), base, parse_list("datasets", datasets) if datasets else None)
         ran = launch("reproduction", sweep, points, default_runs_dir(runs_dir), jobs, executor, ray_address,
                      gpu_share(None, jobs, device), dry_run, wide, console)
         if ran is not None:
