@@ -37,9 +37,16 @@ SCRUTINIZER_FORMS = ("windowed", "published")
 # What SplitOut's LOF compares (docs/protocol.md section 10): gradient directions, or the
 # raw gradients as published.
 SPLITOUT_FEATURES = ("direction", "raw")
+# When SplitOut's client fits its LOF (docs/protocol.md section 10): once, before training,
+# on a simulated honest epoch (the deployed client, as the paper describes it), or anew in
+# every epoch on that epoch's first gradients (how the authors' notebook evaluates).
+SPLITOUT_FITS = ("once", "per-epoch")
 CUTS = (1, 2, 3)
 RR_GRANULARITIES = ("epoch", "batch")
 AE_GRADS = ("straight", "through")
+# The autoencoder attack as the paper's text describes it, or as the only public trace of
+# the authors' code does it (docs/protocol.md section 7, "The code variant").
+AE_VARIANTS = ("paper", "code")
 # The hijack's discriminator: conditioned on the class (projection, shadow rows of the same
 # class) or FSHA's plain critic (no class, shadow rows of any class).
 HIJACK_CRITICS = ("conditional", "plain")
@@ -57,7 +64,7 @@ ON_FLAG = ("continue", "stop")
 # (engine/sweeps/grid.py), so an option that does not apply never splits a point.
 ATTACK_FIELDS: dict[str, tuple[str, ...]] = {
     "surrogate": ("alpha", "poison_ratio", "loss_halved", "aux_size"),
-    "autoencoder": ("ae_share", "ae_grad", "ae_phase1_epochs", "ae_epochs", "aux_size"),
+    "autoencoder": ("ae_share", "ae_grad", "ae_variant", "ae_phase1_epochs", "ae_epochs", "aux_size"),
     "hijack": ("poison_ratio", "aux_size", "hijack_warmup_epochs", "hijack_shadow_epochs", "hijack_shadows", "hijack_gp",
                "hijack_d_lr", "hijack_beta", "hijack_train_h", "hijack_critic",
                "hijack_finetune", "hijack_task_head"),
@@ -68,7 +75,7 @@ DEFENSE_FIELDS: dict[str, tuple[str, ...]] = {
     "splitguard": ("splitguard_start", "splitguard_fake_prob", "splitguard_window", "splitguard_threshold",
                    "splitguard_memory"),
     "scrutinizer": ("scrutinizer_window", "scrutinizer_threshold", "scrutinizer_form"),
-    "splitout": ("splitout_share", "splitout_window", "splitout_features"),
+    "splitout": ("splitout_share", "splitout_window", "splitout_features", "splitout_fit"),
 }
 
 # The attacks that train on the attacker's auxiliary set, which --aux-size limits.
@@ -111,6 +118,7 @@ class RunConfig:
     rr_granularity: str = "epoch"
     ae_share: float = 0.5
     ae_grad: str = "straight"
+    ae_variant: str = "paper"
     ae_phase1_epochs: int | None = None
     ae_epochs: int | None = None
     aux_size: int | None = None
@@ -139,7 +147,8 @@ class RunConfig:
     # run; for Scrutinizer and SplitOut no candidate passed, so they keep the published
     # setting, which flags honest runs (docs/detectors.md).
     defenses: tuple[str, ...] = ()
-    splitguard_start: int = 20
+    # 21: the authors' `index > N` with N = 20 and a 0-based index (earlier runs used 20: stored in their files).
+    splitguard_start: int = 21
     splitguard_fake_prob: float = 0.1
     splitguard_window: int = 5
     splitguard_memory: int = 5
@@ -150,6 +159,7 @@ class RunConfig:
     splitout_share: float = 0.01
     splitout_window: int = 10
     splitout_features: str = "raw"
+    splitout_fit: str = "once"
     # The client that reacts (docs/protocol.md section 12): at the first flag, `stop` ends
     # split learning and each honest client trains a fresh server part on its own share
     # for `local_epochs` under its frozen network.
@@ -205,6 +215,7 @@ LEGACY_VALUES: dict[str, Any] = {
     "trigger_rng": "torch",
     "target": 0, "trigger": "patch", "blend_alpha": 0.2, "sig_delta": 20 / 255, "sig_freq": 6.0,
     "poison_ratio": 0.5, "loss_halved": False, "rr_granularity": "epoch", "ae_share": 0.5, "ae_grad": "straight",
+    "ae_variant": "paper",
     "ae_phase1_epochs": None, "ae_epochs": None, "aux_size": None, "hijack_warmup_epochs": 2,
     "hijack_shadow_epochs": 5, "hijack_shadows": 3, "hijack_gp": 500.0, "hijack_d_lr": 1e-4, "hijack_beta": 0.7,
     "hijack_train_h": False, "hijack_critic": "conditional", "hijack_finetune": "both",
@@ -213,6 +224,7 @@ LEGACY_VALUES: dict[str, Any] = {
     # SplitGuard's memory came after runs of the published detector, which keeps everything.
     "splitguard_memory": 0, "splitguard_threshold": 0.5, "scrutinizer_window": 50, "scrutinizer_threshold": 0.15,
     "scrutinizer_form": "windowed", "splitout_share": 0.01, "splitout_window": 10, "splitout_features": "direction",
+    "splitout_fit": "once",
     "on_flag": "continue", "local_epochs": 10,
 }
 
@@ -255,6 +267,7 @@ FIELD_HELP: dict[str, str] = {
     "rr_granularity": "round-robin hand-over of client weights: epoch or batch",
     "ae_share": "autoencoder attack: share of each batch sent through the injector",
     "ae_grad": "autoencoder attack: gradient to the client, straight or through the autoencoder",
+    "ae_variant": "autoencoder attack: paper (as the paper's text) or code (as the trace of the authors' code: the server trained as the clean reference network, a fully poisoned backdoored one, a Tanh autoencoder)",
     "ae_phase1_epochs": "autoencoder attack: epochs of the two phase-1 networks (default 70, 100 CIFAR-10)",
     "ae_epochs": "autoencoder attack: autoencoder training epochs (default 100, 180 CIFAR-10)",
     "aux_size": "server-side attacks (surrogate, autoencoder, hijack): use only N images of the attacker's share, the auxiliary set (default: all of it)",
@@ -281,7 +294,7 @@ FIELD_HELP: dict[str, str] = {
     "save_weights": "store the final client and server weights (model.pt) beside the run file",
     "name": "free label for this run",
     "defenses": "client-side detectors, any of " + ", ".join(DEFENSES) + ", comma-separated (default none)",
-    "splitguard_start": "SplitGuard: fake batches start after this many batches of a client",
+    "splitguard_start": "SplitGuard: a client's first N batches are never fake and not scored (21: the authors' index > 20, 0-based)",
     "splitguard_fake_prob": "SplitGuard: probability that a batch after the start is a fake batch",
     "splitguard_window": "SplitGuard: flag when the mean score of this many last fake batches is below the threshold",
     "splitguard_memory": "SplitGuard: score on the last N fake batches and the regular ones since (0 = every batch, as published)",
@@ -291,6 +304,7 @@ FIELD_HELP: dict[str, str] = {
     "splitout_share": "SplitOut: share of the client's data for its simulated honest epoch",
     "splitout_window": "SplitOut: gradients per window; flag when outliers outnumber inliers in one",
     "splitout_features": "SplitOut: what LOF compares, direction (gradients scaled to unit length) or raw (the published)",
+    "splitout_fit": "SplitOut: fit LOF once before training (a deployed client) or per-epoch on each epoch's first gradients (the authors' evaluation)",
     "scrutinizer_form": "Gradients Scrutinizer: score the means of each window (windowed) or each checkpoint step itself (published)",
     "on_flag": "what the honest clients do at a detector's first flag: continue, or stop split learning and train a fresh server part locally",
     "local_epochs": "with --on-flag stop: epochs each honest client trains its local server part",
@@ -418,6 +432,7 @@ def validate(cfg: RunConfig) -> RunConfig:
     choice("attack", ATTACKS)
     choice("rr_granularity", RR_GRANULARITIES)
     choice("ae_grad", AE_GRADS)
+    choice("ae_variant", AE_VARIANTS)
     choice("hijack_critic", HIJACK_CRITICS)
     choice("hijack_finetune", HIJACK_FINETUNE)
     choice("hijack_task_head", HIJACK_TASK_HEADS)
@@ -486,6 +501,7 @@ def validate(cfg: RunConfig) -> RunConfig:
     unit("splitout_share", low_open=True)
     at_least("splitout_window", 1)
     choice("splitout_features", SPLITOUT_FEATURES)
+    choice("splitout_fit", SPLITOUT_FITS)
     if cfg.lr <= 0:
         raise ConfigError(f"--lr must be > 0 (got {cfg.lr})")
     if cfg.weight_decay < 0:

@@ -106,8 +106,8 @@ def test_phase1_trains_on_the_share_and_on_its_whole_poisoned_copy(tiny, monkeyp
     ctx, _ = autoencoder_context(tiny)
     seen = {}
     monkeypatch.setattr(autoencoder, "fit", lambda net, opt, n, get_batch, *a, **k: seen.update(n=n, batch=get_batch))
-    ctx.attack._train_phase1(ctx, "phase", poisoned_copy=poisoned_copy, generator=torch.Generator().manual_seed(0),
-                             init=torch.Generator().manual_seed(1))
+    ctx.attack._train_phase1(ctx, "phase", "copy" if poisoned_copy else "clean",
+                             generator=torch.Generator().manual_seed(0), init=torch.Generator().manual_seed(1))
     share, norm, t = ctx.data.shares[0], ctx.data.norm, ctx.trigger
     n = len(share)
     assert seen["n"] == (2 * n if poisoned_copy else n)

@@ -10,13 +10,13 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from engine.clone import user_config
-from engine.config import (ON_FLAG, ATTACK_FIELDS, DEFENSE_FIELDS, SCRUTINIZER_FORMS, TRIGGER_FIELDS, AE_GRADS, ATTACKS, CUTS, DATASETS, DEVICES, FIELD_HELP, HIJACK_CRITICS, HIJACK_FINETUNE, HIJACK_TASK_HEADS, MODELS,
+from engine.config import (ON_FLAG, ATTACK_FIELDS, DEFENSE_FIELDS, SCRUTINIZER_FORMS, TRIGGER_FIELDS, AE_GRADS, AE_VARIANTS, ATTACKS, CUTS, DATASETS, DEVICES, FIELD_HELP, HIJACK_CRITICS, HIJACK_FINETUNE, HIJACK_TASK_HEADS, MODELS,
                            RR_GRANULARITIES, SPLITOUT_FEATURES, TRIGGERS, ConfigError, RunConfig,
                            parse_defenses, parse_milestones, validate)
 
 CHOICES: dict[str, tuple] = {
     "dataset": DATASETS, "model": MODELS, "cut": CUTS, "attack": ATTACKS, "trigger": TRIGGERS,
-    "rr_granularity": RR_GRANULARITIES, "ae_grad": AE_GRADS, "device": DEVICES,
+    "rr_granularity": RR_GRANULARITIES, "ae_grad": AE_GRADS, "ae_variant": AE_VARIANTS, "device": DEVICES,
     "splitout_features": SPLITOUT_FEATURES, "hijack_critic": HIJACK_CRITICS, "hijack_finetune": HIJACK_FINETUNE,
     "hijack_task_head": HIJACK_TASK_HEADS, "scrutinizer_form": SCRUTINIZER_FORMS, "on_flag": ON_FLAG,
 }
