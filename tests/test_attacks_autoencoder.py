@@ -170,3 +170,203 @@ def test_injector_mse_falls_over_its_epochs(tiny):
     assert len(history) == 8
     assert history[-1]["train_mse"] < 0.5 * history[0]["train_mse"]
     assert history[-1]["val_mse"] < 0.5 * history[0]["val_mse"]
+
+
+# ------------------------------------------------------------------ --ae-variant code
+
+
+def test_ae_variant_is_checked_and_defaults_to_the_paper():
+    from engine.config import ConfigError, RunConfig, stored_config
+
+    assert RunConfig().ae_variant == "paper"
+    with pytest.raises(ConfigError, match="--ae-variant must be one of paper, code"):
+        RunConfig(ae_variant="authors").replace()
+    # A run file from before the option existed ran the paper's variant.
+    legacy = {k: v for k, v in RunConfig(attack="autoencoder").to_dict().items() if k != "ae_variant"}
+    assert stored_config(legacy).ae_variant == "paper"
+
+
+def test_ae_variant_splits_autoencoder_experiments_only():
+    from engine.config import RunConfig
+    from engine.sweeps.grid import experiment_key
+
+    ae = RunConfig(attack="autoencoder").to_dict()
+    assert experiment_key(ae) != experiment_key({**ae, "ae_variant": "code"})
+    none = RunConfig().to_dict()
+    assert experiment_key(none) == experiment_key({**none, "ae_variant": "code"})
+
+
+@pytest.mark.parametrize("model", ["lenet", "stripnet", "resnet9"])
+@pytest.mark.parametrize("cut", [1, 2, 3])
+@pytest.mark.parametrize("input_shape", [(1, 28, 28), (3, 32, 32)])
+def test_trace_autoencoder_ends_in_tanh_and_maps_every_smashed_shape_to_itself(model, cut, input_shape):
+    from engine.attacks.injector import TraceAutoencoder, injector_for
+
+    client, _ = build_split(model, cut, input_shape, 10)
+    shape = smashed_shape(client, input_shape)
+    injector = injector_for("code", shape)
+    assert isinstance(injector, TraceAutoencoder)
+    assert isinstance(list(injector.modules())[-1], torch.nn.Tanh)
+    smashed = 50 * client(torch.rand(2, *input_shape))  # far outside (-1, 1)
+    out = injector(smashed)
+    assert out.shape == smashed.shape
+    assert out.abs().max() < 1
+
+
+def test_trace_autoencoder_pads_only_sides_that_are_not_multiples_of_8():
+    from engine.attacks.injector import TraceAutoencoder
+
+    assert TraceAutoencoder((6, 24, 24)).padded == (24, 24)  # MNIST LeNet cut 1: the trace's own plan
+    assert TraceAutoencoder((16, 8, 8)).padded == (8, 8)
+    assert TraceAutoencoder((6, 12, 12)).padded == (16, 16)
+    # The latent is 1024 wide, as the trace's 32 * 32.
+    assert TraceAutoencoder((6, 24, 24)).encoder[-1].out_features == 1024
+
+
+class StopPrepare(Exception):
+    pass
+
+
+def prepared_phase1(tiny, monkeypatch, variant):
+    """prepare() of `variant` up to phase 2, its two fit calls recorded instead of run."""
+    from engine.attacks import autoencoder
+
+    ctx, _ = autoencoder_context(tiny, ae_variant=variant)
+    calls = []
+    monkeypatch.setattr(autoencoder, "fit", lambda net, opt, n, get_batch, *a, **k: calls.append((net, opt, n, get_batch)))
+
+    def stop(self, ctx, clean_net, backdoor_net):
+        raise StopPrepare
+
+    monkeypatch.setattr(AutoencoderAttack, "_collect_pairs", stop)
+    with pytest.raises(StopPrepare):
+        ctx.attack.prepare(ctx)
+    return ctx, calls
+
+
+def test_code_variant_backdoored_network_sees_only_poisoned_samples(tiny, monkeypatch):
+    """The trace trains its backdoored reference network on batches in which every sample
+    is stamped and relabelled: the attacker's share once, all of it poisoned."""
+    from engine.data.trigger import stamp
+
+    ctx, calls = prepared_phase1(tiny, monkeypatch, "code")
+    (_, _, n_clean, clean_batch), (_, _, n_bd, bd_batch) = calls
+    share, norm, t = ctx.data.shares[0], ctx.data.norm, ctx.trigger
+    assert n_clean == n_bd == len(share)
+    x, y = bd_batch(torch.arange(n_bd))
+    assert torch.equal(x, stamp(norm.apply(share.x), t))
+    assert (y == t.target).all()
+    x, y = clean_batch(torch.arange(n_clean))
+    assert torch.equal(x, norm.apply(share.x)) and torch.equal(y, share.y)
+
+
+def test_code_variant_clean_reference_network_is_the_runs_own_server(tiny, monkeypatch):
+    """The code variant's clean reference network trains the deployment server, with the
+    server's own optimizer; the paper's trains a server of its own."""
+    from engine.attacks.autoencoder import Together
+
+    ctx, calls = prepared_phase1(tiny, monkeypatch, "code")
+    clean_net, clean_opt = calls[0][0], calls[0][1]
+    assert clean_net[1] is ctx.server
+    assert isinstance(clean_opt, Together) and ctx.server_opt in clean_opt.optimizers
+    assert calls[1][0][1] is not ctx.server
+
+    ctx, calls = prepared_phase1(tiny, monkeypatch, "paper")
+    assert all(net[1] is not ctx.server for net, *_ in calls)
+    assert calls[1][2] == 2 * len(ctx.data.shares[0])  # the paper's share plus its poisoned copy
+
+
+def test_paper_variant_never_reaches_the_code_variants_parts(tiny, monkeypatch):
+    """The default variant runs without the code variant's networks, optimizer wrappers or
+    LR offset (its numbers were also compared with the code before the option existed:
+    identical, see the commit that added it)."""
+    from engine.attacks import autoencoder, injector
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the paper variant used a part of the code variant")
+
+    monkeypatch.setattr(injector.TraceAutoencoder, "__init__", refuse)
+    monkeypatch.setattr(autoencoder.Together, "__init__", refuse)
+    monkeypatch.setattr(autoencoder.IdleSteps, "__init__", refuse)
+    cfg = tiny.replace(attack="autoencoder", ae_phase1_epochs=2, ae_epochs=2, train_limit=400, epochs=2)
+    events = []
+    result = run(cfg, events.append)
+    assert result.status == "completed", result.error
+    info = events[-1].attack_info
+    assert "server_schedule_offset" not in info and "server_phase3_drift" not in info
+    assert info["ae_val_pairs"] >= 1
+
+
+def test_code_variant_deploys_the_trained_server_at_its_stepped_down_lr(tiny, monkeypatch, tmp_path):
+    """Deployment starts from the server the clean reference network trained (moved only by
+    phase 3's idle optimizer steps), its LR `ae_phase1_epochs` epochs further along the
+    schedule than the clients'; the run file records the variant."""
+    from engine.attacks import autoencoder
+    from engine.config import lr_multiplier
+    from engine.training import runner
+
+    cfg = tiny.replace(attack="autoencoder", ae_variant="code", ae_phase1_epochs=2, ae_epochs=2, train_limit=400,
+                       epochs=2, patience=0, lr_milestones=(1, 3))
+    seen = {}
+    real_fit, real_train_epoch = autoencoder.fit, runner.train_epoch
+
+    def vector(module):
+        return torch.nn.utils.parameters_to_vector(module.parameters()).detach().clone()
+
+    def fit(net, *args, **kwargs):
+        if "start" not in seen:  # the first fit: the clean reference network
+            seen["start"] = vector(net[1])
+        out = real_fit(net, *args, **kwargs)
+        seen.setdefault("trained", vector(net[1]))
+        return out
+
+    def train_epoch(ctx):
+        seen.setdefault("deployed", vector(ctx.server))
+        seen.setdefault("lrs", []).append((ctx.server_opt.param_groups[0]["lr"], ctx.client_opts[0].param_groups[0]["lr"]))
+        return real_train_epoch(ctx)
+
+    monkeypatch.setattr(autoencoder, "fit", fit)
+    monkeypatch.setattr(runner, "train_epoch", train_epoch)
+    store = RunStore(tmp_path)
+    result = run(cfg, store.recorder())
+    assert result.status == "completed", result.error
+    doc = store.load(result.run_id)
+    assert doc["config"]["ae_variant"] == "code"
+    info = doc["attack_info"]
+    moved = (seen["trained"] - seen["start"]).norm()
+    drift = (seen["deployed"] - seen["trained"]).norm()
+    assert moved > 0 and drift < moved
+    assert info["server_phase3_drift"] == pytest.approx(float(drift / seen["trained"].norm()), rel=1e-4)
+    assert info["server_schedule_offset"] == 2
+    for epoch, (server_lr, client_lr) in enumerate(seen["lrs"]):
+        assert server_lr == pytest.approx(cfg.lr * lr_multiplier(cfg, 2 + epoch))
+        assert client_lr == pytest.approx(cfg.lr * lr_multiplier(cfg, epoch))
+    assert seen["lrs"][0][0] < seen["lrs"][0][1]
+    assert info["ae_val_pairs"] == 0 and info["ae_all_pairs_mse"] > 0
+    assert len(info["train_acc"]) == 2
+
+
+def test_train_accuracy_counts_replaced_rows_against_the_target(tiny):
+    """end_epoch's train accuracy: predictions against the labels the server trained on.
+    With a server that always answers the target, the hits are the replaced rows plus
+    the untouched rows whose own label is the target."""
+    from types import SimpleNamespace
+
+    class Always(torch.nn.Module):
+        def forward(self, z):
+            logits = torch.zeros(z.shape[0], 10)
+            logits[:, 0] = 1.0
+            return logits
+
+    Ctx = SimpleNamespace(server=Always(), trigger=SimpleNamespace(target=0))
+    attack = deployed_attack("straight", share=0.25)
+    labels = torch.tensor([0, 1, 2, 3, 0, 5, 6, 7])
+    expected = 0
+    for _ in range(3):
+        gen_state = attack.batch_gen.get_state()
+        _, new_labels, mask = attack.inject(torch.randn(8, 6, 24, 24), labels, 0)
+        attack.batch_gen.set_state(gen_state)
+        expected += int(mask.sum()) + int(((labels == 0) & ~mask).sum())
+        attack.server_loss(Ctx, torch.randn(8, 6, 24, 24), labels)
+    attack.end_epoch(Ctx, 0)
+    assert attack.train_acc == [pytest.approx(100.0 * expected / 24)]
