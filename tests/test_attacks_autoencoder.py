@@ -4,21 +4,29 @@ import torch
 import torch.nn.functional as F
 
 from engine.attacks.autoencoder import AutoencoderAttack
-from engine.attacks.injector import InjectorAutoencoder
+from engine.attacks.injector import InjectorAutoencoder, TraceAutoencoder, injector_for
 from engine.models import build_split, smashed_shape
 from engine.store import RunStore
 from engine.training.runner import run
 
 
+@pytest.mark.parametrize("variant", ["paper", "code"])
 @pytest.mark.parametrize("model", ["lenet", "stripnet", "resnet9"])
 @pytest.mark.parametrize("cut", [1, 2, 3])
 @pytest.mark.parametrize("input_shape", [(1, 28, 28), (3, 32, 32)])
-def test_injector_maps_every_smashed_shape_to_itself(model, cut, input_shape):
+def test_injector_maps_every_smashed_shape_to_itself(variant, model, cut, input_shape):
+    """Both variants' injectors fit every (model, cut); the code variant's (the trace's)
+    ends in a Tanh, so even smashed data far outside (-1, 1) maps into it."""
     client, _ = build_split(model, cut, input_shape, 10)
     shape = smashed_shape(client, input_shape)
-    smashed = client(torch.rand(2, *input_shape))
-    out = InjectorAutoencoder(shape)(smashed)
+    smashed = 50 * client(torch.rand(2, *input_shape))
+    injector = injector_for(variant, shape)
+    out = injector(smashed)
     assert out.shape == smashed.shape
+    assert isinstance(injector, TraceAutoencoder if variant == "code" else InjectorAutoencoder)
+    if variant == "code":
+        assert isinstance(list(injector.modules())[-1], torch.nn.Tanh)
+        assert out.abs().max() < 1
 
 
 def deployed_attack(grad_mode: str, shape=(6, 24, 24), share=0.5):
@@ -196,26 +204,7 @@ def test_ae_variant_splits_autoencoder_experiments_only():
     assert experiment_key(none) == experiment_key({**none, "ae_variant": "code"})
 
 
-@pytest.mark.parametrize("model", ["lenet", "stripnet", "resnet9"])
-@pytest.mark.parametrize("cut", [1, 2, 3])
-@pytest.mark.parametrize("input_shape", [(1, 28, 28), (3, 32, 32)])
-def test_trace_autoencoder_ends_in_tanh_and_maps_every_smashed_shape_to_itself(model, cut, input_shape):
-    from engine.attacks.injector import TraceAutoencoder, injector_for
-
-    client, _ = build_split(model, cut, input_shape, 10)
-    shape = smashed_shape(client, input_shape)
-    injector = injector_for("code", shape)
-    assert isinstance(injector, TraceAutoencoder)
-    assert isinstance(list(injector.modules())[-1], torch.nn.Tanh)
-    smashed = 50 * client(torch.rand(2, *input_shape))  # far outside (-1, 1)
-    out = injector(smashed)
-    assert out.shape == smashed.shape
-    assert out.abs().max() < 1
-
-
 def test_trace_autoencoder_pads_only_sides_that_are_not_multiples_of_8():
-    from engine.attacks.injector import TraceAutoencoder
-
     assert TraceAutoencoder((6, 24, 24)).padded == (24, 24)  # MNIST LeNet cut 1: the trace's own plan
     assert TraceAutoencoder((16, 8, 8)).padded == (8, 8)
     assert TraceAutoencoder((6, 12, 12)).padded == (16, 16)
