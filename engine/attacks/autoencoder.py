@@ -252,6 +252,7 @@ class AutoencoderAttack(Attack):
         return server_in, new_labels, mask
 
     def start_epoch(self, ctx: RunContext, epoch: int) -> None:
+        """The epoch whose LR set_lr is about to be given (the protocol calls this first)."""
         self.epoch = epoch
 
     def set_lr(self, lr: float) -> None:
