@@ -57,6 +57,8 @@ def _detection_text(cell: dict) -> str:
         text += f"; FA {cell['false_accusations']}/{cell['runs']}"
     if int(cell["detected"]):
         text += f"; pre-live {cell['caught_before_live']}/{cell['caught_before_live_of']}"
+        if int(cell.get("caught_as_live") or 0):
+            text += f", as live {cell['caught_as_live']}"
     return text
 
 
@@ -84,8 +86,9 @@ def eval_tables(cells: list[dict], clients: str) -> str:
     for render, intro in (
         (_detection_text,
          "Detections of a malicious server, k/n with the 95% Wilson interval; FA: the same detector's flags "
-         "while the server was still honest (the hijack's warm-up); pre-live: detections no later than the "
-         "first epoch with ASR >= 50%. For `none` and `client` (an honest server), FA is the "
+         "while the server was still honest (the hijack's warm-up); pre-live: detections whose first flag came "
+         "in an epoch before the first epoch with ASR >= 50%; as live: detections flagged in that epoch (the "
+         "flag and the working backdoor arrive together). For `none` and `client` (an honest server), FA is the "
          "false-accusation rate:"),
         (_outcome_text,
          "Final ASR / CDA (%), mean ± std (n); Scrutinizer and SplitOut only watch, so their rows are the "

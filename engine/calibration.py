@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from .config import RunConfig, honest_clients
+from .defenses.splitout import trace_key
 
 MARGIN = 0.05
 SPLITGUARD_MEMORIES = (5, 10, 20, 50, 100, 0)
@@ -117,16 +118,23 @@ def first_flag_epoch(doc: Mapping[str, Any], detector: str, params: Mapping[str,
     """The epoch of the first flag `detector` would have raised in this run with the
     parameters `params` (RunConfig fields; those not given at the run's own), judged
     afterwards from the run's trace as the detector judges live; None if never."""
+    epochs = flag_epochs(doc, detector, params)
+    return epochs[0] if epochs else None
+
+
+def flag_epochs(doc: Mapping[str, Any], detector: str, params: Mapping[str, Any]) -> list[int]:
+    """Every epoch in which `detector` would have flagged at some step of this run (any
+    honest client) with the parameters `params`, judged from the run's trace as the
+    detector judges live: the run's `flagged_epochs` under those parameters."""
     config = {**RunConfig().to_dict(), **(doc.get("config") or {}), **params}
-    first = None
+    epochs: set[int] = set()
     for stream in streams(doc, detector):
-        epoch = _stream_first_flag(stream, detector, config)
-        if epoch is not None and (first is None or epoch < first):
-            first = epoch
-    return first
+        epochs.update(_stream_flag_epochs(stream, detector, config))
+    return sorted(epochs)
 
 
-def _stream_first_flag(stream: list[Any], detector: str, config: Mapping[str, Any]) -> int | None:
+def _stream_flag_epochs(stream: list[Any], detector: str, config: Mapping[str, Any]) -> set[int]:
+    flagged: set[int] = set()
     if detector == "splitguard":
         window, threshold, key = config["splitguard_window"], config["splitguard_threshold"], str(config["splitguard_memory"])
         history: list[float] = []
@@ -136,21 +144,25 @@ def _stream_first_flag(stream: list[Any], detector: str, config: Mapping[str, An
                     continue
                 history.append(float(value))
                 if len(history) >= window and sum(history[-window:]) / window < threshold:
-                    return epoch
+                    flagged.add(epoch)
     elif detector == "scrutinizer":
         form, threshold = config["scrutinizer_form"], config["scrutinizer_threshold"]
         for epoch, trace in enumerate(stream, start=1):
             if any(float(v) < threshold for v in trace.get(form) or []):
-                return epoch
+                flagged.add(epoch)
     elif detector == "splitout":
-        features, window = config["splitout_features"], config["splitout_window"]
+        # Fitted per epoch, the window starts afresh with each epoch (engine/defenses/splitout.py).
+        fit = config.get("splitout_fit", "once")
+        key, window = trace_key(config["splitout_features"], fit), config["splitout_window"]
         recent: list[int] = []
         for epoch, trace in enumerate(stream, start=1):
-            for c in str(trace.get(features) or ""):
+            if fit == "per-epoch":
+                recent = []
+            for c in str(trace.get(key) or ""):
                 recent = (recent + [c == "1"])[-window:]
                 if len(recent) == window and 2 * sum(recent) > window:
-                    return epoch
-    return None
+                    flagged.add(epoch)
+    return flagged
 
 
 def false_accusations_by_epoch(docs: Iterable[Mapping[str, Any]], detector: str,

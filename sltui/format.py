@@ -169,8 +169,9 @@ def fmt_mean_n(mean: Any, std: Any, n: Any, spec: str = ".1f", sign: bool = Fals
 def arena_cells(cell: dict) -> dict[str, str]:
     """A row of engine.sweeps.verdicts.cell_rows as text, the same in arena.md and the TUI:
     detection (`honest` where the server never attacks) and false accusations as k/n with
-    their interval, caught before live as k/n,
-    latency, CDA cost, ASR and CDA as mean ± std (n)."""
+    their interval, per run and per epoch of an honest server; caught before live (strictly
+    before the first epoch with ASR >= 50%) as k/n and caught as it went live (in that
+    epoch) as k; latency, CDA cost, ASR and CDA as mean ± std (n)."""
     from engine.sweeps.verdicts import HONEST_SERVER_ATTACKS
 
     return {
@@ -180,8 +181,11 @@ def arena_cells(cell: dict) -> dict[str, str]:
         "false_accusation": fmt_rate(cell.get("false_accusations"), cell.get("runs"),
                                      cell.get("false_accusation_ci_low"), cell.get("false_accusation_ci_high")),
         "latency": fmt_mean_n(cell.get("latency_epochs"), cell.get("latency_std"), cell.get("latency_n")),
+        "false_accusation_epochs": fmt_rate(cell.get("accused_epochs"), cell.get("honest_epochs"),
+                                            cell.get("accused_epoch_ci_low"), cell.get("accused_epoch_ci_high")),
         "before_live": (f"{cell.get('caught_before_live')}/{cell.get('caught_before_live_of')}"
                         if cell.get("caught_before_live_of") else MISSING),
+        "as_live": str(cell.get("caught_as_live") or 0) if cell.get("caught_before_live_of") else MISSING,
         "cost": fmt_mean_n(cell.get("cost_cda"), cell.get("cost_cda_std"), cell.get("cost_cda_n"), ".2f", sign=True),
         "asr": fmt_mean_n(cell.get("asr"), cell.get("asr_std"), cell.get("runs")),
         "cda": fmt_mean_n(cell.get("cda"), cell.get("cda_std"), cell.get("runs")),

@@ -278,7 +278,7 @@ def test_splitout_by_direction_keeps_honest_gradients_that_grew_and_flags_a_turn
     direction /= np.linalg.norm(direction)
     examples = cone(gen, direction, 10, 0.1, (0.01, 0.08))
     grown = [torch.tensor(g, dtype=torch.float32) for g in cone(gen, direction, 10, 0.1, (0.3, 0.8))]
-    raw, by_direction = SplitOut(window=10, features="raw"), SplitOut(window=10)
+    raw, by_direction = SplitOut(window=10, features="raw"), SplitOut(window=10, features="direction")
     raw.fit(examples)
     by_direction.fit(examples)
     assert any(raw.observe(observation(g)) for g in grown)
@@ -293,6 +293,58 @@ def test_splitout_by_direction_keeps_honest_gradients_that_grew_and_flags_a_turn
 def test_splitout_features_are_checked():
     with pytest.raises(ValueError):
         SplitOut(features="sideways")
+    with pytest.raises(ValueError):
+        SplitOut(fit="twice")
+
+
+def epoch_of(detector, rows):
+    """Feed one epoch of gradients (rows) to `detector`: the steps that flagged, its score."""
+    flags = [step for step, g in enumerate(rows, start=1)
+             if detector.observe(observation(torch.tensor(g, dtype=torch.float32), step=step))]
+    return flags, detector.epoch_score()
+
+
+def test_splitout_fitted_per_epoch_follows_a_drift_that_the_fit_once_calls_an_outlier():
+    # Honest examples are small (the start of training); in epoch 2 every gradient is 30
+    # times larger (an honest model's gradients grow). Fitted once, LOF calls all of epoch 2
+    # outliers; refitted on epoch 2's first 10 gradients, none. In epoch 3 a run of planted
+    # far gradients after the fit is caught per epoch, in the window that first holds 3 of
+    # them. Every gradient of an epoch is judged, its first 10 once the epoch's fit exists.
+    gen = np.random.default_rng(11)
+    small = lambda n: 0.1 * gen.normal(size=(n, 16))  # noqa: E731
+    grown = lambda n: 3.0 * gen.normal(size=(n, 16))  # noqa: E731
+    examples = small(12)
+    epochs = [small(30), grown(30), np.concatenate([grown(10), np.full((10, 16), 60.0), grown(10)])]
+    once = SplitOut(window=4, features="raw", fit="once", trace=True)
+    per_epoch = SplitOut(window=4, features="raw", fit="per-epoch", trace=True)
+    for detector in (once, per_epoch):
+        detector.fit(examples)
+    assert per_epoch.lof is None  # nothing fitted before its first epoch
+    results = {name: [epoch_of(d, rows) for rows in epochs] for name, d in (("once", once), ("per-epoch", per_epoch))}
+    flags_once = [flags for flags, _ in results["once"]]
+    assert flags_once[0] == [] and flags_once[1] == list(range(3, 31))
+    assert results["once"][1][1] == 0.0
+    flags_per_epoch = [flags for flags, _ in results["per-epoch"]]
+    assert flags_per_epoch[:2] == [[], []] and results["per-epoch"][1][1] == 1.0
+    assert flags_per_epoch[2][0] == 13  # planted at steps 11-20: 3 of the last 4 at step 13
+    assert max(flags_per_epoch[2]) <= 22
+    trace = per_epoch.trace()  # the last epoch, every way of judging
+    assert set(trace) == {"raw", "direction", "raw/per-epoch", "direction/per-epoch"}
+    assert trace["raw/per-epoch"] == "0" * 10 + "1" * 10 + "0" * 10
+    assert per_epoch.facts() == {"epoch_examples": 10}
+
+
+def test_splitout_per_epoch_waits_for_its_fit_and_restarts_the_window_each_epoch():
+    gen = np.random.default_rng(12)
+    detector = SplitOut(window=4, features="raw", fit="per-epoch")
+    detector.fit(gen.normal(size=(12, 16)))
+    # Fewer gradients than the fit needs: nothing judged, no score.
+    assert epoch_of(detector, gen.normal(size=(9, 16))) == ([], None)
+    # The window does not carry over: an epoch that ends on outliers leaves the next clean.
+    rows = np.concatenate([gen.normal(size=(10, 16)), np.full((3, 16), 80.0)])
+    flags, _ = epoch_of(detector, rows)
+    assert flags == [13]
+    assert epoch_of(detector, gen.normal(size=(12, 16)))[0] == []
 
 
 # ---- inside a run --------------------------------------------------------------------

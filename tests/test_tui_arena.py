@@ -55,7 +55,8 @@ def arenas_in(root: Path):
     return find_arenas(root, RunIndex(root, persist=False).scan())   # never writes beside the examples
 
 
-MD_COLUMNS = ("attack", "detector", "detection", "false_accusation", "latency", "before_live", "cost", "asr", "cda")
+MD_COLUMNS = ("attack", "detector", "detection", "false_accusation", "false_accusation_epochs", "latency", "before_live",
+              "as_live", "cost", "asr", "cda")
 
 
 def cli_report(root: Path, arena, out: Path) -> tuple[dict, dict]:

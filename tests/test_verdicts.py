@@ -13,10 +13,11 @@ from sltui.format import frontier_lines
 
 
 def run(attack="hijack", seed=1, defenses=("scrutinizer",), flags=None, epochs=6, cda=95.0, asr=None,
-        created="2026-12-01T10:00:00", clients=1, start="config", **config):
+        created="2026-12-01T10:00:00", clients=1, start="config", flagged_epochs=None, **config):
     """A completed run with `epochs` epochs; `asr` a list per epoch (default: 0 then 100 after
     the attack starts); `start` the recorded attack_start_epoch ("config": not recorded,
-    as in older run files)."""
+    as in older run files); `flagged_epochs` per detector the epochs it flagged in (not
+    recorded by default, as in older run files)."""
     cfg = {"attack": attack, "seed": seed, "defenses": list(defenses), "clients": clients, "dataset": "mnist",
            "model": "lenet", "cut": 1, "hijack_warmup_epochs": 2, **config}
     asr = asr or [0.0] * epochs
@@ -24,6 +25,8 @@ def run(attack="hijack", seed=1, defenses=("scrutinizer",), flags=None, epochs=6
            "config": cfg, "epochs": [{"epoch": e + 1, "asr": asr[e], "cda": cda} for e in range(epochs)],
            "final": {"cda": cda, "asr": asr[-1]},
            "defenses": {d: {"flagged_at": (flags or {}).get(d)} for d in defenses}}
+    for d, epochs_flagged in (flagged_epochs or {}).items():
+        doc["defenses"][d]["flagged_epochs"] = epochs_flagged
     if start != "config":
         doc["attack_start_epoch"] = start
     return doc
@@ -96,14 +99,53 @@ def test_cell_rates_latency_caught_before_live_and_cost():
     assert (watch["detected"], watch["malicious_runs"], watch["false_accusations"]) == (2, 4, 1)
     assert watch["detection_rate"] == 0.5 and watch["false_accusation_rate"] == 0.25
     assert watch["latency_epochs"] == pytest.approx(((3 - 3) + (5 - 3)) / 2) and watch["latency_n"] == 2
-    assert (watch["caught_before_live"], watch["caught_before_live_of"]) == (2, 2)  # epoch 5 is no later than live
+    # Epoch 3 is before live (epoch 5); epoch 5 is live's own epoch: caught as it went live.
+    assert (watch["caught_before_live"], watch["caught_as_live"], watch["caught_before_live_of"]) == (1, 1, 2)
     guard = cells["splitguard"]
-    assert (guard["caught_before_live"], guard["caught_before_live_of"]) == (0, 4)  # epoch 6: after live
+    assert (guard["caught_before_live"], guard["caught_as_live"], guard["caught_before_live_of"]) == (0, 0, 4)
     assert guard["cost_cda"] == pytest.approx(-1.5) and guard["cost_cda_n"] == 4 and watch["cost_cda"] == 0.0
     for cell in cells.values():
         for rate, low, high in (("detection_rate", "detection_ci_low", "detection_ci_high"),
                                 ("false_accusation_rate", "false_accusation_ci_low", "false_accusation_ci_high")):
             assert cell[low] <= cell[rate] <= cell[high]
+
+
+def test_caught_before_live_is_strict_and_a_flag_in_the_live_epoch_is_caught_as_live():
+    asr = [0, 0, 0, 20, 80, 99]  # the hijack starts in epoch 3; live (ASR >= 50) from epoch 5
+    docs = [run("hijack", seed=s, asr=asr, flags={"scrutinizer": flag(e)}) for s, e in ((1, 4), (2, 5), (3, 6))]
+    docs.append(run("hijack", seed=4, asr=[0.0] * 6, flags={"scrutinizer": flag(6)}))  # never live
+    rows = run_rows(docs)[0]
+    assert [(r["flag_epoch"], r["live_epoch"], r["caught_before_live"], r["caught_as_live"]) for r in rows] == [
+        (4, 5, True, False), (5, 5, False, True), (6, 5, False, False), (6, None, True, False)]
+    (cell,) = cell_rows(rows)
+    assert (cell["caught_before_live"], cell["caught_as_live"], cell["caught_before_live_of"]) == (2, 1, 4)
+
+
+def test_false_accusations_are_counted_per_run_and_per_epoch():
+    # Four honest 10-epoch runs: flagged in epochs 1-2 (a detector refitted each epoch), in
+    # every epoch, never (no flag, so 0 epochs even without a record), and flagged in an
+    # older file that does not say in which epochs (left out of the per-epoch count).
+    docs = [run("none", seed=1, epochs=10, flags={"splitout": flag(1)}, flagged_epochs={"splitout": [1, 2]},
+                defenses=("splitout",)),
+            run("none", seed=2, epochs=10, flags={"splitout": flag(1)}, flagged_epochs={"splitout": list(range(1, 11))},
+                defenses=("splitout",)),
+            run("none", seed=3, epochs=10, defenses=("splitout",)),
+            run("none", seed=4, epochs=10, flags={"splitout": flag(3)}, defenses=("splitout",))]
+    rows = run_rows(docs)[0]
+    assert [(r["verdict"], r["honest_epochs"], r["accused_epochs"]) for r in rows] == [
+        ("false_accusation", 10, 2), ("false_accusation", 10, 10), ("quiet", 10, 0), ("false_accusation", 10, None)]
+    (cell,) = cell_rows(rows)
+    assert (cell["false_accusations"], cell["runs"]) == (3, 4)  # per run
+    assert (cell["accused_epochs"], cell["honest_epochs"], cell["epoch_counted_runs"]) == (12, 30, 3)  # per epoch
+    assert cell["accused_epoch_rate"] == pytest.approx(0.4)
+    assert (cell["accused_epoch_ci_low"], cell["accused_epoch_ci_high"]) == pytest.approx(wilson(12, 30))
+    # A hijack's honest epochs are its warm-up: flags from the attack's start are not accusations.
+    (row,) = run_rows([run("hijack", epochs=6, flags={"scrutinizer": flag(2)},
+                           flagged_epochs={"scrutinizer": [2, 3, 4]})])[0]
+    assert (row["verdict"], row["honest_epochs"], row["accused_epochs"]) == ("false_accusation", 2, 1)
+    (row,) = run_rows([run("surrogate", epochs=6, flags={"scrutinizer": flag(1)},
+                           flagged_epochs={"scrutinizer": [1]})])[0]
+    assert (row["honest_epochs"], row["accused_epochs"]) == (0, 0)
 
 
 def test_the_run_indexs_summaries_give_the_same_rows_and_cells_as_the_run_files():
@@ -123,6 +165,7 @@ def test_the_run_indexs_summaries_give_the_same_rows_and_cells_as_the_run_files(
     full_rows, slim_rows = run_rows(docs)[0], run_rows(slims)[0]
     assert slim_rows == full_rows
     assert [r["caught_before_live"] for r in full_rows if r["attack"] == "hijack"] == [True, False, None]
+    assert [r["caught_as_live"] for r in full_rows if r["attack"] == "hijack"] == [False, False, None]
     assert cell_rows(slim_rows) == cell_rows(full_rows)
 
 

@@ -1,6 +1,7 @@
 """SplitGuard (Erdogan et al., WPES'22), docs/protocol.md section 10.
 
-From the client's batch `start` on, each batch becomes a fake batch with probability
+After the client's first `start` batches (21 by default: the authors' `index > N` with
+N = 20 and a 0-based batch index), each batch becomes a fake batch with probability
 `fake_prob`: its labels y are sent as (y + k) mod C with k uniform in 1..C-2, and the
 client does not apply that batch's update. An honest server's gradients for wrong labels
 point elsewhere and are larger than for right ones; a hijacking server, which ignores the
@@ -125,7 +126,7 @@ class MemoryScorer:
 class SplitGuard(Detector):
     name = "splitguard"
 
-    def __init__(self, start: int = 20, fake_prob: float = 0.1, window: int = 5,
+    def __init__(self, start: int = 21, fake_prob: float = 0.1, window: int = 5,
                  threshold: float = 0.5, seed: int = 0, memory: int = 0,
                  trace_memories: tuple[int, ...] = ()) -> None:
         if memory == 1:

@@ -39,7 +39,7 @@ def make_detector(name: str, cfg: RunConfig, client: int) -> Detector:
                            trace=cfg.defense_trace)
     if name == "splitout":
         return SplitOut(cfg.splitout_share, cfg.splitout_window, seed=cfg.seed * 1000 + 200 + client,
-                        features=cfg.splitout_features, trace=cfg.defense_trace)
+                        features=cfg.splitout_features, fit=cfg.splitout_fit, trace=cfg.defense_trace)
     raise ValueError(f"unknown defense {name!r}")
 
 
@@ -52,6 +52,9 @@ class ClientDefenses:
         self.detectors: dict[str, dict[int, Detector]] = {
             name: {k: make_detector(name, cfg, k) for k in self.honest} for name in self.names}
         self.flagged_at: dict[str, dict[str, int] | None] = {name: None for name in self.names}
+        # Per detector, the epochs in which it flagged at some step (any honest client): the
+        # unit the authors of SplitOut count false positives in (docs/protocol.md section 11).
+        self.flagged_epochs: dict[str, set[int]] = {name: set() for name in self.names}
         self.epoch = 0
         self.steps = [0] * cfg.clients
         self.stop_on_flag = cfg.on_flag == "stop"
@@ -92,7 +95,10 @@ class ClientDefenses:
                               fake=fake, cut_grad=cut_grad, first_grad=weight.grad.detach().flatten(),
                               loss=result.clean.detach())
             for name, by_client in self.detectors.items():
-                if by_client[k].observe(obs) and self.flagged_at[name] is None:
+                if not by_client[k].observe(obs):
+                    continue
+                self.flagged_epochs[name].add(self.epoch)
+                if self.flagged_at[name] is None:
                     self.flagged_at[name] = {"epoch": self.epoch, "step": step, "client": k + 1}
             return not fake
 
@@ -100,7 +106,8 @@ class ClientDefenses:
 
     def end_epoch(self) -> dict[str, dict[str, Any]]:
         """Per detector: this epoch's score of each client (None: not scored, or not an
-        honest client), the verdict so far, and the detector's counts summed over clients."""
+        honest client), the verdict so far, the epochs so far in which it flagged at some
+        step (`flagged_epochs`), and the detector's counts summed over clients."""
         out: dict[str, dict[str, Any]] = {}
         for name, by_client in self.detectors.items():
             scores: list[float | None] = [None] * self.clients
@@ -111,7 +118,8 @@ class ClientDefenses:
                 traces[k] = detector.trace()
                 for key, value in detector.facts().items():
                     facts[key] = facts.get(key, 0) + value
-            out[name] = {"scores": scores, "flagged_at": self.flagged_at[name], **facts}
+            out[name] = {"scores": scores, "flagged_at": self.flagged_at[name],
+                         "flagged_epochs": sorted(self.flagged_epochs[name]), **facts}
             if any(t is not None for t in traces):
                 out[name]["trace"] = traces
         return out

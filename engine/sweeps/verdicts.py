@@ -11,6 +11,13 @@ the runs browser all call them, and none derives a verdict of its own.
 * Counting keeps one run per (point, seed), the newest; a cell is a setting, an attack (with
   its options) and a detector. Rates are k/n with a 95% Wilson interval, means come with
   their standard deviation and n.
+* False accusations are counted per run (the verdict) and per epoch: of the epochs a run
+  trained while its server was honest, those in which the detector flagged at some step
+  (the unit SplitOut's authors count false positives in; epochs of one run are not
+  independent, so that interval is narrower than the evidence).
+* Caught before live: a detection whose first flag came in an epoch strictly before the
+  first epoch with ASR >= LIVE_ASR; a first flag in that same epoch is counted apart, as
+  caught as it went live (the flag and the working backdoor arrive in one epoch).
 """
 from __future__ import annotations
 
@@ -32,12 +39,15 @@ LIVE_ASR = 50.0
 Z95 = 1.959963984540054
 
 RUN_COLUMNS = ("run_id", "dataset", "model", "cut", "clients", "attack", "variant", "detector", "seed", "server",
-               "attack_start_epoch", "flag_epoch", "flag_step", "verdict", "live_epoch", "caught_before_live",
-               "asr", "cda", "baseline_cda", "cost_cda", "reacting_run", "asr_reacting", "cda_reacting", "epochs")
+               "attack_start_epoch", "flag_epoch", "flag_step", "verdict", "honest_epochs", "accused_epochs",
+               "live_epoch", "caught_before_live", "caught_as_live", "asr", "cda", "baseline_cda", "cost_cda", "reacting_run", "asr_reacting", "cda_reacting", "epochs")
 CELL_COLUMNS = ("dataset", "model", "cut", "clients", "attack", "variant", "detector", "runs", "malicious_runs",
                 "detected", "false_accusations", "detection_rate", "detection_ci_low", "detection_ci_high",
                 "false_accusation_rate", "false_accusation_ci_low", "false_accusation_ci_high",
-                "latency_epochs", "latency_std", "latency_n", "caught_before_live", "caught_before_live_of",
+                "honest_epochs", "accused_epochs", "epoch_counted_runs", "accused_epoch_rate",
+                "accused_epoch_ci_low", "accused_epoch_ci_high",
+                "latency_epochs", "latency_std", "latency_n", "caught_before_live", "caught_as_live",
+                "caught_before_live_of",
                 "cost_cda", "cost_cda_std", "cost_cda_n", "asr", "asr_std", "cda", "cda_std",
                 "asr_reacting", "asr_reacting_std", "asr_reacting_n", "cda_reacting", "cda_reacting_std", "epochs")
 FRONTIER_COLUMNS = ("dataset", "model", "cut", "clients", "attack", "variant", "hijack_beta", "hijack_critic",
@@ -59,6 +69,8 @@ class Verdict:
     flag_epoch: int | None
     flag_step: int | None
     flag_client: int | None
+    honest_epochs: int = 0           # epochs the run trained while its server was honest
+    accused_epochs: int | None = None  # of those, the ones with a flag; None: the run file does not say
 
 
 def wilson(k: int, n: int) -> tuple[float | None, float | None]:
@@ -103,10 +115,29 @@ def epochs_run(doc: Mapping[str, Any]) -> int:
     return count if isinstance(count, int) and not isinstance(count, bool) else 0
 
 
+def honest_epochs(doc: Mapping[str, Any], start: int | None) -> int:
+    """How many epochs the run trained while its server was honest: all of them without a
+    server-side attack (`start` None), the epochs before `start` otherwise."""
+    trained = epochs_run(doc)
+    return trained if start is None else max(0, min(trained, start - 1))
+
+
+def accused_epochs(entry: Mapping[str, Any], flag: Mapping[str, Any] | None, start: int | None) -> int | None:
+    """Of the epochs before `start` (all, for None), how many the detector flagged at some
+    step: from its `flagged_epochs`; a run file without them says so only when the detector
+    never flagged (0), else None."""
+    epochs = entry.get("flagged_epochs")
+    if isinstance(epochs, list):
+        return sum(1 for e in epochs if isinstance(e, int) and (start is None or e < start))
+    return 0 if flag is None else None
+
+
 def run_verdicts(doc: Mapping[str, Any]) -> dict[str, Verdict]:
-    """Per detector the run recorded, its verdict (docs/protocol.md section 11)."""
+    """Per detector the run recorded, its verdict (docs/protocol.md section 11) and its
+    false accusations per epoch."""
     start = start_epoch(doc)
     reached = start is not None and epochs_run(doc) >= start  # trained through the attack's first epoch
+    honest = honest_epochs(doc, start)
     out: dict[str, Verdict] = {}
     defenses = doc.get("defenses")
     for name, entry in (defenses.items() if isinstance(defenses, dict) else ()):
@@ -121,7 +152,8 @@ def run_verdicts(doc: Mapping[str, Any]) -> dict[str, Verdict]:
             verdict = "missed" if malicious else "quiet"
         out[str(name)] = Verdict(str(name), verdict, "malicious" if malicious else "honest", start,
                                  epoch if flag else None, flag.get("step") if flag else None,
-                                 flag.get("client") if flag else None)
+                                 flag.get("client") if flag else None, honest,
+                                 accused_epochs(entry, flag, start) if isinstance(entry, dict) else None)
     return out
 
 
@@ -242,8 +274,10 @@ def run_rows(docs: Iterable[Mapping[str, Any]],
                 "variant": variant_label(cfg, varying.get(str(cfg.get("attack")), ())),
                 "detector": detector, "seed": cfg.get("seed"), "server": v.server,
                 "attack_start_epoch": v.attack_start_epoch, "flag_epoch": v.flag_epoch, "flag_step": v.flag_step,
-                "verdict": v.verdict, "live_epoch": live,
-                "caught_before_live": (live is None or v.flag_epoch <= live) if v.verdict == "detected" else None,
+                "verdict": v.verdict, "honest_epochs": v.honest_epochs, "accused_epochs": v.accused_epochs,
+                "live_epoch": live,
+                "caught_before_live": (live is None or v.flag_epoch < live) if v.verdict == "detected" else None,
+                "caught_as_live": (live is not None and v.flag_epoch == live) if v.verdict == "detected" else None,
                 "asr": _metric(doc, "asr"), "cda": cda, "baseline_cda": base_cda,
                 "cost_cda": cda - base_cda if cda is not None and base_cda is not None else None,
                 "reacting_run": twin.get("id") if twin is not None else None,
@@ -272,6 +306,11 @@ def cell_rows(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
         accused = [r for r in members if r["verdict"] == "false_accusation"]
         d_low, d_high = wilson(len(detected), len(malicious))
         f_low, f_high = wilson(len(accused), len(members))
+        # Per epoch: over the runs whose files say which epochs were flagged.
+        counted = [r for r in members if r.get("accused_epochs") is not None]
+        epochs_honest = sum(r["honest_epochs"] for r in counted)
+        epochs_accused = sum(r["accused_epochs"] for r in counted)
+        e_low, e_high = wilson(epochs_accused, epochs_honest)
         latency = mean_std_n(r["flag_epoch"] - r["attack_start_epoch"] for r in detected)
         cost, asr, cda, asr_r, cda_r = (mean_std_n(r[c] for r in members)
                                         for c in ("cost_cda", "asr", "cda", "asr_reacting", "cda_reacting"))
@@ -282,8 +321,12 @@ def cell_rows(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
             "detection_ci_low": d_low, "detection_ci_high": d_high,
             "false_accusation_rate": len(accused) / len(members), "false_accusation_ci_low": f_low,
             "false_accusation_ci_high": f_high,
+            "honest_epochs": epochs_honest, "accused_epochs": epochs_accused, "epoch_counted_runs": len(counted),
+            "accused_epoch_rate": epochs_accused / epochs_honest if epochs_honest else None,
+            "accused_epoch_ci_low": e_low, "accused_epoch_ci_high": e_high,
             "latency_epochs": latency[0], "latency_std": latency[1], "latency_n": latency[2],
             "caught_before_live": sum(1 for r in detected if r["caught_before_live"]),
+            "caught_as_live": sum(1 for r in detected if r.get("caught_as_live")),
             "caught_before_live_of": len(detected),
             "cost_cda": cost[0], "cost_cda_std": cost[1], "cost_cda_n": cost[2],
             "asr": asr[0], "asr_std": asr[1], "cda": cda[0], "cda_std": cda[1],

@@ -16,14 +16,16 @@ from engine.sweeps.executors import sweep_run_docs
 from engine.sweeps.verdicts import (CDA_SLACK, CELL_COLUMNS, FRONTIER_COLUMNS, HONEST_SERVER_ATTACKS, RUN_COLUMNS,
                                     SETTING, WORKING_ASR, cell_rows, frontier_rows, run_rows)
 
-from ..format import arena_cells, fmt_attack_setting, frontier_lines
+from ..format import arena_cells, fmt_attack_setting, frontier_lines, literal
 from .config_flags import given_fields, with_config_flags
 
 # arena.md's columns: cells.csv's numbers as text (sltui.format.arena_cells).
 TABLE_LABELS = {
     "attack": "attack", "detector": "detector", "detection": "detected (95% CI)",
-    "false_accusation": "false accusations (95% CI)", "latency": "latency, epochs",
-    "before_live": "caught before live", "cost": "CDA cost, points", "asr": "ASR %", "cda": "CDA %",
+    "false_accusation": "false accusations (95% CI)",
+    "false_accusation_epochs": "honest epochs flagged (95% CI)", "latency": "latency, epochs",
+    "before_live": "caught before live", "as_live": "caught as it went live", "cost": "CDA cost, points",
+    "asr": "ASR %", "cda": "CDA %",
 }
 # With reacting runs (--on-flags stop): what the honest clients deploy after stopping at a flag.
 REACTING_LABELS = {"asr_reacting": "ASR % after reacting"}
@@ -48,9 +50,13 @@ def markdown(cells: list[Mapping[str, Any]], title: str, runs: int, left_out: in
              "counts as a detection only while the server is malicious (from the attack's start epoch); a flag on "
              "an honest server (`none` and `client` runs, the hijack's warm-up) is a false accusation. Rates are "
              "k/n with a 95% Wilson interval; means are mean ± std (n). Detected counts runs whose server turned "
-             "malicious; latency is epochs from the attack's start to the first flag; caught before live counts "
-             "detections that came no later than the first epoch with ASR >= 50%; CDA cost is the final CDA with "
-             "the detector minus without, same point and seed. Per run: runs.csv; per cell: cells.csv.", ""]
+             "malicious; false accusations count runs, honest epochs flagged count the epochs a run trained while "
+             "its server was honest in which the detector flagged at some step (the unit SplitOut's authors count; "
+             "epochs of one run are not independent, and runs whose file does not say which epochs were flagged "
+             "are left out of it); latency is epochs from the attack's start to the first flag; caught before live "
+             "counts detections whose first flag came in an epoch before the first epoch with ASR >= 50%, caught as "
+             "it went live those whose first flag came in that epoch; CDA cost is the final CDA with the detector "
+             "minus without, same point and seed. Per run: runs.csv; per cell: cells.csv.", ""]
     labels = dict(TABLE_LABELS, **(REACTING_LABELS if any(c.get("asr_reacting_n") for c in cells) else {}))
     settings = list(dict.fromkeys(tuple(c[k] for k in SETTING) for c in cells))
     for setting in settings:
@@ -245,7 +251,7 @@ def register(app: typer.Typer, console: Any, default_runs_dir: Any) -> None:
         folder = record.path.parent / record.doc["id"] / "report"
         for path in write_arena_report(sweep_run_docs(root, record.doc, continue_twins=True), folder, record.doc["id"],
                                        planned_variants(record.doc)):
-            console.print(str(path), highlight=False, soft_wrap=True)
+            console.print(literal(path), soft_wrap=True)
         summarize(console, record, results, "arena")
 
     app.command("arena", context_settings={"help_option_names": ["-h", "--help"]})(

@@ -178,7 +178,10 @@ def print_result(result) -> None:
                           f"ASR {fmt_pct(metrics['asr'])}%  val loss {metrics['val_loss']:.4f}")
     for name, report in (getattr(result, "defenses", None) or {}).items():
         verdict = "flagged the server at " + fmt_flag(report["flagged_at"]) if report.get("flagged_at") else "did not flag the server"
-        counts = "".join(f", {k.replace('_', ' ')} {v}" for k, v in report.items() if k not in ("scores", "flagged_at", "trace"))
+        counts = "".join(f", {k.replace('_', ' ')} {v}" for k, v in report.items()
+                         if k not in ("scores", "flagged_at", "flagged_epochs", "trace"))
+        if report.get("flagged_epochs"):
+            counts += f", flagged in {len(report['flagged_epochs'])} of {len(result.epochs)} epoch(s)"
         console.print(f"  {name:12} {verdict}{counts}", highlight=False)
     if getattr(result, "reaction", None):
         console.print("  " + fmt_reaction(result.reaction), highlight=False, markup=False)

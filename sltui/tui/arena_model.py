@@ -39,7 +39,8 @@ LIST_COLUMNS: tuple[Column, ...] = (
 )
 # The matrix: which cell and how many of its runs are done always, and both verdicts
 # (detections of a malicious server, false accusations of an honest one); then latency,
-# caught before live, cost, ASR and CDA as width allows.
+# caught before live and as it went live, honest epochs flagged, cost, ASR and CDA as width
+# allows.
 MATRIX_VIEW_COLUMNS: tuple[Column, ...] = (
     Column("attack", "attack"),
     Column("detector", "detector"),
@@ -48,13 +49,17 @@ MATRIX_VIEW_COLUMNS: tuple[Column, ...] = (
     Column("false_accusation", "false acc.", 0, "right"),
     Column("latency", "latency", 2, "right"),
     Column("before_live", "pre-live", 2, "right"),
+    Column("as_live", "as live", 2, "right"),
+    Column("false_accusation_epochs", "FA epochs", 3, "right"),
     Column("cost", "CDA cost", 3, "right"),
     Column("asr", "ASR", 3, "right"),
     Column("cda", "CDA", 4, "right"),
 )
 LEGEND = ("detected: k/n runs of a malicious server flagged (95% CI)  false acc.: k/n runs flagged while the "
-          "server was honest  latency: epochs from the attack's start to the flag  pre-live: detections before "
-          "ASR reached 50%  cost: CDA with minus without the detector  mean ± std (n)  runs 1/2: 1 of 2 done")
+          "server was honest  latency: epochs from the attack's start to the flag  pre-live: detections flagged "
+          "an epoch or more before ASR reached 50%  as live: flagged in that epoch  FA epochs: k/n epochs of an "
+          "honest server with a flag  cost: CDA with minus without the detector  mean ± std (n)  runs 1/2: 1 of "
+          "2 done")
 # The frontier (`f`): per malicious cell, how often its detector caught it against how well
 # the attack worked; the attack and detector always, the rest as width allows.
 FRONTIER_VIEW_COLUMNS: tuple[Column, ...] = (
