@@ -67,6 +67,22 @@ def test_mode_names_the_op_that_mixes_devices():
         assert torch.equal(cpu * 2, torch.full((2, 3), 2.0, device="cpu"))
 
 
+def test_module_to_may_set_a_parameters_data_across_devices():
+    """Module.to moves a host-built model onto the GPU by setting each parameter's .data
+    to its moved copy (the first CUDA run of the check failed there). That setter is a
+    move by design; any other cross-device use of a parameter, its .grad say, is not."""
+    param = nn.Parameter(torch.zeros(2, device="cpu"))
+    with checking(True):
+        try:
+            param.data = torch.ones(2, device="meta")
+        except MixedDeviceError:
+            pytest.fail("the .data setter is how Module.to moves parameters")
+        except RuntimeError:
+            pass  # torch's own rule: CPU and meta storage are not interchangeable (CPU and CUDA are)
+        with pytest.raises(MixedDeviceError, match="got tensors on cpu, meta"):
+            param.grad = torch.ones(2, device="meta")
+
+
 def test_mode_off_unless_asked(monkeypatch):
     monkeypatch.delenv(device_check.ENV_VAR, raising=False)
     with checking() as on:

@@ -14,7 +14,9 @@ run's torch ops (the run's own thread and the second CPU stream's, engine/stream
   are the ops that move tensors between devices by design: ``Tensor.copy_`` and
   ``Tensor.to`` (a ``meta`` source fails there by itself: it has no data) and
   ``torch._has_compatible_shallow_copy_type``, the check ``Module.to`` makes between a
-  parameter and its moved copy.
+  parameter and its moved copy, and the setter of ``Tensor.data``, with which
+  ``Module.to`` puts the moved copy into the parameter (seen on the first CUDA run of
+  the check: a model built on the host and moved to the GPU).
 
 The default device alone is not enough: a convolution of a ``meta`` input with CPU
 weights quietly succeeds (on ``meta``). With both, on a CPU run, a tensor made without
@@ -74,12 +76,21 @@ def _devices(value: Any, found: set[torch.device]) -> None:
             _devices(item, found)
 
 
+def moves_by_design(func: Any) -> bool:
+    """Whether `func` moves tensors between devices by design: a transfer op, or the
+    setter of a tensor's ``data`` (a method-wrapper whose descriptor is named data)."""
+    name = getattr(func, "__name__", None)
+    if name in _TRANSFERS:
+        return True
+    return name == "__set__" and getattr(getattr(func, "__self__", None), "__name__", None) == "data"
+
+
 class DeviceCheckMode(TorchFunctionMode):
     """Fails any torch call whose tensor arguments sit on different devices."""
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if getattr(func, "__name__", None) not in _TRANSFERS:
+        if not moves_by_design(func):
             found: set[torch.device] = set()
             _devices(args, found)
             _devices(kwargs, found)
