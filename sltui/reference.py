@@ -74,3 +74,21 @@ def lookup(config: Mapping[str, Any]) -> Reference | None:
             except (KeyError, TypeError, ValueError):
                 return None
     return None
+
+
+# Table 3 of the paper (Appendix E): the authors' one transfer check, on a StripNet backdoored
+# on MNIST (K = 3, alpha 0.04, cut 1, ASR 100%), its last layer retrained on each dataset:
+# (CDA, ASR) there, as printed in the paper.
+TABLE3: dict[str, tuple[float, float]] = {"mnist": (99.45, 57.41), "emnist-letters-aj": (95.77, 0.25),
+                                          "fmnist": (87.02, 3.2)}
+
+
+def cell_verdicts(cell: Any) -> tuple[Any, Any]:
+    """The agreement verdicts (CDA, ASR) of one reproduction cell (engine.sweeps.agreement.Cell)
+    against the authors' number for its setting (docs/protocol.md section 13): what the
+    reproduction's report, `sltui report` and the TUI's compare view all show."""
+    from engine.sweeps.agreement import agreement
+
+    ref = lookup(dict(cell.config))
+    return (agreement(cell.cda, None if ref is None else ref.cda, "cda"),
+            agreement(cell.asr, None if ref is None else ref.asr, "asr"))

@@ -9,12 +9,13 @@ from engine.sweeps.reproduction import DEFAULT_PARTS, PART_NAMES, parse_parts, p
 
 
 @pytest.mark.parametrize("part,runs", [("fig34", 90), ("fig7", 18), ("fig6", 12), ("halved", 3), ("ae-share", 3),
-                                       ("appd", 6), ("clients", 90)])
+                                       ("ae-code", 6), ("appd", 6), ("table3", 0), ("clients", 90)])
 def test_each_part_plans_the_runs_section_13_names(part, runs):
     points = part_points(part, {})
     assert len(points) == runs
     configs = [p.config for p in points]
-    assert all(c.model == "lenet" and c.epochs == 90 and c.patience == 70 and c.train_limit is None for c in configs)
+    protocol = (100, 0) if part == "ae-code" else (90, 70)  # the trace deploys 100 epochs, no early stopping
+    assert all(c.model == "lenet" and (c.epochs, c.patience) == protocol and c.train_limit is None for c in configs)
     assert all(c.trigger_rng == "numpy" and c.lr_milestones == (26, 41, 56, 71) for c in configs)
 
 

@@ -43,10 +43,16 @@ PARTS: tuple[Part, ...] = (
          "seeds 1-3)",
          (({"datasets": "mnist", "cuts": "1", "clients": "1", "attacks": "autoencoder", "seeds": "1,2,3"},
            {"ae_share": 0.25}),)),
+    Part("ae-code", "side cells: the autoencoder as the trace of the authors' code runs it (--ae-variant code, 25% "
+         "share, 100 epochs without early stopping), LeNet, K = 1, both datasets x cuts 1-3, seed 1",
+         (({"datasets": BOTH, "cuts": CUTS, "clients": "1", "attacks": "autoencoder", "seeds": "1"},
+           {"ae_variant": "code", "ae_share": 0.25, "epochs": 100, "patience": 0}),)),
     Part("appd", "Appendix D: MNIST with 10 000 training images and FMNIST's first five classes, LeNet, cut 1, "
          "K = 1, alpha 0.09, seeds 1-3",
          (({"datasets": "mnist-10k,fmnist-5", "cuts": "1", "clients": "1", "attacks": "surrogate",
             "alphas": "0.09", "seeds": "1,2,3"}, {}),)),
+    Part("table3", "Table 3: the transfer check (10 epochs of last-layer retraining on MNIST and on FMNIST) of "
+         "every completed MNIST cut-1 run of fig34 (LeNet; the paper used one StripNet run)", ()),
     Part("clients", "Figures 3-4's client axis: K = 3, 5, 7 x both datasets x cuts 1-3 x five alphas, seed 1 "
          "(as the authors)",
          (({"datasets": BOTH, "cuts": CUTS, "clients": "3,5,7", "attacks": "surrogate", "alphas": PAPER_ALPHAS,
@@ -54,7 +60,17 @@ PARTS: tuple[Part, ...] = (
 )
 PART_NAMES = tuple(p.name for p in PARTS)
 # What `sltui reproduce run` does when no part is named: the paper on record at K = 1.
-DEFAULT_PARTS = ("fig34", "fig7", "fig6", "halved", "ae-share", "appd")
+DEFAULT_PARTS = ("fig34", "fig7", "fig6", "halved", "ae-share", "ae-code", "appd", "table3")
+# Table 3's transfers: the sources (fig34's MNIST cut-1 runs), the targets, the epochs.
+TRANSFER_TARGETS = ("mnist", "fmnist")
+TRANSFER_EPOCHS = 10
+
+
+def transfer_sources(config: dict[str, Any]) -> bool:
+    """Whether a run's config is one Table 3 checks: fig34's MNIST cut-1 surrogate runs."""
+    return (config.get("dataset") == "mnist" and config.get("cut") == 1 and config.get("clients") == 1
+            and config.get("attack") == "surrogate" and not config.get("loss_halved")
+            and config.get("model") == "lenet")
 
 
 def parse_parts(text: str | Iterable[str] | None) -> tuple[str, ...]:

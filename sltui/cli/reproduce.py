@@ -5,6 +5,8 @@
 docs/reproduction.md by the comparison rules fixed before the runs (engine/sweeps/agreement.py)."""
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Optional
 
@@ -13,9 +15,12 @@ import typer
 from engine.config import DEVICES
 from engine.errors import ConfigError
 from engine.sweeps.grid import parse_list
-from engine.sweeps.reproduction import PARTS, parse_parts, reproduction_sweep
+from engine.files import make_folder
+from engine.store import RunStore
+from engine.sweeps.reproduction import (PARTS, TRANSFER_EPOCHS, TRANSFER_TARGETS, parse_parts, reproduction_sweep,
+                                        transfer_sources)
 
-from .sweep import (DRY_RUN_OPTION, EXECUTOR_OPTION, JOBS_OPTION, RAY_ADDRESS_OPTION, RUNS_DIR_OPTION,
+from .sweep import (DRY_RUN_OPTION, read_runs, EXECUTOR_OPTION, JOBS_OPTION, RAY_ADDRESS_OPTION, RUNS_DIR_OPTION,
                     WIDE_DRY_RUN_OPTION, check_executor, gpu_share, launch, summarize)
 
 PARTS_HELP = ("comma list of parts (default: the paper at K = 1, every part but `clients`; `all`: every part): "
@@ -51,7 +56,59 @@ def register(app: typer.Typer, console: Any, default_runs_dir: Any, default_data
         if root_data is not None:
             base["data_root"] = str(root_data)
         sweep, points = reproduction_sweep(parse_parts(parts), base, parse_list("datasets", datasets) if datasets else None)
-        ran = launch("reproduction", sweep, points, default_runs_dir(runs_dir), jobs, executor, ray_address,
-                     gpu_share(None, jobs, device), dry_run, wide, console)
+        root = default_runs_dir(runs_dir)
+        names = parse_parts(parts)
+        ran = launch("reproduction", sweep, points, root, jobs, executor, ray_address,
+                     gpu_share(None, jobs, device), dry_run, wide, console) if points else None
+        if "table3" in names and not dry_run:
+            run_transfers(root, device, base.get("data_root"), console)
         if ran is not None:
             summarize(console, *ran, kind="reproduction")
+
+    @reproduce_app.command("report")
+    def report_command(
+        runs_dir: Optional[Path] = RUNS_DIR_OPTION,
+        out: Optional[Path] = typer.Option(None, "--out", help="folder for cells.csv, transfers.csv and the figures "
+                                                               "(default <runs folder>/report)"),
+        doc: Optional[Path] = typer.Option(None, "--doc", help="the Markdown report (default <out>/reproduction.md)"),
+    ) -> None:
+        """cells.csv, the figures in the paper's layout and the report (headline counts, the
+        paper's claims with verdicts, one table per figure), from the run files alone."""
+        from .reproduction_report import write_reproduction
+
+        root = default_runs_dir(runs_dir)
+        docs = [{**e.doc, "status": e.status} for e in read_runs(root) if e.doc is not None]
+        if not any(d.get("status") == "completed" for d in docs):
+            raise ConfigError(f"no completed runs under {root}: run `sltui reproduce run` first")
+        folder = out or root / "report"
+        target = doc or folder / "reproduction.md"
+        make_folder(folder, "the report folder (--out)")
+        make_folder(target.parent, "the folder of --doc")
+        command = "sltui reproduce report" + "".join(
+            f" {flag} {value}" for flag, value in (("--runs-dir", runs_dir), ("--out", out), ("--doc", doc)) if value)
+        for path in write_reproduction(docs, folder, target, command):
+            console.print(str(path), highlight=False, soft_wrap=True)
+
+
+def run_transfers(root: Path, device: str, data_root: Optional[str], console: Any) -> None:
+    """Table 3: each completed fig34 MNIST cut-1 run with stored weights, checked on each target
+    dataset where it has no completed transfer yet (`sltui transfer`, one at a time)."""
+    store = RunStore(root)
+    entries = [e for e in store.entries() if e.doc is not None]
+    done = {(str(e.doc.get("source_run")), str((e.doc.get("config") or {}).get("dataset")))
+            for e in entries if e.doc.get("source_run") and e.status == "completed"}
+    sources = sorted(str(e.doc.get("id")) for e in entries if e.status == "completed" and not e.doc.get("source_run")
+                     and transfer_sources(e.doc.get("config") or {}) and store.weights_path(str(e.doc.get("id"))).is_file())
+    for run_id in sources:
+        for dataset in TRANSFER_TARGETS:
+            if (run_id, dataset) in done:
+                continue
+            command = [sys.executable, "-m", "sltui", "transfer", run_id, "--dataset", dataset, "--epochs",
+                       str(TRANSFER_EPOCHS), "--runs-dir", str(root), "--device", device]
+            if data_root:
+                command += ["--data-root", str(data_root)]
+            code = subprocess.run(command, stdout=subprocess.DEVNULL).returncode
+            console.print(f"transfer {run_id} -> {dataset}: {'completed' if code == 0 else f'exit {code}'}",
+                          highlight=False, soft_wrap=True)
+            if code == 130:
+                raise typer.Exit(130)
