@@ -49,3 +49,142 @@ def test_parts_parse_and_the_sweep_holds_each_experiment_once():
     assert {p.config.dataset for p in mnist_only} == {"mnist", "mnist-10k"} and len(mnist_only) == 48
     owners = parts_by_key()
     assert {owners[p.key] for p in points} == {"fig34", "halved"}
+
+
+# ---------------------------------------------------------------- the comparison rules (SPEC 13)
+
+from engine.sweeps.agreement import (AGREES, DIFFERS, NO_AUTHORS, agreement, cells, claim_autoencoder,  # noqa: E402
+                                     claim_clients, claim_cut, claim_small_alpha, reason)
+
+
+def run_doc(seed, cda, asr, created="2026-12-01T00:00:00", status="completed", device="cpu", **config):
+    base = {"dataset": "mnist", "model": "lenet", "cut": 1, "clients": 1, "attack": "surrogate", "alpha": 0.09,
+            "trigger": "patch", "loss_halved": False, "seed": seed}
+    base.update(config)
+    return {"id": f"r{seed}-{created}", "created": created, "status": status, "config": base,
+            "env": {"device": device}, "final": {"cda": cda, "asr": asr}}
+
+
+@pytest.mark.parametrize("values,authors,name,verdict", [
+    ((98.0, 98.5, 99.0), 97.0, "cda", AGREES),         # exactly min - 1: on the boundary agrees
+    ((98.0, 98.5, 99.0), 96.99, "cda", DIFFERS),       # just past it
+    ((98.0, 98.5, 99.0), 100.0, "cda", AGREES),        # max + 1
+    ((0.3, 68.4, 35.5), 12.9, "asr", AGREES),          # bimodal over seeds: anywhere in [min - 5, max + 5]
+    ((0.3, 68.4, 35.5), 73.5, "asr", DIFFERS),
+    ((0.3, 68.4, 35.5), 73.4, "asr", AGREES),
+    ((57.4,), 67.4, "asr", AGREES),                     # one seed: within 10 ASR points
+    ((57.4,), 67.5, "asr", DIFFERS),
+    ((98.9,), 96.9, "cda", AGREES),                     # one seed: within 2 CDA points
+    ((98.9,), 96.8, "cda", DIFFERS),
+    ((57.4,), None, "asr", NO_AUTHORS),                 # Appendix D's variants: no authors' number
+])
+def test_agreement_follows_spec_13(values, authors, name, verdict):
+    assert agreement(values, authors, name).verdict == verdict
+
+
+def test_cells_group_seeds_across_devices_and_keep_the_newest_rerun():
+    docs = [run_doc(1, 98.0, 10.0), run_doc(2, 98.2, 90.0, device="cuda"), run_doc(3, 98.4, 50.0),
+            run_doc(3, 97.0, 20.0, created="2026-12-02T00:00:00"),   # a rerun of seed 3: the newest counts
+            run_doc(4, 99.0, 99.0, status="cancelled"),              # not completed: left out
+            run_doc(1, 98.0, 1.0, alpha=0.5)]                        # another setting: another cell
+    found = {c.config["alpha"]: c for c in cells(docs)}
+    cell = found[0.09]
+    assert cell.seeds == (1, 2, 3) and cell.asr == (10.0, 90.0, 20.0) and cell.cda == (98.0, 98.2, 97.0)
+    assert cell.devices == ("cpu", "cuda", "cpu") and found[0.5].n == 1 and found[0.5].std("asr") is None
+
+
+def test_reasons_in_their_order():
+    wide = cells([run_doc(1, 98, 0.5), run_doc(2, 98, 70.0), run_doc(3, 98, 40.0)])[0]
+    narrow = cells([run_doc(1, 98, 1.0), run_doc(2, 98, 2.0), run_doc(3, 98, 3.0)])[0]
+    assert reason(wide, agreement(wide.asr, 90.0, "asr")).startswith("seed-unstable: ours 0.5-70.0, authors 90.0")
+    assert reason(narrow, agreement(narrow.asr, 90.0, "asr")).startswith("unexplained: ours 1.0-3.0")
+    assert reason(narrow, agreement(narrow.asr, 90.0, "asr"), "the halved side cell agrees").startswith("protocol:")
+    assert reason(narrow, agreement(narrow.asr, 2.0, "asr")) == ""
+
+
+def test_claims_on_constructed_cells():
+    working = [run_doc(s, 98, a, alpha=alpha) for alpha in (0.09, 0.06, 0.04) for s, a in ((1, 95.0), (2, 60.0))]
+    assert claim_small_alpha(cells(working)).verdict == "holds"
+    one_fails = working + [run_doc(3, 98, 10.0, alpha=0.04)]
+    assert claim_small_alpha(cells(one_fails)).verdict == "partly"
+    assert claim_small_alpha(cells([run_doc(1, 98, 5.0, alpha=0.04)])).verdict == "does not hold"
+    assert claim_small_alpha([]).verdict == "not run"
+
+    def by_cut(means):
+        return [run_doc(1, 98, asr, dataset=d, cut=cut) for d in ("mnist", "fmnist") for cut, asr in zip((1, 2, 3), means)]
+    assert claim_cut(cells(by_cut((80.0, 60.0, 2.0)))).verdict == "holds"
+    assert claim_cut(cells(by_cut((80.0, 90.0, 2.0)))).verdict == "partly"   # cut 3 lowest, not monotone
+    assert claim_cut(cells(by_cut((80.0, 60.0, 85.0)))).verdict == "does not hold"
+
+    k1 = [run_doc(1, 98, 80.0, alpha=a) for a in (0.2, 0.09)]
+    k7_lower = [run_doc(1, 98, 20.0, alpha=a, clients=7) for a in (0.2, 0.09)]
+    k7_mixed = [run_doc(1, 98, 10.0, alpha=0.2, clients=7), run_doc(1, 98, 95.0, alpha=0.09, clients=7)]
+    assert claim_clients(cells(k1 + k7_lower)).verdict == "holds"
+    assert claim_clients(cells(k1 + k7_mixed)).verdict == "partly"
+
+    ae = [run_doc(s, 98, asr, attack="autoencoder", alpha=0.5, ae_share=0.5) for s, asr in ((1, 0.3), (2, 11.0))]
+    assert claim_autoencoder(cells(ae)).verdict == "does not hold"
+    assert claim_autoencoder(cells(ae[:1])).verdict == "holds"
+
+
+def write_runs(root, specs):
+    """Run files as the engine writes them (full resolved configs), one per (fields, seed, cda, asr)."""
+    import json as _json
+
+    from engine.config import RunConfig, resolve
+    for i, (fields_, seed, cda, asr, device) in enumerate(specs):
+        config = resolve(RunConfig(model="lenet", clients=1, seed=seed, **fields_)).to_dict()
+        run_id = f"2026120{1 + i // 10}-00000{i % 10}-run{i:02d}"
+        doc = {"schema": 1, "id": run_id, "created": f"2026-12-0{1 + i // 10}T00:00:0{i % 10}+00:00",
+               "updated": f"2026-12-0{1 + i // 10}T00:10:0{i % 10}+00:00", "status": "completed", "config": config,
+               "env": {"device": device}, "epochs": [], "final": {"epoch": 90, "cda": cda, "asr": asr},
+               "best": {"epoch": 90, "cda": cda, "asr": asr}, "error": None}
+        (root / run_id).mkdir(parents=True)
+        (root / run_id / "run.json").write_text(_json.dumps(doc))
+
+
+def test_report_is_regenerated_byte_for_byte_and_its_cells_are_the_run_files(tmp_path, monkeypatch, capsys):
+    import csv
+    import statistics
+    import sys
+
+    from sltui import cli
+    runs = tmp_path / "runs"
+    surrogate = {"dataset": "mnist", "cut": 1, "attack": "surrogate", "alpha": 0.09}
+    specs = [(surrogate, 1, 98.76, 75.74, "cpu"), (surrogate, 2, 98.75, 99.51, "cuda"), (surrogate, 3, 98.54, 95.30, "cpu"),
+             ({"dataset": "mnist", "cut": 1, "attack": "none"}, 1, 98.89, 0.14, "cpu"),
+             ({"dataset": "mnist", "cut": 1, "attack": "none"}, 2, 98.78, 0.33, "cpu"),
+             ({"dataset": "mnist-10k", "cut": 1, "attack": "surrogate", "alpha": 0.09}, 1, 95.5, 83.7, "cpu")]
+    write_runs(runs, specs)
+
+    def report(out):
+        monkeypatch.setattr(sys, "argv", ["sltui", "reproduce", "report", "--runs-dir", str(runs), "--out", str(out),
+                                          "--doc", str(out / "reproduction.md")])
+        try:
+            cli.main()
+        except SystemExit as exc:
+            assert not exc.code, capsys.readouterr()
+        return {p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+
+    first = report(tmp_path / "a")
+    assert report(tmp_path / "a") == first
+    assert {"cells.csv", "transfers.csv", "reproduction.md", "figures/figure3-mnist.png", "figures/figure7.png"} <= {
+        str(p) for p in first}
+    rows = {(r["figure"], r["dataset"], r["attack"]): r for r in csv.DictReader(open(tmp_path / "a" / "cells.csv"))}
+    cell = rows[("3", "mnist", "surrogate")]
+    asr = [75.74, 99.51, 95.30]
+    assert cell["n"] == "3" and cell["seeds"] == "1 2 3" and cell["devices"] == "cpu cuda"
+    assert float(cell["asr_mean"]) == pytest.approx(statistics.fmean(asr), abs=0.005)
+    assert float(cell["asr_std"]) == pytest.approx(statistics.stdev(asr), abs=0.005)
+    assert (cell["asr_min"], cell["asr_max"]) == ("75.74", "99.51")
+    assert float(cell["ba_mean"]) == pytest.approx((98.89 + 98.78) / 2, abs=0.005)
+    # The authors' MNIST LeNet K=1 cut 1 alpha 0.09 row (results_mnist.csv), by SPEC 13's rule.
+    from sltui.reference import lookup
+    ref = lookup({"dataset": "mnist", "model": "lenet", "clients": 1, "cut": 1, "attack": "surrogate", "alpha": 0.09})
+    assert float(cell["authors_asr"]) == pytest.approx(ref.asr, abs=0.005)
+    expected = "agrees" if min(asr) - 5 <= ref.asr <= max(asr) + 5 else "differs"
+    assert cell["asr_verdict"] == expected
+    assert rows[("D", "mnist-10k", "surrogate")]["asr_verdict"] == "-"
+    text = (tmp_path / "a" / "reproduction.md").read_text()
+    assert "| Figure 3: the surrogate attack on MNIST | 1 | 3 |" in text
+    assert "](figures/figure3-mnist.png)" in text

@@ -60,8 +60,9 @@ class Cell:
         return statistics.fmean(values) if values else None
 
     def std(self, name: str) -> float | None:
+        """The sample standard deviation over seeds; None for fewer than two."""
         values = self.values(name)
-        return statistics.stdev(values) if len(values) > 1 else (0.0 if values else None)
+        return statistics.stdev(values) if len(values) > 1 else None
 
     def low(self, name: str) -> float | None:
         return min(self.values(name), default=None)

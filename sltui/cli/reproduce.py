@@ -20,7 +20,7 @@ from engine.store import RunStore
 from engine.sweeps.reproduction import (PARTS, TRANSFER_EPOCHS, TRANSFER_TARGETS, parse_parts, reproduction_sweep,
                                         transfer_sources)
 
-from .sweep import (DRY_RUN_OPTION, read_runs, EXECUTOR_OPTION, JOBS_OPTION, RAY_ADDRESS_OPTION, RUNS_DIR_OPTION,
+from .sweep import (DRY_RUN_OPTION, unreadable_warnings, EXECUTOR_OPTION, JOBS_OPTION, RAY_ADDRESS_OPTION, RUNS_DIR_OPTION,
                     WIDE_DRY_RUN_OPTION, check_executor, gpu_share, launch, summarize)
 
 PARTS_HELP = ("comma list of parts (default: the paper at K = 1, every part but `clients`; `all`: every part): "
@@ -77,7 +77,10 @@ def register(app: typer.Typer, console: Any, default_runs_dir: Any, default_data
         from .reproduction_report import write_reproduction
 
         root = default_runs_dir(runs_dir)
-        docs = [{**e.doc, "status": e.status} for e in read_runs(root) if e.doc is not None]
+        # Whole run files (the run index's summaries leave out the environment, which names the device).
+        entries = RunStore(root).entries()
+        unreadable_warnings(entries, "left out")
+        docs = [{**e.doc, "status": e.status} for e in entries if e.doc is not None]
         if not any(d.get("status") == "completed" for d in docs):
             raise ConfigError(f"no completed runs under {root}: run `sltui reproduce run` first")
         folder = out or root / "report"
