@@ -337,3 +337,22 @@ def test_a_stored_sweep_keeps_finding_its_runs_after_a_default_changes(tmp_path,
     again = {p.key for p in expand(sweep)}
     assert {p.key for p in points if p.config.attack == "none"} <= again
     assert not {p.key for p in points if p.config.attack == "hijack"} & again
+
+
+def test_sweep_report_shows_the_reproductions_verdicts(tmp_path):
+    """`sltui report`'s table and the reproduction's report apply the same rule (docs/protocol.md
+    section 13): the authors' MNIST LeNet K=1 cut-1 numbers (results_mnist.csv: alpha 0.09 CDA 98.82,
+    ASR 99.59; alpha 0.2 CDA 98.94, ASR 96.67) against two seeds with final CDA 98.5 / 98.6 and ASR
+    95 / 40 (both agree: 99.59 <= 95 + 5), and one seed with CDA 90 and ASR 97 (CDA differs: more
+    than 2 points away; ASR agrees: within 10)."""
+    root = tmp_path / "runs"
+    for i, (seed, cda, asr) in enumerate([(1, 98.5, 95.0), (2, 98.6, 40.0)]):
+        write_run(root, f"s{i}", attack="surrogate", alpha=0.09, seed=seed, cda0=cda - 15, asr0=asr - 60)
+    write_run(root, "s9", attack="surrogate", alpha=0.2, seed=1, cda0=90.0 - 15, asr0=97.0 - 60)
+    docs = [read_run_file(p) for p in sorted(root.rglob("run.json"))]
+    write_report(docs, tmp_path / "report", title="t")
+    table = (tmp_path / "report" / "summary.md").read_text().splitlines()
+    row = next(line for line in table if "| 0.09 |" in line)
+    assert row.endswith("| 98.82 | 99.59 | agrees | agrees |"), row
+    row = next(line for line in table if "| 0.2 |" in line)
+    assert "| differs |" in row and row.endswith("| agrees |"), row
