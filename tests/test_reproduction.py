@@ -188,3 +188,21 @@ def test_report_is_regenerated_byte_for_byte_and_its_cells_are_the_run_files(tmp
     text = (tmp_path / "a" / "reproduction.md").read_text()
     assert "| Figure 3: the surrogate attack on MNIST | 1 | 3 |" in text
     assert "](figures/figure3-mnist.png)" in text
+
+
+def test_client_trends_measure_each_k_against_the_seed_spread_at_k1():
+    from engine.sweeps.agreement import client_trends
+    docs = [run_doc(s, 98, a) for s, a in ((1, 90.0), (2, 30.0), (3, 60.0))]      # K = 1: seeds span 30-90
+    docs += [run_doc(1, 98, a, clients=k) for k, a in ((3, 50.0), (5, 40.0), (7, 20.0))]
+    docs += [run_doc(s, 98, a, cut=3) for s, a in ((1, 1.0), (2, 2.0), (3, 1.5))]  # K = 1 only: no trend
+    (trend,) = client_trends(cells(docs))
+    assert (trend.dataset, trend.cut, trend.alpha) == ("mnist", 1, 0.09)
+    assert trend.asr == {1: (90.0, 30.0, 60.0), 3: (50.0,), 5: (40.0,), 7: (20.0,)}
+    assert trend.change == pytest.approx(20.0 - 60.0)
+    assert trend.beyond_seeds is True                  # 20 < 30 - 5
+    assert trend.slope < 0
+    # On runs that lie on a line (ASR = 100 - 10 K) the slope is the line's.
+    line = [run_doc(s, 98, 90.0) for s in (1, 2, 3)] + [run_doc(1, 98, 100.0 - 10 * k, clients=k) for k in (3, 5, 7)]
+    assert client_trends(cells(line))[0].slope == pytest.approx(-10.0)
+    inside = client_trends(cells(docs[:3] + [run_doc(1, 98, 27.0, clients=7)]))[0]
+    assert inside.beyond_seeds is False                # 27 >= 30 - 5: one run cannot tell it from K = 1

@@ -351,3 +351,50 @@ def claim_emnist() -> Claim:
     return Claim("emnist", "Appendix D: EMNIST letters A-J behave like MNIST",
                  "as fewer-samples, on emnist-letters-aj", NOT_RUN,
                  "needs the EMNIST files, which no machine here holds (the command is in the GPU rows)")
+
+
+# ---------------------------------------------------------------- the client axis
+
+@dataclass(frozen=True)
+class Trend:
+    """ASR over the number of clients for one (dataset, cut, alpha) of Figures 3-4."""
+    dataset: str
+    cut: int
+    alpha: float
+    asr: Mapping[int, tuple[float, ...]]   # K -> per-seed ASR
+    slope: float | None                    # least-squares ASR points per added client, over every run
+    change: float | None                   # mean ASR at K = 7 minus mean ASR at K = 1
+    beyond_seeds: bool | None              # K = 7's mean outside K = 1's seeds' [min - 5, max + 5]
+
+
+def _slope(points: Sequence[tuple[float, float]]) -> float | None:
+    xs = [x for x, _ in points]
+    if len(set(xs)) < 2:
+        return None
+    mx, my = statistics.fmean(xs), statistics.fmean(y for _, y in points)
+    return sum((x - mx) * (y - my) for x, y in points) / sum((x - mx) ** 2 for x in xs)
+
+
+def client_trends(all_cells: Iterable[Cell]) -> list[Trend]:
+    """Per (dataset, cut, alpha) of the paper's surrogate cells with runs at K = 1 and at
+    least one other K: the per-seed ASR per K, the least-squares slope over all runs, and
+    whether K = 7 lies outside what K = 1's seeds span (SPEC 13's ASR slack of 5 points):
+    the seed spread at K = 1 is the yardstick for what one run at another K can show."""
+    groups: dict[tuple[str, int, float], dict[int, Cell]] = {}
+    for cell in all_cells:
+        if paper_surrogate(cell):
+            c = cell.config
+            groups.setdefault((str(c.get("dataset")), int(c.get("cut", 1)), float(c.get("alpha", 0))), {})[
+                int(c.get("clients", 1))] = cell
+    out = []
+    for (dataset, cut, alpha), by_k in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], -kv[0][2])):
+        if 1 not in by_k or len(by_k) < 2:
+            continue
+        asr = {k: by_k[k].asr for k in sorted(by_k)}
+        slope = _slope([(float(k), v) for k, values in asr.items() for v in values])
+        change = beyond = None
+        if 7 in by_k:
+            change = statistics.fmean(asr[7]) - statistics.fmean(asr[1])
+            beyond = not (min(asr[1]) - SLACK["asr"] <= statistics.fmean(asr[7]) <= max(asr[1]) + SLACK["asr"])
+        out.append(Trend(dataset, cut, alpha, asr, slope, change, beyond))
+    return out

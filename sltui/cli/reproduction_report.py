@@ -15,7 +15,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from engine.sweeps.agreement import (AGREES, NO_AUTHORS, Cell, Claim, Verdict, cells,
                                      claim_autoencoder, claim_cda_near_ba, claim_clients, claim_cut, claim_emnist,
                                      claim_fewer_classes, claim_fewer_samples, claim_fmnist_harder, claim_small_alpha,
-                                     claim_transfer, reason, run_device)
+                                     claim_transfer, client_trends, reason, run_device, Trend)
 from engine.sweeps.reproduction import PARTS
 
 from ..reference import TABLE3, cell_verdicts
@@ -294,6 +294,36 @@ def claims_for(rows: Sequence[Row], transfers: Sequence[Mapping[str, Any]]) -> l
             claim_fewer_samples(all_cells), claim_fewer_classes(all_cells), claim_emnist()]
 
 
+def _client_axis(trends: Sequence[Trend]) -> list[str]:
+    """Figures 3-4's client axis: ASR per K for each (dataset, cut, alpha), its slope, and
+    whether K = 7 lies beyond what K = 1's seeds span (the yardstick for one run)."""
+    ks = sorted({k for t in trends for k in t.asr})
+    lines = ["", "## The client axis: ASR against K", "",
+             "Per (dataset, cut, alpha): ASR per seed at K = 1, the single run (seed 1, as the authors) at each other "
+             "K, the least-squares slope over all runs (ASR points per added client), and whether K = 7 lies outside "
+             "K = 1's seeds' range widened by 5 points (SPEC 13's ASR slack): inside it, one run cannot tell K = 7 "
+             "from K = 1.", "",
+             "| dataset | cut | alpha | " + " | ".join(f"ASR K = {k}" for k in ks) + " | slope / client | K = 7 - K = 1 | beyond K = 1's seeds |",
+             "|---|---|---|" + "---|" * len(ks) + "---|---|---|"]
+    for t in trends:
+        per_k = [", ".join(f"{v:.1f}" for v in t.asr[k]) if k in t.asr else "-" for k in ks]
+        lines.append(f"| {t.dataset} | {t.cut} | {t.alpha:g} | " + " | ".join(per_k) + " | "
+                     f"{'-' if t.slope is None else f'{t.slope:+.2f}'} | "
+                     f"{'-' if t.change is None else f'{t.change:+.1f}'} | "
+                     f"{'-' if t.beyond_seeds is None else ('yes' if t.beyond_seeds else 'no')} |")
+    with_seven = [t for t in trends if t.change is not None]
+    if with_seven:
+        falling = sum(1 for t in with_seven if (t.change or 0) < 0)
+        beyond = sum(1 for t in with_seven if t.beyond_seeds)
+        slopes = [t.slope for t in trends if t.slope is not None]
+        pooled = {k: statistics.fmean(statistics.fmean(t.asr[k]) for t in trends if k in t.asr) for k in ks}
+        lines += ["", f"Pooled over the {len(with_seven)} settings with K = 7: ASR lower at K = 7 than at K = 1 in "
+                  f"{falling}/{len(with_seven)}, beyond K = 1's seed spread in {beyond}/{len(with_seven)}; median slope "
+                  f"{statistics.median(slopes):+.2f} points per client; mean ASR "
+                  + ", ".join(f"K = {k}: {v:.1f}%" for k, v in pooled.items()) + "."]
+    return lines
+
+
 def _cost(docs: Sequence[Mapping[str, Any]]) -> list[str]:
     """Runs, hours and runs per hour per device, from each run file's created and updated times."""
     from datetime import datetime
@@ -359,6 +389,9 @@ def document(rows: Sequence[Row], transfers: Sequence[Mapping[str, Any]], docs: 
             continue
         lines += ["", f"## {title}", ""]
         lines += _table(subset, with_k=key in ("3", "4"), with_side=key == "side")
+    trends = client_trends([r.cell for r in rows])
+    if trends:
+        lines += _client_axis(trends)
     if transfers:
         lines += ["", "## Table 3: the transfer check", "",
                   "The last layer of each backdoored MNIST cut-1 run (LeNet, K = 1) retrained on a clean dataset "
