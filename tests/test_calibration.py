@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.calibration import (MARGIN, calibrate, false_accusations_by_epoch, first_flag_epoch,
+from engine.calibration import (MARGIN, calibrate, false_accusations_by_epoch, first_flag_epoch, flag_epochs,
                                 highest_window_share, lowest_rolling_mean, streams)
 from engine.config import RunConfig
 from engine.training.runner import run
@@ -112,6 +112,17 @@ def test_a_real_runs_trace_judged_afterwards_gives_the_live_verdict(tmp_path):
     curve = false_accusations_by_epoch([doc], "splitout", {})
     live_epoch = doc["defenses"]["splitout"]["flagged_at"]["epoch"]
     assert [c["flagged"] for c in curve] == [int(e >= live_epoch) for e in range(1, len(curve) + 1)]
+    # Every epoch with a flag, live, is what the trace gives afterwards.
+    for detector in ("splitguard", "splitout"):
+        assert doc["defenses"][detector]["flagged_epochs"] == flag_epochs(doc, detector, {})
+    # Fitted per epoch: the live flags are the trace's per-epoch decisions judged with the
+    # window restarted each epoch; the same run's trace also holds the fit-once decisions.
+    per_epoch = cfg.replace(defenses=("splitout",), splitout_fit="per-epoch")
+    run(per_epoch, emit=store.recorder())
+    (doc2,) = [e.doc for e in store.entries() if e.doc["config"]["splitout_fit"] == "per-epoch"]
+    assert doc2["defenses"]["splitout"]["flagged_epochs"] == flag_epochs(doc2, "splitout", {})
+    assert flag_epochs(doc2, "splitout", {"splitout_fit": "once"}) != []  # raw LOF fitted once flags
+    assert set(streams(doc2, "splitout")[0][0]) == {"raw", "direction", "raw/per-epoch", "direction/per-epoch"}
 
 
 CALIBRATION = __import__("pathlib").Path(__file__).resolve().parents[1] / "examples" / "calibration"

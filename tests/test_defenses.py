@@ -81,6 +81,26 @@ def test_splitguard_fakes_batches_after_start_and_flags_a_server_that_ignores_la
     assert detector.epoch_score() < 0.5
 
 
+def test_splitguard_starts_where_the_authors_code_does():
+    # The authors' loop (splitguard.ipynb) fakes and records a batch only when its 0-based
+    # `index > N`, N = 20. With every eligible batch faked, the default detector's first
+    # fake batch is the one at index 21, and no batch before it is recorded or scored.
+    assert RunConfig().splitguard_start == SplitGuard().start
+    detector = SplitGuard(fake_prob=1.0 - 1e-9, seed=1)
+    detector.num_classes = 10
+    y = torch.arange(8) % 10
+    fakes = [index for index in range(40) if detector.fake_labels(y) is not None]
+    assert fakes[0] == 21 and fakes == list(range(21, 40))
+    authors_n = 20
+    assert fakes == [index for index in range(40) if index > authors_n]
+    early = SplitGuard(fake_prob=0.5, seed=1)
+    early.num_classes = 10
+    for step in range(1, 22):
+        early.fake_labels(y)
+        assert not early.observe(observation(torch.randn(16, generator=NOISE), step=step))
+    assert early.r1.total is None and early.r2.total is None  # nothing recorded before the start
+
+
 def run_turning_server(memory: int, honest_steps: int = 600, blind_steps: int = 300) -> tuple[list[bool], int]:
     """SplitGuard against a server honest for `honest_steps` batches (fake labels give
     larger gradients the other way) and label-blind after: the flags per step and the
