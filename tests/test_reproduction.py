@@ -9,7 +9,7 @@ from engine.sweeps.reproduction import DEFAULT_PARTS, PART_NAMES, parse_parts, p
 
 
 @pytest.mark.parametrize("part,runs", [("fig34", 90), ("fig7", 18), ("fig6", 12), ("halved", 3), ("ae-share", 3),
-                                       ("ae-code", 6), ("appd", 6), ("table3", 0), ("clients", 90)])
+                                       ("ae-code", 6), ("appd", 6), ("table3", 0), ("clients-seeds", 0), ("clients", 90)])
 def test_each_part_plans_the_runs_section_13_names(part, runs):
     points = part_points(part, {})
     assert len(points) == runs
@@ -206,3 +206,17 @@ def test_client_trends_measure_each_k_against_the_seed_spread_at_k1():
     assert client_trends(cells(line))[0].slope == pytest.approx(-10.0)
     inside = client_trends(cells(docs[:3] + [run_doc(1, 98, 27.0, clients=7)]))[0]
     assert inside.beyond_seeds is False                # 27 >= 30 - 5: one run cannot tell it from K = 1
+
+
+@pytest.mark.parametrize("ours,authors,more", [(50.0, 60.0, True), (50.0, 55.0, True), (50.0, 54.9, False),
+                                               (50.0, 65.0, True), (50.0, 65.1, False), (50.0, 35.0, True),
+                                               (50.0, None, False)])
+def test_a_single_run_near_the_agreement_edge_gets_two_more_seeds(ours, authors, more):
+    from engine.sweeps.reproduction import more_seeds_points
+    config = part_points("clients", {})[0].config.to_dict()
+    points = more_seeds_points([(config, ours, authors)], {})
+    assert [p.config.seed for p in points] == ([2, 3] if more else [])
+    if more:
+        assert all(p.config.replace(seed=1) == part_points("clients", {})[0].config for p in points)
+    k1 = {**config, "clients": 1}
+    assert more_seeds_points([(k1, ours, authors)], {}) == []   # K = 1 already has three seeds

@@ -53,12 +53,18 @@ PARTS: tuple[Part, ...] = (
             "alphas": "0.09", "seeds": "1,2,3"}, {}),)),
     Part("table3", "Table 3: the transfer check (10 epochs of last-layer retraining on MNIST and on FMNIST) of "
          "every completed MNIST cut-1 run of fig34 (LeNet; the paper used one StripNet run)", ()),
+    Part("clients-seeds", "the client axis's ambiguous cells: seeds 2 and 3 wherever the one run of `clients` lands "
+         "within 5 ASR points of the agreement boundary (planned from the runs folder)", ()),
     Part("clients", "Figures 3-4's client axis: K = 3, 5, 7 x both datasets x cuts 1-3 x five alphas, seed 1 "
          "(as the authors)",
          (({"datasets": BOTH, "cuts": CUTS, "clients": "3,5,7", "attacks": "surrogate", "alphas": PAPER_ALPHAS,
             "seeds": "1"}, {}),)),
 )
 PART_NAMES = tuple(p.name for p in PARTS)
+# Ambiguous: the authors' ASR this close to the edge of one run's agreement interval (SPEC 13,
+# 10 points either side of it), i.e. 5 to 15 points from our one run.
+NEAR_EDGE = 5.0
+ONE_SEED_ASR_SLACK = 10.0
 # What `sltui reproduce run` does when no part is named: the paper on record at K = 1.
 DEFAULT_PARTS = ("fig34", "fig7", "fig6", "halved", "ae-share", "ae-code", "appd", "table3")
 # Table 3's transfers: the sources (fig34's MNIST cut-1 runs), the targets, the epochs.
@@ -122,3 +128,23 @@ def parts_by_key() -> dict[str, str]:
         for point in part_points(part.name, {}):
             out.setdefault(point.key, part.name)
     return out
+
+
+def ambiguous(ours: float, authors: float | None) -> bool:
+    """Whether one run's ASR lands within NEAR_EDGE points of the agreement boundary."""
+    return authors is not None and abs(abs(authors - ours) - ONE_SEED_ASR_SLACK) <= NEAR_EDGE
+
+
+def more_seeds_points(configs_and_authors: Iterable[tuple[dict[str, Any], float, float | None]],
+                      base: dict[str, Any]) -> list[Point]:
+    """The `clients-seeds` part: for each (config of a completed `clients` run with seed 1, its
+    ASR, the authors' ASR) that is ambiguous, the same setting with seeds 2 and 3."""
+    points: dict[str, Point] = {}
+    for config, ours, authors in configs_and_authors:
+        if int(config.get("clients", 1)) == 1 or int(config.get("seed", 0)) != 1 or not ambiguous(ours, authors):
+            continue
+        axes = {"datasets": str(config["dataset"]), "models": str(config["model"]), "cuts": str(config["cut"]),
+                "clients": str(config["clients"]), "attacks": "surrogate", "alphas": str(config["alpha"]), "seeds": "2,3"}
+        for point in expand(make_sweep(axes, dict(base))):
+            points.setdefault(point.key, point)
+    return list(points.values())

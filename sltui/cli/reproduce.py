@@ -17,8 +17,8 @@ from engine.errors import ConfigError
 from engine.sweeps.grid import parse_list
 from engine.files import make_folder
 from engine.store import RunStore
-from engine.sweeps.reproduction import (PARTS, TRANSFER_EPOCHS, TRANSFER_TARGETS, parse_parts, reproduction_sweep,
-                                        transfer_sources)
+from engine.sweeps.reproduction import (PARTS, TRANSFER_EPOCHS, TRANSFER_TARGETS, more_seeds_points, parse_parts,
+                                        reproduction_sweep, transfer_sources)
 
 from .sweep import (DRY_RUN_OPTION, unreadable_warnings, EXECUTOR_OPTION, JOBS_OPTION, RAY_ADDRESS_OPTION, RUNS_DIR_OPTION,
                     WIDE_DRY_RUN_OPTION, check_executor, gpu_share, launch, summarize)
@@ -55,9 +55,13 @@ def register(app: typer.Typer, console: Any, default_runs_dir: Any, default_data
         root_data = data_root or default_data_root(None)
         if root_data is not None:
             base["data_root"] = str(root_data)
-        sweep, points = reproduction_sweep(parse_parts(parts), base, parse_list("datasets", datasets) if datasets else None)
+        kept = parse_list("datasets", datasets) if datasets else None
+        sweep, points = reproduction_sweep(parse_parts(parts), base, kept)
         root = default_runs_dir(runs_dir)
         names = parse_parts(parts)
+        if "clients-seeds" in names:
+            points += [p for p in more_seeds_points(clients_results(root), base)
+                       if kept is None or p.config.dataset in kept]
         ran = launch("reproduction", sweep, points, root, jobs, executor, ray_address,
                      gpu_share(None, jobs, device), dry_run, wide, console) if points else None
         if "table3" in names and not dry_run:
@@ -91,6 +95,21 @@ def register(app: typer.Typer, console: Any, default_runs_dir: Any, default_data
             f" {flag} {value}" for flag, value in (("--runs-dir", runs_dir), ("--out", out), ("--doc", doc)) if value)
         for path in write_reproduction(docs, folder, target, command):
             console.print(str(path), highlight=False, soft_wrap=True)
+
+
+def clients_results(root: Path) -> list[tuple[dict[str, Any], float, float | None]]:
+    """(config, final ASR, the authors' ASR) of each completed run with K > 1 under `root`."""
+    from ..reference import lookup
+
+    out = []
+    for entry in RunStore(root).entries():
+        doc = entry.doc or {}
+        config, final = doc.get("config"), doc.get("final") or {}
+        if entry.status == "completed" and isinstance(config, dict) and isinstance(final.get("asr"), (int, float)) \
+                and int(config.get("clients", 1)) > 1 and config.get("attack") == "surrogate":
+            ref = lookup(config)
+            out.append((config, float(final["asr"]), None if ref is None else ref.asr))
+    return out
 
 
 def run_transfers(root: Path, device: str, data_root: Optional[str], console: Any) -> None:
