@@ -84,6 +84,17 @@ def make_folder(path: Path, what: str, error: type[Exception] = ConfigError) -> 
     return path
 
 
+def existing_folder(path: str | Path, what: str, error: type[Exception] = ConfigError) -> Path:
+    """`path` (`~` expanded) as a folder that exists, else `error("WHAT PATH does not
+    exist ...")`; nothing is created (a mistyped path must not become an empty folder)."""
+    folder = Path(path).expanduser()
+    if not folder.exists():
+        raise error(f"{what} {path} does not exist (nothing was created); give an existing folder")
+    if not folder.is_dir():
+        raise error(f"{what} {path} is a file, not a folder")
+    return folder
+
+
 def check_folder_creatable(path: Path) -> str | None:
     """Why `path` could not be made (or used) as a folder of files, None if it can,
     changing nothing on disk: the nearest existing ancestor must be a folder in which a

@@ -1,7 +1,8 @@
-"""How sltui writes numbers for people: one place for the command line and the terminal UI,
-so a percentage, a duration or a missing value reads the same everywhere.
+"""How sltui writes numbers and text for people: one place for the command line and the
+terminal UI, so a percentage, a duration, a missing value or a run's name reads the same
+everywhere.
 
-Pure Python: no Rich, no Textual.
+Pure Python, but for `literal`, which builds a Rich Text (Rich is imported when it is called).
 """
 from __future__ import annotations
 
@@ -257,13 +258,41 @@ def frontier_lines(frontier: list[dict]) -> tuple[list[str], list[str]]:
 
 
 def printable(text: Any) -> str:
-    """`text` safe to print on a terminal: control characters (escape sequences, carriage
-    returns, bells) shown as Python escapes (`\\x1b`), so a run's name or a file's id can
-    never move the cursor or recolour the screen; other text unchanged."""
+    """`text` safe to print on a terminal: control and invisible characters (escape
+    sequences, carriage returns, bells, line breaks, right-to-left marks and overrides)
+    shown as Python escapes (`\\x1b`, `\\u202e`), so a run's name or a file's id can never
+    move the cursor, recolour the screen or reorder what follows it; other text unchanged."""
     text = str(text)
     if text.isprintable():
         return text
     return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
+def clip(text: str, width: int | None) -> str:
+    """`text` cut to `width` characters, its last one an ellipsis where it was longer."""
+    if width is None or len(text) <= width:
+        return text
+    return text[:max(0, width - 1)] + "…" if width > 0 else ""
+
+
+def literal(value: Any, style: str = "", justify: Any = None, width: int | None = None,
+            lines: bool = False) -> Any:
+    """Any text that came from a run folder (a run's id, name, tags or note, a config value,
+    an error message that quotes one) as a Rich `Text` that shows it exactly as it is: never
+    parsed as markup, so `[/red]` or `[link=https://...]x[/link]` are characters and neither
+    a style, a link nor a crash; control characters escaped (printable); cut to `width`
+    characters with an ellipsis where given. `style` and `justify` are sltui's own, for the
+    whole text. With `lines`, line breaks stay line breaks (a cell sltui wrapped itself,
+    whose parts were made printable before). The one way every table, label, header and
+    notice of the terminal UI and every line of the command line that holds such text
+    draws it."""
+    from rich.text import Text
+
+    text = "" if value is None else str(value)
+    if lines and "\n" in text:
+        return Text("\n", style=style, justify=justify).join(
+            literal(line, style, justify, width) for line in text.split("\n"))
+    return Text(clip(printable(text), width), style=style, justify=justify)
 
 
 def _finite(value: Any) -> Any:

@@ -7,8 +7,9 @@ A query is terms separated by spaces; a run matches when every term does:
   best_asr, time, id, note). Numbers compare as numbers; text compares whole and ignoring
   case with `=`/`!=`. A run without the field (a clean run's alpha) matches only `!=`.
 - `tag:NAME`: the run carries that tag.
+- `name:TEXT`: the run's name (its config's free label, --name) contains TEXT, ignoring case.
 - any other word: it appears somewhere in the row's text (id, status, setting, detectors,
-  tags, note), ignoring case.
+  name, tags, note), ignoring case.
 A malformed term raises QueryError with a message that says what is wrong and what would
 be right. Pure Python.
 """
@@ -24,10 +25,10 @@ FIELDS = {
     "id": "id", "status": "status", "dataset": "dataset", "model": "model", "cut": "cut",
     "k": "clients", "clients": "clients", "attack": "attack", "alpha": "alpha", "trigger": "trigger",
     "seed": "seed", "epochs": "epochs", "cda": "cda", "asr": "asr", "best_cda": "best_cda",
-    "best_asr": "best_asr", "time": "seconds", "seconds": "seconds", "note": "note",
+    "best_asr": "best_asr", "time": "seconds", "seconds": "seconds", "note": "note", "name": "name",
 }
 # What a plain word is looked for in.
-TEXT_KEYS = ("id", "status", "setting", "dataset", "model", "attack", "trigger", "detectors", "tags", "note")
+TEXT_KEYS = ("id", "status", "setting", "dataset", "model", "attack", "trigger", "detectors", "name", "tags", "note")
 OPS: dict[str, Callable[[Any, Any], bool]] = {
     ">=": lambda a, b: a >= b, "<=": lambda a, b: a <= b, "!=": lambda a, b: a != b,
     "=": lambda a, b: a == b, ">": lambda a, b: a > b, "<": lambda a, b: a < b,
@@ -52,8 +53,8 @@ def _number(value: Any) -> float | None:
 
 @dataclass(frozen=True)
 class Term:
-    key: str           # row key; "" for a plain word, "tags" for tag:NAME
-    op: str            # one of OPS, "word" or "tag"
+    key: str           # row key; "" for a plain word, "tags" for tag:NAME, "name" for name:TEXT
+    op: str            # one of OPS, "word", "tag" or "contains"
     value: str
 
     def matches(self, row: Mapping[str, Any]) -> bool:
@@ -61,6 +62,8 @@ class Term:
             return self.value in row_text(row)
         if self.op == "tag":
             return self.value in [str(t).lower() for t in row.get("tags") or []]
+        if self.op == "contains":
+            return self.value in str(row.get(self.key) or "").lower()
         have = row.get(self.key)
         if have is None or (isinstance(have, float) and math.isnan(have)):
             return self.op == "!="
@@ -102,6 +105,12 @@ def parse_query(text: str) -> Query:
             if not name:
                 raise QueryError("tag: needs a name, e.g. tag:paper")
             terms.append(Term("tags", "tag", name))
+            continue
+        if word.lower().startswith("name:"):
+            text = word[5:].strip().lower()
+            if not text:
+                raise QueryError("name: needs some text, e.g. name:baseline")
+            terms.append(Term("name", "contains", text))
             continue
         m = TERM.match(word)
         if m is None:

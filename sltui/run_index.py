@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -237,8 +239,8 @@ class RunIndex:
 
 def run_row(entry: RunEntry) -> dict[str, Any]:
     """A run's row for tables and filters: engine.store.summary_row of its whole file (from
-    the index), its status now, its tags and note, its setting in words and its detectors'
-    verdicts (sltui.format.fmt_setting, fmt_verdicts)."""
+    the index), its status now, its name (the config's free label), tags and note, its
+    setting in words and its detectors' verdicts (sltui.format.fmt_setting, fmt_verdicts)."""
     doc = entry.doc
     if doc is None or ROW_KEY not in doc:
         row = summary_row(entry)
@@ -247,6 +249,95 @@ def run_row(entry: RunEntry) -> dict[str, Any]:
         row["status"] = entry.status
     row["tags"] = list((doc or {}).get("tags") or [])
     row["note"] = (doc or {}).get("note")
+    config = (doc or {}).get("config")
+    row["name"] = (config.get("name") or None) if isinstance(config, dict) else None
     row["setting"] = fmt_setting(row) if doc is not None else None
     row["detectors"] = fmt_verdicts(doc) if doc is not None else None
     return row
+
+
+def used_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A run's config without the options of the attacks, trigger kinds and detectors it did
+    not use (a hijack run's alpha): what `runs show` and the run screen list. The options
+    engine.sweeps.grid.experiment_fields leaves out as unused, in the config's order."""
+    from engine.sweeps.grid import NOT_EXPERIMENT, experiment_fields
+
+    kept = set(experiment_fields(config)) | set(NOT_EXPERIMENT)
+    return {k: v for k, v in config.items() if k in kept}
+
+
+# ---- short ids -------------------------------------------------------------------
+# The fewest characters a short id has: a generated id's random part.
+SHORT_ID_MIN = 4
+# `<date>-<time>-<setting>-<4 hex>`, as engine.store.new_run_id writes them.
+_GENERATED = re.compile(r"^(\d{8}-\d{6})-.+-([0-9a-f]{4})$")
+
+
+def compact_id(run_id: str) -> str:
+    """A generated id without its setting (`20261124-133627-8eac`: the setting has columns
+    of its own); any other id as it is."""
+    m = _GENERATED.match(run_id)
+    return f"{m.group(1)}-{m.group(2)}" if m else run_id
+
+
+def _tails(run_id: str, n: int) -> set[str]:
+    return {run_id[-n:], compact_id(run_id)[-n:]}
+
+
+def short_run_ids(ids: Iterable[str]) -> dict[str, str]:
+    """The short id of each run: the fewest last characters (SHORT_ID_MIN or more) of its id
+    that no other id ends with, so `8eac` for a generated id (its random part), a few more
+    only for the ids that need them. Where two ids differ only in their date or time, the
+    tail of their compact_id (`7-8eac`) where that is shorter. Every command that takes a
+    run id takes its short id (resolve_run_id); an id that is the end of another stays whole."""
+    ids = list(dict.fromkeys(ids))
+    out: dict[str, str] = {}
+    left = ids
+    n = SHORT_ID_MIN
+    while left:
+        counts: Counter = Counter()
+        for run_id in ids:
+            counts.update(_tails(run_id, n))
+        still = []
+        for run_id in left:
+            whole = run_id[-n:]
+            if counts[whole] == 1 and len(whole) == n:
+                out[run_id] = whole
+            elif counts[compact_id(run_id)[-n:]] == 1 and len(compact_id(run_id)) >= n:
+                out[run_id] = compact_id(run_id)[-n:]
+            elif n >= len(run_id):
+                out[run_id] = run_id
+            else:
+                still.append(run_id)
+        left, n = still, n + 1
+    return out
+
+
+class AmbiguousRunId(ValueError):
+    """A short id that more than one run ends with; the message lists them."""
+
+
+def run_ids(root: str | os.PathLike[str]) -> list[str]:
+    """The ids of the runs under `root`: the folders that hold a run file (as the index
+    lists them), trash and index left out."""
+    try:
+        folders = [e.name for e in os.scandir(root) if not e.name.startswith(".") and e.is_dir()]
+    except OSError:
+        return []
+    return sorted(name for name in folders if os.path.isfile(os.path.join(root, name, RUN_FILE)))
+
+
+def resolve_run_id(ids: Iterable[str], text: str) -> str:
+    """The run `text` names among `ids`: the id itself, else the one run whose id (or
+    compact_id) ends with it, as the short ids of short_run_ids do. RunNotFound where none
+    does; AmbiguousRunId, naming them, where several do."""
+    ids = list(ids)
+    if text in ids:
+        return text
+    found = [run_id for run_id in ids if text and (run_id.endswith(text) or compact_id(run_id).endswith(text))]
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise RunNotFound(text)
+    shown = ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
+    raise AmbiguousRunId(f"{text!r} is the end of {len(found)} run ids ({shown}); give more of the id")

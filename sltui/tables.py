@@ -94,19 +94,21 @@ def fit_columns(columns: Sequence[Column], rows: Sequence[Mapping[str, Any]], wi
 
 
 def fit_columns_wrapping(columns: Sequence[Column], rows: Sequence[Mapping[str, Any]], width: int,
-                         wrap_key: str) -> tuple[list[Column], list[dict[str, Any]]]:
+                         wrap_key: str, min_width: int = 0) -> tuple[list[Column], list[dict[str, Any]]]:
     """fit_columns for a table whose `wrap_key` column holds words (a run's label) that may
     go on several lines rather than push the other columns off the edge. Where the table
     fits with whole one-line cells (left-out columns giving way first), it is left so.
     Otherwise the columns are chosen as if that column were only as wide as its longest
-    word, and its cells are wrapped (at spaces, never inside a word) to the room the other
-    columns leave. Returns (columns, rows with the wrapped cells)."""
+    word (or `min_width`, where its cells are that long: the other columns give way before
+    it is wrapped narrower), and its cells are wrapped (at spaces, never inside a word) to
+    the room the other columns leave. Returns (columns, rows with the wrapped cells)."""
     shown = fit_columns(columns, rows, width)
     if _line_width(_natural_widths(shown, rows, True)) <= width:
         return shown, [dict(row) for row in rows]
 
     def longest_word(text: str) -> str:
-        return max(text.split() or [""], key=len)
+        word = max(text.split() or [""], key=len)
+        return word.ljust(min(min_width, len(text)))
     narrow = [{**row, wrap_key: longest_word(_cell(row, wrap_key))} for row in rows]
     shown = fit_columns(columns, narrow, width)
     widths = natural_widths(shown, rows)

@@ -219,6 +219,7 @@ def test_root_options_reach_every_command_and_the_commands_own_win(sltui, tmp_pa
     assert len(run_files(root_runs)) == 1 and not (tmp_path / "runs").exists()
     code, out, err = sltui("--runs-dir", str(root_runs), "runs", "list", "--json")
     assert [r["status"] for r in json.loads(out)] == ["completed"]
+    own_runs.mkdir()
     code, out, err = sltui("--runs-dir", str(root_runs), "runs", "list", "--json", "--runs-dir", str(own_runs))
     assert json.loads(out) == []
     # --data-root: a run on a dataset that is not there names the folder it looked in.

@@ -12,6 +12,7 @@ import pytest
 
 from sltui import cli
 from sltui.format import fmt_cell, fmt_duration, fmt_mean_std, fmt_num, fmt_pct
+from sltui.run_index import short_run_ids
 from sltui.tables import Column, fit_columns, render_table
 
 from tui_helpers import write_run
@@ -123,21 +124,39 @@ def sltui(monkeypatch, capsys):
 
 @pytest.mark.parametrize("columns", [40, 80])
 def test_runs_list_keeps_ids_and_status_whole(sltui, runs, columns):
+    """Too narrow for whole ids: each id shortened to its end (the TUI's short id, which
+    every command takes), statuses whole; at 80 columns the setting and both metrics too."""
     code, out, err = sltui("runs", "list", "--runs-dir", str(runs), columns=columns)
     assert code == 0, err
     lines = out.splitlines()
-    assert sorted(line.split()[0] for line in lines[1:]) == sorted(LONG_IDS)
+    shown = [line.split()[0] for line in lines[1:]]
+    assert sorted(shown) == sorted(short_run_ids(LONG_IDS).values()) == sorted(i[-4:] for i in LONG_IDS)
     assert all(line.split()[1] == "completed" for line in lines[1:])
-    assert "--wide" in err                      # says that columns were left out
+    assert "--wide" in err and "ids shortened" in err          # says what was shortened and left out
+    for short in shown:                                      # a short id is taken where an id is
+        code, out_show, _ = sltui("runs", "show", short, "--runs-dir", str(runs))
+        assert code == 0 and out_show.splitlines()[0] in LONG_IDS and out_show.splitlines()[0].endswith(short)
     if columns == 80:
         assert max(map(len, lines)) <= 80
+        assert header_of(out)[:5] == ["id", "status", "setting", "CDA", "%"] and "ASR" in header_of(out)
+        assert all("mnist lenet c1 K1 surrogate α=0.09" in line or "mnist lenet c3 K1 surrogate α=0.09" in line
+                   for line in lines[1:])
 
 
 def test_runs_list_wide_shows_every_column(sltui, runs):
     code, out, err = sltui("runs", "list", "--runs-dir", str(runs), "--wide", columns=80)
     assert code == 0 and err == ""
-    assert {"dataset", "model", "cut", "K", "attack", "alpha", "epochs", "time"} <= set(header_of(out))
+    assert {"setting", "seed", "best", "verdicts", "name", "tags"} <= set(header_of(out))
+    assert sorted(line.split()[0] for line in out.splitlines()[1:]) == sorted(LONG_IDS)     # whole ids
+
+
+def test_runs_list_columns_picks_them(sltui, runs):
+    code, out, err = sltui("runs", "list", "--runs-dir", str(runs), "--columns", "asr,id,time,k", columns=200)
+    assert code == 0, err
+    assert header_of(out) == ["ASR", "%", "id", "time", "K"]
     assert "6s" in out.split()          # 3 epochs of 2 s each (tui_helpers), with its unit
+    code, out, err = sltui("runs", "list", "--runs-dir", str(runs), "--columns", "id,colour", columns=200)
+    assert code == 2 and out == "" and "unknown column 'colour'" in err and len(err.strip().splitlines()) == 1
 
 
 def test_runs_list_of_an_empty_folder(sltui, tmp_path):

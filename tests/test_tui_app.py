@@ -17,6 +17,7 @@ from textual.css.query import NoMatches
 from textual.widgets import DataTable, Input, Select, Static
 
 from engine.config import RunConfig
+from sltui.run_index import used_config
 from sltui.tui.app import SlTuiApp
 from sltui.tui.run_manager import RunManager
 from sltui.tui.runs_model import BROWSER_COLUMNS, RunIndex
@@ -200,7 +201,12 @@ async def test_browser_sort_filter_and_unreadable_row(tmp_path):
         assert app.screen.run_id == "run-c"
         await wait_for(pilot, lambda: app.screen.query_one("#chart-acc", MetricChart).points == 6)
         await pilot.press("v")
-        assert app.screen.query_one("#run-config", DataTable).row_count == len(RunConfig().to_dict())
+        # every field the run uses, none that its attack (none) has no use for
+        config = app.screen.view["config"]
+        shown = app.screen.query_one("#run-config", DataTable)
+        fields_shown = {str(shown.get_row_at(i)[0]) for i in range(shown.row_count)}
+        assert {"dataset", "cut", "epochs", "seed", "trigger"} <= fields_shown and "alpha" not in fields_shown
+        assert fields_shown == set(used_config(config)) and len(fields_shown) < len(RunConfig().to_dict())
         await pilot.press("escape")
         assert isinstance(app.screen, BrowserScreen)
 
@@ -239,11 +245,12 @@ async def test_browser_fits_its_columns_to_the_width(tmp_path):
     async with app.run_test(size=(200, 30)) as pilot:
         await wait_for(pilot, lambda: isinstance(app.screen, BrowserScreen) and len(table_ids(app)) == 2)
         table = app.screen.query_one("#runs", DataTable)
-        assert len(table.columns) == 1 + len(BROWSER_COLUMNS)
+        # every column but the name's, which shows only where some run has a name
+        assert len(table.columns) == len(BROWSER_COLUMNS) and "name" not in [str(c.value) for c in table.columns]
         assert sorted(str(table.get_cell(run_id, "id")) for run_id in ids) == sorted(ids)
         assert str(table.get_cell(ids[0], "seconds")) == "6s"               # 3 epochs of 2 s, with the unit
         await pilot.resize_terminal(80, 24)
-        await wait_for(pilot, lambda: len(table.columns) < 1 + len(BROWSER_COLUMNS))
+        await wait_for(pilot, lambda: len(table.columns) < len(BROWSER_COLUMNS))
         keys = [str(c.value) for c in table.columns]
         assert keys[:3] == ["sel", "id", "status"]
         assert sum(c.get_render_width(table) for c in table.columns.values()) <= 80 - 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
+from textual.widgets import DataTable
 
 from engine.store import RunStore
 from sltui.format import fmt_pct
@@ -24,7 +25,6 @@ def example_runs(tmp_path):
 
 
 def browser_order(app) -> list[str]:
-    from textual.widgets import DataTable
     return [str(k.value) for k in app.screen.query_one("#runs", DataTable).rows]
 
 
@@ -125,11 +125,14 @@ async def test_seeds_grouped_show_the_aggregate_numbers_and_open_into_their_runs
         await wait_for(pilot, lambda: isinstance(app.screen, BrowserScreen) and browser_order(app))
         await pilot.press("g")
         await wait_for(pilot, lambda: len(browser_order(app)) == len(groups))
-        text = "\n".join(screen_lines(app))
+        table = app.screen.query_one("#runs", DataTable)
         for g in groups:
             spread = g["n"] > 1
-            assert fmt_mean_std(g["cda_mean"], g["cda_std"] if spread else None) in text
-            assert fmt_mean_std(g["asr_mean"], g["asr_std"] if spread else None) in text
+            row = [str(cell) for cell in table.get_row(g["group"])]
+            assert fmt_mean_std(g["cda_mean"], g["cda_std"] if spread else None) in row
+            assert fmt_mean_std(g["asr_mean"], g["asr_std"] if spread else None) in row
+        settings = [str(table.get_cell(key, "setting")) for key in browser_order(app)]
+        assert len(set(settings)) == len(settings)          # no two groups read alike
         pair = next(g for g in groups if g["n"] == 2)
         row = browser_order(app).index(pair["group"])
         await pilot.press(*["down"] * row, "enter")

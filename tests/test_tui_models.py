@@ -275,31 +275,62 @@ def test_short_ids_keep_what_tells_runs_apart():
     assert len(set(labels.values())) == len(GENERATED)
 
 
-def test_unique_suffixes_are_the_shortest_tails_no_other_id_ends_with():
-    labels = runs_model.unique_suffixes(GENERATED)
-    assert labels[GENERATED[1]] == "1f2e"
-    # Two ids end in 8eac: each keeps one more part.
-    assert labels[GENERATED[0]] == "surrogate-8eac" and labels[GENERATED[2]] == "none-8eac"
+def test_short_run_ids_are_the_fewest_last_characters_no_other_id_ends_with():
+    from sltui.run_index import resolve_run_id, short_run_ids
+
+    labels = short_run_ids(GENERATED)
+    assert labels[GENERATED[1]] == "1f2e" and labels["my-own-name"] == "name"
+    # Two ids end in 8eac: each keeps a few more characters, and only those two do.
+    assert labels[GENERATED[0]] == "te-8eac" and labels[GENERATED[2]] == "ne-8eac"
     assert all(run_id.endswith(label) for run_id, label in labels.items())
     assert len(set(labels.values())) == len(GENERATED)
-    assert runs_model.unique_suffixes(["a-b", "b"]) == {"a-b": "a-b", "b": "b"}
+    # every short id names its run, and only its run
+    assert all(resolve_run_id(GENERATED, label) == run_id for run_id, label in labels.items())
+    # An id that is the end of another stays whole.
+    assert short_run_ids(["a-b", "b"]) == {"a-b": "a-b", "b": "b"}
+
+
+def test_short_run_ids_of_runs_that_differ_only_in_time_stay_short():
+    from sltui.run_index import resolve_run_id, short_run_ids
+
+    # Same setting and random part, another time: the end of the id would have to reach
+    # back to the time; the time's end and the random part tell them apart instead.
+    ids = ["20261202-010756-mnist-lenet-c3-k1-hijack-b578", "20261202-013308-mnist-lenet-c3-k1-hijack-b578",
+           "20261202-013308-mnist-lenet-c1-k1-none-77aa"]
+    labels = short_run_ids(ids)
+    assert labels == {ids[0]: "6-b578", ids[1]: "8-b578", ids[2]: "77aa"}
+    assert all(resolve_run_id(ids, label) == run_id for run_id, label in labels.items())
+
+
+def test_resolve_run_id_says_when_an_end_is_ambiguous_or_names_no_run():
+    from engine.store import RunNotFound
+    from sltui.run_index import AmbiguousRunId, resolve_run_id
+
+    with pytest.raises(AmbiguousRunId, match="is the end of 2 run ids"):
+        resolve_run_id(GENERATED, "8eac")
+    with pytest.raises(RunNotFound):
+        resolve_run_id(GENERATED, "zzzz")
+    assert resolve_run_id(GENERATED, GENERATED[0]) == GENERATED[0]     # a whole id is itself
 
 
 def test_browser_layout_fits_the_width_and_never_cuts_ids():
     rows = [{"id": run_id, "status": "interrupted", "dataset": "mnist", "model": "lenet", "cut": 1, "clients": 1,
              "attack": "surrogate", "alpha": 0.09, "cda": 98.1, "asr": 60.5, "seconds": 28.0} for run_id in GENERATED]
-    every = [c.key for c in runs_model.BROWSER_COLUMNS]
+    every = [c.key for c in runs_model.BROWSER_COLUMNS if c.key != "name"]   # no run has a name
     columns, cells = runs_model.browser_layout(rows, 400)
     assert [c.key for c in columns] == every and [c["id"] for c in cells] == GENERATED
     assert {c["seconds"] for c in cells} == {"28s"}
+    # At 75 whole ids leave no room; with short ids every column fits.
+    columns, cells = runs_model.browser_layout(rows, 75)
+    assert [c.key for c in columns] == every and [c["id"] for c in cells] != GENERATED
     for width in (75, 60, 30):
         columns, cells = runs_model.browser_layout(rows, width)
         keys = [c.key for c in columns]
-        assert keys[:2] == ["id", "status"] and len(keys) < len(every)
+        assert keys[:2] == ["id", "status"] and (len(keys) < len(every) or width == 75)
         assert len({c["id"] for c in cells}) == len(GENERATED)                 # never two alike
-        assert all(c["id"] == runs_model.unique_suffixes(GENERATED)[r] for c, r in zip(cells, GENERATED))
-        dropped = [c for c in runs_model.BROWSER_COLUMNS if c.key not in keys]
-        assert min(c.priority for c in dropped) >= max(c.priority for c in columns)
+        assert all(c["id"] == runs_model.short_run_ids(GENERATED)[r] for c, r in zip(cells, GENERATED))
+        dropped = [c for c in runs_model.BROWSER_COLUMNS if c.key not in keys and c.key in every]
+        assert not dropped or min(c.priority for c in dropped) >= max(c.priority for c in columns)
 
 
 def test_run_labels_name_what_differs():

@@ -11,10 +11,12 @@ from typing import Any, Callable, Optional
 import typer
 
 from engine.clone import user_config
-from engine.config import FIELD_HELP, ConfigError, RunConfig, parse_defenses, parse_milestones
+from engine.config import (ATTACK_FIELDS, DEFENSE_FIELDS, FIELD_HELP, TRIGGER_FIELDS, ConfigError, RunConfig,
+                           parse_defenses, parse_milestones)
 from engine.files import read_json
+from typer.core import TyperCommand
 
-from .root import default_data_root
+from .root import check_data_root, default_data_root
 
 
 def _option_type(field_type: str) -> Any:
@@ -33,15 +35,71 @@ def _option_type(field_type: str) -> Any:
 ALIASES: dict[str, tuple[str, ...]] = {"defenses": ("--defense",)}
 
 
-def config_parameters(panel: str = "Run config", exclude: tuple[str, ...] = ()) -> list[inspect.Parameter]:
-    """One keyword parameter per RunConfig field but `exclude`, default None (= not given)."""
+# The help's panels (`sltui run --help`), each short enough to read whole at 80 columns.
+PANELS: dict[str, tuple[str, ...]] = {
+    "Setting": ("dataset", "model", "cut", "clients", "attack", "epochs", "seed", "name"),
+    "Training": ("batch_size", "lr", "weight_decay", "lr_milestones", "lr_gamma", "patience", "rr_granularity"),
+    "Trigger": ("trigger", "target", "trigger_size", "trigger_row", "trigger_col", "trigger_seed", "trigger_rng",
+                *(name for names in TRIGGER_FIELDS.values() for name in names)),
+    "Attacks: shared": ("poison_ratio", "aux_size"),
+    "Detectors": ("defenses", "on_flag", "local_epochs",
+                  *(name for names in DEFENSE_FIELDS.values() for name in names)),
+    "Data, device and output": ("device", "data_root", "train_limit", "eval_limit", "eval_batch_size", "save_weights",
+                                "defense_trace"),
+}
+
+
+# On/off fields (`--save-weights/--no-save-weights`) have a panel of their own: beside them,
+# a panel's option names would have half the width.
+SWITCHES = "Switches (--NAME / --no-NAME)"
+PANEL_ORDER = ("Setting", "Training", "Trigger", "Attacks: shared",
+               *(f"Attack: {attack}" for attack in ATTACK_FIELDS), "Detectors", "Data, device and output", SWITCHES)
+_BOOLS = {f.name for f in fields(RunConfig) if "bool" in str(f.type)}
+
+
+def panel_of(name: str) -> str:
+    """The help panel of config field `name`: SWITCHES for an on/off field, else PANELS,
+    else its attack's own (`Attack: hijack`)."""
+    if name in _BOOLS:
+        return SWITCHES
+    for panel, names in PANELS.items():
+        if name in names:
+            return panel
+    owner = next((attack for attack, names in ATTACK_FIELDS.items() if name in names), None)
+    return f"Attack: {owner}" if owner else "Other run options"
+
+
+class HelpCommand(TyperCommand):
+    """A command whose help shows no type after a flag (`--headless`, `--help`): a flag takes
+    no value, and `<bool>` there reads as if it did."""
+
+    def get_params(self, ctx: Any) -> list:
+        params = super().get_params(ctx)
+        for param in params:
+            if getattr(param, "is_flag", False) and getattr(param, "metavar", None) is None:
+                param.metavar = ""
+        return params
+
+
+class HelpTyper(typer.Typer):
+    """A Typer app whose commands are HelpCommands unless they name their own class."""
+
+    def command(self, *args: Any, cls: Any = None, **kwargs: Any) -> Any:
+        return super().command(*args, cls=cls or HelpCommand, **kwargs)
+
+
+def config_parameters(exclude: tuple[str, ...] = ()) -> list[inspect.Parameter]:
+    """One keyword parameter per RunConfig field but `exclude`, default None (= not given),
+    in the help panel of its kind (panel_of)."""
     params = []
-    for f in fields(RunConfig):
+    order = {panel: i for i, panel in enumerate(PANEL_ORDER)}
+    for f in sorted(fields(RunConfig), key=lambda f: order.get(panel_of(f.name), len(order))):
         if f.name in exclude:
             continue
         flag = "--" + f.name.replace("_", "-")
         decls = [flag, *ALIASES.get(f.name, ())] if "bool" not in str(f.type) else [f"{flag}/--no-{flag[2:]}"]
-        option = typer.Option(None, *decls, help=FIELD_HELP[f.name], rich_help_panel=panel, show_default=False)
+        option = typer.Option(None, *decls, help=FIELD_HELP[f.name], rich_help_panel=panel_of(f.name),
+                              show_default=False, metavar="" if "bool" in str(f.type) else None)
         params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option,
                                         annotation=_option_type(str(f.type))))
     return params
@@ -61,6 +119,7 @@ def given_fields(flags: dict[str, Any]) -> dict[str, Any]:
     """The config flags given on the command line, parsed like --config values; the root
     --data-root (sltui/cli/root.py) where the command's own is not given."""
     given = {k: v for k, v in flags.items() if v is not None}
+    check_data_root(given.get("data_root"))
     if "data_root" in flags and given.get("data_root") is None and default_data_root(None) is not None:
         given["data_root"] = default_data_root(None)
     if "lr_milestones" in given:

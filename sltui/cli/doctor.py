@@ -10,6 +10,8 @@ from rich.text import Text
 
 from engine.config import DEVICES
 
+from ..format import literal
+
 STYLES = {"ok": "green", "warning": "yellow", "error": "bold red"}
 
 
@@ -38,7 +40,7 @@ def register(app: typer.Typer, console: Any, default_runs_dir: Callable[[Optiona
         for finding in diagnose(default_data_root(data_root), default_runs_dir(runs_dir), device):
             counts[finding.level] += 1
             label = "  ok" if finding.level == "ok" else finding.level + ":"
-            console.print(Text.assemble((label, STYLES[finding.level]), f" {finding.topic}: {finding.text}"),
+            console.print(Text.assemble((label, STYLES[finding.level]), literal(f" {finding.topic}: {finding.text}")),
                           soft_wrap=True, highlight=False)
         if counts["error"]:
             console.print(f"{counts['error']} error(s), {counts['warning']} warning(s): a run could not start here",

@@ -5,12 +5,14 @@ set the stop event (sltui/cli/signals.py), and the engine ends the run at the ne
 with the run file marked cancelled."""
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from rich.console import Console
+from rich.text import Text
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from engine.config import RunConfig
@@ -18,8 +20,8 @@ from engine.events import DefenseScores, EpochMetrics, PhaseProgress, RunFailed,
 from engine.store import RunStore, fanout
 from engine.training.runner import RunResult, new_run_id, run
 
-from ..format import fmt_defenses, fmt_num
-from .signals import cancellation
+from ..format import fmt_defenses, fmt_num, literal
+from .signals import cancellation, quiet_ctrl_c
 
 
 @dataclass
@@ -82,7 +84,7 @@ def follow_thread(job: Job, store: RunStore, console: Console, epochs: int | Non
     every cause of cancellation (sltui/cli/signals.py) stops it cleanly."""
     events: "queue.Queue[Any]" = queue.Queue()
     stop = threading.Event()
-    with cancellation(stop):
+    with cancellation(stop), quiet_ctrl_c() if console.is_terminal else contextlib.nullcontext():
         thread = start_job_thread(job, store, events, stop, reserved=reserved)
         return _follow(epochs, store, console, thread, events, stop)
 
@@ -91,7 +93,7 @@ def log_line(console: Console, text: str) -> None:
     """Where output is not a terminal (a cluster job's log) there is no bar:
     print one line per epoch instead, so the log tells how the run went."""
     if not console.is_terminal:
-        console.print(text, highlight=False, soft_wrap=True)
+        console.print(literal(text), soft_wrap=True)
 
 
 def _follow(epochs: int | None, store: RunStore, console: Console, thread: threading.Thread,
@@ -125,7 +127,11 @@ def _follow(epochs: int | None, store: RunStore, console: Console, thread: threa
             elif isinstance(item, RunResult):
                 result = item
             elif isinstance(item, RunStarted):
-                console.print(f"run [bold]{item.run_id}[/] -> {store.path(item.run_id)}", soft_wrap=True)
+                name = (item.config or {}).get("name")
+                console.print(Text.assemble("run ", literal(item.run_id, "bold"),
+                                            *((" ", literal(f"({name})")) if name else ()),
+                                            literal(f" -> {store.path(item.run_id)}")), soft_wrap=True)
+                epochs = item.total_epochs or epochs     # resolved from the dataset where not given
                 progress.update(task, description="training", total=item.total_epochs, completed=0)
             elif isinstance(item, PhaseProgress):
                 stats = f"loss {fmt_num(item.loss, '.4f')}"
@@ -141,7 +147,7 @@ def _follow(epochs: int | None, store: RunStore, console: Console, thread: threa
                 if defenses is not None and defenses.epoch == item.epoch:
                     stats += "  " + fmt_defenses(defenses.defenses)
                 progress.update(task, completed=item.epoch, stats=stats)
-                log_line(console, f"epoch {item.epoch}/{epochs}  {stats}  {item.seconds:.1f}s")
+                log_line(console, f"epoch {item.epoch}/{epochs or '?'}  {stats}  {item.seconds:.1f}s")
             elif isinstance(item, (RunFinished, RunFailed)):
                 pass
     finally:

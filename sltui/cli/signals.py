@@ -16,6 +16,11 @@ import sys
 import threading
 from typing import Any, Iterator
 
+try:
+    import termios
+except ImportError:  # pragma: no cover - not on this platform
+    termios = None  # type: ignore[assignment]
+
 from engine.signals import stop_on_signals
 
 # Errors of a write whose reader is gone: a closed pipe, a hung-up terminal.
@@ -102,3 +107,35 @@ def cancellation(stop: threading.Event) -> Iterator[threading.Event]:
     finally:
         with _active_lock:
             _active.discard(stop)
+
+
+@contextlib.contextmanager
+def quiet_ctrl_c(stream: Any = None) -> Iterator[None]:
+    """While a progress bar is drawn: the terminal does not echo Ctrl-C as `^C`. The echo
+    lands after the bar's last character; where the bar fills the line, it wraps onto a new
+    line, and the bar, redrawn there, is left twice on the screen. Nothing changes where
+    `stream` (stdin) is not a terminal."""
+    stream = sys.stdin if stream is None else stream
+    try:
+        fd = stream.fileno()
+        usable = termios is not None and os.isatty(fd) and hasattr(termios, "ECHOCTL")
+    except (AttributeError, OSError, ValueError):
+        usable = False
+    if not usable:
+        yield
+        return
+    try:
+        old = termios.tcgetattr(fd)
+        new = list(old)
+        new[3] &= ~termios.ECHOCTL
+        termios.tcsetattr(fd, termios.TCSANOW, new)
+    except termios.error:
+        yield
+        return
+    try:
+        yield
+    finally:
+        try:
+            termios.tcsetattr(fd, termios.TCSANOW, old)
+        except termios.error:
+            pass

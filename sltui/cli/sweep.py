@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, List, Optional
 
 import typer
+from rich.text import Text
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from engine.config import ATTACKS, TRIGGERS
@@ -21,7 +22,7 @@ from engine.sweeps.executors import (JobResult, LocalExecutor, RayExecutor, Swee
                                make_jobs, pending, point_run_docs, runs_by_key)
 
 from .config_flags import given_fields, with_config_flags
-from ..format import fmt_cell, fmt_mean_std, fmt_pct, json_text, printable
+from ..format import fmt_cell, fmt_mean_std, fmt_pct, json_text, literal, printable
 from ..run_index import RunIndex
 from ..tables import Column, WIDE_HELP, print_table
 
@@ -122,8 +123,9 @@ def launch(kind: str, sweep: Any, points: list, root: Path, jobs: int, executor:
     for key, run_id in done.items():
         record.mark(key, "completed", run_id)
     record.save()
-    console.print(f"{kind} [bold]{sweep.sweep_id()}[/]: {len(points)} runs, {len(done)} already done, "
-                  f"{len(todo)} to run, {jobs} at once ({executor}) -> {record.path}", soft_wrap=True)
+    console.print(Text.assemble(f"{kind} ", literal(sweep.sweep_id(), "bold"),
+                                literal(f": {len(points)} runs, {len(done)} already done, {len(todo)} to run, "
+                                        f"{jobs} at once ({executor}) -> {record.path}")), soft_wrap=True)
     if runner is None:
         runner = LocalExecutor(root, jobs, record.path.parent / record.doc["id"] / "logs")
     return record, execute(runner, make_jobs(todo), record, store, console, len(points), len(done))
@@ -206,7 +208,7 @@ def register(app: typer.Typer, runs_app: typer.Typer, console: Any, default_runs
         text = json_text(rows) if fmt == "json" else rows_to_csv(rows)
         if out:
             write_output(out, text, "--out")
-            console.print(f"{len(rows)} setting(s) -> {out}", highlight=False, soft_wrap=True)
+            console.print(literal(f"{len(rows)} setting(s) -> {out}"), soft_wrap=True)
         else:
             print(text, end="" if text.endswith("\n") else "\n")
 
@@ -247,12 +249,12 @@ def register(app: typer.Typer, runs_app: typer.Typer, console: Any, default_runs
         if not written:
             raise ConfigError(f"{title} has no completed runs yet: nothing to plot")
         for path_ in written:
-            console.print(str(path_), highlight=False, soft_wrap=True)
+            console.print(literal(path_), soft_wrap=True)
 
 
 def print_plan(sweep_id: str, points: list, done: dict[str, str], wide: bool = False) -> None:
     """The runs of a sweep and which of them are done (the run that did each), run nothing."""
-    print(f"{sweep_id}: {len(points)} runs, {len(done)} done")
+    print(printable(f"{sweep_id}: {len(points)} runs, {len(done)} done"))
     rows = []
     for i, point in enumerate(points, 1):
         c = point.config
@@ -301,7 +303,7 @@ def execute(runner: Any, jobs: list, record: SweepFile, store: RunStore, console
             results.append(result)
             record.mark(result.job.point.key, result.status, result.job.run_id, result.error)
             progress.update(task, advance=1 if result.status == "completed" else 0, running=active[0])
-            console.print(result_line(result, store), highlight=False, soft_wrap=True)
+            console.print(literal(result_line(result, store)), soft_wrap=True)
 
         runner.run(jobs, stop, on_start, on_end)
         if stop.is_set():
@@ -332,9 +334,9 @@ def summarize(console: Any, record: SweepFile, results: list[JobResult], kind: s
     counts = {s: states.count(s) for s in dict.fromkeys(states)}
     complete = counts.get("completed", 0) == len(states)
     record.finish("completed" if complete else "incomplete")
-    console.print(f"{kind} {record.doc['id']}: " + ", ".join(f"{n} {s}" for s, n in counts.items()), highlight=False)
+    console.print(literal(f"{kind} {record.doc['id']}: " + ", ".join(f"{n} {s}" for s, n in counts.items())))
     if complete and kind == "sweep":
-        console.print(f"report: sltui report {record.doc['id']}", highlight=False)
+        console.print(literal(f"report: sltui report {record.doc['id']}"))
     elif not complete:
         console.print("run the same command again to do the rest (completed runs are kept)", highlight=False)
     if any(r.status == "cancelled" for r in results):

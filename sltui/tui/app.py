@@ -2,21 +2,30 @@
 
 The app never trains and never imports torch at module level: runs are threads owned by
 :class:`~sltui.tui.run_manager.RunManager`, whose queues are drained here every 0.2 s.
+Every notice is literal text (sltui.format.literal's rule: it may quote a run's name);
+a crash leaves the terminal with one line naming the log that holds its traceback, and a
+non-zero exit.
 """
 from __future__ import annotations
 
+import datetime as _dt
 import importlib
+import os
 import signal
+import sys
+import tempfile
 import threading
 import time
+import traceback
 from functools import partial
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
 
+from ..format import printable
 from .messages import RunsChanged
 from .run_manager import RunManager
 from .runs_model import RunIndex
@@ -27,6 +36,8 @@ from .screens.new_run import NewRunScreen
 
 DRAIN_INTERVAL = 0.2
 STOP_TIMEOUT = 30.0
+FORM = "new-run"      # the name the one new-run form is installed under
+PREBUILD_AFTER_S = 1.0  # seconds after start (and while the index catches up) before the form is built
 
 
 class SlTuiApp(App[None]):
@@ -46,7 +57,7 @@ class SlTuiApp(App[None]):
     ]
 
     def __init__(self, runs_dir: str | Path = "runs", data_root: str | None = None, config: Any = None,
-                 manager: RunManager | None = None, poll_interval: float = 1.0) -> None:
+                 manager: RunManager | None = None, poll_interval: float = 1.0, prebuild_form: bool = False) -> None:
         super().__init__()
         self.runs_dir = Path(runs_dir)
         self.data_root = data_root
@@ -56,13 +67,29 @@ class SlTuiApp(App[None]):
         self.poll_interval = poll_interval
         self.stopping = False
         self._stop_deadline = 0.0
+        self.crash_log: Path | None = None
+        self.prebuild_form = prebuild_form
 
     # ---- lifecycle --------------------------------------------------------
     def on_mount(self) -> None:
         self.push_screen(BrowserScreen())
         if self.initial_config is not None:
-            self.push_screen(NewRunScreen(self.initial_config))
+            self.action_new_run(self.initial_config)
+        elif self.prebuild_form:
+            self.set_timer(PREBUILD_AFTER_S, self._prebuild_form)
         self.set_interval(DRAIN_INTERVAL, self.drain)
+
+    def _prebuild_form(self) -> None:
+        """Build the new-run form while the browser is idle, so that `n` and `C` show it at
+        once (bench/explorer.py measures both): once the runs are listed, never while a
+        screen above the browser is in use."""
+        browser = self.screen
+        if not isinstance(browser, BrowserScreen) or getattr(self.index, "pending", 0):
+            self.set_timer(PREBUILD_AFTER_S, self._prebuild_form)
+            return
+        form = self.form()
+        if not form.is_running:
+            self._get_screen(form)   # composed and mounted now, shown at the first `n`
 
     def drain(self) -> None:
         """Apply queued run events and tell every screen which runs changed."""
@@ -92,18 +119,60 @@ class SlTuiApp(App[None]):
         self.notify(f"started {run_id}", timeout=3)
         return run_id
 
+    def notify(self, message: str, *, title: str = "", severity: Any = "information",
+               timeout: float | None = None, markup: bool = True) -> None:
+        """Every notice as literal text: they quote run ids, names and errors (`markup` is
+        ignored)."""
+        super().notify(printable(message), title=printable(title), severity=severity, timeout=timeout,
+                       markup=False)
+
+    def _handle_exception(self, error: Exception) -> None:
+        # Textual's one place for an exception nothing handled: it exits with code 1 and
+        # prints a traceback with the locals. The traceback goes to a log instead, and
+        # launch says where in one line.
+        self.crash_log = write_crash_log(error)
+        super()._handle_exception(error)
+        self._exit_renderables.clear()
+
+    # ---- leaving a screen that holds unsaved input ----------------------------
+    def leave(self, then: Callable[[], Any]) -> None:
+        """Call `then` (an action that leaves the screen shown), after asking first where
+        the screen holds unsaved input (the new-run form with changes)."""
+        leave = getattr(self.screen, "leave", None)
+        if leave is None:
+            then()
+        else:
+            leave(then)
+
     # ---- actions ----------------------------------------------------------
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen())
 
+    def form(self) -> NewRunScreen:
+        """The new-run form, built once (at its first showing) and shown again after."""
+        if not self.is_screen_installed(FORM):
+            self.install_screen(NewRunScreen(), FORM)
+        return self.get_screen(FORM)  # type: ignore[return-value]
+
     def action_new_run(self, config: Any = None) -> None:
-        if not isinstance(self.screen, NewRunScreen) or config is not None:
-            self.push_screen(NewRunScreen(config))
+        """Show the new-run form, empty or (a clone) holding `config`."""
+        form = self.form()
+        if form in self.screen_stack:
+            if self.screen is form and config is not None:
+                form.leave(lambda: form.load(config))
+            return
+        def show() -> None:
+            if form.is_mounted:
+                form.load(config)
+            else:
+                form.initial = config
+            self.push_screen(form)
+        self.leave(show)
 
     def action_arena(self) -> None:
         if not isinstance(self.screen, ArenaScreen):
-            self.push_screen(ArenaScreen())
+            self.leave(lambda: self.push_screen(ArenaScreen()))
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """`a` leaves the footer while the arena view is the screen."""
@@ -112,8 +181,10 @@ class SlTuiApp(App[None]):
         return True
 
     def action_browser(self) -> None:
-        while len(self.screen_stack) > 2 and not isinstance(self.screen, BrowserScreen):
-            self.pop_screen()
+        def back() -> None:
+            while len(self.screen_stack) > 2 and not isinstance(self.screen, BrowserScreen):
+                self.pop_screen()
+        self.leave(back)
 
     def action_open_run(self, run_id: str) -> None:
         from .screens.live_run import LiveRunScreen
@@ -123,6 +194,9 @@ class SlTuiApp(App[None]):
     async def action_quit(self) -> None:
         if self.stopping or isinstance(self.screen, ConfirmQuit):
             return
+        self.leave(self._quit)
+
+    def _quit(self) -> None:
         active = self.manager.active()
         if not active:
             self.exit()
@@ -158,9 +232,45 @@ class SlTuiApp(App[None]):
         yield from (c for c in super().get_system_commands(screen) if c.title in ("Theme", "Keys"))
 
 
-def launch(runs_dir: str | Path = "runs", data_root: str | None = None, config: Any = None) -> None:
-    """Open the terminal UI; on exit, make sure no run thread is left behind."""
-    app = SlTuiApp(runs_dir=runs_dir, data_root=data_root, config=config)
+def log_folder() -> Path:
+    """Where a crash's traceback is written: $XDG_CACHE_HOME/sltui/logs (~/.cache/sltui/logs),
+    else the system's temporary folder."""
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sltui" / "logs"
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+        return base
+    except OSError:
+        return Path(tempfile.gettempdir())
+
+
+def write_crash_log(error: BaseException) -> Path | None:
+    """Write `error`'s traceback to a new file in log_folder(); its path (None if nothing
+    could be written)."""
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    for folder in (log_folder(), Path(tempfile.gettempdir())):
+        path = folder / f"tui-crash-{stamp}-{os.getpid()}.log"
+        try:
+            path.write_text(f"sltui terminal UI crashed at {stamp}\n{text}")
+            return path
+        except OSError:
+            continue
+    return None
+
+
+def crash_line(app: SlTuiApp) -> str:
+    """The one line a crash leaves on the terminal."""
+    error = app._exception
+    what = printable(f"{type(error).__name__}: {error}") if error is not None else "an error"
+    where = f"; the traceback is in {printable(app.crash_log)}" if app.crash_log else ""
+    return f"sltui: the terminal UI stopped on {what}{where}"
+
+
+def launch(runs_dir: str | Path = "runs", data_root: str | None = None, config: Any = None,
+           headless: bool = False) -> int:
+    """Open the terminal UI; on exit, make sure no run thread is left behind. Returns the
+    exit code: 0, or 1 after a crash (which printed one line naming its log)."""
+    app = SlTuiApp(runs_dir=runs_dir, data_root=data_root, config=config, prebuild_form=True)
 
     def hang_up(signum: int, frame: Any) -> None:
         # SSH connection lost or `kill`: cancel the runs (their files say cancelled), then exit.
@@ -169,10 +279,14 @@ def launch(runs_dir: str | Path = "runs", data_root: str | None = None, config: 
 
     previous = {sig: signal.signal(sig, hang_up) for sig in (signal.SIGHUP, signal.SIGTERM)}
     try:
-        app.run()
+        app.run(headless=headless)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         left = app.manager.shutdown(timeout=STOP_TIMEOUT)
         if left:
             print(f"sltui: {len(left)} run(s) did not stop within {STOP_TIMEOUT:.0f}s: {', '.join(left)}")
+    code = app.return_code or 0
+    if code:
+        print(crash_line(app), file=sys.stderr)
+    return code

@@ -13,7 +13,8 @@ from typing import Any, Iterable, Sequence
 from engine.store import RunEntry
 
 from ..query import QueryError, parse_query
-from .runs_model import best_metrics, browser_row, group_rows, sort_rows
+from ..run_index import short_run_ids
+from .runs_model import GROUP_SORT_KEYS, SORT_KEYS, best_metrics, browser_row, group_rows, sort_rows
 
 
 class BrowserRows:
@@ -31,6 +32,7 @@ class BrowserRows:
         self.query_error = ""
         self.rows: list[dict[str, Any]] = []
         self.all_count = 0
+        self.short: dict[str, str] = {}  # run id -> short id, over every run (run_index.short_run_ids)
         self._key: tuple | None = None
         self._all: tuple = (None, [])
 
@@ -52,6 +54,9 @@ class BrowserRows:
         if self._all[0] != source:                 # the runs' rows, before filter and sort
             rows = [browser_row(e) for e in entries]
             self._all = (source, [best_metrics(r) for r in rows] if self.best else rows)
+            ids = tuple(e.run_id for e in entries)
+            if ids != getattr(self, "_short_for", None):
+                self.short, self._short_for = short_run_ids(ids), ids
         rows = self._all[1]
         self.all_count = len(rows)
         try:
@@ -65,8 +70,19 @@ class BrowserRows:
         if self.grouped:
             chosen = {r["id"] for r in rows}
             rows = group_rows(self._docs(entries, chosen), self.best)
-        self.rows = sort_rows(rows, self.sort_key, self.sort_reverse)
+        self.rows = sort_rows(rows, *self.sort())
         return True
+
+    def sort(self) -> tuple[str, bool]:
+        """(key, reverse) the rows are sorted by: the chosen sort, or with seeds grouped, the
+        setting where the chosen key is no column of the groups (a run's id, status)."""
+        if self.grouped and self.sort_key not in GROUP_SORT_KEYS:
+            return "setting", False
+        return self.sort_key, self.sort_reverse
+
+    def sort_keys(self) -> list[str]:
+        """The keys `s` cycles through in this view."""
+        return list(GROUP_SORT_KEYS) if self.grouped else list(SORT_KEYS)
 
     @staticmethod
     def _docs(entries: Iterable[RunEntry], ids: set[str]) -> Iterable[dict[str, Any]]:

@@ -14,11 +14,12 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from engine.store import RunEntry
 from engine.sweeps.aggregate import PER_RUN, aggregate
+from engine.sweeps.grid import experiment_fields
 
-from .form_model import visible
-from ..format import fmt_cell, fmt_mean_std, fmt_setting, mean_score
+from .form_model import SPECS, visible
+from ..format import DETECTOR_SHORT, clip, fmt_cell, fmt_mean_std, fmt_setting, mean_score, printable
 from ..query import parse_query
-from ..run_index import RunIndex, run_row  # noqa: F401 - RunIndex: the screens' index
+from ..run_index import RunIndex, run_row, short_run_ids  # noqa: F401 - RunIndex: the screens' index
 from ..reference import lookup
 from ..tables import Column, fit_columns, fit_columns_wrapping
 
@@ -26,14 +27,16 @@ from ..tables import Column, fit_columns, fit_columns_wrapping
 # The browser's columns in display order (sltui.tables.Column: key, header, priority, align).
 # The id, status and setting (dataset, model, cut, K, attack: sltui.format.fmt_setting)
 # always show; at narrow widths the rest go, least important first: the metrics stay
-# longest, then the detectors' verdicts, the time, the seed, the tags (the status line
-# shows the tags and note of the run under the cursor at any width).
+# longest, then the run's name (only where some run has one), the detectors' verdicts, the
+# time, the seed, the tags (the status line shows the name, tags and note of the run under
+# the cursor at any width).
 BROWSER_COLUMNS: tuple[Column, ...] = (
     Column("id", "id"),
     Column("status", "status"),
     Column("setting", "setting"),
     Column("cda", "CDA", 1, "right"),
     Column("asr", "ASR", 1, "right"),
+    Column("name", "name", 2),
     Column("detectors", "verdicts", 2),
     Column("seconds", "time", 3, "right"),
     Column("seed", "seed", 4, "right"),
@@ -45,6 +48,8 @@ SORT_KEYS = {"id": "id", "status": "status", "dataset": "dataset", "model": "mod
              "clients": "K", "attack": "attack", "alpha": "alpha", "seed": "seed", "cda": "CDA", "asr": "ASR",
              "best_cda": "best CDA", "best_asr": "best ASR", "seconds": "time", "setting": "setting",
              "detectors": "detectors"}
+# How the status line names the grouped view's sort keys (GROUP_SORT_KEYS) that SORT_KEYS lacks.
+GROUP_SORT_LABELS = {"n": "n", "epochs": "epochs", "seeds": "seeds"}
 # A DataTable cell has one space of padding each side, where a CLI table has a two-space gap.
 CELL_PADDING = 2
 # `<date>-<time>-<setting>-<4 hex>`, as engine.store.new_run_id writes them.
@@ -65,30 +70,6 @@ def short_ids(ids: Iterable[str]) -> dict[str, str]:
     return {run_id: label if counts[label] == 1 else run_id for run_id, label in labels.items()}
 
 
-def unique_suffixes(ids: Iterable[str]) -> dict[str, str]:
-    """The shortest tail of each id, in whole `-`-separated parts, that no other id ends
-    with: a generated id's random suffix (`8eac`) in the usual case. The setting and time
-    that the rest of a generated id spells out have columns of their own."""
-    ids = list(dict.fromkeys(ids))
-    parts = {run_id: run_id.split("-") for run_id in ids}
-    out: dict[str, str] = {}
-    left = ids
-    k = 1
-    while left:
-        # Each id's last k parts (the whole id when it has fewer); a tail that only one
-        # id has is that id's label. Linear per round: thousands of ids take a moment.
-        tails = {run_id: "-".join(parts[run_id][-k:]) for run_id in ids}
-        counts = Counter(tails.values())
-        still = []
-        for run_id in left:
-            if counts[tails[run_id]] == 1 or k >= len(parts[run_id]):
-                out[run_id] = tails[run_id] if counts[tails[run_id]] == 1 else run_id
-            else:
-                still.append(run_id)
-        left, k = still, k + 1
-    return out
-
-
 def table_columns(columns: Sequence[Column], cells: Sequence[Mapping[str, str]], width: int) -> list[Column]:
     """The columns of a Textual DataTable `width` cells wide to show (sltui.tables.fit_columns,
     with the DataTable's cell padding instead of the CLI's gap)."""
@@ -96,10 +77,10 @@ def table_columns(columns: Sequence[Column], cells: Sequence[Mapping[str, str]],
 
 
 def table_columns_wrapping(columns: Sequence[Column], cells: Sequence[Mapping[str, str]], width: int,
-                           wrap_key: str) -> tuple[list[Column], list[dict[str, str]]]:
+                           wrap_key: str, min_width: int = 0) -> tuple[list[Column], list[dict[str, str]]]:
     """table_columns, with the `wrap_key` column's words wrapped onto several lines rather
     than pushing the other columns off a DataTable `width` cells wide (sltui.tables.fit_columns_wrapping)."""
-    return fit_columns_wrapping(columns, cells, width - CELL_PADDING, wrap_key)
+    return fit_columns_wrapping(columns, cells, width - CELL_PADDING, wrap_key, min_width)
 
 
 def browser_columns(best: bool = False) -> tuple[Column, ...]:
@@ -117,49 +98,97 @@ def best_metrics(row: Mapping[str, Any]) -> dict[str, Any]:
     return {**row, "cda": row.get("best_cda"), "asr": row.get("best_asr")}
 
 
-def browser_layout(rows: Sequence[Mapping[str, Any]], width: int,
-                   columns: Sequence[Column] = BROWSER_COLUMNS) -> tuple[list[Column], list[dict[str, str]]]:
+# Cells of free text (a run's name, its tags) are cut to this many characters with an
+# ellipsis: one long name must not push every other column off the screen.
+FREE_TEXT = ("name", "tags")
+FREE_TEXT_WIDTH = 24
+
+
+def browser_layout(rows: Sequence[Mapping[str, Any]], width: int, columns: Sequence[Column] = BROWSER_COLUMNS,
+                   short: Mapping[str, str] | None = None) -> tuple[list[Column], list[dict[str, str]]]:
     """(columns, cells) of the browser for a table `width` cells wide: whole ids when every
-    column fits with them, else each id's unique suffix (unique_suffixes) and columns left
-    out by priority."""
-    cells = [{c.key: fmt_cell(c.key, row.get(c.key)) for c in columns} for row in rows]
+    column fits with them, else each run's short id (`short`: sltui.run_index.short_run_ids
+    over every run of the folder, so that `sltui runs show` takes it; by default over
+    `rows`) and columns left out by priority."""
+    if not any(row.get("name") for row in rows):
+        columns = [c for c in columns if c.key != "name"]
+    cells = [{c.key: clip(printable(fmt_cell(c.key, row.get(c.key))), FREE_TEXT_WIDTH) if c.key in FREE_TEXT else
+              fmt_cell(c.key, row.get(c.key)) for c in columns} for row in rows]
     if len(table_columns(columns, cells, width)) < len(columns) and any(c.key == "id" for c in columns):
-        labels = unique_suffixes(cell["id"] for cell in cells)
+        labels = dict(short) if short is not None else {}
+        missing = [cell["id"] for cell in cells if cell["id"] not in labels]
+        if missing:
+            labels.update(short_run_ids(missing if short is not None else [cell["id"] for cell in cells]))
         cells = [{**cell, "id": labels[cell["id"]]} for cell in cells]
     return table_columns(columns, cells, width), cells
 
 
-# The browser's columns with seeds grouped (g): one row per setting.
+# The browser's columns with seeds grouped (g): one row per setting. The setting wraps onto
+# more lines where the fields that tell the groups apart make it long.
 GROUP_COLUMNS: tuple[Column, ...] = (
     Column("setting", "setting"),
     Column("n", "n", 0, "right"),
-    Column("cda_pm", "CDA", 1, "right"),
-    Column("asr_pm", "ASR", 1, "right"),
+    Column("cda_pm", "CDA", 0, "right"),
+    Column("asr_pm", "ASR", 0, "right"),
     Column("epochs", "epochs", 2, "right"),
     Column("seeds", "seeds", 3),
 )
+# The width a group's setting keeps before the epochs and seeds give way to it.
+GROUP_SETTING_MIN = 36
+# What the grouped view sorts by (`s` cycles them), and its order before any is chosen.
+GROUP_SORT_KEYS = ("setting", "n", "cda", "asr", "epochs", "seeds")
+# Fields a group's setting names anyway (fmt_setting), and the seed that groups leave out.
+# (The epochs have a column, which narrow screens leave out: where they differ, the setting
+# names them too.)
+SETTING_NAMED = ("dataset", "model", "cut", "clients", "attack", "alpha", "trigger", "seed")
+
+
+def group_differences(configs: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The fields, in the form's order, whose values differ between the groups whose
+    experiment fields (engine.sweeps.grid.experiment_fields, which leave out the options
+    of attacks, triggers and detectors a run does not use) are `configs`, among the groups
+    that use them; leaving out those the setting names anyway (SETTING_NAMED)."""
+    order = {spec.name: i for i, spec in enumerate(SPECS)}
+    names = sorted({k for c in configs for k in c if k not in SETTING_NAMED}, key=lambda k: (order.get(k, len(order)), k))
+    return [n for n in names if len({repr(c[n]) for c in configs if n in c}) > 1]
 
 
 def group_rows(docs: Iterable[Mapping[str, Any]], best: bool = False) -> list[dict[str, Any]]:
     """One row per setting of the completed runs among `docs` (run files or their index
     summaries, with their effective status): engine.sweeps.aggregate's groups, the numbers
     `sltui runs aggregate` prints. `id` is the group's key, `runs` its run ids, `cda`/`asr`
-    the means (final, or best-validation with `best`) and `cda_pm`/`asr_pm` mean ± std."""
+    the means (final, or best-validation with `best`) and `cda_pm`/`asr_pm` mean ± std.
+    `setting` names the setting (fmt_setting) and then every other field whose value
+    differs between these groups (group_differences: `hijack_beta=0.25 on_flag=stop`), so no
+    two rows read alike."""
+    docs = list(docs)
     which = "best_" if best else ""
+    configs = {d.get("id"): d.get("config") for d in docs if isinstance(d.get("config"), dict)}
+    groups = aggregate(docs)
+    fields_of = [experiment_fields(configs.get(g["runs"][0]) or {}) for g in groups]
+    differ = group_differences(fields_of)
     rows = []
-    for group in aggregate(docs):
+    for group, fields_ in zip(groups, fields_of):
         attack = group.get("attack")
         setting = {**group, "alpha": group.get("alpha") if attack == "surrogate" else None,
                    "trigger": group.get("trigger", "patch") if attack not in (None, "none") else None}
+        label = " ".join([fmt_setting(setting), *(_label_part(f, fields_[f]) for f in differ if f in fields_)])
         spread = group["n"] > 1
         rows.append({
-            "id": group["group"], "status": "group", "setting": fmt_setting(setting), "n": group["n"],
+            "id": group["group"], "status": "group", "setting": label, "n": group["n"],
             "epochs": group.get("epochs"), "seeds": ",".join(map(str, group["seeds"])), "runs": list(group["runs"]),
             "cda": group[f"{which}cda_mean"], "asr": group[f"{which}asr_mean"],
             "cda_pm": fmt_mean_std(group[f"{which}cda_mean"], group[f"{which}cda_std"] if spread else None),
             "asr_pm": fmt_mean_std(group[f"{which}asr_mean"], group[f"{which}asr_std"] if spread else None),
         })
     return rows
+
+
+def group_layout(rows: Sequence[Mapping[str, Any]], width: int) -> tuple[list[Column], list[dict[str, str]]]:
+    """(columns, cells) of the grouped view for a table `width` cells wide: the setting
+    wrapped at spaces where whole settings would push n, CDA and ASR off the screen."""
+    cells = [{c.key: printable(fmt_cell(c.key, row.get(c.key))) for c in GROUP_COLUMNS} for row in rows]
+    return table_columns_wrapping(GROUP_COLUMNS, cells, width, "setting", GROUP_SETTING_MIN)
 
 
 def browser_row(entry: RunEntry) -> dict[str, Any]:
@@ -253,12 +282,21 @@ def paper_footnote(rows: Sequence[Mapping[str, Any]]) -> str:
     return f"{PAPER_MARK} not like for like: the paper trained " + "; ".join(parts)
 
 
-# Short names in run labels, so a legend line fits a chart at 80 columns.
-LABEL_NAMES = {"clients": "K", "alpha": "α"}
+# Short names in run and group labels, so a legend line fits a chart at 80 columns and a
+# group's setting a few lines of the browser.
+LABEL_NAMES = {"clients": "K", "alpha": "α", "defenses": "det", "hijack_beta": "β", "hijack_critic": "critic",
+               "hijack_warmup_epochs": "warmup", "hijack_shadow_epochs": "shadow", "train_limit": "train",
+               "eval_limit": "eval"}
+# Fields whose empty value means every image.
+ALL_WHEN_EMPTY = ("train_limit", "eval_limit")
 
 
 def _label_part(name: str, value: Any) -> str:
+    if name == "defenses" and isinstance(value, (list, tuple)):
+        value = [DETECTOR_SHORT.get(str(d), d) for d in value]
     text = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+    if value is None or text == "":
+        text = "all" if name in ALL_WHEN_EMPTY else "-"
     return text if name == "attack" else f"{LABEL_NAMES.get(name, name)}={text}"
 
 
@@ -281,20 +319,22 @@ def run_labels(docs: Sequence[Mapping[str, Any]]) -> list[str]:
     return [label if counts[label] == 1 else f"{label} {run_id}".strip() for label, run_id in zip(labels, ids)]
 
 
-def seed_summary(docs: Sequence[Mapping[str, Any]]) -> list[str]:
+def seed_summary(docs: Sequence[Mapping[str, Any]], best: bool = False) -> list[str]:
     """One line per setting that several of the completed `docs` share apart from the seed:
-    mean ± sample std of their final CDA and ASR (engine.sweeps.aggregate)."""
+    mean ± sample std of their final CDA and ASR, or with `best` those of the
+    best-validation epoch (engine.sweeps.aggregate)."""
     rows = [r for r in aggregate(docs) if r["n"] > 1]
     if not rows:
         return []
     diff = [f for f in differing_fields([d.get("config") or {} for d in docs]) if f not in PER_RUN]
+    which, what = ("best_", "best-val ") if best else ("", "")
 
     def pm(row: Mapping[str, Any], name: str) -> str:
-        return fmt_mean_std(row[f"{name}_mean"], row[f"{name}_std"])
+        return fmt_mean_std(row[f"{which}{name}_mean"], row[f"{which}{name}_std"])
     def shown(row: Mapping[str, Any]) -> list[str]:   # only the fields the row's attack uses
         return [f for f in diff if visible(f, str(row.get("attack")), str(row.get("trigger") or "patch"), row.get("defenses"))]
     return [f"{', '.join(f'{f} {fmt_cell(f, r.get(f))}' for f in shown(r)) or 'same setting'} over seeds "
-            f"{', '.join(map(str, r['seeds']))}: CDA {pm(r, 'cda')}  ASR {pm(r, 'asr')}" for r in rows]
+            f"{', '.join(map(str, r['seeds']))}: {what}CDA {pm(r, 'cda')}  {what}ASR {pm(r, 'asr')}" for r in rows]
 
 
 def series(doc: Mapping[str, Any], metric: str) -> tuple[list[int], list[float]]:

@@ -16,11 +16,12 @@ from textual.widgets import DataTable, Footer, Header, Input, Static
 from engine.store import RunNotFound
 
 from ...annotations import add_tags, remove_tags, set_note
+from ...format import clip, literal, printable
 from ...trash import TRASH_DIR, RunBusy, delete_run, restore_run
 from ..form_model import config_from_run
 from ..messages import RunsChanged
 from ..browser_model import BrowserRows
-from ..runs_model import GROUP_COLUMNS, SORT_KEYS, browser_columns, browser_layout
+from ..runs_model import GROUP_SORT_LABELS, SORT_KEYS, browser_columns, browser_layout, group_layout
 from ..widgets.fitted_table import add_fitted_columns, fitted_widths
 from .prompts import Confirm, TextPrompt
 
@@ -36,8 +37,23 @@ ROW_BATCH = 200
 # Seconds the filter waits for the next keystroke before it is applied.
 FILTER_DELAY_S = 0.15
 DEBOUNCE_FROM = 500       # runs; fewer filter at every keystroke
+NAME_WIDTH = 40           # characters of a run's name in the status line
 STATUS_STYLE = {"running": "bold", "completed": "", "cancelled": "italic", "failed": "reverse",
                 "interrupted": "italic", "unreadable": "reverse", "starting": "bold"}
+
+
+class RunsTable(DataTable):
+    """The browser's table: Home and End go to the first and the last run (a DataTable's
+    own Home and End scroll sideways, which a table that fits its width never needs)."""
+    BINDINGS = [Binding("home", "first_row", "First", show=False), Binding("end", "last_row", "Last", show=False)]
+
+    def action_first_row(self) -> None:
+        if self.row_count:
+            self.move_cursor(row=0, animate=False)
+
+    def action_last_row(self) -> None:
+        if self.row_count:
+            self.move_cursor(row=self.row_count - 1, animate=False)
 
 
 class BrowserScreen(Screen[None]):
@@ -100,7 +116,7 @@ class BrowserScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield DataTable(id="runs", cursor_type="row", zebra_stripes=True)
+        yield RunsTable(id="runs", cursor_type="row", zebra_stripes=True)
         yield Input(placeholder="filter: words, attack=hijack cut>=2 asr>90 tag:paper (esc closes)", id="filter", compact=True)
         yield Static("", id="browser-status")
         yield Footer()
@@ -135,8 +151,8 @@ class BrowserScreen(Screen[None]):
         """runs_model.browser_layout of the current rows, computed once per rows and width."""
         key = (id(self.view.rows), width, self.view.best, self.view.grouped)
         if self._layout_memo[0] != key:
-            columns = GROUP_COLUMNS if self.view.grouped else browser_columns(self.view.best)
-            self._layout_memo = (key, browser_layout(self.view.rows, width, columns))
+            self._layout_memo = (key, group_layout(self.view.rows, width) if self.view.grouped else
+                                 browser_layout(self.view.rows, width, browser_columns(self.view.best), self.view.short))
         return self._layout_memo[1]
 
     def _render_rows(self) -> None:
@@ -173,10 +189,11 @@ class BrowserScreen(Screen[None]):
         self._add_rows(FIRST_ROWS)
         self._update_status()
 
-    def _styled(self, col, value: str):
-        if col.key == "status":
-            return Text(value, style=STATUS_STYLE.get(value, ""))
-        return Text(value, justify="right") if col.align == "right" else value
+    def _styled(self, col, value: str) -> Text:
+        """A cell as literal text (sltui.format.literal): names, tags and ids are data; a
+        group's setting may be wrapped onto several lines (runs_model.group_layout)."""
+        return literal(value, style=STATUS_STYLE.get(value, "") if col.key == "status" else "",
+                       justify="right" if col.align == "right" else None, lines=col.key == "setting")
 
     def _add_rows(self, count: int = 0) -> None:
         """Add the next `count` (default ROW_BATCH) rows waiting to be shown; schedule the rest."""
@@ -184,7 +201,7 @@ class BrowserScreen(Screen[None]):
         batch, self._to_add = self._to_add[:count or ROW_BATCH], self._to_add[count or ROW_BATCH:]
         for run_id, selected, values in batch:
             table.add_row("*" if selected else " ", *[self._styled(c, v) for c, v in zip(self._columns, values)],
-                          key=run_id)
+                          key=run_id, height=1 + max(v.count("\n") for v in values))
         if self._cursor_to is not None:
             try:
                 row = table.get_row_index(self._cursor_to)
@@ -199,8 +216,9 @@ class BrowserScreen(Screen[None]):
             self.set_timer(0.01, self._add_rows)
 
     def _update_status(self) -> None:
-        arrow = "desc" if self.view.sort_reverse else "asc"
-        label = SORT_KEYS.get(self.view.sort_key, self.view.sort_key)
+        sort_key, reverse = self.view.sort()
+        arrow = "desc" if reverse else "asc"
+        label = SORT_KEYS.get(sort_key) or GROUP_SORT_LABELS.get(sort_key, sort_key)
         parts = [f"{len(self.view.rows)}/{self.view.all_count} runs", f"sort {label} {arrow}"]
         if self.view.best:
             parts.append("best-val metrics")
@@ -217,12 +235,13 @@ class BrowserScreen(Screen[None]):
         if self.selected:
             parts.append(f"{len(self.selected)} selected")
         row = None if self.view.grouped else self.current_row()
-        if row is not None and (row.get("tags") or row.get("note")):
+        if row is not None and (row.get("name") or row.get("tags") or row.get("note")):
+            name = f"“{clip(printable(row['name']), NAME_WIDTH)}”" if row.get("name") else ""
             mark = " ".join(f"#{t}" for t in row.get("tags") or [])
-            parts.append(f"{mark} {row.get('note') or ''}".strip())
+            parts.append(" ".join(p for p in (name, mark, row.get("note") or "") if p))
         root = getattr(self.app, "runs_dir", "")
         parts.append(str(root))
-        self.query_one("#browser-status", Static).update("  |  ".join(parts))
+        self.query_one("#browser-status", Static).update(literal("  |  ".join(parts)))
 
     def current_id(self) -> str | None:
         table = self.query_one("#runs", DataTable)
@@ -274,7 +293,9 @@ class BrowserScreen(Screen[None]):
         key = str(event.column_key.value)
         if key == "sel":
             return
-        self.sort_by(key, not self.view.sort_reverse if key == self.view.sort_key else False)
+        key = {"cda_pm": "cda", "asr_pm": "asr"}.get(key, key)   # a group's mean ± std sorts by its mean
+        now, reverse = self.view.sort()
+        self.sort_by(key, not reverse if key == now else False)
 
     # ---- actions ----------------------------------------------------------
     def sort_by(self, key: str, reverse: bool = False) -> None:
@@ -282,11 +303,13 @@ class BrowserScreen(Screen[None]):
         self.refresh_runs()
 
     def action_sort_next(self) -> None:
-        keys = list(SORT_KEYS)
-        self.sort_by(keys[(keys.index(self.view.sort_key) + 1) % len(keys)], False)
+        keys = self.view.sort_keys()
+        now = self.view.sort()[0]
+        self.sort_by(keys[(keys.index(now) + 1) % len(keys)] if now in keys else keys[0], False)
 
     def action_sort_reverse(self) -> None:
-        self.sort_by(self.view.sort_key, not self.view.sort_reverse)
+        key, reverse = self.view.sort()
+        self.sort_by(key, not reverse)
 
     def action_toggle_best(self) -> None:
         self.view.best = not self.view.best
@@ -303,7 +326,9 @@ class BrowserScreen(Screen[None]):
     def action_filter(self) -> None:
         box = self.query_one("#filter", Input)
         box.display = True
-        box.focus()
+        # At once, not at the next idle moment (Widget.focus): keys typed right after `/`
+        # go into the filter, never to the browser's shortcuts.
+        self.set_focus(box)
 
     @on(Input.Changed, "#filter")
     def _filter_changed(self, event: Input.Changed) -> None:
@@ -421,7 +446,7 @@ class BrowserScreen(Screen[None]):
             return
         entry = self.app.index.get(ids[0])  # type: ignore[attr-defined]
         note = (entry.doc or {}).get("note") or "" if entry else ""
-        self.app.push_screen(TextPrompt(f"Note on {ids[0]} (empty clears it)", note),
+        self.app.push_screen(TextPrompt(f"Note on {ids[0]} (empty clears it)", printable(note)),
                              lambda text: self._apply_note(ids[0], text))
 
     def _apply_note(self, run_id: str, text: str | None) -> None:
@@ -443,8 +468,9 @@ class BrowserScreen(Screen[None]):
             return
         what = ids[0] if len(ids) == 1 else f"{len(ids)} runs"
         trash = self.app.index.root / TRASH_DIR  # type: ignore[attr-defined]
-        self.app.push_screen(Confirm(f"Move {what} to {trash}?\n`sltui runs restore ID` brings a run back.",
-                                     yes="Delete (y)", no="Keep (n)"), lambda yes: self._apply_delete(ids, yes))
+        question = Text.assemble("Move ", literal(what), " to ", literal(trash),
+                                 "?\n`sltui runs restore ID` brings a run back.")
+        self.app.push_screen(Confirm(question, yes="Delete (y)", no="Keep (n)"), lambda yes: self._apply_delete(ids, yes))
 
     def _apply_delete(self, ids: list[str], yes: bool | None) -> None:
         if not yes:

@@ -17,7 +17,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
 from ..messages import RunsChanged
-from ...format import fmt_cell
+from ...format import DETECTOR_SHORT, fmt_cell, literal, printable
 from ..runs_model import (COLUMN_LABELS, METRIC_COLUMNS, PAPER_COLUMNS, PAPER_MARK, compare_rows, paper_differs,
                           paper_footnote, run_labels, seed_summary, series, table_columns_wrapping, write_csv,
                           defense_series)
@@ -118,15 +118,16 @@ class CompareScreen(Screen[None]):
         self.labels = run_labels(self.docs)
         self._render_table()
         labels = self.labels
+        numbers = [str(n) for n in range(1, len(self.docs) + 1)]   # the table's `#` column
         self.query_one("#chart-cda", MetricChart).set_series(
-            [(label, *series(d, "cda")) for label, d in zip(labels, self.docs)])
+            [(label, *series(d, "cda")) for label, d in zip(labels, self.docs)], short=numbers)
         self.query_one("#chart-asr", MetricChart).set_series(
-            [(label, *series(d, "asr")) for label, d in zip(labels, self.docs)])
-        scores = [(f"{label} {name}", *defense_series(d, name))
-                  for label, d in zip(labels, self.docs) for name in (d.get("defenses") or {})]
+            [(label, *series(d, "asr")) for label, d in zip(labels, self.docs)], short=numbers)
+        pairs = [(n, label, d, name) for n, label, d in zip(numbers, labels, self.docs) for name in (d.get("defenses") or {})]
         chart = self.query_one("#chart-defense", MetricChart)
-        chart.display = bool(scores)
-        chart.set_series(scores)
+        chart.display = bool(pairs)
+        chart.set_series([(f"{label} {name}", *defense_series(d, name)) for _, label, d, name in pairs],
+                         short=[f"{n} {DETECTOR_SHORT.get(name, name)}" for n, _, _, name in pairs])
 
     def on_resize(self) -> None:
         if self.docs:
@@ -137,7 +138,7 @@ class CompareScreen(Screen[None]):
         PAPER_MARK where the paper trained for another number of epochs than the run."""
         cells = []
         for n, (label, row) in enumerate(zip(self.labels, self.rows), 1):
-            cell = {"n": str(n), "run": label, "status": fmt_cell("status", row.get("status"))}
+            cell = {"n": str(n), "run": printable(label), "status": fmt_cell("status", row.get("status"))}
             cell.update({k: fmt_cell(k, row.get(k)) for k in METRIC_COLUMNS})
             mark = PAPER_MARK if paper_differs(row) else ""
             cell.update({k: fmt_cell(k, row.get(k)) + (mark if row.get(k) is not None else "") for k in PAPER_COLUMNS})
@@ -162,7 +163,7 @@ class CompareScreen(Screen[None]):
         columns, cells = self.table_layout()
         add_fitted_columns(table, columns, cells)
         for row, cell in zip(self.rows, cells):
-            table.add_row(*[Text(cell[c.key], justify="right") if c.align == "right" else cell[c.key]
+            table.add_row(*[literal(cell[c.key], justify="right" if c.align == "right" else None, lines=True)
                             for c in columns], key=str(row["id"]), height=cell["run"].count("\n") + 1)
         note = f"{len(self.rows)} runs"
         hidden = len([c for c in TABLE_COLUMNS if self.show_paper or c.key not in PAPER_COLUMNS]) - len(columns)
@@ -175,10 +176,10 @@ class CompareScreen(Screen[None]):
             footnote = paper_footnote(self.rows)
             if footnote:
                 note += "\n" + footnote
-        self.query_one("#compare-note", Static).update(note)
+        self.query_one("#compare-note", Static).update(literal(note, lines=True))
         seeds = self.query_one("#compare-seeds", Static)
-        lines = seed_summary(self.docs)
-        seeds.update("\n".join(lines))
+        lines = seed_summary(self.docs, self.best)
+        seeds.update(Text("\n").join(literal(line) for line in lines))
         seeds.display = bool(lines)  # only where several seeds of one setting are selected
 
     # ---- actions ----------------------------------------------------------

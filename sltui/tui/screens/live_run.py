@@ -5,17 +5,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.text import Text
 from textual import on
-from rich.markup import escape
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import ContentSwitcher, DataTable, Footer, Header, Label, ProgressBar, Static
 
+from ...run_index import used_config
 from ..messages import RunsChanged
 from ..run_manager import RunState
-from ...format import fmt_duration, fmt_flag, fmt_num, fmt_pct, fmt_reaction
+from ...format import fmt_cell, fmt_duration, fmt_flag, fmt_num, fmt_pct, fmt_reaction, literal
 from ..runs_model import defense_series, series
 from ..widgets.charts import MetricChart
 
@@ -73,6 +74,13 @@ def verdict_lines(view: dict[str, Any]) -> list[str]:
     return [f"{name} flagged the server at {fmt_flag(entry.get('flagged_at'))}"
             for name, entry in (view.get("defenses") or {}).items()
             if isinstance(entry, dict) and entry.get("flagged_at")]
+
+
+def config_rows(config: dict[str, Any]) -> list[tuple[str, str]]:
+    """(field, value) of a run's config as its run screen lists it: the fields its attack,
+    trigger kind and detectors use (sltui.run_index.used_config: a hijack run has no alpha
+    to show), values as text."""
+    return [(key, fmt_cell(key, value) or "-") for key, value in used_config(config).items()]
 
 
 class LiveRunScreen(Screen[None]):
@@ -151,20 +159,21 @@ class LiveRunScreen(Screen[None]):
             return
         self.view = view
         status = view["status"] + (" (cancelling...)" if view["cancelling"] else "")
-        self.query_one("#run-title", Static).update(f"[b]{view['id']}[/b]  {status}")
-        stats = stats_line(view)
-        for line in verdict_lines(view):
-            stats += f"\n[b red]{line}[/b red]"
+        name = (view.get("config") or {}).get("name")
+        self.query_one("#run-title", Static).update(Text.assemble(
+            literal(view["id"], "bold"), "  ", literal(status), *(("  ", literal(name, "italic")) if name else ())))
+        lines = [literal(stats_line(view))]
+        lines += [literal(line, "bold red") for line in verdict_lines(view)]
         if view.get("reaction"):
-            stats += f"\n[b]{escape(fmt_reaction(view['reaction']))}[/b]"
+            lines.append(literal(fmt_reaction(view["reaction"]), "bold"))
         if view["error"]:
-            stats += f"\n[red]error:[/red] {str(view['error']).splitlines()[0]}"
-        self.query_one("#run-stats", Static).update(stats)
+            lines.append(Text.assemble(("error:", "red"), " ", literal(str(view["error"]).splitlines()[0])))
+        self.query_one("#run-stats", Static).update(Text("\n").join(lines))
         phase_row = self.query_one("#phase-row")
         phase_row.display = view["phase"] is not None
         if view["phase"] is not None:
             name, epoch, total, loss = view["phase"]
-            self.query_one("#phase-name", Label).update(f"{name} {epoch}/{total} loss {fmt_num(loss, '.4f')}")
+            self.query_one("#phase-name", Label).update(literal(f"{name} {epoch}/{total} loss {fmt_num(loss, '.4f')}"))
             self.query_one("#phase-bar", ProgressBar).update(total=max(1, total or 1), progress=epoch)
         doc = {"epochs": view["epochs"]}
         self.query_one("#chart-loss", MetricChart).set_series(
@@ -179,8 +188,8 @@ class LiveRunScreen(Screen[None]):
             self._config_shown = view["config"]
             table = self.query_one("#run-config", DataTable)
             table.clear()
-            for key, value in view["config"].items():
-                table.add_row(key, "-" if value is None else str(value))
+            for key, value in config_rows(view["config"]):
+                table.add_row(literal(key), literal(value))
 
     # ---- actions ----------------------------------------------------------
     def action_back(self) -> None:

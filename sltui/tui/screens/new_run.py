@@ -1,9 +1,15 @@
-"""The new-run form: one row per RunConfig field, validated as you type, then Start."""
+"""The new-run form: one row per RunConfig field, validated as you type, then Start.
+
+The app builds the form once and shows the same screen again for every new run and clone
+(`load` fills it in): building its hundreds of widgets takes seconds on a slow machine,
+filling them in a moment. While the form is shown, letters go to it and never to the app's
+single-letter shortcuts (prompts.LettersStayHere); leaving it with changes asks first."""
 from __future__ import annotations
 
 from typing import Any
 
-from textual import on
+from rich.text import Text
+from textual import events, on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
@@ -14,7 +20,9 @@ from textual.widgets import Button, Checkbox, Footer, Header, Input, Label, Sele
 
 from engine.config import RunConfig
 
+from ...format import literal, printable
 from ..form_model import CHOICES, SPECS, FieldSpec, build, defenses_named, to_text, visible
+from .prompts import Confirm, LettersStayHere
 
 PLACEHOLDERS = {
     "epochs": "default: 90 (140 CIFAR-10)",
@@ -35,7 +43,7 @@ PLACEHOLDERS = {
 LABEL_WIDTH = max(len(spec.label) for spec in SPECS) + 1
 
 
-class NewRunScreen(Screen[None]):
+class NewRunScreen(LettersStayHere, Screen[None]):
     """Fill in a RunConfig; Start hands it to the app's run manager."""
 
     BINDINGS = [
@@ -55,16 +63,16 @@ class NewRunScreen(Screen[None]):
         super().__init__()
         self.initial = config
         self.errors: dict[str, str] = {}
+        self.baseline: dict[str, Any] = {}   # the values `load` put in: what "changed" is measured against
+        self._styled_as: tuple | None = None  # (theme, css version) the widgets were last styled for
 
     # ---- layout -----------------------------------------------------------
     def compose(self) -> ComposeResult:
-        cfg = self.initial or RunConfig(dataset="synthetic", epochs=3)
-        if cfg.data_root is None and getattr(self.app, "data_root", None):
-            cfg = RunConfig(**{**cfg.to_dict(), "lr_milestones": cfg.lr_milestones,
-                               "data_root": str(self.app.data_root)})
-        values = to_text(cfg)
+        values = to_text(self._start_config(self.initial))
         yield Header()
-        with VerticalScroll(id="form"):
+        # Not focusable itself: the first field has the focus, and moving it never
+        # restyles the whole form.
+        with VerticalScroll(id="form", can_focus=False):
             for spec in SPECS:
                 with Horizontal(classes="field-row", id=f"row-{spec.name}"):
                     label = Label(spec.label, classes="field-label")
@@ -80,6 +88,15 @@ class NewRunScreen(Screen[None]):
             yield Button("Back (esc)", id="back")
         yield Footer()
 
+    def _start_config(self, config: RunConfig | None) -> RunConfig:
+        """The config the form opens with: `config`, else a short synthetic run; the app's
+        --data-root where the config names none."""
+        cfg = config or RunConfig(dataset="synthetic", epochs=3)
+        if cfg.data_root is None and getattr(self.app, "data_root", None):
+            cfg = RunConfig(**{**cfg.to_dict(), "lr_milestones": cfg.lr_milestones,
+                               "data_root": str(self.app.data_root)})
+        return cfg
+
     def _widget(self, spec: FieldSpec, value: Any) -> Widget:
         wid = f"f-{spec.name}"
         if spec.kind == "select":
@@ -88,37 +105,75 @@ class NewRunScreen(Screen[None]):
                           classes="field-input", tooltip=spec.help)
         if spec.kind == "bool":
             return Checkbox(spec.help, value=bool(value), id=wid, compact=True, classes="field-input")
-        return Input(value=str(value), placeholder=PLACEHOLDERS.get(spec.name, spec.help), id=wid,
+        return Input(value=printable(value), placeholder=PLACEHOLDERS.get(spec.name, spec.help), id=wid,
                      compact=True, classes="field-input", tooltip=spec.help, select_on_focus=False)
 
     def on_mount(self) -> None:
         self.title = "new run"
-        self._show_attack_fields()
-        self.validate_form()
-        self.query_one("#f-dataset").focus()
+        self.load(self.initial)
+        self._styled_as = self._style_version()   # its widgets were styled as they were mounted
+
+    def on_screen_resume(self) -> None:
         preload = getattr(self.app, "preload_engine", None)
         if preload:
-            preload()
+            preload()       # the engine and torch, so that Start does not stall the UI
+
+    def load(self, config: RunConfig | None = None) -> None:
+        """Fill the built form with `config` (a clone's) or the defaults, as if it had just
+        been opened: no errors left from before, the first field focused, nothing changed."""
+        self.initial = config
+        values = to_text(self._start_config(config))
+        with self.prevent(Input.Changed, Select.Changed, Checkbox.Changed):
+            for spec in SPECS:
+                value = values[spec.name]
+                self.field(spec.name).value = bool(value) if spec.kind == "bool" else (  # type: ignore[attr-defined]
+                    value if spec.kind == "select" else printable(value))
+        self.query_one("#form", VerticalScroll).scroll_home(animate=False)
+        self._show_attack_fields()
+        self.validate_form()
+        self.baseline = self.values()
+        self.set_focus(self.query_one("#f-dataset"))
+
+    def _on_screen_resume(self, event: events.ScreenResume) -> None:
+        # Shown (again: the app keeps one form): its widgets' styles are those they were
+        # given when mounted or last shown, unless the theme or the stylesheet changed
+        # since. Restyling hundreds of widgets for nothing is most of what opening the form
+        # would cost (Textual skips it the same way for a screen uncovered by closing the
+        # one above it).
+        styled_as = self._style_version()
+        if self._styled_as == styled_as:
+            event.refresh_styles = False
+        self._styled_as = styled_as
+
+    def _style_version(self) -> tuple:
+        return (self.app.theme, self.app._css_update_count)
+
+    def unsaved(self) -> bool:
+        """Whether the form holds changes that leaving it would throw away."""
+        return bool(self.baseline) and self.values() != self.baseline
 
     # ---- state ------------------------------------------------------------
+    def field(self, name: str) -> Widget:
+        """The widget of field `name` (looked up once: the form has hundreds of widgets)."""
+        fields = getattr(self, "_fields", None)
+        if fields is None:
+            fields = self._fields = {spec.name: self.query_one(f"#f-{spec.name}") for spec in SPECS}
+        return fields[name]
+
     def values(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for spec in SPECS:
-            widget = self.query_one(f"#f-{spec.name}")
-            out[spec.name] = widget.value  # type: ignore[attr-defined]
-        return out
+        return {spec.name: self.field(spec.name).value for spec in SPECS}  # type: ignore[attr-defined]
 
     @property
     def attack(self) -> str:
-        return str(self.query_one("#f-attack", Select).value)
+        return str(self.field("attack").value)  # type: ignore[attr-defined]
 
     @property
     def trigger(self) -> str:
-        return str(self.query_one("#f-trigger", Select).value)
+        return str(self.field("trigger").value)  # type: ignore[attr-defined]
 
     @property
     def defenses(self) -> tuple[str, ...]:
-        return defenses_named(self.query_one("#f-defenses", Input).value)
+        return defenses_named(self.field("defenses").value)  # type: ignore[attr-defined]
 
     def _show_attack_fields(self) -> None:
         attack, trigger, defenses = self.attack, self.trigger, self.defenses
@@ -129,38 +184,46 @@ class NewRunScreen(Screen[None]):
 
     def validate_form(self) -> RunConfig | None:
         """Re-check the whole form; show each message under its field. Returns the config."""
-        cfg, errors = build(self.values())
+        values = self.values()
+        cfg, errors = build(values)
+        self._validated = values
         self.errors = errors
         attack, trigger, defenses = self.attack, self.trigger, self.defenses
         general = []
         for spec in SPECS:
             message = errors.get(spec.name, "")
             label = self.query_one(f"#err-{spec.name}", Static)
-            label.update(message)
+            label.update(literal(message))   # it quotes what was typed
             label.display = bool(message) and visible(spec.name, attack, trigger, defenses)
-            self.query_one(f"#f-{spec.name}").set_class(bool(message), "-invalid-field")
+            self.field(spec.name).set_class(bool(message), "-invalid-field")
             if message and not visible(spec.name, attack, trigger, defenses):
                 general.append(message)
         if "" in errors:
             general.append(errors[""])
         form_error = self.query_one("#form-error", Static)
-        form_error.update("\n".join(general))
+        form_error.update(Text("\n").join(literal(line) for line in general))
         form_error.display = bool(general)
         self.query_one("#start", Button).disabled = cfg is None
         return cfg
+
+    def _revalidate(self) -> None:
+        """validate_form after an edit; nothing to do where the values are those last checked
+        (the Changed messages that filling the form in sends)."""
+        if self.values() != getattr(self, "_validated", None):
+            self.validate_form()
 
     @on(Input.Changed)
     @on(Checkbox.Changed)
     def _changed(self, event: Input.Changed | Checkbox.Changed) -> None:
         if getattr(event, "input", None) is not None and event.input.id == "f-defenses":  # type: ignore[union-attr]
             self._show_attack_fields()
-        self.validate_form()
+        self._revalidate()
 
     @on(Select.Changed)
     def _select_changed(self, event: Select.Changed) -> None:
         if event.select.id in ("f-attack", "f-trigger"):
             self._show_attack_fields()
-        self.validate_form()
+        self._revalidate()
 
     # ---- actions ----------------------------------------------------------
     @on(Button.Pressed, "#start")
@@ -170,7 +233,7 @@ class NewRunScreen(Screen[None]):
             first = next((s.name for s in SPECS
                           if s.name in self.errors and visible(s.name, self.attack, self.trigger, self.defenses)), None)
             if first:
-                self.query_one(f"#f-{first}").focus()
+                self.set_focus(self.field(first))
             self.notify("fix the highlighted field first", severity="error", timeout=3)
             return
         self.post_message(self.Submitted(cfg))
@@ -181,8 +244,17 @@ class NewRunScreen(Screen[None]):
         if run_id is not None:
             from .live_run import LiveRunScreen
 
+            self.baseline = {}      # started: nothing left to lose
             self.app.switch_screen(LiveRunScreen(run_id))
 
     @on(Button.Pressed, "#back")
     def action_back(self) -> None:
-        self.app.pop_screen()
+        self.leave(self.app.pop_screen)
+
+    def leave(self, then: Any) -> None:
+        """Call `then` (what leaves the form), after asking where the form holds changes."""
+        if not self.unsaved():
+            then()
+            return
+        self.app.push_screen(Confirm("Leave the new-run form? Its changes are lost.", yes="Leave (y)",
+                                     no="Stay (n)"), lambda yes: then() if yes else None)
