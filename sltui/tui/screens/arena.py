@@ -14,6 +14,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
+from ...format import literal
 from ..arena_model import (COMPLETE, FRONTIER_LEGEND, FRONTIER_VIEW_COLUMNS, LEGEND, LIST_COLUMNS,
                            MATRIX_VIEW_COLUMNS, Arena, computed_cells, detail, find_arenas, frontier_cells,
                            frontier_view, list_cells, matrix_cells, matrix_view)
@@ -37,7 +38,7 @@ def empty_text(root: Any, unreadable: int) -> str:
 
 
 def _styled(cells: dict[str, str], columns: list, italic: bool) -> list[Any]:
-    return [Text(cells[c.key], style="italic" if italic else "", justify="right" if c.align == "right" else "left")
+    return [literal(cells[c.key], "italic" if italic else "", "right" if c.align == "right" else "left")
             for c in columns]
 
 
@@ -95,7 +96,7 @@ class ArenaScreen(Screen[None]):
             self.query_one(name).display = not empty
         if empty:
             root = self.app.index.root  # type: ignore[attr-defined]
-            self.query_one("#arena-empty", Static).update(Text(empty_text(root, self.unreadable)))
+            self.query_one("#arena-empty", Static).update(literal(empty_text(root, self.unreadable), lines=True))
             return
         self._render_list()
         self._render_matrix()
@@ -136,8 +137,8 @@ class ArenaScreen(Screen[None]):
         hidden = len(view_columns) - len(columns)
         if hidden:
             text += f" ({hidden} column(s) hidden for width)"
-        self.query_one("#arena-detail", Static).update(Text(text))
-        self.query_one("#arena-legend", Static).update(Text(legend))
+        self.query_one("#arena-detail", Static).update(literal(text))
+        self.query_one("#arena-legend", Static).update(literal(legend, lines=True))
         shown = (arena.id, self.frontier, tuple(c.key for c in columns),
                  tuple((row["complete"], tuple(cell[c.key] for c in columns)) for row, cell in zip(rows, cells)))
         if shown == self._shown_matrix:
