@@ -295,6 +295,39 @@ def test_local_and_ray_executors_share_one_schedule():
     assert cancelled  # the running ones were told to stop
 
 
+def test_two_sweeps_in_the_same_second_never_share_a_run_id(tmp_path, monkeypatch):
+    """Issue 31: two sweeps started in the same second draw run ids from the same second and
+    setting; a job's run folder is made as it starts, so the second sweep's job gets a fresh
+    id instead of finding the first one's run file, and a folder no run file came of is
+    removed again."""
+    import threading
+
+    from engine.sweeps import executors
+    from engine.sweeps.executors import JobResult, make_jobs, schedule
+
+    points = expand(make_sweep({"datasets": "synthetic", "seeds": "1,2"}, {"epochs": 1}))
+    drawn = iter(["20261202-020507-synthetic-lenet-c1-k1-none-0b36", "20261202-020507-synthetic-lenet-c1-k1-none-0b36",
+                  "20261202-020507-synthetic-lenet-c1-k1-none-77aa"])
+    monkeypatch.setattr(executors, "new_run_id", lambda cfg: next(drawn))
+    first = make_jobs(points[:1])                        # the first sweep's job: 0b36
+    write_run(tmp_path, first[0].run_id, dataset="synthetic")   # ... whose worker has written its run file
+    second = [executors.Job(points[1], first[0].run_id)]          # the second sweep drew the same id
+    store = RunStore(tmp_path)
+    started, ended = [], []
+
+    def submit(job):
+        return job.run_id
+
+    def wait_some(handles):
+        return [(handles[0], None)]        # ended without a result: as cancelled
+
+    schedule(second, 1, threading.Event(), started.append, ended.append, submit, lambda running: None, wait_some,
+             store=store)
+    assert [j.run_id for j in started] == ["20261202-020507-synthetic-lenet-c1-k1-none-77aa"]
+    assert read_run_file(store.path(first[0].run_id))["config"]["dataset"] == "synthetic"   # untouched
+    assert not (tmp_path / started[0].run_id).exists()   # its worker wrote nothing: the folder is gone
+
+
 # ---- experiment keys ----------------------------------------------------------------
 def test_every_config_field_has_a_legacy_value():
     from dataclasses import fields as dc_fields

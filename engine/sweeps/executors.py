@@ -228,22 +228,42 @@ class LocalExecutor:
 
             schedule(jobs, self.jobs, stop, on_start, on_end,
                      submit=lambda job: pool.submit(self._run_one, job, stop),
-                     cancel=lambda running: self.cancel_all(), wait_some=wait_some)
+                     cancel=lambda running: self.cancel_all(), wait_some=wait_some, store=RunStore(self.runs_root))
+
+
+def reserve_job(job: Job, store: RunStore) -> Job:
+    """`job` with a run id whose folder this process has just made (RunStore.reserve): its
+    own id where no other run took it since make_jobs drew it, else a fresh one. Two sweeps
+    started in the same second draw ids from the same second, setting and 4 random hex
+    digits; without the folder made first, the second's worker found the first's run file
+    and stopped (RunIdTaken)."""
+    run_id = store.reserve(lambda n: job.run_id if n == 0 else new_run_id(job.point.config))
+    return job if run_id == job.run_id else Job(job.point, run_id)
+
+
+def release_job(job: Job, store: RunStore) -> None:
+    """Remove the folder reserve_job made where its worker never wrote a run file."""
+    if not store.path(job.run_id).exists():
+        store.release(job.run_id)
 
 
 def schedule(jobs: list[Job], capacity: int, stop: threading.Event, on_start: Callback, on_end: ResultCallback,
              submit: Callable[[Job], Any], cancel: Callable[[list], None],
-             wait_some: Callable[[list], list[tuple[Any, JobResult | None]]]) -> None:
+             wait_some: Callable[[list], list[tuple[Any, JobResult | None]]],
+             store: RunStore | None = None) -> None:
     """Keep up to `capacity` jobs running until all have ended: `submit(job)` starts one
     and returns a handle, `wait_some(handles)` returns (handle, result) for those that
     ended (waiting up to about half a second), `cancel(handles)` stops the running ones
     once `stop` is set; the jobs not started then are dropped. A result of None means the
-    handle's job was cancelled."""
+    handle's job was cancelled. With `store`, each job's run folder is made as it starts
+    (reserve_job), and removed again where no run file came of it."""
     queue = list(jobs)
     running: dict[Any, Job] = {}
     while queue or running:
         while queue and len(running) < capacity and not stop.is_set():
             job = queue.pop(0)
+            if store is not None:
+                job = reserve_job(job, store)
             on_start(job)
             running[submit(job)] = job
         if stop.is_set():
@@ -253,6 +273,8 @@ def schedule(jobs: list[Job], capacity: int, stop: threading.Event, on_start: Ca
             break
         for handle, result in wait_some(list(running)):
             job = running.pop(handle)
+            if store is not None:
+                release_job(job, store)
             on_end(result if result is not None else JobResult(job, "cancelled"))
 
 
@@ -331,7 +353,7 @@ class RayExecutor:
                 ended.append((ref, JobResult(job, status, error)))
             return ended
 
-        schedule(jobs, self.jobs, stop, on_start, on_end, submit, cancel, wait_some)
+        schedule(jobs, self.jobs, stop, on_start, on_end, submit, cancel, wait_some, store=RunStore(self.runs_root))
 
 
 def _check_reachable(address: str, timeout: float = 5.0) -> None:
