@@ -10,6 +10,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from engine.clone import user_config
+from engine.files import existing_folder
 from engine.config import (ON_FLAG, ATTACK_FIELDS, DEFENSE_FIELDS, SCRUTINIZER_FORMS, TRIGGER_FIELDS, AE_GRADS, AE_VARIANTS, ATTACKS, CUTS, DATASETS, DEVICES, FIELD_HELP, HIJACK_CRITICS, HIJACK_FINETUNE, HIJACK_TASK_HEADS, MODELS,
                            RR_GRANULARITIES, SPLITOUT_FEATURES, TRIGGERS, ConfigError, RunConfig,
                            parse_defenses, parse_milestones, validate)
@@ -164,6 +165,11 @@ def build(values: dict[str, Any]) -> tuple[RunConfig | None, dict[str, str]]:
             parsed[name] = parse(name, raw)
         except ConfigError as exc:
             errors[name] = str(exc)
+    if parsed.get("data_root"):
+        try:   # a mistyped folder would become a new one that a download fills (as --data-root)
+            existing_folder(parsed["data_root"], "--data-root")
+        except ConfigError as exc:
+            errors["data_root"] = str(exc)
     if errors:
         return None, errors
     try:
