@@ -267,8 +267,10 @@ def used_config(config: dict[str, Any]) -> dict[str, Any]:
 
 
 # ---- short ids -------------------------------------------------------------------
-# The fewest characters a short id has: a generated id's random part.
+# The fewest characters a short id has: a generated id's random part; and how many more it
+# takes so as not to start inside a word.
 SHORT_ID_MIN = 4
+SHORT_ID_WORD_EXTRA = 4
 # `<date>-<time>-<setting>-<4 hex>`, as engine.store.new_run_id writes them.
 _GENERATED = re.compile(r"^(\d{8}-\d{6})-.+-([0-9a-f]{4})$")
 
@@ -287,7 +289,7 @@ def _tails(run_id: str, n: int) -> set[str]:
 def short_run_ids(ids: Iterable[str]) -> dict[str, str]:
     """The short id of each run: the fewest last characters (SHORT_ID_MIN or more) of its id
     that no other id ends with, so `8eac` for a generated id (its random part), a few more
-    only for the ids that need them. Where two ids differ only in their date or time, the
+    only for the ids that need them, never starting inside a short word (_to_part). Where two ids differ only in their date or time, the
     tail of their compact_id (`7-8eac`) where that is shorter. Every command that takes a
     run id takes its short id (resolve_run_id); an id that is the end of another stays whole."""
     ids = list(dict.fromkeys(ids))
@@ -302,15 +304,24 @@ def short_run_ids(ids: Iterable[str]) -> dict[str, str]:
         for run_id in left:
             whole = run_id[-n:]
             if counts[whole] == 1 and len(whole) == n:
-                out[run_id] = whole
+                out[run_id] = _to_part(run_id, n)
             elif counts[compact_id(run_id)[-n:]] == 1 and len(compact_id(run_id)) >= n:
-                out[run_id] = compact_id(run_id)[-n:]
+                out[run_id] = _to_part(compact_id(run_id), n)
             elif n >= len(run_id):
                 out[run_id] = run_id
             else:
                 still.append(run_id)
         left, n = still, n + 1
     return out
+
+
+def _to_part(text: str, n: int) -> str:
+    """`text`'s last `n` characters, or more up to the start of the `-`-separated part they
+    begin in where that adds SHORT_ID_WORD_EXTRA characters at most (`broken`, not `oken`;
+    `none-8eac`, not `ne-8eac`). A longer end of one id is still the end of no other."""
+    start = len(text) - n
+    part = text.rfind("-", 0, start) + 1 if start > 0 and text[start - 1] != "-" else start
+    return text[part:] if start - part <= SHORT_ID_WORD_EXTRA else text[start:]
 
 
 class AmbiguousRunId(ValueError):

@@ -201,11 +201,11 @@ async def test_browser_sort_filter_and_unreadable_row(tmp_path):
         assert app.screen.run_id == "run-c"
         await wait_for(pilot, lambda: app.screen.query_one("#chart-acc", MetricChart).points == 6)
         await pilot.press("v")
-        # every field the run uses, none that its attack (none) has no use for
+        # every field the run uses, none that its attack (surrogate) has no use for
         config = app.screen.view["config"]
         shown = app.screen.query_one("#run-config", DataTable)
         fields_shown = {str(shown.get_row_at(i)[0]) for i in range(shown.row_count)}
-        assert {"dataset", "cut", "epochs", "seed", "trigger"} <= fields_shown and "alpha" not in fields_shown
+        assert {"dataset", "cut", "epochs", "seed", "alpha"} <= fields_shown and "hijack_beta" not in fields_shown
         assert fields_shown == set(used_config(config)) and len(fields_shown) < len(RunConfig().to_dict())
         await pilot.press("escape")
         assert isinstance(app.screen, BrowserScreen)
@@ -370,6 +370,7 @@ def test_ui_modules_do_not_import_torch():
 
 
 async def test_a_run_that_cannot_start_shows_why(tmp_path):
+    (tmp_path / "nothing-here").mkdir()      # a data root that exists, without the dataset
     app = make_app(tmp_path, config=RunConfig(dataset="mnist", data_root=str(tmp_path / "nothing-here"),
                                               epochs=1, device="cpu"))
     async with app.run_test(size=SIZE) as pilot:

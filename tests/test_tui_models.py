@@ -281,7 +281,7 @@ def test_short_run_ids_are_the_fewest_last_characters_no_other_id_ends_with():
     labels = short_run_ids(GENERATED)
     assert labels[GENERATED[1]] == "1f2e" and labels["my-own-name"] == "name"
     # Two ids end in 8eac: each keeps a few more characters, and only those two do.
-    assert labels[GENERATED[0]] == "te-8eac" and labels[GENERATED[2]] == "ne-8eac"
+    assert labels[GENERATED[0]] == "te-8eac" and labels[GENERATED[2]] == "none-8eac"   # not inside a short word
     assert all(run_id.endswith(label) for run_id, label in labels.items())
     assert len(set(labels.values())) == len(GENERATED)
     # every short id names its run, and only its run

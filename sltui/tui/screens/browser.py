@@ -57,8 +57,13 @@ class RunsTable(DataTable):
 
 
 class BrowserScreen(Screen[None]):
+    # `/`, `t` and `N` open a box to type in. They are priority bindings: the app handles
+    # them as it reads them, in order with the keys typed after, so those go into the box
+    # and never to the browser's shortcuts (a key a widget has already been handed is
+    # handled after any action it triggers); check_action lets them through to the
+    # filter while it has the focus.
     BINDINGS = [
-        Binding("slash", "filter", "Filter"),
+        Binding("slash", "filter", "Filter", priority=True),
         Binding("space", "toggle_select", "Select"),
         Binding("c", "compare", "Compare"),
         Binding("s", "sort_next", "Sort"),
@@ -67,8 +72,8 @@ class BrowserScreen(Screen[None]):
         Binding("C", "clone", "Clone", show=False),
         Binding("m", "toggle_best", "Final/best", show=False),
         Binding("g", "toggle_groups", "Group seeds", show=False),
-        Binding("t", "tag", "Tag", show=False),
-        Binding("N", "note", "Note", show=False),
+        Binding("t", "tag", "Tag", show=False, priority=True),
+        Binding("N", "note", "Note", show=False, priority=True),
         Binding("d", "delete", "Delete", show=False),
         Binding("u", "restore", "Restore", show=False),
         Binding("escape", "clear", "Clear", show=False),
@@ -105,6 +110,15 @@ class BrowserScreen(Screen[None]):
         self._cursor_to: str | None = None
         self._filter_timer = None
         self.deleted: list[str] = []       # the runs the last delete moved to the trash (u restores them)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """`/`, `t` and `N` are typed into the filter while it has the focus."""
+        if action in ("filter", "tag", "note") and self.is_mounted:
+            try:
+                return not self.query_one("#filter", Input).has_focus
+            except Exception:  # noqa: BLE001 - not composed yet
+                return True
+        return True
 
     @property
     def rows(self) -> list[dict[str, Any]]:

@@ -60,10 +60,11 @@ class TextPrompt(LettersStayHere, ModalScreen["str | None"]):
         self.set_focus(self.query_one("#prompt-input", Input))
 
     def on_key(self, event: events.Key) -> None:
-        # Keys typed before the input has focus (the dialog opening while one types on)
-        # go into it, not to the shortcuts of the screen below.
-        box = self.query_one("#prompt-input", Input)
-        if event.is_printable and event.character and not box.has_focus:
+        # The input handles what is typed into it (and stops it there), so a printable key
+        # that reaches the dialog was typed as it opened, before the input had the focus:
+        # it goes into the input too, never to a shortcut.
+        if event.is_printable and event.character:
+            box = self.query_one("#prompt-input", Input)
             self.set_focus(box)
             box.insert_text_at_cursor(event.character)
             event.stop()
