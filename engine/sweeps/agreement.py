@@ -175,6 +175,13 @@ def _select(all_cells: Iterable[Cell], **fields_: Any) -> list[Cell]:
     return [c for c in all_cells if matches(c)]
 
 
+def _twin(all_cells: Iterable[Cell], cell: Cell, **changes: Any) -> Cell | None:
+    """The paper's surrogate cell of `cell`'s setting (dataset, cut, K, alpha) with `changes`."""
+    wanted = {k: cell.config.get(k) for k in ("dataset", "cut", "clients", "alpha")} | changes
+    found = [c for c in _select(all_cells, **wanted) if paper_surrogate(c)]
+    return found[0] if found else None
+
+
 def _m(values: Iterable[float | None]) -> float | None:
     kept = [v for v in values if v is not None]
     return statistics.fmean(kept) if kept else None
@@ -233,12 +240,9 @@ def claim_fmnist_harder(all_cells: list[Cell]) -> Claim:
     text = "FMNIST is harder to backdoor than MNIST"
     pairs = []
     for m in _select(all_cells, dataset="mnist", clients=1):
-        if not paper_surrogate(m):
-            continue
-        twins = [f for f in _select(all_cells, dataset="fmnist", clients=1, cut=m.config.get("cut"),
-                                    alpha=m.config.get("alpha")) if paper_surrogate(f)]
-        if twins:
-            pairs.append((m, twins[0]))
+        twin = _twin(all_cells, m, dataset="fmnist")
+        if paper_surrogate(m) and twin is not None:
+            pairs.append((m, twin))
     if not pairs:
         return Claim("fmnist-harder", text, rule, NOT_RUN, "no pair of cells yet")
     lower = sum(1 for m, f in pairs if (f.mean("asr") or 0) < (m.mean("asr") or 0))
@@ -273,12 +277,9 @@ def claim_clients(all_cells: list[Cell]) -> Claim:
     text = "More clients lower the ASR"
     rows = []
     for one in _select(all_cells, clients=1):
-        if not paper_surrogate(one) or (one.mean("asr") or 0) < CHANCE_ASR:
-            continue
-        seven = [c for c in _select(all_cells, clients=7, dataset=one.config.get("dataset"), cut=one.config.get("cut"),
-                                    alpha=one.config.get("alpha")) if paper_surrogate(c)]
-        if seven:
-            rows.append((one, seven[0]))
+        seven = _twin(all_cells, one, clients=7)
+        if paper_surrogate(one) and (one.mean("asr") or 0) >= CHANCE_ASR and seven is not None:
+            rows.append((one, seven))
     if not rows:
         return Claim("clients", text, rule, NOT_RUN, "no K = 7 runs beside a working K = 1 cell yet")
     lower = sum(1 for one, seven in rows if (seven.mean("asr") or 0) < (one.mean("asr") or 0))

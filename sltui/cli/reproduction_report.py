@@ -18,7 +18,7 @@ from engine.sweeps.agreement import (AGREES, NO_AUTHORS, Cell, Claim, Verdict, c
                                      claim_transfer, client_trends, reason, run_device, Trend)
 from engine.sweeps.reproduction import PARTS
 
-from ..reference import TABLE3, cell_verdicts
+from ..reference import TABLE3, cell_verdicts, lookup
 
 CELL_COLUMNS = ("figure", "dataset", "model", "clients", "cut", "attack", "alpha", "side", "n", "seeds",
                 "cda_mean", "cda_std", "cda_values", "asr_mean", "asr_std", "asr_min", "asr_max", "asr_values",
@@ -164,10 +164,58 @@ def transfer_rows(docs: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 # ---------------------------------------------------------------- figures
 
+def _panel(ax: Any, xs: Sequence[int], rows: Sequence[Row], name: str,
+           authors: Sequence[tuple[int, float]], ylim: tuple[float, float]) -> None:
+    """One panel: our mean with the std over seeds as error bars, the authors' runs dashed and hollow."""
+    if rows:
+        ax.errorbar(xs, [r.cell.mean(name) for r in rows], yerr=[r.cell.std(name) or 0 for r in rows],
+                    marker="o", capsize=3, color="tab:blue", label="sltui (mean ± std over seeds)")
+    if authors:
+        ax.plot([a[0] for a in authors], [a[1] for a in authors], linestyle="--", marker="s",
+                markerfacecolor="none", color="tab:red", label="authors (one run each)")
+    ax.set_ylim(*ylim)
+    ax.grid(alpha=0.3)
+
+
+def _authors_curve(config: Mapping[str, Any], name: str, axis: str, values: Sequence[int]) -> list[tuple[int, float]]:
+    """The authors' numbers for `config`'s setting at each value of `axis` (clients or cut)."""
+    out = []
+    for value in values:
+        ref = lookup({**config, axis: value})
+        if ref is not None:
+            out.append((value, float(getattr(ref, name))))
+    return out
+
+
+def _cda_range(rows: Sequence[Row], authors: Iterable[float]) -> tuple[float, float]:
+    """CDA panels zoomed on where CDA lies (every value of the figure, ours and the authors')."""
+    values = [v for r in rows for v in r.cell.cda] + list(authors)
+    return (max(0.0, min(values, default=90.0) - 3), 100.5)
+
+
+def _save(fig: Any, path: Path, title: str) -> Path:
+    handles, labels = [], []
+    for ax in fig.axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            if label not in labels:
+                handles.append(handle)
+                labels.append(label)
+    height = fig.get_figheight()
+    fig.suptitle(title, y=1 - 0.08 / height, fontsize=11)
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 1 - 0.4 / height), ncol=2, fontsize=9,
+               frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.75 / height))
+    fig.savefig(path, dpi=80, metadata={"Software": None})
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return path
+
+
 def _figures(rows: Sequence[Row], out: Path) -> list[Path]:
     """The paper's layout: Figures 3-4 as ASR and CDA against K, one panel per cut (rows) and
-    alpha (columns), ours with error bars over seeds, the authors' points dashed and hollow;
-    Figures 6 and 7 against the cut."""
+    alpha (columns); Figures 6 and 7 against the cut; ours with error bars over seeds, the
+    authors' points (every K or cut they published) dashed and hollow."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -176,70 +224,53 @@ def _figures(rows: Sequence[Row], out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     written = []
     alphas = (0.5, 0.2, 0.09, 0.06, 0.04)
+    ks = (1, 3, 5, 7)
     for figure, dataset in (("3", "mnist"), ("4", "fmnist")):
         subset = [r for r in rows if r.figure == figure]
         if not subset:
             continue
-        fig, axes = plt.subplots(6, 5, figsize=(13, 14), sharex=True, sharey=True, squeeze=False)
+        base = {"dataset": dataset, "model": "lenet", "attack": "surrogate"}
+        their_cda = [v for cut in (1, 2, 3) for alpha in alphas
+                     for _, v in _authors_curve({**base, "cut": cut, "alpha": alpha}, "cda", "clients", ks)]
+        ranges = {"asr": (-3.0, 103.0), "cda": _cda_range(subset, their_cda)}
+        fig, axes = plt.subplots(6, 5, figsize=(13, 14), sharex=True, squeeze=False)
         for i, cut in enumerate((1, 2, 3)):
             for j, alpha in enumerate(alphas):
                 mine = sorted((r for r in subset if r.cell.config.get("cut") == cut and r.cell.config.get("alpha") == alpha),
                               key=lambda r: int(r.cell.config.get("clients", 1)))
                 for k, name in enumerate(("asr", "cda")):
                     ax = axes[2 * i + k][j]
-                    ks = [int(r.cell.config.get("clients", 1)) for r in mine]
-                    ax.errorbar(ks, [r.cell.mean(name) for r in mine], yerr=[r.cell.std(name) or 0 for r in mine],
-                                marker="o", capsize=3, color="tab:blue", label="sltui (mean ± std over seeds)")
-                    theirs = [(kk, getattr(r, name).authors) for kk, r in zip(ks, mine) if getattr(r, name).authors is not None]
-                    if theirs:
-                        ax.plot([t[0] for t in theirs], [t[1] for t in theirs], linestyle="--", marker="s",
-                                markerfacecolor="none", color="tab:red", label="authors (one run)")
-                    ax.set_ylim(-3, 103)
-                    ax.set_xticks((1, 3, 5, 7))
+                    _panel(ax, [int(r.cell.config.get("clients", 1)) for r in mine], mine, name,
+                           _authors_curve({**base, "cut": cut, "alpha": alpha}, name, "clients", ks), ranges[name])
+                    ax.set_xticks(ks)
                     ax.set_xlim(0.3, 7.7)
-                    ax.grid(alpha=0.3)
                     ax.set_title(f"{name.upper()}, cut {cut}, α {alpha:g}", fontsize=8)
                     if j == 0:
                         ax.set_ylabel(f"{name.upper()} %", fontsize=8)
                     if 2 * i + k == 5:
                         ax.set_xlabel("clients K", fontsize=8)
-        handles, labels = axes[0][0].get_legend_handles_labels()
-        fig.legend(handles, labels, loc="upper center", ncol=2, fontsize=9, frameon=False)
-        fig.suptitle(f"Figure {figure}: surrogate attack on {dataset.upper()}, LeNet", y=0.995, fontsize=11)
-        fig.tight_layout(rect=(0, 0, 1, 0.975))
-        path = out / f"figure{figure}-{dataset}.png"
-        fig.savefig(path, dpi=80, metadata={"Software": None})
-        plt.close(fig)
-        written.append(path)
-    for figure in ("6", "7"):
+        written.append(_save(fig, out / f"figure{figure}-{dataset}.png",
+                             f"Figure {figure}: surrogate attack on {dataset.upper()}, LeNet"))
+    for figure, attack in (("6", "autoencoder"), ("7", "none")):
         subset = [r for r in rows if r.figure == figure]
         if not subset:
             continue
-        fig, axes = plt.subplots(1, 4, figsize=(13, 3.2), squeeze=False)
-        for j, (dataset, name) in enumerate((("mnist", "asr"), ("mnist", "cda"), ("fmnist", "asr"), ("fmnist", "cda"))):
+        panels = (("mnist", "asr"), ("mnist", "cda"), ("fmnist", "asr"), ("fmnist", "cda"))
+        curves = {(d, n): _authors_curve({"dataset": d, "model": "lenet", "attack": attack, "clients": 1}, n, "cut",
+                                         (1, 2, 3)) for d, n in panels}
+        cda_range = _cda_range(subset, [v for (d, n), c in curves.items() if n == "cda" for _, v in c])
+        fig, axes = plt.subplots(1, 4, figsize=(13, 3.4), squeeze=False)
+        for j, (dataset, name) in enumerate(panels):
             ax = axes[0][j]
-            mine = sorted((r for r in subset if r.cell.config.get("dataset") == dataset), key=lambda r: int(r.cell.config["cut"]))
-            cuts = [int(r.cell.config["cut"]) for r in mine]
-            ax.errorbar(cuts, [r.cell.mean(name) for r in mine], yerr=[r.cell.std(name) or 0 for r in mine],
-                        marker="o", capsize=3, color="tab:blue", label="sltui (mean ± std over seeds)")
-            theirs = [(c, getattr(r, name).authors) for c, r in zip(cuts, mine) if getattr(r, name).authors is not None]
-            if theirs:
-                ax.plot([t[0] for t in theirs], [t[1] for t in theirs], linestyle="--", marker="s",
-                        markerfacecolor="none", color="tab:red", label="authors (one run)")
+            mine = sorted((r for r in subset if r.cell.config.get("dataset") == dataset),
+                          key=lambda r: int(r.cell.config["cut"]))
+            _panel(ax, [int(r.cell.config["cut"]) for r in mine], mine, name, curves[(dataset, name)],
+                   (-3.0, 103.0) if name == "asr" else cda_range)
             ax.set_xticks((1, 2, 3))
             ax.set_xlim(0.5, 3.5)
-            ax.set_ylim(-3, 103)
-            ax.grid(alpha=0.3)
             ax.set_title(f"{dataset.upper()} {name.upper()} %", fontsize=9)
             ax.set_xlabel("cut layer", fontsize=8)
-        handles, labels = axes[0][0].get_legend_handles_labels()
-        fig.legend(handles, labels, loc="upper center", ncol=2, fontsize=9, frameon=False)
-        fig.suptitle(dict(FIGURES)[figure] + " (LeNet, K = 1)", y=0.995, fontsize=10)
-        fig.tight_layout(rect=(0, 0, 1, 0.86))
-        path = out / f"figure{figure}.png"
-        fig.savefig(path, dpi=80, metadata={"Software": None})
-        plt.close(fig)
-        written.append(path)
+        written.append(_save(fig, out / f"figure{figure}.png", dict(FIGURES)[figure] + " (LeNet, K = 1)"))
     return written
 
 
