@@ -22,9 +22,13 @@ The comparison, checkpoint by checkpoint, with sltui's own scores from the run's
 - sltui's scoring function (engine/defenses/scrutinizer.py, step_score) on the authors'
   statistics with the authors' indexing (gap and IoU at step i, 0-based, the fits over
   steps 0..i-1), which must equal their correct branch: the formula is the same;
-- each difference on its own: the standard deviation (sltui's sample one against the
-  population one) and the indexing (sltui scores the 50th step with the fits over steps
-  1..50; the authors score the 51st with the fits over the first 50).
+- each difference on its own: the standard deviation (population, as the authors and
+  sltui's default, against sample, sltui's runs before `--scrutinizer-std`) and the
+  indexing (sltui scores the 50th step with the fits over steps 1..50, as the spec says;
+  the authors' code scores the 51st with the fits over the first 50);
+- sltui's own scores against sltui's scoring of the authors' statistics with the run's
+  standard deviation and sltui's indexing: what is left is float32 rounding (sltui keeps
+  a step's statistics in float32).
 Writes FILE (JSON) and prints the summary.
 """
 from __future__ import annotations
@@ -64,9 +68,9 @@ def authors_statistics(grads, labels):
             int(different.sum()), int(same.sum()))
 
 
-def record_run(args: argparse.Namespace) -> tuple[list[tuple[float, ...]], list[float], list[float]]:
-    """Train the run; return the authors' statistics per scored step and sltui's published
-    and windowed scores per checkpoint (from its trace)."""
+def record_run(args: argparse.Namespace) -> tuple[list[tuple[float, ...]], list[float], list[float], str]:
+    """Train the run; return the authors' statistics per scored step, sltui's published
+    and windowed scores per checkpoint (from its trace) and the run's standard deviation."""
     from engine.config import RunConfig
     from engine.defenses import scrutinizer as module
     from engine.events import DefenseScores
@@ -97,7 +101,7 @@ def record_run(args: argparse.Namespace) -> tuple[list[tuple[float, ...]], list[
         run(cfg, emit=emit)
     finally:
         module.Scrutinizer.observe = original
-    return stats, published, windowed
+    return stats, published, windowed, cfg.scrutinizer_std
 
 
 def their_scores(code: Path, stats) -> tuple[Any, Any]:
@@ -166,10 +170,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cut", type=int, default=1)
     p.add_argument("--attack", default="none")
     p.add_argument("--seed", type=int, default=201)
-    p.add_argument("--epochs", type=int, default=9, help="enough steps for the authors' 4000 (469 a MNIST epoch)")
+    p.add_argument("--epochs", type=int, default=21, help="enough steps for the authors' 4000 (196 a K=1 epoch)")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
-    stats, published, windowed = record_run(args)
+    stats, published, windowed, std = record_run(args)
     correct, slipped = their_scores(args.code, stats)
     correct, slipped = [float(v) for v in correct], [float(v) for v in slipped]
     # sltui's checkpoint j scores its 50j-th step: the same steps as the authors' checkpoint 50j.
@@ -178,12 +182,12 @@ def main(argv: list[str] | None = None) -> int:
                 for std in ("population", "sample") for indexing in ("authors", "sltui")}
     result = {
         "run": {"dataset": args.dataset, "cut": args.cut, "attack": args.attack, "seed": args.seed,
-                "epochs": args.epochs, "steps": len(stats)},
+                "epochs": args.epochs, "steps": len(stats), "scrutinizer_std": std},
         "theirs_correct_iou": flagged(correct), "theirs_slipped_iou": flagged(slipped), "sltui_published": flagged(ours),
         "sltui_published_whole_run": flagged(published),
         "sltui_vs_theirs_correct": compare(ours, correct), "sltui_vs_theirs_slipped": compare(ours, slipped),
         "variants_vs_theirs_correct": {k: compare(v, correct) for k, v in variants.items()},
-        "sltui_vs_variant_sample_sltui": compare(ours, variants["sample std, sltui indexing"]),
+        "sltui_vs_its_own_scoring": compare(ours, variants[f"{std} std, sltui indexing"]),
         "scores": {"theirs_correct_iou": correct, "theirs_slipped_iou": slipped, "sltui_published": ours},
     }
     text = json.dumps(result, indent=1)

@@ -34,6 +34,9 @@ TRAINING_DEFENSES = ("splitguard",)
 # How Gradients Scrutinizer scores a checkpoint (docs/protocol.md section 10): the means
 # of a window of steps, or the checkpoint step itself as published.
 SCRUTINIZER_FORMS = ("windowed", "published")
+# The standard deviation of Gradients Scrutinizer's pair similarities: over the pairs as a
+# population (np.std, the authors' code and the spec) or as a sample (n - 1; runs before).
+SCRUTINIZER_STDS = ("population", "sample")
 # What SplitOut's LOF compares (docs/protocol.md section 10): gradient directions, or the
 # raw gradients as published.
 SPLITOUT_FEATURES = ("direction", "raw")
@@ -74,7 +77,7 @@ TRIGGER_FIELDS: dict[str, tuple[str, ...]] = {"blend": ("blend_alpha",), "sig": 
 DEFENSE_FIELDS: dict[str, tuple[str, ...]] = {
     "splitguard": ("splitguard_start", "splitguard_fake_prob", "splitguard_window", "splitguard_threshold",
                    "splitguard_memory"),
-    "scrutinizer": ("scrutinizer_window", "scrutinizer_threshold", "scrutinizer_form"),
+    "scrutinizer": ("scrutinizer_window", "scrutinizer_threshold", "scrutinizer_form", "scrutinizer_std"),
     "splitout": ("splitout_share", "splitout_window", "splitout_features", "splitout_fit"),
 }
 
@@ -156,6 +159,7 @@ class RunConfig:
     scrutinizer_window: int = 50
     scrutinizer_threshold: float = 0.5
     scrutinizer_form: str = "published"
+    scrutinizer_std: str = "population"
     splitout_share: float = 0.01
     splitout_window: int = 10
     splitout_features: str = "raw"
@@ -226,6 +230,8 @@ LEGACY_VALUES: dict[str, Any] = {
     "scrutinizer_form": "windowed", "splitout_share": 0.01, "splitout_window": 10, "splitout_features": "direction",
     "splitout_fit": "once",
     "on_flag": "continue", "local_epochs": 10,
+    # Scrutinizer's pair statistics used the sample standard deviation before this field.
+    "scrutinizer_std": "sample",
 }
 
 
@@ -306,6 +312,7 @@ FIELD_HELP: dict[str, str] = {
     "splitout_features": "SplitOut: what LOF compares, direction (gradients scaled to unit length) or raw (the published)",
     "splitout_fit": "SplitOut: fit LOF once before training (a deployed client) or per-epoch on each epoch's first gradients (the authors' evaluation)",
     "scrutinizer_form": "Gradients Scrutinizer: score the means of each window (windowed) or each checkpoint step itself (published)",
+    "scrutinizer_std": "Gradients Scrutinizer: standard deviation of a step's pair similarities, population (as the authors) or sample (runs before)",
     "on_flag": "what the honest clients do at a detector's first flag: continue, or stop split learning and train a fresh server part locally",
     "local_epochs": "with --on-flag stop: epochs each honest client trains its local server part",
     "defense_trace": "record every detector's scores in its other settings too (for calibration); changes no result",
@@ -488,6 +495,7 @@ def validate(cfg: RunConfig) -> RunConfig:
     if cfg.splitguard_memory == 1:
         raise ConfigError("--splitguard-memory 1 keeps no regular batch to score against; use 0 (everything) or >= 2")
     choice("scrutinizer_form", SCRUTINIZER_FORMS)
+    choice("scrutinizer_std", SCRUTINIZER_STDS)
     choice("on_flag", ON_FLAG)
     at_least("local_epochs", 1)
     if cfg.defenses and not honest_clients(cfg):

@@ -157,3 +157,21 @@ def test_doc_tables_rewrite_only_their_markers_from_a_real_report(tmp_path):
     plain = tmp_path / "plain.md"
     plain.write_text("no markers\n")
     assert doc_tables([str(report), str(plain)]) == 0 and plain.read_text() == "no markers\n"
+
+
+def test_splitout_protocols_counts_as_the_notebook_windows_and_per_run_and_epoch():
+    """bench/splitout_protocols.py: the notebook's per-epoch verdict looks at windows
+    [i - 10, i) for i in range(10, len - 9), so outliers among an epoch's last 10 decisions
+    alone are never judged; a run is flagged when any epoch is, and epochs are counted apart."""
+    from bench.splitout_protocols import notebook_flags, summary
+    assert notebook_flags([0] * 4 + [1] * 6 + [0] * 20) == 10  # 6 of the first 10
+    assert notebook_flags([0] * 5 + [1] * 5 + [0] * 20) is None  # 5 of 10 is no majority
+    assert notebook_flags([0] * 20 + [1] * 10) is None  # the last 10: outside every window
+    assert notebook_flags([0] * 14 + [1] * 16) == 20  # the last window judged, [10, 20), holds 6
+    rows = [{"flagged_epochs": [1], "epochs": 90}, {"flagged_epochs": [1, 2, 3], "epochs": 90},
+            {"flagged_epochs": [], "epochs": 80}]
+    s = summary(rows)
+    assert (s["runs"]["k"], s["runs"]["n"]) == (2, 3)
+    assert (s["epochs"]["k"], s["epochs"]["n"]) == (4, 260)
+    assert (s["epoch1"]["k"], s["later_epochs"]["k"], s["later_epochs"]["n"]) == (2, 2, 257)
+    assert s["epochs"]["low"] < 4 / 260 < s["epochs"]["high"]

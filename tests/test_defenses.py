@@ -153,9 +153,14 @@ def test_pair_statistics_is_the_loop_over_pairs():
                 continue
             c = 0.5 + 0.5 * float(torch.nn.functional.cosine_similarity(grads[i].flatten(), grads[j].flatten(), dim=0))
             (same if labels[i] == labels[j] else different).append(c)
-    stats = pair_statistics(grads, labels)
-    expected = [np.mean(same), np.std(same, ddof=1), np.mean(different), np.std(different, ddof=1)]
-    assert stats.tolist() == pytest.approx(expected, abs=1e-5)
+    # Population standard deviations by default (np.std, as the authors' SL.py); sample ones
+    # (n - 1) as sltui computed them before the choice was recorded.
+    for std, ddof in (("population", 0), ("sample", 1)):
+        stats = pair_statistics(grads, labels, std)
+        expected = [np.mean(same), np.std(same, ddof=ddof), np.mean(different), np.std(different, ddof=ddof)]
+        assert stats.tolist() == pytest.approx(expected, abs=1e-5)
+    assert pair_statistics(grads, labels).tolist() == pair_statistics(grads, labels, "population").tolist()
+    assert Scrutinizer().std == RunConfig().scrutinizer_std == "population"
 
 
 def labelled_gradients(gen, separable: bool, n=32, dim=24):

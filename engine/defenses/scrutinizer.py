@@ -44,11 +44,13 @@ from .base import Detector, Observation, sigmoid
 PUBLISHED_THRESHOLD = 0.5
 
 
-def pair_statistics(grads: torch.Tensor, labels: torch.Tensor) -> torch.Tensor | None:
+def pair_statistics(grads: torch.Tensor, labels: torch.Tensor, std: str = "population") -> torch.Tensor | None:
     """(mean_s, std_s, mean_d, std_d) of c(i, j) over same- and different-label pairs
     i != j of one step's per-sample gradients (rows of `grads`), or None when the batch
     has fewer than two pairs of one kind. One matrix product gives every cosine; the
-    statistics are masked sums over it (sample standard deviations). The sums run over
+    statistics are masked sums over it; `std` "population" divides the squared deviations
+    by the number of pairs (np.std, as the authors' code), "sample" by one fewer (sltui's
+    runs before the choice was recorded). The sums run over
     the whole matrix, in double precision, in this order on purpose: a standard deviation
     is a difference of two close sums, and summing the same terms another way (class sums,
     one triangle, all pairs minus same-label ones) can move its last bits and with them the
@@ -66,7 +68,7 @@ def pair_statistics(grads: torch.Tensor, labels: torch.Tensor) -> torch.Tensor |
     sums = (masks * sim).sum(dim=(1, 2))
     squares = (masks * sim * sim).sum(dim=(1, 2))
     means = sums / counts
-    stds = ((squares - counts * means * means).clamp(min=0.0) / (counts - 1)).sqrt()
+    stds = ((squares - counts * means * means).clamp(min=0.0) / (counts - float(std == "sample"))).sqrt()
     return torch.stack([means[0], stds[0], means[1], stds[1]]).float()
 
 
@@ -118,16 +120,19 @@ def _score(mean_s: float, std_s: float, mean_d: float, std_d: float, err: float)
 
 
 FORMS = ("windowed", "published")
+STDS = ("population", "sample")
 
 
 class Scrutinizer(Detector):
     name = "scrutinizer"
 
     def __init__(self, window: int = 50, threshold: float = PUBLISHED_THRESHOLD, form: str = "published",
-                 trace: bool = False) -> None:
+                 trace: bool = False, std: str = "population") -> None:
         if form not in FORMS:
             raise ValueError(f"unknown Scrutinizer form {form!r}")
-        self.window, self.threshold, self.form, self.tracing = window, threshold, form, trace
+        if std not in STDS:
+            raise ValueError(f"unknown Scrutinizer std {std!r}")
+        self.window, self.threshold, self.form, self.tracing, self.std = window, threshold, form, trace, std
         self.pending: list[torch.Tensor] = []
         self.history: list[np.ndarray] = []  # every step's statistics (the published form, or a trace)
         self.epoch_values: list[float] = []
@@ -137,7 +142,7 @@ class Scrutinizer(Detector):
     def observe(self, obs: Observation) -> bool:
         if obs.fake:
             return False
-        stats = pair_statistics(obs.cut_grad, obs.labels)
+        stats = pair_statistics(obs.cut_grad, obs.labels, self.std)
         if stats is None:
             return False
         self.pending.append(stats)

@@ -36,7 +36,7 @@ def make_detector(name: str, cfg: RunConfig, client: int) -> Detector:
                           trace_memories=SPLITGUARD_TRACED_MEMORIES if cfg.defense_trace else ())
     if name == "scrutinizer":
         return Scrutinizer(cfg.scrutinizer_window, cfg.scrutinizer_threshold, form=cfg.scrutinizer_form,
-                           trace=cfg.defense_trace)
+                           trace=cfg.defense_trace, std=cfg.scrutinizer_std)
     if name == "splitout":
         return SplitOut(cfg.splitout_share, cfg.splitout_window, seed=cfg.seed * 1000 + 200 + client,
                         features=cfg.splitout_features, fit=cfg.splitout_fit, trace=cfg.defense_trace)
