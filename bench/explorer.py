@@ -1,6 +1,7 @@
 """How the explorer copes with thousands of runs: `sltui runs list`, `sltui runs aggregate`
 and the terminal UI's first rows, over N synthetic run files, with and without the run
-index (sltui/run_index.py) already built.
+index (sltui/run_index.py) already built; and how fast the TUI's new-run form opens, new
+and as a clone (issue 31: under 0.3 s once built).
 
 The run files are real ones (the 90-epoch runs under examples/attacks/grid) copied and
 perturbed: each gets a new id, seed and creation time, its per-epoch metrics moved by a
@@ -33,12 +34,26 @@ TEMPLATES = ROOT / "examples" / "attacks" / "grid"
 EPOCHS = 90
 
 TUI_PROBE = r"""
-import asyncio, os, resource, sys, time
+import asyncio, json, os, resource, sys, time
 t0 = float(os.environ["BENCH_T0"])
 from textual.widgets import DataTable
 from sltui.tui.app import SlTuiApp
+from sltui.tui.screens.browser import BrowserScreen
+from sltui.tui.screens.help import HelpScreen
+from sltui.tui.screens.new_run import NewRunScreen
+
+async def shown(pilot, key, screen_type):
+    # Seconds from the key to its screen on top, drawn (the pilot waits for the app to idle).
+    start = time.perf_counter()
+    await pilot.press(key)
+    while not isinstance(pilot.app.screen, screen_type):
+        await pilot.pause(0)
+    await pilot.pause()
+    return time.perf_counter() - start
+
 async def main():
-    app = SlTuiApp(runs_dir=sys.argv[1], poll_interval=3600)
+    # As `sltui` opens it (launch): the form is built, off screen, once the runs are listed.
+    app = SlTuiApp(runs_dir=sys.argv[1], poll_interval=3600, prebuild_form=True)
     async with app.run_test(size=(100, 30)) as pilot:
         first = None
         while True:
@@ -53,8 +68,25 @@ async def main():
                 break
             await pilot.pause(0.01)
         every = time.time() - t0
+        while not (app.is_screen_installed("new-run") and app.get_screen("new-run").is_mounted):
+            await pilot.pause(0.05)
+        await pilot.pause(2.5)                       # its trial showing, then idle
+        form = {"form_first_s": await shown(pilot, "n", NewRunScreen)}
+        reopen, clone = [], []
+        for _ in range(3):
+            await pilot.press("escape"); await pilot.pause(0.3)
+            reopen.append(await shown(pilot, "n", NewRunScreen))
+        for _ in range(3):
+            await pilot.press("escape"); await pilot.pause(0.3)
+            clone.append(await shown(pilot, "C", NewRunScreen))
+        await pilot.press("escape"); await pilot.pause(0.3)
+        helps = []
+        for _ in range(3):                           # the floor: the smallest dialog, for scale
+            helps.append(await shown(pilot, "question_mark", HelpScreen))
+            await pilot.press("escape"); await pilot.pause(0.3)
+        form.update(form_again_s=min(reopen), clone_s=min(clone), clone_first_s=clone[0], help_s=min(helps))
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"{first} {every} {rows_first} {rss}")
+    print(json.dumps({"first": first, "every": every, "rows": rows_first, "rss": rss, **form}))
 asyncio.run(main())
 """
 
@@ -125,12 +157,18 @@ def timed(cmd: list[str], env: dict | None = None) -> dict:
 
 
 def tui_first_rows(folder: Path) -> dict:
+    """The TUI's first rows and all rows (seconds from process start), and how fast the
+    new-run form opens once the browser is idle: the first time (prebuilt off screen), again
+    (the best of three) and as a clone of the run under the cursor (the first and the best
+    of three); seconds from the key to the form drawn; and the help dialog (`?`, a dozen
+    lines of text), the floor of any screen on the same machine."""
     env = {**os.environ, "BENCH_T0": repr(time.time())}
     out = subprocess.run([sys.executable, "-c", TUI_PROBE, str(folder)], cwd=ROOT, env=env,
                          capture_output=True, text=True, check=True)
-    first, every, rows, rss = out.stdout.split()[-4:]
-    return {"first_rows_s": round(float(first), 3), "all_rows_s": round(float(every), 3),
-            "rows_at_first_paint": int(rows), "peak_rss_mb": round(float(rss), 1)}
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    return {"first_rows_s": round(got["first"], 3), "all_rows_s": round(got["every"], 3),
+            "rows_at_first_paint": int(got["rows"]), "peak_rss_mb": round(got["rss"], 1),
+            **{key: round(got[key], 3) for key in ("form_first_s", "form_again_s", "clone_first_s", "clone_s", "help_s")}}
 
 
 def drop_index(folder: Path) -> None:
@@ -162,7 +200,10 @@ def main() -> None:
     results = {
         "what": "sltui runs list / runs aggregate / TUI first rows over N synthetic 90-epoch run files "
                 "(copies of examples/attacks/grid); cold = no run index yet, warm = index current; "
-                "wall seconds from process start, peak RSS of that process",
+                "wall seconds from process start, peak RSS of that process; form_* and clone_*: seconds "
+                "from n (C) to the new-run form drawn, the browser idle (first: the first showing of the "
+                "prebuilt form; again and clone: the best of three, clone_first: the first clone; help_s: the "
+                "help dialog, the floor of any screen)",
         "machine": f"{platform.machine()}, {os.cpu_count()} cores (shared with other jobs), Python {platform.python_version()}",
         "load_average": os.getloadavg(),
         "sizes": {},

@@ -75,13 +75,15 @@ def _line_width(widths: Sequence[int]) -> int:
 
 
 def fit_columns(columns: Sequence[Column], rows: Sequence[Mapping[str, Any]], width: int,
-                wide: bool = False, header: bool = True) -> list[Column]:
+                wide: bool = False, header: bool = True, widths: Mapping[str, int] | None = None) -> list[Column]:
     """The columns to show, in their given order: all of them with `wide` or when they fit
     in `width`; otherwise the least important are left out, one at a time, until the rest
-    fit or only priority-0 columns remain."""
+    fit or only priority-0 columns remain. `widths`: natural_widths of `rows`, where the
+    caller has them already (thousands of rows take a moment to measure)."""
     if wide:
         return list(columns)
-    widths = dict(zip((c.key for c in columns), _natural_widths(columns, rows, header)))
+    if widths is None:
+        widths = dict(zip((c.key for c in columns), _natural_widths(columns, rows, header)))
     kept = list(columns)
     # Least important first; among equals, the rightmost first.
     order = sorted((c for c in columns if c.priority > 0),

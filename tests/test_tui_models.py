@@ -386,3 +386,29 @@ def test_browser_rows_rebuild_only_on_change_and_group_by_setting(tmp_path):
     assert view.open_group(pair["id"]) and view.update(index.scan(), index.version)
     assert sorted(r["id"] for r in view.rows) == ["a1", "a2"]
     assert view.close_group() and view.grouped
+
+
+def test_the_browser_at_80_columns_over_the_example_runs_shows_setting_cda_and_asr():
+    """Issue 31: over examples/runs and examples/arena together (880-odd runs, some of them
+    sharing the random part of their ids) and a run with a very long name, every row at
+    80x24 shows its short id, status, setting, CDA and ASR."""
+    from pathlib import Path
+
+    from sltui.run_index import RunIndex, resolve_run_id
+
+    examples = Path(__file__).resolve().parent.parent / "examples"
+    entries = [e for folder in ("runs", "arena") for e in RunIndex(examples / folder, persist=False).scan()]
+    rows = [runs_model.browser_row(e) for e in entries]
+    rows.append({**rows[0], "id": "20261205-101010-mnist-lenet-c1-k1-hijack-e111", "name": "n" * 5000})
+    assert len(rows) > 800
+    ids = [r["id"] for r in rows]
+    short = runs_model.short_run_ids(ids)
+    # the browser's table: 80 columns less its scrollbar and selection mark
+    columns, cells = runs_model.browser_layout(rows, 80 - 2 - 3, runs_model.BROWSER_COLUMNS, short)
+    assert [c.key for c in columns][:5] == ["id", "status", "setting", "cda", "asr"]
+    assert all(cell["setting"] != "-" for cell in cells)
+    # '-' only for the runs that have no metric (two interrupted before their first epoch)
+    assert all((cell["cda"] == "-") == (row.get("cda") is None) and (cell["asr"] == "-") == (row.get("asr") is None)
+               for cell, row in zip(cells, rows))
+    assert max(len(cell["id"]) for cell in cells) <= 9 and len({cell["id"] for cell in cells}) == len(cells)
+    assert all(resolve_run_id(ids, cell["id"]) == run_id for cell, run_id in zip(cells, ids))

@@ -90,6 +90,15 @@ class SlTuiApp(App[None]):
         form = self.form()
         if not form.is_running:
             self._get_screen(form)   # composed and mounted now, shown at the first `n`
+            self.set_timer(PREBUILD_AFTER_S, lambda: self._lay_out_form(form))
+
+    def _lay_out_form(self, form: NewRunScreen) -> None:
+        """Show the prebuilt form and take it away again at once, before anything is
+        drawn: what a screen's first showing costs (its styles resolved, its layout for
+        the terminal's size) is then paid while the browser is idle."""
+        if form.is_mounted and form not in self.screen_stack and isinstance(self.screen, BrowserScreen):
+            self.push_screen(form)
+            self.pop_screen()
 
     def drain(self) -> None:
         """Apply queued run events and tell every screen which runs changed."""

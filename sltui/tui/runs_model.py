@@ -21,7 +21,7 @@ from ..format import DETECTOR_SHORT, clip, fmt_cell, fmt_mean_std, fmt_setting, 
 from ..query import parse_query
 from ..run_index import RunIndex, run_row, short_run_ids  # noqa: F401 - RunIndex: the screens' index
 from ..reference import lookup
-from ..tables import Column, fit_columns, fit_columns_wrapping
+from ..tables import Column, fit_columns, fit_columns_wrapping, natural_widths
 
 
 # The browser's columns in display order (sltui.tables.Column: key, header, priority, align).
@@ -70,10 +70,12 @@ def short_ids(ids: Iterable[str]) -> dict[str, str]:
     return {run_id: label if counts[label] == 1 else run_id for run_id, label in labels.items()}
 
 
-def table_columns(columns: Sequence[Column], cells: Sequence[Mapping[str, str]], width: int) -> list[Column]:
+def table_columns(columns: Sequence[Column], cells: Sequence[Mapping[str, str]], width: int,
+                  widths: Mapping[str, int] | None = None) -> list[Column]:
     """The columns of a Textual DataTable `width` cells wide to show (sltui.tables.fit_columns,
-    with the DataTable's cell padding instead of the CLI's gap)."""
-    return fit_columns(columns, cells, width - CELL_PADDING)
+    with the DataTable's cell padding instead of the CLI's gap; `widths`: the cells' natural
+    widths where already measured)."""
+    return fit_columns(columns, cells, width - CELL_PADDING, widths=widths)
 
 
 def table_columns_wrapping(columns: Sequence[Column], cells: Sequence[Mapping[str, str]], width: int,
@@ -114,13 +116,15 @@ def browser_layout(rows: Sequence[Mapping[str, Any]], width: int, columns: Seque
         columns = [c for c in columns if c.key != "name"]
     cells = [{c.key: clip(printable(fmt_cell(c.key, row.get(c.key))), FREE_TEXT_WIDTH) if c.key in FREE_TEXT else
               fmt_cell(c.key, row.get(c.key)) for c in columns} for row in rows]
-    if len(table_columns(columns, cells, width)) < len(columns) and any(c.key == "id" for c in columns):
+    widths = natural_widths(columns, cells)       # measured once: only the ids change below
+    if len(table_columns(columns, cells, width, widths)) < len(columns) and any(c.key == "id" for c in columns):
         labels = dict(short) if short is not None else {}
         missing = [cell["id"] for cell in cells if cell["id"] not in labels]
         if missing:
             labels.update(short_run_ids(missing if short is not None else [cell["id"] for cell in cells]))
         cells = [{**cell, "id": labels[cell["id"]]} for cell in cells]
-    return table_columns(columns, cells, width), cells
+        widths["id"] = natural_widths([c for c in columns if c.key == "id"], cells)["id"]
+    return table_columns(columns, cells, width, widths), cells
 
 
 # The browser's columns with seeds grouped (g): one row per setting. The setting wraps onto

@@ -162,11 +162,13 @@ class BrowserScreen(Screen[None]):
         self._render_rows()
 
     def _layout(self, width: int):
-        """runs_model.browser_layout of the current rows, computed once per rows and width."""
+        """(columns, cells, widths): runs_model.browser_layout (or group_layout) of the current
+        rows and the columns' widths, computed once per rows and width."""
         key = (id(self.view.rows), width, self.view.best, self.view.grouped)
         if self._layout_memo[0] != key:
-            self._layout_memo = (key, group_layout(self.view.rows, width) if self.view.grouped else
-                                 browser_layout(self.view.rows, width, browser_columns(self.view.best), self.view.short))
+            columns, cells = (group_layout(self.view.rows, width) if self.view.grouped else
+                              browser_layout(self.view.rows, width, browser_columns(self.view.best), self.view.short))
+            self._layout_memo = (key, (columns, cells, fitted_widths(columns, cells)))
         return self._layout_memo[1]
 
     def _render_rows(self) -> None:
@@ -177,8 +179,8 @@ class BrowserScreen(Screen[None]):
         table's measuring of thousands of rows would otherwise hold up the first paint)."""
         table = self.query_one("#runs", DataTable)
         width = (self.size.width or self.app.size.width) - SCROLLBAR - MARK_WIDTH
-        columns, cells = self._layout(width)
-        head = tuple(c.key for c in columns) + fitted_widths(columns, cells)
+        columns, cells, widths = self._layout(width)
+        head = tuple(c.key for c in columns) + widths
         body = [(row["id"], row["id"] in self.selected, tuple(cell[c.key] for c in columns))
                 for row, cell in zip(self.view.rows, cells)]
         old_head, old_body = self._shown or (None, [])
@@ -198,7 +200,7 @@ class BrowserScreen(Screen[None]):
         table.clear(columns=head != old_head)
         if head != old_head:
             table.add_column(" ", key="sel", width=1)
-            add_fitted_columns(table, columns, cells)
+            add_fitted_columns(table, columns, cells, widths)
         self._to_add = list(body)
         self._add_rows(FIRST_ROWS)
         self._update_status()

@@ -16,7 +16,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
 from textual.screen import Screen
 from textual.widget import Widget
-from textual.widgets import Button, Checkbox, Footer, Header, Input, Label, Select, Static
+from textual.widgets import Button, Checkbox, Header, Input, Label, Select, Static
 
 from engine.config import RunConfig
 
@@ -86,7 +86,8 @@ class NewRunScreen(LettersStayHere, Screen[None]):
         with Horizontal(id="form-buttons"):
             yield Button("Start (ctrl+s)", id="start", variant="primary")
             yield Button("Back (esc)", id="back")
-        yield Footer()
+        # No footer: the app's single-letter keys do nothing here (letters go to the form),
+        # and the buttons name the form's own keys.
 
     def _start_config(self, config: RunConfig | None) -> RunConfig:
         """The config the form opens with: `config`, else a short synthetic run; the app's
@@ -115,7 +116,7 @@ class NewRunScreen(LettersStayHere, Screen[None]):
 
     def on_screen_resume(self) -> None:
         preload = getattr(self.app, "preload_engine", None)
-        if preload:
+        if preload and self.app.screen is self:   # not for the prebuilt form's trial showing
             preload()       # the engine and torch, so that Start does not stall the UI
 
     def load(self, config: RunConfig | None = None) -> None:
@@ -190,18 +191,23 @@ class NewRunScreen(LettersStayHere, Screen[None]):
         self.errors = errors
         attack, trigger, defenses = self.attack, self.trigger, self.defenses
         general = []
+        shown = getattr(self, "_messages", {})
         for spec in SPECS:
             message = errors.get(spec.name, "")
             label = self.query_one(f"#err-{spec.name}", Static)
-            label.update(literal(message))   # it quotes what was typed
+            if shown.get(spec.name) != message:      # an update lays the whole form out again
+                label.update(literal(message))       # it quotes what was typed
             label.display = bool(message) and visible(spec.name, attack, trigger, defenses)
             self.field(spec.name).set_class(bool(message), "-invalid-field")
             if message and not visible(spec.name, attack, trigger, defenses):
                 general.append(message)
         if "" in errors:
             general.append(errors[""])
+        self._messages = {spec.name: errors.get(spec.name, "") for spec in SPECS}
         form_error = self.query_one("#form-error", Static)
-        form_error.update(Text("\n").join(literal(line) for line in general))
+        if general != getattr(self, "_general", None):
+            form_error.update(Text("\n").join(literal(line) for line in general))
+            self._general = general
         form_error.display = bool(general)
         self.query_one("#start", Button).disabled = cfg is None
         return cfg

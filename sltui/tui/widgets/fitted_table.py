@@ -14,10 +14,12 @@ from textual.widgets import DataTable
 from ...tables import Column, natural_widths
 
 
-def add_fitted_columns(table: DataTable, columns: Sequence[Column], cells: Sequence[Mapping[str, str]]) -> tuple[int, ...]:
-    """Add `columns` to `table`, each as wide as its header and widest cell in `cells`;
-    returns the widths (callers compare them to know when the columns must be rebuilt)."""
-    widths = natural_widths(columns, cells)
+def add_fitted_columns(table: DataTable, columns: Sequence[Column], cells: Sequence[Mapping[str, str]],
+                       widths: Sequence[int] | None = None) -> tuple[int, ...]:
+    """Add `columns` to `table`, each as wide as its header and widest cell in `cells`
+    (`widths`: those widths, fitted_widths, where already measured); returns the widths
+    (callers compare them to know when the columns must be rebuilt)."""
+    widths = dict(zip((c.key for c in columns), widths)) if widths is not None else natural_widths(columns, cells)
     for col in columns:
         table.add_column(col.header, key=col.key, width=widths[col.key])
     return tuple(widths[c.key] for c in columns)
