@@ -412,3 +412,87 @@ def test_the_browser_at_80_columns_over_the_example_runs_shows_setting_cda_and_a
                for cell, row in zip(cells, rows))
     assert max(len(cell["id"]) for cell in cells) <= 9 and len({cell["id"] for cell in cells}) == len(cells)
     assert all(resolve_run_id(ids, cell["id"]) == run_id for cell, run_id in zip(cells, ids))
+
+
+def test_the_over_seeds_line_follows_final_or_best(tmp_path):
+    for seed, cda0 in ((1, 70.0), (2, 74.0)):
+        write_run(tmp_path, f"a{seed}", seed=seed, cda0=cda0, attack="surrogate", alpha=0.09)
+    docs = [e.doc for e in runs_model.RunIndex(tmp_path).scan()]
+    for doc, best in zip(docs, (60.0, 62.0)):
+        doc["best"] = {**doc["best"], "cda": best, "asr": 10.0}
+    assert runs_model.seed_summary(docs) == ["same setting over seeds 1, 2: CDA 87.00 ± 2.83  ASR 70.00 ± 0.00"]
+    assert runs_model.seed_summary(docs, best=True) == [
+        "same setting over seeds 1, 2: best-val CDA 61.00 ± 1.41  best-val ASR 10.00 ± 0.00"]
+
+
+def test_chart_legend_falls_back_to_the_short_names_given():
+    from sltui.tui.widgets.charts import legend_names
+    names = ["cut=1 seed=2 splitguard", "cut=1 seed=2 scrutinizer", "cut=3 seed=2 surrogate α=0.5 splitguard"]
+    # compare's detector chart: run number and detector, as the table numbers the runs
+    assert legend_names(names, 30, ["1 SG", "1 Scr", "2 SG"]) == ["1 SG", "1 Scr", "2 SG"]
+    assert legend_names(["[/red]\x1b[31m"], 200) == ["[/red]\\x1b[31m"]      # names as they are
+
+
+def test_a_legend_never_covers_a_point():
+    from sltui.tui.widgets.charts import legend_top
+    canvas, legend = (60, 12), (10, 2)          # the plot's columns and rows; the legend's
+    near_top_left = [(1, 99.0), (2, 99.5), (12, 20.0)]
+    top = legend_top(near_top_left, (1, 12), (0, 100), canvas, legend)
+    assert top > 100
+    # every point now lies below the legend's rows (row 0 at the bottom)
+    rows_of = [(y / top) * (canvas[1] - 1) for _, y in near_top_left]
+    assert max(rows_of) < canvas[1] - legend[1] - 0.5
+    # points away from the legend leave the axis as it was
+    assert legend_top([(1, 40.0), (12, 99.0)], (1, 12), (0, 100), canvas, legend) == 100
+    # no room for a legend above the data: the axis is left alone
+    assert legend_top(near_top_left, (1, 12), (0, 100), (60, 4), (10, 2)) == 100
+
+
+def test_groups_name_every_field_that_differs_between_them(tmp_path):
+    settings = [dict(attack="hijack", hijack_beta=0.25, defenses=("splitguard",)),
+                dict(attack="hijack", hijack_beta=0.7, defenses=("splitguard",)),
+                dict(attack="hijack", hijack_beta=0.7, defenses=()),
+                dict(attack="hijack", hijack_beta=0.7, defenses=("splitguard",), on_flag="stop"),
+                dict(attack="none")]
+    for i, setting in enumerate(settings):
+        for seed in (1, 2):
+            write_run(tmp_path, f"g{i}-{seed}", seed=seed, epochs=2, **setting)
+    docs = [{**e.doc, "status": e.status} for e in runs_model.RunIndex(tmp_path).scan()]
+    rows = runs_model.group_rows(docs)
+    labels = sorted(r["setting"] for r in rows)
+    assert len(rows) == 5 and len(set(labels)) == 5              # no two read alike
+    assert "mnist lenet c1 K1 hijack β=0.25 det=SG on_flag=continue" in labels
+    assert "mnist lenet c1 K1 hijack β=0.7 det=- on_flag=continue" in labels
+    assert "mnist lenet c1 K1 none det=- on_flag=continue" in labels   # the clean run has no β
+    assert not any("epochs" in label or "cut" in label for label in labels)   # the same in every group
+    # within a filtered view only what differs there
+    hijack = [d for d in docs if d["config"]["attack"] == "hijack" and d["config"]["on_flag"] == "continue"
+              and list(d["config"]["defenses"]) == ["splitguard"]]
+    assert sorted(r["setting"] for r in runs_model.group_rows(hijack)) == [
+        "mnist lenet c1 K1 hijack β=0.25", "mnist lenet c1 K1 hijack β=0.7"]
+
+
+def test_the_grouped_view_sorts_by_what_its_rows_have(tmp_path):
+    from sltui.tui.browser_model import BrowserRows
+
+    for seed in (1, 2):
+        write_run(tmp_path, f"s{seed}", seed=seed)
+    view = BrowserRows()
+    view.grouped = True
+    view.update(runs_model.RunIndex(tmp_path).scan())
+    assert view.sort() == ("setting", False)                      # not the groups' hash ids
+    assert view.sort_keys() == list(runs_model.GROUP_SORT_KEYS)
+    view.sort_key, view.sort_reverse = "asr", True
+    assert view.sort() == ("asr", True)
+
+
+def test_the_filter_finds_runs_by_name():
+    from sltui.query import QueryError, parse_query
+
+    rows = [{"id": "a", "name": "Baseline [v2]"}, {"id": "b", "name": None}, {"id": "c"}]
+    assert [r["id"] for r in rows if parse_query("name:baseline").matches(r)] == ["a"]
+    assert [r["id"] for r in rows if parse_query("name:[v2]").matches(r)] == ["a"]
+    assert [r["id"] for r in rows if parse_query("baseline").matches(r)] == ["a"]     # a plain word too
+    assert [r["id"] for r in rows if parse_query("name!=x").matches(r)] == ["a", "b", "c"]
+    with pytest.raises(QueryError, match="name: needs some text"):
+        parse_query("name:")

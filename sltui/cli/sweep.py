@@ -22,6 +22,7 @@ from engine.sweeps.executors import (JobResult, LocalExecutor, RayExecutor, Swee
                                make_jobs, pending, point_run_docs, runs_by_key)
 
 from .config_flags import given_fields, with_config_flags
+from .root import runs_dir_to_read
 from ..format import fmt_cell, fmt_mean_std, fmt_pct, json_text, literal, printable
 from ..run_index import RunIndex
 from ..tables import Column, WIDE_HELP, print_table
@@ -195,7 +196,7 @@ def register(app: typer.Typer, runs_app: typer.Typer, console: Any, default_runs
             raise ConfigError(f"--format must be csv, json or table (got {fmt!r})")
         if fmt == "table" and out:
             raise ConfigError("--format table is for reading on screen; write --format csv or json to --out")
-        root = default_runs_dir(runs_dir)
+        root = runs_dir_to_read(runs_dir)
         if sweep:
             sweep_doc = load_sweep_doc(find_sweep(root, sweep))
             docs = point_run_docs(sweep_doc, runs_by_key(read_runs(root)))
@@ -227,7 +228,7 @@ def register(app: typer.Typer, runs_app: typer.Typer, console: Any, default_runs
         from .arena import write_arena_report
         from .report import write_report
 
-        root = default_runs_dir(runs_dir)
+        root = runs_dir_to_read(runs_dir)
         paths = [find_sweep(root, name) for name in dict.fromkeys(sweeps)]
         sweep_docs = [load_sweep_doc(path) for path in paths]
         if len({is_arena(doc) for doc in sweep_docs}) > 1:
