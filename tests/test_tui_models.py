@@ -444,8 +444,8 @@ def test_a_legend_never_covers_a_point():
     assert max(rows_of) < canvas[1] - legend[1] - 0.5
     # points away from the legend leave the axis as it was
     assert legend_top([(1, 40.0), (12, 99.0)], (1, 12), (0, 100), canvas, legend) == 100
-    # no room for a legend above the data: the axis is left alone
-    assert legend_top(near_top_left, (1, 12), (0, 100), (60, 4), (10, 2)) == 100
+    # no room for a legend above the data: it must go elsewhere (the chart puts it in its title)
+    assert legend_top(near_top_left, (1, 12), (0, 100), (60, 4), (10, 2)) is None
 
 
 def test_groups_name_every_field_that_differs_between_them(tmp_path):

@@ -14,7 +14,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from engine.store import RunEntry
 from engine.sweeps.aggregate import PER_RUN, aggregate
-from engine.sweeps.grid import experiment_fields
+from engine.sweeps.grid import NOT_EXPERIMENT, experiment_fields
 
 from .form_model import SPECS, visible
 from ..format import DETECTOR_SHORT, clip, fmt_cell, fmt_mean_std, fmt_setting, mean_score, printable
@@ -307,10 +307,12 @@ def _label_part(name: str, value: Any) -> str:
 def run_labels(docs: Sequence[Mapping[str, Any]]) -> list[str]:
     """A label per run that says how it differs from the others: its values of the config
     fields that differ between them (`cut=1 seed=2`; the attack by its name, K for clients,
-    α for alpha), leaving out fields its attack does not use. Runs that share every such
+    α for alpha), leaving out fields its attack does not use and where it ran (device,
+    data root: engine.sweeps.grid.NOT_EXPERIMENT but the name). Runs that share every such
     value get their short id after it, so no two labels are the same."""
     configs = [d.get("config") or {} for d in docs]
-    diff = differing_fields(configs)
+    # Where a run ran (device, data root, ...) is no part of what it is; its name is.
+    diff = [f for f in differing_fields(configs) if f not in NOT_EXPERIMENT or f == "name"]
     labels = [" ".join(_label_part(k, cfg.get(k)) for k in diff
                        if visible(k, str(cfg.get("attack")), str(cfg.get("trigger", "patch")), cfg.get("defenses")))
               for cfg in configs]

@@ -83,9 +83,9 @@ class CompareScreen(Screen[None]):
         yield Static("", id="compare-note")
         yield Static("", id="compare-seeds")
         with Horizontal(id="compare-charts"):
-            yield MetricChart("CDA % per epoch", ylim=(0, 100), id="chart-cda")
-            yield MetricChart("ASR % per epoch", ylim=(0, 100), id="chart-asr")
-            yield MetricChart("detector scores (1 = honest)", ylim=(0, 1), id="chart-defense")
+            yield MetricChart("CDA % per epoch", ylim=(0, 100), short_title="CDA", id="chart-cda")
+            yield MetricChart("ASR % per epoch", ylim=(0, 100), short_title="ASR", id="chart-asr")
+            yield MetricChart("detector scores (1 = honest)", ylim=(0, 1), short_title="score", id="chart-defense")
         yield Footer()
 
     def on_mount(self) -> None:

@@ -113,9 +113,9 @@ class LiveRunScreen(Screen[None]):
             yield ProgressBar(id="phase-bar", show_eta=False)
         with ContentSwitcher(initial="charts", id="run-switcher"):
             with Horizontal(id="charts"):
-                yield MetricChart("loss (train, val)", id="chart-loss")
-                yield MetricChart("accuracy % (CDA, ASR)", ylim=(0, 100), id="chart-acc")
-                yield MetricChart("detector score (1 = honest)", ylim=(0, 1), id="chart-defense")
+                yield MetricChart("loss (train, val)", short_title="loss", id="chart-loss")
+                yield MetricChart("accuracy % (CDA, ASR)", ylim=(0, 100), short_title="%", id="chart-acc")
+                yield MetricChart("detector score (1 = honest)", ylim=(0, 1), short_title="score", id="chart-defense")
             yield DataTable(id="run-config", cursor_type="row", zebra_stripes=True)
         yield Footer()
 
