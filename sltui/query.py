@@ -34,6 +34,9 @@ OPS: dict[str, Callable[[Any, Any], bool]] = {
     "=": lambda a, b: a == b, ">": lambda a, b: a > b, "<": lambda a, b: a < b,
 }
 TERM = re.compile(r"^([A-Za-z_]+)(>=|<=|!=|=|>|<)(.*)$")
+# `tag:NAME` and `name:TEXT`: (row key, Term op, what a bare prefix lacks).
+PREFIX_TERMS = {"tag:": ("tags", "tag", "a name, e.g. tag:paper"),
+                "name:": ("name", "contains", "some text, e.g. name:baseline")}
 
 
 class QueryError(ValueError):
@@ -100,17 +103,13 @@ def parse_query(text: str) -> Query:
     """The Query for `text` ('' matches every run); QueryError for a malformed term."""
     terms = []
     for word in (text or "").split():
-        if word.lower().startswith("tag:"):
-            name = word[4:].strip().lower()
-            if not name:
-                raise QueryError("tag: needs a name, e.g. tag:paper")
-            terms.append(Term("tags", "tag", name))
-            continue
-        if word.lower().startswith("name:"):
-            text = word[5:].strip().lower()
-            if not text:
-                raise QueryError("name: needs some text, e.g. name:baseline")
-            terms.append(Term("name", "contains", text))
+        prefix = next((p for p in PREFIX_TERMS if word.lower().startswith(p)), None)
+        if prefix is not None:
+            key, op, needs = PREFIX_TERMS[prefix]
+            value = word[len(prefix):].strip().lower()
+            if not value:
+                raise QueryError(f"{prefix} needs {needs}")
+            terms.append(Term(key, op, value))
             continue
         m = TERM.match(word)
         if m is None:

@@ -14,6 +14,7 @@ import pytest
 from textual.widgets import DataTable, Input, Static
 
 from sltui import cli
+from test_cli import sltui  # noqa: F401 - the fixture
 from sltui.annotations import add_tags, set_note
 from sltui.format import clip, literal, printable
 from engine.store import RunStore
@@ -72,22 +73,19 @@ def test_literal_shows_markup_as_characters_and_escapes_control_characters():
 
 # ---- every command ------------------------------------------------------------------
 @pytest.fixture
-def sltui(monkeypatch, capsys):
+def literal_sltui(sltui, monkeypatch):
+    """test_cli's `sltui` at 200 columns, checking that no output holds a raw escape or
+    right-to-left character or a traceback."""
     def invoke(*args: str) -> tuple[int, str, str]:
         monkeypatch.setenv("COLUMNS", "200")
-        monkeypatch.setattr(sys, "argv", ["sltui", *args])
-        try:
-            cli.main()
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        out, err = capsys.readouterr()
+        code, out, err = sltui(*args)
         assert "Traceback" not in out + err and "\x1b" not in out + err and "\u202e" not in out + err
         return code, out, err
     return invoke
 
 
-def test_every_command_prints_hostile_text_literally(sltui, hostile):
+def test_every_command_prints_hostile_text_literally(literal_sltui, hostile):
+    sltui = literal_sltui
     runs = ["--runs-dir", str(hostile)]
     code, out, err = sltui("runs", "tag", "e111", TAG, "[b]bold[/b]", *runs)
     assert code == 0 and f"{RUN_A}: tags {TAG} [b]bold[/b]" in out
