@@ -144,9 +144,18 @@ class PlainLoop:
         perm = torch.randperm(len(pool), generator=torch.Generator().manual_seed(cfg.seed)).tolist()
         shares = [[pool[j] for j in perm[i * size:(i + 1) * size]] for i in range(parts)]
 
-        g = torch.Generator().manual_seed(cfg.trigger_seed)
         channels = train[0][0].shape[0]
-        patch = torch.rand(channels, cfg.trigger_size, cfg.trigger_size, generator=g)
+        if cfg.trigger_rng == "numpy":  # the authors' loop: one draw of C values per pixel, row by row
+            import numpy as np
+
+            rng = np.random.RandomState(cfg.trigger_seed)
+            patch = torch.zeros(channels, cfg.trigger_size, cfg.trigger_size)
+            for row in range(cfg.trigger_size):
+                for col in range(cfg.trigger_size):
+                    patch[:, row, col] = torch.tensor(rng.random_sample(channels), dtype=torch.float32)
+        else:
+            g = torch.Generator().manual_seed(cfg.trigger_seed)
+            patch = torch.rand(channels, cfg.trigger_size, cfg.trigger_size, generator=g)
         stamp = Stamp(patch, cfg.trigger_row, cfg.trigger_col)
 
         self.loader_gen = torch.Generator().manual_seed(cfg.seed)
