@@ -496,3 +496,21 @@ def test_the_filter_finds_runs_by_name():
     assert [r["id"] for r in rows if parse_query("name!=x").matches(r)] == ["a", "b", "c"]
     with pytest.raises(QueryError, match="name: needs some text"):
         parse_query("name:")
+
+
+def test_compare_says_whether_a_setting_agrees_with_the_authors(tmp_path):
+    """The compare view's agreement line uses the reproduction's rule (docs/protocol.md
+    section 13): the authors' MNIST LeNet K=1 cut-1 alpha-0.09 numbers (results_mnist.csv:
+    CDA 98.82, ASR 99.59) against seeds with ASR 95 and 40 (agrees: 99.59 <= 95 + 5) and
+    CDA 90 and 91 (differs: 98.82 > 91 + 1)."""
+    from sltui.tui.runs_model import agreement_lines
+    from tests.tui_helpers import write_run
+    from engine.store import read_run_file
+
+    root = tmp_path / "runs"
+    for i, (seed, cda, asr) in enumerate([(1, 90.0, 95.0), (2, 91.0, 40.0)]):
+        write_run(root, f"s{i}", attack="surrogate", alpha=0.09, seed=seed, cda0=cda - 15, asr0=asr - 60)
+    write_run(root, "x", dataset="synthetic", seed=1)      # no authors' number: no line
+    docs = [read_run_file(p) for p in sorted(root.rglob("run.json"))]
+    assert agreement_lines(docs) == [
+        "mnist lenet c1 K1 surrogate α=0.09 (n 2) against the authors' CDA 98.82 ASR 99.59: CDA differs, ASR agrees"]

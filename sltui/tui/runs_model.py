@@ -14,13 +14,14 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from engine.store import RunEntry
 from engine.sweeps.aggregate import PER_RUN, aggregate
+from engine.sweeps.agreement import cells
 from engine.sweeps.grid import NOT_EXPERIMENT, experiment_fields
 
 from .form_model import SPECS, visible
 from ..format import DETECTOR_SHORT, clip, fmt_cell, fmt_mean_std, fmt_setting, mean_score, printable
 from ..query import parse_query
 from ..run_index import RunIndex, run_row, short_run_ids  # noqa: F401 - RunIndex: the screens' index
-from ..reference import lookup
+from ..reference import cell_verdicts, lookup
 from ..tables import Column, fit_columns, fit_columns_wrapping, natural_widths
 
 
@@ -341,6 +342,21 @@ def seed_summary(docs: Sequence[Mapping[str, Any]], best: bool = False) -> list[
         return [f for f in diff if visible(f, str(row.get("attack")), str(row.get("trigger") or "patch"), row.get("defenses"))]
     return [f"{', '.join(f'{f} {fmt_cell(f, r.get(f))}' for f in shown(r)) or 'same setting'} over seeds "
             f"{', '.join(map(str, r['seeds']))}: {what}CDA {pm(r, 'cda')}  {what}ASR {pm(r, 'asr')}" for r in rows]
+
+
+def agreement_lines(docs: Sequence[Mapping[str, Any]]) -> list[str]:
+    """One line per setting in view that the authors published: does it agree with their
+    number, by the reproduction's rule (docs/protocol.md section 13, last-epoch values)? The
+    same verdict as docs/reproduction.md and `sltui report` (sltui.reference.cell_verdicts)."""
+    lines = []
+    for cell in cells(docs):
+        cda, asr = cell_verdicts(cell)
+        if cda.authors is None:
+            continue
+        setting = {**cell.config, "alpha": cell.config.get("alpha") if cell.config.get("attack") == "surrogate" else None}
+        lines.append(f"{fmt_setting(setting)} (n {cell.n}) against the authors' "
+                     f"CDA {cda.authors:.2f} ASR {asr.authors:.2f}: CDA {cda.verdict}, ASR {asr.verdict}")
+    return lines
 
 
 def series(doc: Mapping[str, Any], metric: str) -> tuple[list[int], list[float]]:

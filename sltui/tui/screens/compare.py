@@ -18,7 +18,7 @@ from textual.widgets import DataTable, Footer, Header, Static
 
 from ..messages import RunsChanged
 from ...format import DETECTOR_SHORT, fmt_cell, literal, printable
-from ..runs_model import (COLUMN_LABELS, METRIC_COLUMNS, PAPER_COLUMNS, PAPER_MARK, compare_rows, paper_differs,
+from ..runs_model import (COLUMN_LABELS, agreement_lines, METRIC_COLUMNS, PAPER_COLUMNS, PAPER_MARK, compare_rows, paper_differs,
                           paper_footnote, run_labels, seed_summary, series, table_columns_wrapping, write_csv,
                           defense_series)
 from ...tables import Column
@@ -178,9 +178,9 @@ class CompareScreen(Screen[None]):
                 note += "\n" + footnote
         self.query_one("#compare-note", Static).update(literal(note, lines=True))
         seeds = self.query_one("#compare-seeds", Static)
-        lines = seed_summary(self.docs, self.best)
+        lines = seed_summary(self.docs, self.best) + agreement_lines(self.docs)
         seeds.update(Text("\n").join(literal(line) for line in lines))
-        seeds.display = bool(lines)  # only where several seeds of one setting are selected
+        seeds.display = bool(lines)  # several seeds of one setting, or settings the authors published
 
     # ---- actions ----------------------------------------------------------
     def action_back(self) -> None:
