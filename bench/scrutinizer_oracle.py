@@ -52,8 +52,9 @@ THRESHOLD = 0.5
 
 def authors_statistics(grads, labels):
     """(different mean, same mean, different std, same std) of 0.5 + 0.5 cos over ordered
-    pairs k != l of one step's per-sample gradients, population std, as SL.py computes them;
-    then the two pair counts."""
+    pairs k != l of one step's per-sample gradients, population std, as SL.py computes them
+    (a pair with an all-zero gradient counts as similarity 0, as their get_cos_sim; sltui's
+    normalised rows give it 0.5); then the two pair counts and the number of all-zero rows."""
     import numpy as np
 
     g = grads.detach().flatten(1).double().cpu().numpy()
@@ -65,7 +66,7 @@ def authors_statistics(grads, labels):
     same = (y[:, None] == y[None, :]) & off
     different = (y[:, None] != y[None, :]) & off
     return (sim[different].mean(), sim[same].mean(), sim[different].std(), sim[same].std(),
-            int(different.sum()), int(same.sum()))
+            int(different.sum()), int(same.sum()), int((norms == 0).sum()))
 
 
 def record_run(args: argparse.Namespace) -> tuple[list[tuple[float, ...]], list[float], list[float], str]:
@@ -150,9 +151,14 @@ def rescored(stats, std: str, indexing: str) -> list[float]:
 
 
 def compare(a: list[float], b: list[float]) -> dict[str, Any]:
+    """Checkpoint by checkpoint: the largest difference (the step of that checkpoint and
+    both scores there) and how many verdicts at 0.5 differ."""
     n = min(len(a), len(b))
     diffs = [abs(x - y) for x, y in zip(a[:n], b[:n])]
-    return {"checkpoints": n, "max_abs_diff": max(diffs) if diffs else None,
+    worst = max(range(n), key=diffs.__getitem__) if diffs else None
+    return {"checkpoints": n, "max_abs_diff": diffs[worst] if diffs else None,
+            "at_step": (worst + 1) * STEP if diffs else None,
+            "scores_there": [a[worst], b[worst]] if diffs else None,
             "verdicts_differ": sum((x < THRESHOLD) != (y < THRESHOLD) for x, y in zip(a[:n], b[:n]))}
 
 
@@ -182,7 +188,9 @@ def main(argv: list[str] | None = None) -> int:
                 for std in ("population", "sample") for indexing in ("authors", "sltui")}
     result = {
         "run": {"dataset": args.dataset, "cut": args.cut, "attack": args.attack, "seed": args.seed,
-                "epochs": args.epochs, "steps": len(stats), "scrutinizer_std": std},
+                "epochs": args.epochs, "steps": len(stats), "scrutinizer_std": std,
+                "steps_with_zero_gradient_rows": sum(1 for row in stats if row[6]),
+                "first_step_with_zero_gradient_rows": next((i + 1 for i, row in enumerate(stats) if row[6]), None)},
         "theirs_correct_iou": flagged(correct), "theirs_slipped_iou": flagged(slipped), "sltui_published": flagged(ours),
         "sltui_published_whole_run": flagged(published),
         "sltui_vs_theirs_correct": compare(ours, correct), "sltui_vs_theirs_slipped": compare(ours, slipped),

@@ -49,6 +49,8 @@ FITS = ("once", "per-epoch")
 # The notebook's reduced data rate and window (sg_ad.ipynb): LOF examples are the first 1%
 # of an epoch's gradients, windows of 10 gradients.
 SHARE, WINDOW = 0.01, 10
+# The authors' networks for MNIST in their models.py.
+NETWORKS = {"resnet": "ResNetMNIST", "mnistnet": "MnistNet"}
 
 
 # ---- rerun ---------------------------------------------------------------------------
@@ -143,7 +145,7 @@ def authors(args: argparse.Namespace) -> int:
             print(f"seed {seed} epoch {epoch}: flagged at step once {per_run['once'][-1]}, "
                   f"per-epoch {per_run['per-epoch'][-1]}", flush=True)
             # Written after every epoch, so that a run cut short keeps the epochs it finished.
-            row = {"setting": f"authors' {args.model}, MNIST", "model": args.model, "seed": seed, "epochs": epoch,
+            row = {"setting": f"the authors' {NETWORKS[args.model]} on MNIST, batch 64", "model": args.model, "seed": seed, "epochs": epoch,
                    "steps_per_epoch": steps, "examples": examples, "window": WINDOW,
                    "first_flag_step": per_run, "outlier_share": shares,
                    "flagged_epochs": {f: [e + 1 for e, s in enumerate(per_run[f]) if s is not None] for f in FITS}}
@@ -174,9 +176,24 @@ def traced_fits(doc: dict[str, Any]) -> list[str]:
     return [f for f in FITS if epochs and all(trace_key("raw", f) in e for e in epochs)]
 
 
+def first_window_in_epoch1(doc: dict[str, Any], fit: str) -> int | None:
+    """The gradient of epoch 1 (any honest client, counted from 1) at which a window of the
+    run's size first holds more outliers than inliers (raw features), or None."""
+    from engine.calibration import streams
+    from engine.defenses.splitout import trace_key
+
+    window = int(doc["config"].get("splitout_window") or WINDOW)
+    found = []
+    for stream in streams(doc, "splitout"):
+        bits = [c == "1" for c in str(stream[0].get(trace_key("raw", fit)) or "")] if stream else []
+        found += [i for i in range(window, len(bits) + 1) if 2 * sum(bits[i - window:i]) > window][:1]
+    return min(found) if found else None
+
+
 def run_rows(docs: Iterable[dict[str, Any]], source: str) -> list[dict[str, Any]]:
     """One row per run and traced fit: the epochs it trained, the epochs flagged (raw
-    features, window 10, as the run's config), judged from the trace as live."""
+    features, window 10, as the run's config), judged from the trace as live, and where in
+    epoch 1 the first flagging window ends."""
     from engine.calibration import flag_epochs
 
     rows = []
@@ -185,14 +202,16 @@ def run_rows(docs: Iterable[dict[str, Any]], source: str) -> list[dict[str, Any]
             rows.append({"source": source, "run": doc["id"], "of": (doc.get("config") or {}).get("name") or doc["id"],
                          "setting": setting_of(doc.get("config") or {}), "seed": doc["config"].get("seed"),
                          "fit": fit, "epochs": len(doc.get("epochs") or []),
-                         "flagged_epochs": flag_epochs(doc, "splitout", {"splitout_fit": fit})})
+                         "flagged_epochs": flag_epochs(doc, "splitout", {"splitout_fit": fit}),
+                         "first_flag_step_epoch1": first_window_in_epoch1(doc, fit)})
     return rows
 
 
 def authors_rows(path: Path) -> list[dict[str, Any]]:
     doc = json.loads(path.read_text())
     return [{"source": f"authors' setting ({doc.get('device')})", "run": f"{r['model']}-seed{r['seed']}",
-             "of": f"{r['model']}-seed{r['seed']}", "setting": r["setting"], "seed": r["seed"], "fit": fit,
+             "of": f"{r['model']}-seed{r['seed']}", "setting": f"the authors' {NETWORKS[r['model']]} on MNIST, batch 64",
+             "seed": r["seed"], "fit": fit,
              "epochs": r["epochs"], "flagged_epochs": r["flagged_epochs"][fit],
              "first_flag_step_epoch1": r["first_flag_step"][fit][0]}
             for r in doc["runs"] for fit in FITS]
@@ -213,7 +232,9 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "epochs": rate(sum(len(r["flagged_epochs"]) for r in rows), epochs),
             "epoch1": rate(sum(1 for r in rows if 1 in r["flagged_epochs"]), len(rows)),
             "later_epochs": rate(sum(len([e for e in r["flagged_epochs"] if e > 1]) for r in rows), epochs - len(rows)),
-            "first_flag_epochs": sorted(r["flagged_epochs"][0] for r in flagged)}
+            "first_flag_epochs": sorted(r["flagged_epochs"][0] for r in flagged),
+            "epoch1_first_flag_steps": sorted(r["first_flag_step_epoch1"] for r in rows
+                                              if r.get("first_flag_step_epoch1") is not None)}
 
 
 def same_trace(rerun_doc: dict[str, Any], stored: dict[str, Any]) -> bool:
@@ -263,16 +284,39 @@ def _rate(r: dict[str, Any]) -> str:
 
 
 def table(results: dict[str, Any]) -> str:
-    """Per source (and setting), per fit: runs flagged, epochs flagged, epoch 1 and later."""
-    lines = ["| runs | LOF fitted | runs flagged (any epoch) | epochs flagged | runs flagged in epoch 1 "
-             "| later epochs flagged |", "|---|---|---|---|---|---|"]
-    for key, fits in results["summaries"].items():
-        for fit in FITS:
-            if fit not in fits:
-                continue
-            s = fits[fit]
-            lines.append(f"| {key.replace(' | ', ', ')} | {fit} | {_rate(s['runs'])} | {_rate(s['epochs'])} "
-                         f"| {_rate(s['epoch1'])} | {_rate(s['later_epochs'])} |")
+    """For the held-out reruns (all, then each setting) and the authors' setting, for each
+    fit: runs flagged (and in which epoch first) and epochs flagged, k/n with intervals."""
+    def runs_cell(s: dict[str, Any]) -> str:
+        firsts = sorted(set(s["first_flag_epochs"]))
+        where = (", all first in epoch 1" if firsts == [1] and s["runs"]["n"] > 1 else
+                 ", in epoch 1" if firsts == [1] else f", first in epochs {firsts}" if firsts else "")
+        return _rate(s["runs"]) + where
+
+    def order(key: str) -> tuple:
+        source, _, setting = key.partition(" | ")
+        name, cut, clients = (setting.split(" cut ")[0], *setting.split(" cut ")[1].split(" K=")) \
+            if " cut " in setting else (setting, "", "")
+        return (not source.startswith("held-out"), bool(setting), clients, name != "MNIST", cut)
+
+    rows = results["rows"]
+    lines = ["| honest runs | fitted once: runs flagged | fitted once: epochs flagged "
+             "| refitted per epoch: runs flagged | refitted per epoch: epochs flagged |", "|---|---|---|---|---|"]
+    for key in sorted(results["summaries"], key=order):
+        fits = results["summaries"][key]
+        source, _, setting = key.partition(" | ")
+        if source.startswith("held-out, stored trace") or not all(f in fits for f in FITS):
+            continue
+        members = [r for r in rows if r["source"] == source and (not setting or r["setting"] == setting)]
+        if source.startswith("held-out"):
+            label = setting or f"held-out honest runs, all {len({r['setting'] for r in members})} settings"
+        elif not setting:
+            continue  # the authors' setting has one row of its own
+        else:
+            seeds, epochs = sorted({r["seed"] for r in members}), sorted({r["epochs"] for r in members})
+            label = (f"{setting} ({source.split('(')[-1].rstrip(')')}; seeds {', '.join(map(str, seeds))}, "
+                     f"{'-'.join(map(str, dict.fromkeys([epochs[0], epochs[-1]])))} epochs)")
+        lines.append(f"| {label} | " + " | ".join(f"{runs_cell(fits[f])} | {_rate(fits[f]['epochs'])}" for f in FITS)
+                     + " |")
     return "\n".join(lines)
 
 
