@@ -134,11 +134,16 @@ def test_false_accusations_are_counted_per_run_and_per_epoch():
     rows = run_rows(docs)[0]
     assert [(r["verdict"], r["honest_epochs"], r["accused_epochs"]) for r in rows] == [
         ("false_accusation", 10, 2), ("false_accusation", 10, 10), ("quiet", 10, 0), ("false_accusation", 10, None)]
-    (cell,) = cell_rows(rows)
-    assert (cell["false_accusations"], cell["runs"]) == (3, 4)  # per run
+    (cell,) = cell_rows(rows[:3])
+    assert (cell["false_accusations"], cell["runs"]) == (2, 3)  # per run
     assert (cell["accused_epochs"], cell["honest_epochs"], cell["epoch_counted_runs"]) == (12, 30, 3)  # per epoch
     assert cell["accused_epoch_rate"] == pytest.approx(0.4)
     assert (cell["accused_epoch_ci_low"], cell["accused_epoch_ci_high"]) == pytest.approx(wilson(12, 30))
+    # With a run that does not say, the cell counts no epochs (only its quiet runs would be known).
+    (cell,) = cell_rows(rows)
+    assert (cell["false_accusations"], cell["runs"]) == (3, 4)
+    assert (cell["accused_epochs"], cell["honest_epochs"], cell["accused_epoch_rate"]) == (None, None, None)
+    assert cell["epoch_counted_runs"] == 3
     # A hijack's honest epochs are its warm-up: flags from the attack's start are not accusations.
     (row,) = run_rows([run("hijack", epochs=6, flags={"scrutinizer": flag(2)},
                            flagged_epochs={"scrutinizer": [2, 3, 4]})])[0]
@@ -154,7 +159,7 @@ def test_the_run_indexs_summaries_give_the_same_rows_and_cells_as_the_run_files(
     from pathlib import Path
 
     from engine.store import RunEntry
-    from sltui.run_index import summarize
+    from sltui.runs.index import summarize
 
     docs = [run("hijack", seed=seed, asr=[0, 0, 0, 20, 80, 99],
                 flags={"scrutinizer": flag(epoch) if epoch else None}) for seed, epoch in ((1, 3), (2, 6), (3, None))]

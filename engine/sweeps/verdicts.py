@@ -14,7 +14,8 @@ the runs browser all call them, and none derives a verdict of its own.
 * False accusations are counted per run (the verdict) and per epoch: of the epochs a run
   trained while its server was honest, those in which the detector flagged at some step
   (the unit SplitOut's authors count false positives in; epochs of one run are not
-  independent, so that interval is narrower than the evidence).
+  independent, so that interval is narrower than the evidence). A cell counts epochs only
+  when every run's file says which epochs were flagged.
 * Caught before live: a detection whose first flag came in an epoch strictly before the
   first epoch with ASR >= LIVE_ASR; a first flag in that same epoch is counted apart, as
   caught as it went live (the flag and the working backdoor arrive in one epoch).
@@ -306,11 +307,13 @@ def cell_rows(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
         accused = [r for r in members if r["verdict"] == "false_accusation"]
         d_low, d_high = wilson(len(detected), len(malicious))
         f_low, f_high = wilson(len(accused), len(members))
-        # Per epoch: over the runs whose files say which epochs were flagged.
+        # Per epoch: only where every run's file says which epochs were flagged (an older
+        # file says so only for a run never flagged; counting those alone would bias it to 0).
         counted = [r for r in members if r.get("accused_epochs") is not None]
-        epochs_honest = sum(r["honest_epochs"] for r in counted)
-        epochs_accused = sum(r["accused_epochs"] for r in counted)
-        e_low, e_high = wilson(epochs_accused, epochs_honest)
+        complete = len(counted) == len(members)
+        epochs_honest = sum(r["honest_epochs"] for r in counted) if complete else None
+        epochs_accused = sum(r["accused_epochs"] for r in counted) if complete else None
+        e_low, e_high = wilson(epochs_accused, epochs_honest) if complete else (None, None)
         latency = mean_std_n(r["flag_epoch"] - r["attack_start_epoch"] for r in detected)
         cost, asr, cda, asr_r, cda_r = (mean_std_n(r[c] for r in members)
                                         for c in ("cost_cda", "asr", "cda", "asr_reacting", "cda_reacting"))
@@ -322,7 +325,7 @@ def cell_rows(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
             "false_accusation_rate": len(accused) / len(members), "false_accusation_ci_low": f_low,
             "false_accusation_ci_high": f_high,
             "honest_epochs": epochs_honest, "accused_epochs": epochs_accused, "epoch_counted_runs": len(counted),
-            "accused_epoch_rate": epochs_accused / epochs_honest if epochs_honest else None,
+            "accused_epoch_rate": epochs_accused / epochs_honest if complete and epochs_honest else None,
             "accused_epoch_ci_low": e_low, "accused_epoch_ci_high": e_high,
             "latency_epochs": latency[0], "latency_std": latency[1], "latency_n": latency[2],
             "caught_before_live": sum(1 for r in detected if r["caught_before_live"]),

@@ -52,8 +52,8 @@ def markdown(cells: list[Mapping[str, Any]], title: str, runs: int, left_out: in
              "k/n with a 95% Wilson interval; means are mean ± std (n). Detected counts runs whose server turned "
              "malicious; false accusations count runs, honest epochs flagged count the epochs a run trained while "
              "its server was honest in which the detector flagged at some step (the unit SplitOut's authors count; "
-             "epochs of one run are not independent, and runs whose file does not say which epochs were flagged "
-             "are left out of it); latency is epochs from the attack's start to the first flag; caught before live "
+             "epochs of one run are not independent, and a cell counts them only when every run's file says which "
+             "epochs were flagged); latency is epochs from the attack's start to the first flag; caught before live "
              "counts detections whose first flag came in an epoch before the first epoch with ASR >= 50%, caught as "
              "it went live those whose first flag came in that epoch; CDA cost is the final CDA with the detector "
              "minus without, same point and seed. Per run: runs.csv; per cell: cells.csv.", ""]
