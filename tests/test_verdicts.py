@@ -151,6 +151,10 @@ def test_false_accusations_are_counted_per_run_and_per_epoch():
     (row,) = run_rows([run("surrogate", epochs=6, flags={"scrutinizer": flag(1)},
                            flagged_epochs={"scrutinizer": [1]})])[0]
     assert (row["honest_epochs"], row["accused_epochs"]) == (0, 0)
+    # An older file: a first flag after the warm-up says no warm-up epoch was flagged.
+    rows = run_rows([run("hijack", seed=s, epochs=6, flags={"scrutinizer": flag(e)}) for s, e in ((1, 4), (2, 1))])[0]
+    assert [(r["verdict"], r["honest_epochs"], r["accused_epochs"]) for r in rows] == [
+        ("detected", 2, 0), ("false_accusation", 2, None)]
 
 
 def test_the_run_indexs_summaries_give_the_same_rows_and_cells_as_the_run_files():

@@ -126,11 +126,14 @@ def honest_epochs(doc: Mapping[str, Any], start: int | None) -> int:
 def accused_epochs(entry: Mapping[str, Any], flag: Mapping[str, Any] | None, start: int | None) -> int | None:
     """Of the epochs before `start` (all, for None), how many the detector flagged at some
     step: from its `flagged_epochs`; a run file without them says so only when the detector
-    never flagged (0), else None."""
+    never flagged, or first flagged from `start` on (0), else None."""
     epochs = entry.get("flagged_epochs")
     if isinstance(epochs, list):
         return sum(1 for e in epochs if isinstance(e, int) and (start is None or e < start))
-    return 0 if flag is None else None
+    first = flag.get("epoch") if flag else None
+    if flag is None or (start is not None and isinstance(first, int) and first >= start):
+        return 0
+    return None
 
 
 def run_verdicts(doc: Mapping[str, Any]) -> dict[str, Verdict]:
