@@ -1,6 +1,6 @@
 """How the explorer copes with thousands of runs: `sltui runs list`, `sltui runs aggregate`
 and the terminal UI's first rows, over N synthetic run files, with and without the run
-index (sltui/run_index.py) already built; and how fast the TUI's new-run form opens, new
+index (sltui/runs/index.py) already built; and how fast the TUI's new-run form opens, new
 and as a clone (issue 31: under 0.3 s once built).
 
 The run files are real ones (the 90-epoch runs under examples/attacks/grid) copied and

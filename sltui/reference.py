@@ -83,12 +83,23 @@ TABLE3: dict[str, tuple[float, float]] = {"mnist": (99.45, 57.41), "emnist-lette
                                           "fmnist": (87.02, 3.2)}
 
 
+def like_for_like(config: Mapping[str, Any], ref: Reference) -> bool:
+    """Whether runs of `config` can be set against the authors' numbers: the whole data
+    (no train or eval limit) and at least as many epochs as the authors trained."""
+    epochs = config.get("epochs")
+    return not config.get("train_limit") and not config.get("eval_limit") and (epochs is None or epochs >= ref.epochs)
+
+
 def cell_verdicts(cell: Any) -> tuple[Any, Any]:
     """The agreement verdicts (CDA, ASR) of one reproduction cell (engine.sweeps.agreement.Cell)
     against the authors' number for its setting (docs/protocol.md section 13): what the
-    reproduction's report, `sltui report` and the TUI's compare view all show."""
-    from engine.sweeps.agreement import agreement
+    reproduction's report, `sltui report` and the TUI's compare view all show. A cell that
+    is not like for like (shorter, or on part of the data) gets no verdict ("-"), its
+    Verdict still holding the authors' number."""
+    from engine.sweeps.agreement import NO_AUTHORS, Verdict, agreement
 
     ref = lookup(dict(cell.config))
+    if ref is not None and not like_for_like(cell.config, ref):
+        return Verdict("cda", NO_AUTHORS, None, None, ref.cda), Verdict("asr", NO_AUTHORS, None, None, ref.asr)
     return (agreement(cell.cda, None if ref is None else ref.cda, "cda"),
             agreement(cell.asr, None if ref is None else ref.asr, "asr"))

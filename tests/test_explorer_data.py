@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from engine.store import RunStore
-from sltui.annotations import ANNOTATIONS_FILE, add_tags, read_annotations, remove_tags, set_note
-from sltui.query import QueryError, parse_query
-from sltui.run_index import INDEX_FILE, RunIndex, run_row
-from sltui.trash import TRASH_DIR, RunBusy, delete_run, restore_run
+from sltui.runs.annotations import ANNOTATIONS_FILE, add_tags, read_annotations, remove_tags, set_note
+from sltui.runs.query import QueryError, parse_query
+from sltui.runs.index import INDEX_FILE, RunIndex, run_row
+from sltui.runs.trash import TRASH_DIR, RunBusy, delete_run, restore_run
 
 from tests.test_cli import sltui  # noqa: F401 - the fixture
 from tui_helpers import EXAMPLE_RUNS, epoch_metrics, write_run

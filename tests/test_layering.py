@@ -1,10 +1,14 @@
-"""engine/ knows nothing of the UI: importing all of it never imports textual, rich or typer."""
+"""The house: engine/ knows nothing of the UI (importing all of it never imports textual, rich
+or typer); neither engine/ nor sltui/ has an import circle; each has at most six modules at
+its top."""
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,13 +32,13 @@ def test_engine_imports_no_ui():
     assert report["ui"] == [], f"engine pulls in UI modules: {report['ui']}"
 
 
-def _engine_imports() -> dict[str, set[str]]:
-    """engine module -> the engine modules it imports (TYPE_CHECKING and function-level
-    imports included), read from the source with ast."""
+def _engine_imports(top: str = "engine") -> dict[str, set[str]]:
+    """module of package `top` -> the modules of `top` it imports (TYPE_CHECKING and
+    function-level imports included), read from the source with ast."""
     import ast
 
     graph: dict[str, set[str]] = {}
-    for path in sorted((ROOT / "engine").rglob("*.py")):
+    for path in sorted((ROOT / top).rglob("*.py")):
         parts = list(path.relative_to(ROOT).with_suffix("").parts)
         package = parts[:-1] if parts[-1] != "__init__" else parts
         if parts[-1] == "__init__":
@@ -86,6 +90,27 @@ def test_engine_modules_import_no_circle():
     assert "engine.training.context" in graph["engine.attacks.base"]  # the scan sees relative imports
     cycle = _cycle(graph)
     assert cycle is None, "import circle: " + " -> ".join(cycle)
+
+
+def test_sltui_modules_import_no_circle():
+    """No circle in sltui either, function-level imports included: what the command line
+    and the terminal UI share (the run store's views, starting a run on a thread, the
+    reports) lives below both, and `sweep`, `arena` and `reproduce` share their options
+    through sltui/cli/batch.py."""
+    graph = _engine_imports("sltui")
+    assert "sltui.runs.index" in graph["sltui.cli.commands"]
+    cycle = _cycle(graph)
+    assert cycle is None, "import circle: " + " -> ".join(cycle)
+    assert not any(m.startswith("sltui.tui") for m in graph["sltui.cli.sweep"] | graph["sltui.runs.threads"])
+    assert not any(m.startswith(("sltui.cli", "sltui.tui")) for name, found in graph.items()
+                   if name.startswith(("sltui.runs", "sltui.reports")) for m in found)
+
+
+@pytest.mark.parametrize("package", ["sltui"])
+def test_at_most_six_modules_at_a_package_top(package):
+    """The house (DESIGN.md): contracts at the ground, everything else in its wing."""
+    top = sorted(p.name for p in (ROOT / package).glob("*.py") if p.name not in ("__init__.py", "__main__.py"))
+    assert len(top) <= 6, top
 
 
 def test_no_late_imports():

@@ -14,7 +14,7 @@ from engine.store import RunStore, read_run_file
 from engine.sweeps.aggregate import aggregate, mean_std
 from engine.sweeps.executors import pending, threads_per_job
 from engine.sweeps.grid import PAPER_GRID, expand, experiment_key, load_sweep_file, make_sweep
-from sltui.cli.report import write_report
+from sltui.reports.sweep import write_report
 
 from test_cli import assert_one_line_error, sltui  # noqa: F401 - the fixture
 from tui_helpers import write_run
@@ -379,9 +379,10 @@ def test_sweep_report_shows_the_reproductions_verdicts(tmp_path):
     95 / 40 (both agree: 99.59 <= 95 + 5), and one seed with CDA 90 and ASR 97 (CDA differs: more
     than 2 points away; ASR agrees: within 10)."""
     root = tmp_path / "runs"
+    # 90 epochs as the authors (write_run's metrics rise by 5 and 20 points an epoch)
     for i, (seed, cda, asr) in enumerate([(1, 98.5, 95.0), (2, 98.6, 40.0)]):
-        write_run(root, f"s{i}", attack="surrogate", alpha=0.09, seed=seed, cda0=cda - 15, asr0=asr - 60)
-    write_run(root, "s9", attack="surrogate", alpha=0.2, seed=1, cda0=90.0 - 15, asr0=97.0 - 60)
+        write_run(root, f"s{i}", attack="surrogate", alpha=0.09, seed=seed, epochs=90, cda0=cda - 450, asr0=asr - 1800)
+    write_run(root, "s9", attack="surrogate", alpha=0.2, seed=1, epochs=90, cda0=90.0 - 450, asr0=97.0 - 1800)
     docs = [read_run_file(p) for p in sorted(root.rglob("run.json"))]
     write_report(docs, tmp_path / "report", title="t")
     table = (tmp_path / "report" / "summary.md").read_text().splitlines()

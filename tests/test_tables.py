@@ -12,7 +12,7 @@ import pytest
 
 from sltui import cli
 from sltui.format import fmt_cell, fmt_duration, fmt_mean_std, fmt_num, fmt_pct
-from sltui.run_index import short_run_ids
+from sltui.runs.index import short_run_ids
 from sltui.tables import Column, fit_columns, render_table
 
 from tui_helpers import write_run

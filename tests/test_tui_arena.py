@@ -16,7 +16,7 @@ from engine.store import RunStore
 from engine.sweeps.arena import arena_sweep
 from engine.sweeps.executors import SweepFile, sweep_run_docs
 from engine.sweeps.grid import expand, make_sweep
-from sltui.cli.arena import write_arena_report
+from sltui.reports.arena import write_arena_report
 from sltui.tui.arena_model import (COMPLETE, INCOMPLETE, LIST_COLUMNS, MATRIX_VIEW_COLUMNS, RUNNING, find_arenas,
                                    list_cells, matrix_cells, matrix_view, progress, setting)
 from sltui.tui.runs_model import RunIndex, table_columns

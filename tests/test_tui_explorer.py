@@ -116,7 +116,7 @@ async def test_seeds_grouped_show_the_aggregate_numbers_and_open_into_their_runs
     selected group compares its runs."""
     from engine.sweeps.aggregate import aggregate
     from sltui.format import fmt_mean_std
-    from sltui.run_index import RunIndex
+    from sltui.runs.index import RunIndex
 
     docs = [{**e.doc, "status": e.status} for e in RunIndex(example_runs, persist=False).scan() if e.doc]
     groups = aggregate(docs)
@@ -150,7 +150,7 @@ async def test_tag_note_and_delete_from_the_browser(example_runs):
     """t and N write the run's notes file (read back here), the filter finds the tag, the
     status line shows tag and note; d asks, n keeps the run, y moves it to runs/.trash; u
     asks and brings it back."""
-    from sltui.annotations import read_annotations
+    from sltui.runs.annotations import read_annotations
     from sltui.tui.screens.prompts import Confirm, TextPrompt
 
     app = SlTuiApp(runs_dir=example_runs, poll_interval=3600)

@@ -42,7 +42,7 @@ def test_finish_failure_and_start_error():
     state.apply(RunFailed(run_id="r", error="boom"))
     assert state.status == "failed" and state.error == "boom" and not state.active
 
-    class StartError:  # the shape of sltui.cli.headless.StartError
+    class StartError:  # the shape of sltui.runs.threads.StartError
         def __init__(self, error):
             self.error = error
     state = RunState("s", {})
@@ -276,7 +276,7 @@ def test_short_ids_keep_what_tells_runs_apart():
 
 
 def test_short_run_ids_are_the_fewest_last_characters_no_other_id_ends_with():
-    from sltui.run_index import resolve_run_id, short_run_ids
+    from sltui.runs.index import resolve_run_id, short_run_ids
 
     labels = short_run_ids(GENERATED)
     assert labels[GENERATED[1]] == "1f2e" and labels["my-own-name"] == "name"
@@ -291,7 +291,7 @@ def test_short_run_ids_are_the_fewest_last_characters_no_other_id_ends_with():
 
 
 def test_short_run_ids_of_runs_that_differ_only_in_time_stay_short():
-    from sltui.run_index import resolve_run_id, short_run_ids
+    from sltui.runs.index import resolve_run_id, short_run_ids
 
     # Same setting and random part, another time: the end of the id would have to reach
     # back to the time; the time's end and the random part tell them apart instead.
@@ -304,7 +304,7 @@ def test_short_run_ids_of_runs_that_differ_only_in_time_stay_short():
 
 def test_resolve_run_id_says_when_an_end_is_ambiguous_or_names_no_run():
     from engine.store import RunNotFound
-    from sltui.run_index import AmbiguousRunId, resolve_run_id
+    from sltui.runs.index import AmbiguousRunId, resolve_run_id
 
     with pytest.raises(AmbiguousRunId, match="is the end of 2 run ids"):
         resolve_run_id(GENERATED, "8eac")
@@ -394,7 +394,7 @@ def test_the_browser_at_80_columns_over_the_example_runs_shows_setting_cda_and_a
     80x24 shows its short id, status, setting, CDA and ASR."""
     from pathlib import Path
 
-    from sltui.run_index import RunIndex, resolve_run_id
+    from sltui.runs.index import RunIndex, resolve_run_id
 
     examples = Path(__file__).resolve().parent.parent / "examples"
     entries = [e for folder in ("runs", "arena") for e in RunIndex(examples / folder, persist=False).scan()]
@@ -487,7 +487,7 @@ def test_the_grouped_view_sorts_by_what_its_rows_have(tmp_path):
 
 
 def test_the_filter_finds_runs_by_name():
-    from sltui.query import QueryError, parse_query
+    from sltui.runs.query import QueryError, parse_query
 
     rows = [{"id": "a", "name": "Baseline [v2]"}, {"id": "b", "name": None}, {"id": "c"}]
     assert [r["id"] for r in rows if parse_query("name:baseline").matches(r)] == ["a"]
@@ -509,8 +509,12 @@ def test_compare_says_whether_a_setting_agrees_with_the_authors(tmp_path):
 
     root = tmp_path / "runs"
     for i, (seed, cda, asr) in enumerate([(1, 90.0, 95.0), (2, 91.0, 40.0)]):
-        write_run(root, f"s{i}", attack="surrogate", alpha=0.09, seed=seed, cda0=cda - 15, asr0=asr - 60)
+        # 90 epochs as the authors (write_run's metrics rise by 5 and 20 points an epoch)
+        write_run(root, f"s{i}", attack="surrogate", alpha=0.09, seed=seed, epochs=90, cda0=cda - 450, asr0=asr - 1800)
     write_run(root, "x", dataset="synthetic", seed=1)      # no authors' number: no line
+    write_run(root, "short", attack="surrogate", alpha=0.2, seed=1, epochs=3)   # 3 epochs: not like for like
     docs = [read_run_file(p) for p in sorted(root.rglob("run.json"))]
     assert agreement_lines(docs) == [
-        "mnist lenet c1 K1 surrogate α=0.09 (n 2) against the authors' CDA 98.82 ASR 99.59: CDA differs, ASR agrees"]
+        "mnist lenet c1 K1 surrogate α=0.09 (n 2) against the authors' CDA 98.82 ASR 99.59: CDA differs, ASR agrees",
+        "mnist lenet c1 K1 surrogate α=0.2 (n 1) against the authors' CDA 98.94 ASR 96.67: no verdict, not like for "
+        "like (fewer epochs or part of the data)"]

@@ -15,7 +15,7 @@ from textual.widgets import DataTable, Input, Static
 
 from sltui import cli
 from test_cli import sltui  # noqa: F401 - the fixture
-from sltui.annotations import add_tags, set_note
+from sltui.runs.annotations import add_tags, set_note
 from sltui.format import clip, literal, printable
 from engine.store import RunStore
 from sltui.tui.app import SlTuiApp, launch

@@ -1,5 +1,5 @@
-"""`sltui runs note|tag|untag|delete|restore`: a run's tags and note (sltui.annotations)
-and the trash (sltui.trash)."""
+"""`sltui runs note|tag|untag|delete|restore`: a run's tags and note (sltui.runs.annotations)
+and the trash (sltui.runs.trash)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,11 +9,11 @@ import typer
 
 from engine.store import RunNotFound, RunStore
 
-from ..annotations import add_tags, remove_tags, set_note
+from ..runs.annotations import add_tags, remove_tags, set_note
 from ..format import literal
-from ..run_index import AmbiguousRunId, resolve_run_id, run_ids
+from ..runs.index import AmbiguousRunId, resolve_run_id, run_ids
 from .root import runs_dir_to_read
-from ..trash import RunBusy, delete_run, restore_run, trashed
+from ..runs.trash import RunBusy, delete_run, restore_run, trashed
 
 
 def register(runs_app: typer.Typer, console: Any, default_runs_dir: Callable[[Optional[Path]], Path],
@@ -27,7 +27,7 @@ def register(runs_app: typer.Typer, console: Any, default_runs_dir: Callable[[Op
         fail(f"no run {run_id!r} in {store.root}; `sltui runs list` shows the ids")
 
     def find(store: RunStore, text: str, ids: Optional[list[str]] = None) -> str:
-        """The run `text` names: its id or short id (sltui.run_index.resolve_run_id)."""
+        """The run `text` names: its id or short id (sltui.runs.index.resolve_run_id)."""
         try:
             return resolve_run_id(run_ids(store.root) if ids is None else ids, text)
         except RunNotFound:

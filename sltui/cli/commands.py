@@ -15,9 +15,9 @@ from engine.errors import ConfigError, DataError
 from engine.files import make_folder, reason
 from engine.store import RunNotFound, RunStore, RunUnreadable
 
-from ..annotations import read_annotations
-from ..query import QueryError, parse_query
-from ..run_index import AmbiguousRunId, RunIndex, resolve_run_id, run_ids, run_row, short_run_ids, used_config
+from ..runs.annotations import read_annotations
+from ..runs.query import QueryError, parse_query
+from ..runs.index import AmbiguousRunId, RunIndex, resolve_run_id, run_ids, run_row, short_run_ids, used_config
 from .config_flags import HelpTyper, build_config, with_config_flags
 from ..format import fmt_cell, fmt_flag, fmt_num, fmt_pct, fmt_reaction, json_text, literal, printable
 from ..tables import Column, WIDE_HELP, fit_columns, natural_widths, print_table, terminal_width
@@ -27,7 +27,8 @@ from .doctor import register as register_doctor
 from .reproduce import register as register_reproduce
 from .root import check_data_root, default_data_root, default_runs_dir, runs_dir_to_read, set_root_options
 from .signals import guard_output
-from .sweep import register as register_sweep, unreadable_warnings
+from .batch import unreadable_warnings
+from .sweep import register as register_sweep
 
 app = HelpTyper(add_completion=False, no_args_is_help=False, rich_markup_mode="rich",
                 help="Run, watch and compare server-side backdoor attacks on split learning.")
@@ -66,7 +67,7 @@ def load_run(runs_dir: Optional[Path], run_id: str) -> tuple[RunStore, str, dict
 
 def find_run(store: RunStore, text: str) -> str:
     """The id of the run `text` names in `store`: its id, or its short id as the browser
-    and `runs list` show it (sltui.run_index.resolve_run_id); one line and exit 2 where no
+    and `runs list` show it (sltui.runs.index.resolve_run_id); one line and exit 2 where no
     run or several runs end with it."""
     try:
         return resolve_run_id(run_ids(store.root), text)

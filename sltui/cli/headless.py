@@ -8,8 +8,7 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
-from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from rich.console import Console
 from rich.text import Text
@@ -17,57 +16,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from engine.config import RunConfig
 from engine.events import DefenseScores, EpochMetrics, PhaseProgress, RunFailed, RunFinished, RunStarted
-from engine.store import RunStore, fanout
+from engine.store import RunStore
 from engine.training.runner import RunResult, new_run_id, run
 
 from ..format import fmt_defenses, fmt_num, literal
+from ..runs.threads import DONE, Job, StartError, start_job_thread
 from .signals import cancellation, quiet_ctrl_c
-
-
-@dataclass
-class StartError:
-    """An error raised before the run started (bad config, data, device)."""
-    error: BaseException
-
-
-_DONE = object()
-
-
-Job = Callable[[Callable[[Any], None], threading.Event], RunResult]
-
-
-def start_job_thread(job: Job, store: RunStore, sink: "queue.Queue[Any]", stop: threading.Event,
-                     name: str = "run", reserved: str | None = None) -> threading.Thread:
-    """Run `job(emit, stop)` in a daemon thread; its events go to the run file and `sink`,
-    then its RunResult (or a StartError), then a sentinel. `reserved`: the run's folder,
-    made by RunStore.reserve, removed again if the job never starts."""
-    emit = fanout(store.recorder(), sink.put)
-
-    def target() -> None:
-        try:
-            sink.put(job(emit, stop))
-        except BaseException as exc:  # noqa: BLE001 - reported through the queue
-            if reserved is not None:
-                store.release(reserved)
-            sink.put(StartError(exc))
-        finally:
-            sink.put(_DONE)
-
-    thread = threading.Thread(target=target, name=name, daemon=True)
-    thread.start()
-    return thread
-
-
-def start_run_thread(cfg: RunConfig, store: RunStore, sink: "queue.Queue[Any]",
-                     stop: threading.Event, run_id: str | None = None) -> tuple[threading.Thread, str]:
-    """Start `engine.training.runner.run` in a daemon thread writing the run file and
-    feeding `sink`. Without `run_id`, a fresh one whose folder is reserved (RunStore.reserve)."""
-    reserved = None
-    if run_id is None:
-        run_id = reserved = store.reserve(lambda _: new_run_id(cfg))
-    thread = start_job_thread(lambda emit, stop_: run(cfg, emit, stop_, run_id), store, sink, stop, f"run-{run_id}",
-                              reserved)
-    return thread, run_id
 
 
 def run_headless(cfg: RunConfig, store: RunStore, console: Console) -> tuple[RunResult | None, BaseException | None]:
@@ -117,7 +71,7 @@ def _follow(epochs: int | None, store: RunStore, console: Console, thread: threa
                 if stop.is_set() and progress.tasks[task].description != "cancelling":
                     progress.update(task, description="cancelling")
                 continue
-            if item is _DONE:
+            if item is DONE:
                 break
             if isinstance(item, StartError):
                 start_error = item.error

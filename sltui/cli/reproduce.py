@@ -20,7 +20,7 @@ from engine.store import RunStore
 from engine.sweeps.reproduction import (PARTS, TRANSFER_EPOCHS, TRANSFER_TARGETS, more_seeds_points, parse_parts,
                                         reproduction_sweep, transfer_sources)
 
-from .sweep import (DRY_RUN_OPTION, unreadable_warnings, EXECUTOR_OPTION, JOBS_OPTION, RAY_ADDRESS_OPTION, RUNS_DIR_OPTION,
+from .batch import (DRY_RUN_OPTION, unreadable_warnings, EXECUTOR_OPTION, JOBS_OPTION, RAY_ADDRESS_OPTION, RUNS_DIR_OPTION,
                     WIDE_DRY_RUN_OPTION, check_executor, gpu_share, launch, summarize)
 
 PARTS_HELP = ("comma list of parts (default: the paper at K = 1, every part but `clients`; `all`: every part): "
@@ -78,7 +78,7 @@ def register(app: typer.Typer, console: Any, default_runs_dir: Any, default_data
     ) -> None:
         """cells.csv, the figures in the paper's layout and the report (headline counts, the
         paper's claims with verdicts, one table per figure), from the run files alone."""
-        from .reproduction_report import write_reproduction
+        from ..reports.reproduction import write_reproduction
 
         root = default_runs_dir(runs_dir)
         # Whole run files (the run index's summaries leave out the environment, which names the device).

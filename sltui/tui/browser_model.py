@@ -1,4 +1,4 @@
-"""What the runs browser lists: its rows from the run index's entries, filtered (sltui.query),
+"""What the runs browser lists: its rows from the run index's entries, filtered (sltui.runs.query),
 one per run or one per setting (seeds grouped), with final or best metrics, sorted.
 
 Pure Python (no Textual): the browser screen sets the view's fields from keys and renders
@@ -12,8 +12,8 @@ from typing import Any, Iterable, Sequence
 
 from engine.store import RunEntry
 
-from ..query import QueryError, parse_query
-from ..run_index import short_run_ids
+from ..runs.query import QueryError, parse_query
+from ..runs.index import short_run_ids
 from .runs_model import GROUP_SORT_KEYS, SORT_KEYS, best_metrics, browser_row, group_rows, sort_rows
 
 
@@ -32,7 +32,7 @@ class BrowserRows:
         self.query_error = ""
         self.rows: list[dict[str, Any]] = []
         self.all_count = 0
-        self.short: dict[str, str] = {}  # run id -> short id, over every run (run_index.short_run_ids)
+        self.short: dict[str, str] = {}  # run id -> short id, over every run (sltui.runs.index.short_run_ids)
         self._key: tuple | None = None
         self._all: tuple = (None, [])
 

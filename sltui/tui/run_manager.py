@@ -110,7 +110,7 @@ Starter = Callable[..., tuple[threading.Thread, str]]
 def default_starter(cfg: Any, store: Any, sink: "queue.Queue[Any]", stop: threading.Event,
                     run_id: str | None = None) -> tuple[threading.Thread, str]:
     """Start a real run: imports the engine (and torch) only now."""
-    from ..cli.headless import start_run_thread
+    from ..runs.threads import start_run_thread
 
     return start_run_thread(cfg, store, sink, stop, run_id)
 

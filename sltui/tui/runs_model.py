@@ -19,8 +19,8 @@ from engine.sweeps.grid import NOT_EXPERIMENT, experiment_fields
 
 from .form_model import SPECS, visible
 from ..format import DETECTOR_SHORT, clip, fmt_cell, fmt_mean_std, fmt_setting, mean_score, printable
-from ..query import parse_query
-from ..run_index import RunIndex, run_row, short_run_ids  # noqa: F401 - RunIndex: the screens' index
+from ..runs.query import parse_query
+from ..runs.index import RunIndex, run_row, short_run_ids  # noqa: F401 - RunIndex: the screens' index
 from ..reference import cell_verdicts, lookup
 from ..tables import Column, fit_columns, fit_columns_wrapping, natural_widths
 
@@ -110,7 +110,7 @@ FREE_TEXT_WIDTH = 24
 def browser_layout(rows: Sequence[Mapping[str, Any]], width: int, columns: Sequence[Column] = BROWSER_COLUMNS,
                    short: Mapping[str, str] | None = None) -> tuple[list[Column], list[dict[str, str]]]:
     """(columns, cells) of the browser for a table `width` cells wide: whole ids when every
-    column fits with them, else each run's short id (`short`: sltui.run_index.short_run_ids
+    column fits with them, else each run's short id (`short`: sltui.runs.index.short_run_ids
     over every run of the folder, so that `sltui runs show` takes it; by default over
     `rows`) and columns left out by priority."""
     if not any(row.get("name") for row in rows):
@@ -197,14 +197,14 @@ def group_layout(rows: Sequence[Mapping[str, Any]], width: int) -> tuple[list[Co
 
 
 def browser_row(entry: RunEntry) -> dict[str, Any]:
-    """A browser row: the run's row (sltui.run_index.run_row: summary, setting in words,
+    """A browser row: the run's row (sltui.runs.index.run_row: summary, setting in words,
     detectors' verdicts, tags, note)."""
     return run_row(entry)
 
 
 def matches(row: Mapping[str, Any], query: str) -> bool:
-    """Whether a browser row matches the filter `query` (sltui.query); a malformed query
-    raises sltui.query.QueryError."""
+    """Whether a browser row matches the filter `query` (sltui.runs.query); a malformed query
+    raises sltui.runs.query.QueryError."""
     return parse_query(query).matches(row)
 
 
@@ -354,8 +354,10 @@ def agreement_lines(docs: Sequence[Mapping[str, Any]]) -> list[str]:
         if cda.authors is None:
             continue
         setting = {**cell.config, "alpha": cell.config.get("alpha") if cell.config.get("attack") == "surrogate" else None}
+        verdict = (f"CDA {cda.verdict}, ASR {asr.verdict}" if cda.verdict != "-" else
+                   "no verdict, not like for like (fewer epochs or part of the data)")
         lines.append(f"{fmt_setting(setting)} (n {cell.n}) against the authors' "
-                     f"CDA {cda.authors:.2f} ASR {asr.authors:.2f}: CDA {cda.verdict}, ASR {asr.verdict}")
+                     f"CDA {cda.authors:.2f} ASR {asr.authors:.2f}: {verdict}")
     return lines
 
 

@@ -15,9 +15,9 @@ from textual.widgets import DataTable, Footer, Header, Input, Static
 
 from engine.store import RunNotFound
 
-from ...annotations import add_tags, remove_tags, set_note
+from ...runs.annotations import add_tags, remove_tags, set_note
 from ...format import clip, literal, printable
-from ...trash import TRASH_DIR, RunBusy, delete_run, restore_run
+from ...runs.trash import TRASH_DIR, RunBusy, delete_run, restore_run
 from ..form_model import config_from_run
 from ..messages import RunsChanged
 from ..browser_model import BrowserRows
@@ -411,7 +411,7 @@ class BrowserScreen(Screen[None]):
 
         self.app.push_screen(CompareScreen(ids))
 
-    # ---- tags, notes, the trash (sltui.annotations, sltui.trash) ------------------
+    # ---- tags, notes, the trash (sltui.runs.annotations, sltui.runs.trash) ------------------
     def target_ids(self) -> list[str]:
         """The runs an action applies to: the selected ones, else the one under the cursor
         (none in the grouped view, whose rows are settings)."""

@@ -13,7 +13,7 @@ from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import ContentSwitcher, DataTable, Footer, Header, Label, ProgressBar, Static
 
-from ...run_index import used_config
+from ...runs.index import used_config
 from ..messages import RunsChanged
 from ..run_manager import RunState
 from ...format import fmt_cell, fmt_duration, fmt_flag, fmt_num, fmt_pct, fmt_reaction, literal
@@ -78,7 +78,7 @@ def verdict_lines(view: dict[str, Any]) -> list[str]:
 
 def config_rows(config: dict[str, Any]) -> list[tuple[str, str]]:
     """(field, value) of a run's config as its run screen lists it: the fields its attack,
-    trigger kind and detectors use (sltui.run_index.used_config: a hijack run has no alpha
+    trigger kind and detectors use (sltui.runs.index.used_config: a hijack run has no alpha
     to show), values as text."""
     return [(key, fmt_cell(key, value) or "-") for key, value in used_config(config).items()]
 

@@ -4,7 +4,7 @@
 folder: the run file's size and mtime, and a *summary* of the run: the run file without
 its per-epoch lists and diagnostics (summarize), its table row
 (engine.store.summary_row, computed from the whole file) and its tags and note
-(sltui.annotations). A refresh stats every run file and re-reads only those whose size
+(sltui.runs.annotations). A refresh stats every run file and re-reads only those whose size
 or mtime changed since they were indexed, newest first, as many as a time budget allows.
 
 The run files stay the truth: deleting the index loses nothing. An index that cannot be
@@ -29,7 +29,7 @@ from engine.store import (RUN_FILE, RunEntry, RunNotFound, RunStore, RunUnreadab
 from engine.sweeps.verdicts import asr_curve
 
 from .annotations import ANNOTATIONS_FILE, read_annotations
-from .format import fmt_setting, fmt_verdicts
+from ..format import fmt_setting, fmt_verdicts
 
 INDEX_FILE = ".index.sqlite"
 # Bumped whenever what a summary holds changes: an index of another version is rebuilt.

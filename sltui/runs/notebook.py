@@ -4,8 +4,8 @@
     runs = sltui.load_runs("runs")                  # one row per run
     epochs = sltui.load_epochs("runs", filter="attack=hijack cut>=2")   # one row per run x epoch
 
-Both read through the run index (sltui.run_index), take the browser's filter language
-(sltui.query) and import neither Textual nor torch (pandas only when called).
+Both read through the run index (sltui.runs.index), take the browser's filter language
+(sltui.runs.query) and import neither Textual nor torch (pandas only when called).
 """
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from typing import Any
 
 from engine.store import RunNotFound, RunUnreadable
 
-from .format import detector_verdicts
+from ..format import detector_verdicts
 from .query import parse_query
-from .run_index import RunIndex, run_row
+from .index import RunIndex, run_row
 
 # load_runs' columns, in order (detector columns follow: verdict_<name>, flag_epoch_<name>).
 RUN_COLUMNS = ("id", "status", "created", "dataset", "model", "cut", "clients", "attack", "alpha", "trigger",

@@ -4,7 +4,7 @@ Why a sidecar and not the run file: a running run's recorder rewrites run.json w
 every epoch from the document it keeps in memory, so anything another process wrote into
 run.json would be lost at the next epoch. The sidecar has one writer at a time (an
 exclusive lock on `<id>/.notes.lock` around each read-modify-write) and is replaced
-atomically; readers (sltui.run_index) merge it into the run's summary. Deleting it loses
+atomically; readers (sltui.runs.index) merge it into the run's summary. Deleting it loses
 the tags and the note, nothing else.
 """
 from __future__ import annotations
