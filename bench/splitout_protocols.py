@@ -169,7 +169,7 @@ def setting_of(config: dict[str, Any]) -> str:
 
 def traced_fits(doc: dict[str, Any]) -> list[str]:
     """The fits whose decisions the run's SplitOut trace holds (raw features)."""
-    from engine.calibration import streams
+    from engine.sweeps.calibration import streams
     from engine.defenses.splitout import trace_key
 
     epochs = [e for stream in streams(doc, "splitout") for e in stream]
@@ -179,7 +179,7 @@ def traced_fits(doc: dict[str, Any]) -> list[str]:
 def first_window_in_epoch1(doc: dict[str, Any], fit: str) -> int | None:
     """The gradient of epoch 1 (any honest client, counted from 1) at which a window of the
     run's size first holds more outliers than inliers (raw features), or None."""
-    from engine.calibration import streams
+    from engine.sweeps.calibration import streams
     from engine.defenses.splitout import trace_key
 
     window = int(doc["config"].get("splitout_window") or WINDOW)
@@ -194,7 +194,7 @@ def run_rows(docs: Iterable[dict[str, Any]], source: str) -> list[dict[str, Any]
     """One row per run and traced fit: the epochs it trained, the epochs flagged (raw
     features, window 10, as the run's config), judged from the trace as live, and where in
     epoch 1 the first flagging window ends."""
-    from engine.calibration import flag_epochs
+    from engine.sweeps.calibration import flag_epochs
 
     rows = []
     for doc in docs:
@@ -240,7 +240,7 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def same_trace(rerun_doc: dict[str, Any], stored: dict[str, Any]) -> bool:
     """Whether the rerun's fit-once decisions (both features) are the stored run's, every
     client, every epoch."""
-    from engine.calibration import streams
+    from engine.sweeps.calibration import streams
 
     a, b = streams(rerun_doc, "splitout"), streams(stored, "splitout")
     return len(a) == len(b) and all(

@@ -5,7 +5,7 @@ section says what each field changes). Fields whose default depends on the datas
 model (epochs, patience, LR milestones, attack phase epochs, trigger column) are stored
 as ``None`` by the user and resolved by :func:`resolve`, so a stored config always holds
 the concrete values a run used; :func:`resolved_fields` names the ones that were defaults,
-which a run file records so that a clone resolves them again (engine/clone.py).
+which a run file records so that a clone resolves them again (engine/config.py).
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import dataclasses
 import json
 import math
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, Mapping
 
 DATASETS = (
     "mnist", "fmnist", "cifar10", "cifar10-jpeg",
@@ -146,7 +146,7 @@ class RunConfig:
     # Client-side detectors (docs/protocol.md section 10). The parameters calibration
     # decides (memory, form, threshold, features, window) are the output of its rule on the
     # honest calibration runs (examples/calibration/calibration.json, `python
-    # bench/calibrate.py rule`): SplitGuard's most responsive memory that flagged no honest
+    # sltui calibrate rule`): SplitGuard's most responsive memory that flagged no honest
     # run; for Scrutinizer and SplitOut no candidate passed, so they keep the published
     # setting, which flags honest runs (docs/detectors.md).
     defenses: tuple[str, ...] = ()
@@ -621,3 +621,55 @@ def lr_multiplier(cfg: RunConfig, epoch: int) -> float:
     """Multiplier of the base LR in 0-indexed `epoch`: gamma ** (milestones m with epoch >= m)."""
     milestones = cfg.lr_milestones if cfg.lr_milestones is not None else default_milestones(cfg.model)
     return cfg.lr_gamma ** sum(1 for m in milestones if epoch >= m)
+
+
+# ---------------------------------------------------------------- a stored run's config as the user chose it
+# A stored run's config as the user chose it: the base of a clone or of `--config run.json`.
+#
+# A run file's ``config`` holds the concrete values the run used, including those that
+# :func:`engine.config.resolve` filled from the dataset/model defaults (epochs, patience,
+# LR milestones, trigger column, autoencoder epochs). Cloning an MNIST LeNet run as CIFAR-10
+# ResNet9 must not keep MNIST's 90 epochs, so a clone keeps only the user's fields and leaves
+# the others unset, to be resolved again for the new dataset and model.
+#
+# Which fields were resolved is read from the run file's ``config_resolved`` list. Run files
+# written before that list existed are read by inference: a default-dependent field counts
+# as resolved when its value equals the default for that run's dataset, model and trigger
+# size. A user who typed the default value explicitly then gets the new dataset's default
+# too, which is what a clone to another dataset almost always wants; on the same dataset
+# the value is the same either way.
+
+def resolved_in(doc: Mapping[str, Any]) -> list[str]:
+    """The config fields of run document `doc` that were resolved from defaults."""
+    recorded = doc.get("config_resolved")
+    if isinstance(recorded, list):
+        return [name for name in recorded if name in DEPENDENT_FIELDS]
+    config = doc.get("config") or {}
+    try:
+        defaults = spec_defaults(stored_config(dict(config)))
+    except (ConfigError, TypeError):
+        return []  # an unreadable config: keep it whole, its reader reports the problem
+    return [name for name, value in defaults.items() if _same(config.get(name), value)]
+
+
+def user_config(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """`doc`'s config without the fields resolved from defaults (see the module docstring).
+    A field the file does not hold, whose value before it existed (LEGACY_VALUES) is not
+    today's default, is given that older value: a clone of an older run keeps its trigger
+    pattern, say. An unreadable config is kept whole (its reader reports the problem)."""
+    resolved = set(resolved_in(doc))
+    config = dict(doc.get("config") or {})
+    try:
+        stored_config(config)
+    except (ConfigError, TypeError):
+        return config
+    today = RunConfig().to_dict()
+    legacy = {k: v for k, v in LEGACY_VALUES.items()
+              if k not in config and k not in resolved and v is not None and today.get(k, v) != v}
+    return {**legacy, **{k: v for k, v in config.items() if k not in resolved}}
+
+
+def _same(stored: Any, default: Any) -> bool:
+    if isinstance(default, tuple):
+        return isinstance(stored, (list, tuple)) and tuple(stored) == default
+    return stored == default and type(stored) is type(default)

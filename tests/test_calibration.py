@@ -1,10 +1,10 @@
-"""The calibration rule (engine/calibration.py) on constructed honest runs, and the traces a
+"""The calibration rule (engine/sweeps/calibration.py) on constructed honest runs, and the traces a
 real run records judged afterwards the way the detectors judged them live."""
 from __future__ import annotations
 
 import pytest
 
-from engine.calibration import (MARGIN, calibrate, false_accusations_by_epoch, first_flag_epoch, flag_epochs,
+from engine.sweeps.calibration import (MARGIN, calibrate, false_accusations_by_epoch, first_flag_epoch, flag_epochs,
                                 highest_window_share, lowest_rolling_mean, streams)
 from engine.config import RunConfig
 from engine.training.runner import run
@@ -144,3 +144,32 @@ def test_the_committed_calibration_is_the_rule_on_the_committed_runs_and_the_def
     assert {c["attack"] for c in configs} == {"none"} and {c["seed"] for c in configs} <= {101, 102, 103}
     assert {(c["dataset"], c["cut"], c["clients"]) for c in configs} == {
         (d, cut, k) for d in ("mnist", "fmnist") for cut in (1, 3) for k in (1, 3)}
+
+
+def test_sltui_calibrate_rule_writes_the_committed_files_again(tmp_path, monkeypatch, capsys):
+    """`sltui calibrate rule` (the procedure as a command) on a copy of the committed runs
+    writes calibration.json and calibration.md byte for byte as committed."""
+    import shutil
+    import sys
+
+    from sltui import cli
+    copy = tmp_path / "calibration"
+    shutil.copytree(CALIBRATION, copy, ignore=shutil.ignore_patterns("calibration.json", "calibration.md", ".index*"))
+
+    def sltui(*args):
+        monkeypatch.setattr(sys, "argv", ["sltui", *args])
+        try:
+            cli.main()
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 0
+        return code, *capsys.readouterr()
+
+    code, out, err = sltui("calibrate", "rule", "--runs-dir", str(copy))
+    assert code == 0, err
+    for name in ("calibration.json", "calibration.md"):
+        assert (copy / name).read_bytes() == (CALIBRATION / name).read_bytes(), name
+    # An evaluation seed is refused for the calibration set (and the reverse), in one line.
+    code, out, err = sltui("calibrate", "run", "--seeds", "201", "--runs-dir", str(tmp_path / "x"))
+    assert code == 2 and "calibration set's seeds are 101, 102, 103" in err and "Traceback" not in err
+    assert not (tmp_path / "x").exists()

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from textual.widgets import Select
 
-from engine.clone import resolved_in, user_config
+from engine.config import resolved_in, user_config
 from engine.config import DEPENDENT_FIELDS, RunConfig, default_milestones, resolve, spec_defaults
 from sltui.cli import commands as cli
 from sltui.tui import form_model

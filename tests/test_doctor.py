@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from engine import doctor
+from engine.training import doctor
 from engine.events import RunStarted
 
 from fake_data import write_idx_dataset

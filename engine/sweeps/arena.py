@@ -17,7 +17,7 @@ from .grid import Point, Sweep, expand, make_sweep, parse_list
 from .verdicts import has_honest_client, variant_label, variants
 
 # The seeds `sltui arena` runs when none are given: evaluation seeds, disjoint from the
-# calibration seeds (bench/calibrate.py, CALIBRATION_SEEDS).
+# calibration seeds (engine/sweeps/calibration.py, CALIBRATION_SEEDS).
 DEFAULT_SEEDS = "1,2,3,4,5"
 
 

@@ -23,6 +23,7 @@ from ..format import fmt_cell, fmt_flag, fmt_num, fmt_pct, fmt_reaction, json_te
 from ..tables import Column, WIDE_HELP, fit_columns, natural_widths, print_table, terminal_width
 from .annotate import register as register_annotate
 from .arena import register as register_arena
+from .calibrate import register as register_calibrate
 from .doctor import register as register_doctor
 from .reproduce import register as register_reproduce
 from .root import check_data_root, default_data_root, default_runs_dir, runs_dir_to_read, set_root_options
@@ -366,6 +367,7 @@ register_annotate(runs_app, console, default_runs_dir, fail, RUNS_DIR_HELP)
 register_doctor(app, console, default_runs_dir, fail, RUNS_DIR_HELP, default_data_root)
 register_arena(app, console, default_runs_dir)
 register_reproduce(app, console, default_runs_dir, default_data_root)
+register_calibrate(app, console, default_runs_dir, default_data_root)
 
 
 def _is_usage_error(exc: BaseException) -> bool:

@@ -10,7 +10,7 @@ from typing import Any, Callable, Optional
 
 import typer
 
-from engine.clone import user_config
+from engine.config import user_config
 from engine.config import (ATTACK_FIELDS, DEFENSE_FIELDS, FIELD_HELP, TRIGGER_FIELDS, ConfigError, RunConfig,
                            parse_defenses, parse_milestones)
 from engine.files import read_json

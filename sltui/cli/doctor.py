@@ -1,4 +1,4 @@
-"""`sltui doctor`: print engine.doctor's findings, one line each, and exit 1 if a run
+"""`sltui doctor`: print engine.training.doctor's findings, one line each, and exit 1 if a run
 could not start (any error), 0 otherwise (warnings included)."""
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def register(app: typer.Typer, console: Any, default_runs_dir: Callable[[Optiona
 
         Python, torch, CUDA and each GPU, threads, the compiled kernels, the datasets under
         the data root and the runs folder: one line per finding."""
-        from engine.doctor import diagnose
+        from engine.training.doctor import diagnose
 
         if device is not None and device not in DEVICES:
             fail(f"--device must be one of {', '.join(DEVICES)} (got {device!r})")

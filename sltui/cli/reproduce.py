@@ -22,13 +22,14 @@ from engine.sweeps.reproduction import (PARTS, TRANSFER_EPOCHS, TRANSFER_TARGETS
 
 from .batch import (DRY_RUN_OPTION, unreadable_warnings, EXECUTOR_OPTION, JOBS_OPTION, RAY_ADDRESS_OPTION, RUNS_DIR_OPTION,
                     WIDE_DRY_RUN_OPTION, check_executor, gpu_share, launch, summarize)
+from .config_flags import HelpTyper
 
 PARTS_HELP = ("comma list of parts (default: the paper at K = 1, every part but `clients`; `all`: every part): "
               + "; ".join(f"{p.name}: {p.what}" for p in PARTS))
 
 
 def register(app: typer.Typer, console: Any, default_runs_dir: Any, default_data_root: Any) -> None:
-    reproduce_app = typer.Typer(help="The paper on record: run its grid with seeds, compare it cell by cell.",
+    reproduce_app = HelpTyper(help="The paper on record: run its grid with seeds, compare it cell by cell.",
                                 no_args_is_help=True)
     app.add_typer(reproduce_app, name="reproduce")
 

@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass, fields
 from typing import Any
 
-from engine.clone import user_config
+from engine.config import user_config
 from engine.files import existing_folder
 from engine.config import (ON_FLAG, ATTACK_FIELDS, DEFENSE_FIELDS, SCRUTINIZER_FORMS, TRIGGER_FIELDS, AE_GRADS, AE_VARIANTS, ATTACKS, CUTS, DATASETS, DEVICES, FIELD_HELP, HIJACK_CRITICS, HIJACK_FINETUNE, HIJACK_TASK_HEADS, MODELS,
                            RR_GRANULARITIES, SPLITOUT_FEATURES, TRIGGERS, ConfigError, RunConfig,
@@ -184,7 +184,7 @@ def build(values: dict[str, Any]) -> tuple[RunConfig | None, dict[str, str]]:
 def config_from_run(doc: dict[str, Any]) -> RunConfig | None:
     """The config a clone of run document `doc` starts from: only the user's fields, the
     ones resolved from dataset/model defaults left empty so the form resolves them again
-    for whatever dataset and model the user picks (engine.clone)."""
+    for whatever dataset and model the user picks (engine.config)."""
     return config_from_dict(user_config(doc or {}))
 
 

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from .files import check_folder_creatable
-from .speed.cores import available_cores
+from ..files import check_folder_creatable
+from ..speed.cores import available_cores
 
 DATASETS = ("mnist", "fmnist", "cifar10", "cifar10-jpeg", "emnist-letters-aj")
 """The datasets on disk the doctor looks for (the variants mnist-10k, fmnist-5 read the same files)."""
@@ -93,7 +93,7 @@ def check_threads() -> Iterator[Finding]:
 
 
 def check_numba() -> Iterator[Finding]:
-    from .speed import fallbacks, kernels
+    from ..speed import fallbacks, kernels
 
     if kernels.usable():
         yield Finding("ok", "numba", f"{kernels.numba.__version__}: the compiled CPU kernels are on")
@@ -107,7 +107,7 @@ def check_numba() -> Iterator[Finding]:
 
 
 def data_root_and_source(data_root: str | None) -> tuple[Path, str]:
-    from .data.datasets import default_data_root
+    from ..data.datasets import default_data_root
 
     if data_root:
         return Path(data_root).expanduser(), "--data-root"
@@ -117,7 +117,7 @@ def data_root_and_source(data_root: str | None) -> tuple[Path, str]:
 def check_datasets(data_root: str | None) -> Iterator[Finding]:
     """Each dataset found or not under the data root, and where it would be downloaded.
     A missing dataset is a warning: torchvision downloads most of them on first use."""
-    from .data.datasets import DOWNLOADABLE, dataset_folder, missing_files
+    from ..data.datasets import DOWNLOADABLE, dataset_folder, missing_files
 
     root, source = data_root_and_source(data_root)
     if root.is_dir():
@@ -155,10 +155,10 @@ def check_runs_dir(runs_dir: Path) -> Iterator[Finding]:
 
 def check_training_step(device: str) -> Iterator[Finding]:
     """One epoch of a tiny synthetic run on `device` through the engine's run path."""
-    from .config import RunConfig
-    from .errors import ConfigError, DataError
-    from .training.runner import run
-    from .store import RunStore
+    from ..config import RunConfig
+    from ..errors import ConfigError, DataError
+    from .runner import run
+    from ..store import RunStore
 
     cfg = RunConfig(dataset="synthetic", model="lenet", clients=1, epochs=1, batch_size=64, train_limit=256,
                     eval_limit=128, device=device, save_weights=False, name="sltui doctor")
@@ -198,7 +198,7 @@ def diagnose(data_root: str | None, runs_dir: Path, device: str | None = None) -
 
 
 def _device_label(device: str) -> str:
-    from .speed.device import device_name, resolve_device
+    from ..speed.device import device_name, resolve_device
 
     resolved: Any = resolve_device(device)
     return f"{resolved} ({device_name(resolved)})" if resolved.type == "cuda" else "cpu"

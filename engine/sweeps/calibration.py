@@ -33,10 +33,20 @@ import math
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from .config import RunConfig, honest_clients
-from .defenses.splitout import trace_key
+from ..config import RunConfig, honest_clients
+from ..defenses.splitout import trace_key
 
 MARGIN = 0.05
+# The calibration set's seeds, never used to evaluate, and the seeds of the honest
+# evaluation runs (false accusations over time): `sltui calibrate run --set ...`.
+CALIBRATION_SEEDS = (101, 102, 103)
+EVALUATION_SEEDS = (201, 202, 203)
+# The calibration set: (dataset, cut, clients), LeNet, the short ones (K = 1) first.
+SETTINGS = tuple((dataset, cut, clients) for clients in (1, 3) for dataset in ("mnist", "fmnist") for cut in (1, 3))
+# Each detector's published parameters, beside the calibrated ones in the false-accusation curves.
+PUBLISHED = {"splitguard": {"splitguard_memory": 0, "splitguard_window": 5, "splitguard_threshold": 0.5},
+             "scrutinizer": {"scrutinizer_form": "published", "scrutinizer_threshold": 0.5},
+             "splitout": {"splitout_features": "raw", "splitout_window": 10}}
 SPLITGUARD_MEMORIES = (5, 10, 20, 50, 100, 0)
 SPLITGUARD_WINDOW = 5
 SPLITGUARD_THRESHOLD = 0.5
@@ -170,7 +180,7 @@ def false_accusations_by_epoch(docs: Iterable[Mapping[str, Any]], detector: str,
     """Per epoch e of the longest honest run, the share of honest runs (attack `none`, with
     a trace of `detector`) flagged by epoch e with `params`: k/n with its 95% Wilson
     interval. A run shorter than e counts as flagged or not as it ended."""
-    from .sweeps.verdicts import wilson
+    from .verdicts import wilson
     honest = [d for d in docs if d.get("status") == "completed" and (d.get("config") or {}).get("attack") == "none"
               and streams(d, detector)]
     firsts = [first_flag_epoch(d, detector, params) for d in honest]
@@ -253,9 +263,9 @@ def calibrate(docs: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 def markdown(result: Mapping[str, Any]) -> str:
-    lines = ["# Detector calibration (bench/calibrate.py rule)", "",
+    lines = ["# Detector calibration (sltui calibrate rule)", "",
              f"{len(result['runs'])} honest runs, seeds {', '.join(map(str, result['seeds']))}; margin {result['margin']}. "
-             "The rule is in engine/calibration.py and docs/detectors.md, \"Calibration\".", ""]
+             "The rule is in engine/sweeps/calibration.py and docs/detectors.md, \"Calibration\".", ""]
     for name, entry in result["detectors"].items():
         params = ", ".join(f"`{k}` {v}" for k, v in entry["parameters"].items())
         lines += [f"## {name}", "", f"Chosen: {params}" + ("" if entry["passed"] else
@@ -271,7 +281,7 @@ def markdown(result: Mapping[str, Any]) -> str:
 
 def write_calibration(runs: Path) -> list[Path]:
     """calibration.json and calibration.md under `runs`, from its run files."""
-    from .store import RunStore
+    from ..store import RunStore
     docs = [{**e.doc, "status": e.status} for e in RunStore(runs).entries() if e.doc is not None]
     result = calibrate(docs)
     json_path, md_path = runs / "calibration.json", runs / "calibration.md"
