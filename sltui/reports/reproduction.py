@@ -315,6 +315,21 @@ def _headline(rows: Sequence[Row]) -> list[str]:
     return lines
 
 
+def headline_sentence(rows: Sequence[Row]) -> str:
+    """The headline in one sentence (the README quotes it): per figure with compared cells,
+    in how many the CDA and the ASR agree with the authors' numbers."""
+    parts = []
+    for key, title in FIGURES:
+        compared = [r for r in rows if r.figure == key and r.cda.verdict != NO_AUTHORS]
+        if compared and key != "side":
+            runs = sum(r.cell.n for r in rows if r.figure == key)
+            cda = sum(1 for r in compared if r.cda.verdict == AGREES)
+            asr = sum(1 for r in compared if r.asr.verdict == AGREES)
+            parts.append(f"{title.split(':')[0]} ({runs} runs): CDA agrees in {cda}/{len(compared)} cells, "
+                         f"ASR in {asr}/{len(compared)}")
+    return "; ".join(parts) + "." if parts else "no cell compared yet."
+
+
 def claims_for(rows: Sequence[Row], transfers: Sequence[Mapping[str, Any]]) -> list[Claim]:
     all_cells = [r.cell for r in rows]
     ba = {r.cell.key: r.ba for r in rows}
@@ -404,7 +419,7 @@ def document(rows: Sequence[Row], transfers: Sequence[Mapping[str, Any]], docs: 
              "early stopping; [protocol.md section 13](protocol.md#13-the-paper-on-record)), and compared with the "
              "authors' number by a rule fixed before the runs: CDA agrees when the authors' CDA lies within our "
              "seeds' [min - 1, max + 1] points, ASR within [min - 5, max + 5]; with one seed within 2 / 10 points. "
-             "Values are the last epoch's, as the authors'.", "", "## Headline", ""]
+             "Values are the last epoch's, as the authors'.", "", "## Headline", "", headline_sentence(rows), ""]
     lines += _headline(rows)
     lines += ["", "## The paper's claims", "", "| claim | verdict | evidence |", "|---|---|---|"]
     for c in claims:
