@@ -9,6 +9,7 @@ from engine.sweeps.calibration import (MARGIN, calibrate, false_accusations_by_e
 from engine.config import RunConfig
 from engine.training.runner import run
 from engine.store import RunStore
+from test_cli import sltui  # noqa: F401 - the fixture
 
 
 def honest_doc(splitguard=None, scrutinizer=None, splitout=None, clients=1, attack="none", seed=101):
@@ -146,25 +147,13 @@ def test_the_committed_calibration_is_the_rule_on_the_committed_runs_and_the_def
         (d, cut, k) for d in ("mnist", "fmnist") for cut in (1, 3) for k in (1, 3)}
 
 
-def test_sltui_calibrate_rule_writes_the_committed_files_again(tmp_path, monkeypatch, capsys):
+def test_sltui_calibrate_rule_writes_the_committed_files_again(tmp_path, sltui):  # noqa: F811
     """`sltui calibrate rule` (the procedure as a command) on a copy of the committed runs
     writes calibration.json and calibration.md byte for byte as committed."""
     import shutil
-    import sys
 
-    from sltui import cli
     copy = tmp_path / "calibration"
     shutil.copytree(CALIBRATION, copy, ignore=shutil.ignore_patterns("calibration.json", "calibration.md", ".index*"))
-
-    def sltui(*args):
-        monkeypatch.setattr(sys, "argv", ["sltui", *args])
-        try:
-            cli.main()
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 0
-        return code, *capsys.readouterr()
-
     code, out, err = sltui("calibrate", "rule", "--runs-dir", str(copy))
     assert code == 0, err
     for name in ("calibration.json", "calibration.md"):

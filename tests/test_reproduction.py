@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from engine.errors import ConfigError
+from test_cli import sltui  # noqa: F401 - the fixture
 from engine.sweeps.grid import expand, make_sweep
 from engine.sweeps.reproduction import DEFAULT_PARTS, PART_NAMES, parse_parts, part_points, parts_by_key, reproduction_sweep
 
@@ -143,12 +144,10 @@ def write_runs(root, specs):
         (root / run_id / "run.json").write_text(_json.dumps(doc))
 
 
-def test_report_is_regenerated_byte_for_byte_and_its_cells_are_the_run_files(tmp_path, monkeypatch, capsys):
+def test_report_is_regenerated_byte_for_byte_and_its_cells_are_the_run_files(tmp_path, sltui):  # noqa: F811
     import csv
     import statistics
-    import sys
 
-    from sltui import cli
     runs = tmp_path / "runs"
     surrogate = {"dataset": "mnist", "cut": 1, "attack": "surrogate", "alpha": 0.09}
     specs = [(surrogate, 1, 98.76, 75.74, "cpu"), (surrogate, 2, 98.75, 99.51, "cuda"), (surrogate, 3, 98.54, 95.30, "cpu"),
@@ -158,12 +157,9 @@ def test_report_is_regenerated_byte_for_byte_and_its_cells_are_the_run_files(tmp
     write_runs(runs, specs)
 
     def report(out):
-        monkeypatch.setattr(sys, "argv", ["sltui", "reproduce", "report", "--runs-dir", str(runs), "--out", str(out),
-                                          "--doc", str(out / "reproduction.md")])
-        try:
-            cli.main()
-        except SystemExit as exc:
-            assert not exc.code, capsys.readouterr()
+        code, _, err = sltui("reproduce", "report", "--runs-dir", str(runs), "--out", str(out),
+                             "--doc", str(out / "reproduction.md"))
+        assert code == 0, err
         return {p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
 
     first = report(tmp_path / "a")
