@@ -216,3 +216,13 @@ def test_a_single_run_near_the_agreement_edge_gets_two_more_seeds(ours, authors,
         assert all(p.config.replace(seed=1) == part_points("clients", {})[0].config for p in points)
     k1 = {**config, "clients": 1}
     assert more_seeds_points([(k1, ours, authors)], {}) == []   # K = 1 already has three seeds
+
+
+def test_a_cell_equal_seed_by_seed_to_a_lower_cut_says_so():
+    from sltui.reports.reproduction import identical_at_other_cut
+    docs = [run_doc(s, 98.0 + s / 10, 10.0 * s, cut=cut) for s in (1, 2) for cut in (1, 2)]
+    docs += [run_doc(s, 98.0, 50.0 + s, cut=3) for s in (1, 2)]
+    by_cut = {c.config["cut"]: c for c in cells(docs)}
+    found = list(by_cut.values())
+    assert identical_at_other_cut(by_cut[2], found) == 1
+    assert identical_at_other_cut(by_cut[1], found) is None and identical_at_other_cut(by_cut[3], found) is None

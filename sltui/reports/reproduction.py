@@ -99,6 +99,9 @@ def build_rows(docs: Iterable[Mapping[str, Any]]) -> list[Row]:
             text = reason(cell, verdict, protocol)
             if text:
                 notes.append(f"{verdict.metric.upper()} {text}")
+        same = identical_at_other_cut(cell, all_cells)
+        if same is not None:
+            notes.append(f"the same numbers, seed by seed, as cut {same}")
         rows.append(Row(cell, figure_of(cell.config), side_of(cell.config), cda, asr,
                         ba(cell) if cell.config.get("attack") != "none" else None, "; ".join(notes)))
     order = {key: i for i, (key, _) in enumerate(FIGURES)}
@@ -110,6 +113,18 @@ def build_rows(docs: Iterable[Mapping[str, Any]]) -> list[Row]:
 
 def _num(value: float | None, digits: int = 2) -> str:
     return "" if value is None else f"{value:.{digits}f}"
+
+
+def identical_at_other_cut(cell: Cell, all_cells: Sequence[Cell]) -> int | None:
+    """The lowest lower cut whose cell of the same setting has the same seeds and bit for bit
+    the same final CDA and ASR (LeNet's cut 2 adds only a max-pool, which has no parameters:
+    the same computation, split elsewhere), or None."""
+    for other in sorted(all_cells, key=lambda c: int(c.config.get("cut", 0))):
+        if (other.key != cell.key and int(other.config.get("cut", 0)) < int(cell.config.get("cut", 0))
+                and all(other.config.get(k) == v for k, v in cell.config.items() if k not in ("cut", "seed"))
+                and other.seeds == cell.seeds and other.cda == cell.cda and other.asr == cell.asr):
+            return int(other.config["cut"])
+    return None
 
 
 def cell_record(row: Row) -> dict[str, str]:
