@@ -24,6 +24,8 @@ from .aggregate import group_key, metric
 SLACK = {"cda": 1.0, "asr": 5.0}
 SLACK_ONE_SEED = {"cda": 2.0, "asr": 10.0}
 AGREES, DIFFERS, NO_AUTHORS = "agrees", "differs", "-"
+# Why a cell differs, in the order `reason` tries them.
+REASONS = ("protocol", "seed-unstable", "unexplained")
 # A cell whose seeds' ASR spans at least this many points is seed-unstable: three seeds
 # cannot bound it (a `differs` there gets that reason, not "unexplained").
 UNSTABLE_ASR_RANGE = 30.0

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from engine.sweeps.agreement import (AGREES, NO_AUTHORS, Cell, Claim, Verdict, cells,
+from engine.sweeps.agreement import (AGREES, NO_AUTHORS, REASONS, Cell, Claim, Verdict, cells,
                                      claim_autoencoder, claim_cda_near_ba, claim_clients, claim_cut, claim_emnist,
                                      claim_fewer_classes, claim_fewer_samples, claim_fmnist_harder, claim_small_alpha,
                                      claim_transfer, client_trends, reason, run_device, Trend)
@@ -41,6 +41,7 @@ class Row:
     asr: Verdict
     ba: float | None
     note: str
+    reasons: tuple[str, ...] = ()   # the kind of each difference (REASONS), CDA's then ASR's
 
 
 def side_of(config: Mapping[str, Any]) -> str:
@@ -90,7 +91,7 @@ def build_rows(docs: Iterable[Mapping[str, Any]]) -> list[Row]:
     rows = []
     for cell in all_cells:
         cda, asr = verdicts[cell.key]
-        notes = []
+        notes, reasons = [], []
         for verdict in (cda, asr):
             twin_agrees = [side_of(s.config) for s in all_cells if side_of(s.config) and not side_of(cell.config)
                            and _same_setting(s.config, cell.config)
@@ -99,11 +100,12 @@ def build_rows(docs: Iterable[Mapping[str, Any]]) -> list[Row]:
             text = reason(cell, verdict, protocol)
             if text:
                 notes.append(f"{verdict.metric.upper()} {text}")
+                reasons.append(text.split(":", 1)[0])
         same = identical_at_other_cut(cell, all_cells)
         if same is not None:
             notes.append(f"the same numbers, seed by seed, as cut {same}")
         rows.append(Row(cell, figure_of(cell.config), side_of(cell.config), cda, asr,
-                        ba(cell) if cell.config.get("attack") != "none" else None, "; ".join(notes)))
+                        ba(cell) if cell.config.get("attack") != "none" else None, "; ".join(notes), tuple(reasons)))
     order = {key: i for i, (key, _) in enumerate(FIGURES)}
     rows.sort(key=lambda r: (order[r.figure], str(r.cell.config.get("dataset")), int(r.cell.config.get("clients", 1)),
                              int(r.cell.config.get("cut", 1)), -float(r.cell.config.get("alpha") or 0)
@@ -316,17 +318,21 @@ def _table(rows: Sequence[Row], with_k: bool, with_side: bool = False) -> list[s
 
 
 def _headline(rows: Sequence[Row]) -> list[str]:
-    lines = ["| figure | cells run | runs | CDA agrees | ASR agrees | no authors' number |", "|---|---|---|---|---|---|"]
+    """Per figure: cells, runs, agreements, and the reasons of the differences (SPEC 13's order)."""
+    lines = ["| figure | cells run | runs | CDA agrees | ASR agrees | differences: " + ", ".join(REASONS)
+             + " | no authors' number |", "|---|---|---|---|---|---|---|"]
     for key, title in FIGURES:
         subset = [r for r in rows if r.figure == key]
         if not subset:
-            lines.append(f"| {title} | 0 | 0 | - | - | - |")
+            lines.append(f"| {title} | 0 | 0 | - | - | - | - |")
             continue
         compared = [r for r in subset if r.cda.verdict != NO_AUTHORS]
         cda = sum(1 for r in compared if r.cda.verdict == AGREES)
         asr = sum(1 for r in compared if r.asr.verdict == AGREES)
+        reasons = [kind for r in compared for kind in r.reasons]
+        counts = ", ".join(str(reasons.count(name)) for name in REASONS)
         lines.append(f"| {title} | {len(subset)} | {sum(r.cell.n for r in subset)} | {cda}/{len(compared)} | "
-                     f"{asr}/{len(compared)} | {len(subset) - len(compared)} |")
+                     f"{asr}/{len(compared)} | {counts} | {len(subset) - len(compared)} |")
     return lines
 
 
