@@ -16,6 +16,7 @@ from engine.sweeps.agreement import (AGREES, NO_AUTHORS, REASONS, Cell, Claim, V
                                      claim_autoencoder, claim_cda_near_ba, claim_clients, claim_cut, claim_emnist,
                                      claim_fewer_classes, claim_fewer_samples, claim_fmnist_harder, claim_small_alpha,
                                      claim_transfer, client_trends, reason, run_device, Trend)
+from engine.sweeps.grid import experiment_key
 from engine.sweeps.reproduction import PARTS
 
 from ..reference import TABLE3, cell_verdicts, lookup
@@ -28,8 +29,6 @@ CELL_COLUMNS = ("figure", "dataset", "model", "clients", "cut", "attack", "alpha
 FIGURES = (("3", "Figure 3: the surrogate attack on MNIST"), ("4", "Figure 4: the surrogate attack on FMNIST"),
            ("6", "Figure 6: the autoencoder attack"), ("7", "Figure 7: baseline accuracy (BA), no attack"),
            ("D", "Appendix D: fewer samples, fewer classes"), ("side", "Side cells: the authors' code against the paper's text"))
-# A side cell's fields (the authors' code's choices) and how the report names them.
-SIDE_FIELDS = {"loss_halved": "halved loss", "ae_share": "share", "ae_variant": "code variant"}
 
 
 @dataclass(frozen=True)
@@ -121,9 +120,10 @@ def identical_at_other_cut(cell: Cell, all_cells: Sequence[Cell]) -> int | None:
     """The lowest lower cut whose cell of the same setting has the same seeds and bit for bit
     the same final CDA and ASR (LeNet's cut 2 adds only a max-pool, which has no parameters:
     the same computation, split elsewhere), or None."""
+    setting = experiment_key(dict(cell.config), drop=("cut", "seed"))
     for other in sorted(all_cells, key=lambda c: int(c.config.get("cut", 0))):
         if (other.key != cell.key and int(other.config.get("cut", 0)) < int(cell.config.get("cut", 0))
-                and all(other.config.get(k) == v for k, v in cell.config.items() if k not in ("cut", "seed"))
+                and experiment_key(dict(other.config), drop=("cut", "seed")) == setting
                 and other.seeds == cell.seeds and other.cda == cell.cda and other.asr == cell.asr):
             return int(other.config["cut"])
     return None
